@@ -1,0 +1,9 @@
+"""lastwill: an MQTT 3.1.1 and 5.0 broker whose Last Will and Testament is exact, durable and visible."""
+
+from __future__ import annotations
+
+from .broker import Broker
+from .config import Config
+
+__version__ = "0.1.0"
+__all__ = ["Broker", "Config", "__version__"]

@@ -1,0 +1,49 @@
+"""The embeddable broker: ``async with Broker(listen=["127.0.0.1:0"]) as broker: ...``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .config import Config
+from .core.broker import BrokerCore
+from .edge.server import Server
+
+
+class Broker:
+    """An MQTT broker running on the current asyncio loop.
+
+    ``Broker(config)`` or ``Broker(listen=[...], **settings)``; settings are the keys of ``Config``.
+    After ``start()`` (or entering the context), ``port`` and ``addresses`` tell where it listens
+    (use port 0 in tests).
+    """
+
+    def __init__(self, config: Config | None = None, *, listen: list[str] | str | None = None, **settings: Any):
+        config = config or Config()
+        if isinstance(listen, str):
+            listen = [listen]
+        if listen is not None:
+            settings["listen"] = listen
+        self.config = config.replace(**settings) if settings else config.validate()
+        self.core = BrokerCore(self.config)
+        self.server = Server(self.config, self.core)
+
+    async def start(self) -> Broker:
+        await self.server.start()
+        return self
+
+    async def stop(self) -> None:
+        await self.server.stop()
+
+    async def __aenter__(self) -> Broker:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        return list(self.server.addresses)
+
+    @property
+    def port(self) -> int:
+        return self.server.addresses[0][1]

@@ -1,0 +1,105 @@
+"""The ``lastwill`` command. Turns argv into a Config and runs the server; nothing else."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import signal
+import sys
+
+from . import __version__
+from .config import Config, load_config
+from .errors import ConfigError
+
+log = logging.getLogger("lastwill")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per Config key, so that a flag can set everything the TOML file can."""
+    for f in dataclasses.fields(Config):
+        if f.name == "listen":
+            parser.add_argument("--listen", action="append", metavar="HOST:PORT",
+                                help="listen on HOST:PORT (repeatable; default 127.0.0.1:1883)")
+        elif f.type in ("bool", bool):
+            parser.add_argument(_flag(f.name), dest=f.name, action=argparse.BooleanOptionalAction,
+                                default=None)
+        elif f.type in ("int", int):
+            parser.add_argument(_flag(f.name), dest=f.name, type=_typed(f.name, int), metavar="N")
+        elif f.type in ("float", float):
+            parser.add_argument(_flag(f.name), dest=f.name, type=_typed(f.name, float), metavar="SECONDS")
+        else:
+            parser.add_argument(_flag(f.name), dest=f.name, metavar="VALUE")
+
+
+def _typed(name: str, kind: type):
+    def convert(text: str):
+        try:
+            return kind(text)
+        except ValueError:
+            what = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"flag {_flag(name)}: expected {what}, got {text!r}") from None
+    return convert
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lastwill", description="MQTT broker with exact, visible wills")
+    parser.add_argument("--version", action="version", version=f"lastwill {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the broker")
+    serve.add_argument("--config", metavar="FILE", help="TOML file with any of the settings below")
+    _add_config_flags(serve)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    overrides = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(Config)}
+    return load_config(args.config, **overrides)
+
+
+async def _serve(config: Config) -> None:
+    from .broker import Broker
+
+    broker = Broker(config)
+    await broker.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down")
+    await broker.stop()
+
+
+def _install_loop() -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except ConfigError as e:
+        print(f"lastwill: {e}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "serve":
+        _install_loop()
+        try:
+            asyncio.run(_serve(config))
+        except OSError as e:
+            print(f"lastwill: cannot listen on {', '.join(config.listen)}: {e.strerror or e}", file=sys.stderr)
+            return 1
+        return 0
+    return 2  # pragma: no cover

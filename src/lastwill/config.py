@@ -1,0 +1,122 @@
+"""Configuration: one dataclass, filled from defaults, a TOML file, then command-line flags.
+
+Every error names the key and what was expected, e.g.
+``config key 'receive_maximum': expected an integer from 1 to 65535, got 0``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+UINT32_MAX = 0xFFFFFFFF
+MAX_PACKET_LIMIT = 268_435_460  # largest MQTT packet: 1 + 4 + 268,435,455
+
+
+@dataclass
+class Config:
+    # listeners: "HOST:PORT" (IPv6 as "[::1]:1883")
+    listen: list[str] = field(default_factory=lambda: ["127.0.0.1:1883"])
+    # protocol limits advertised in CONNACK and enforced
+    max_packet_size: int = 1_048_576
+    receive_maximum: int = 1024
+    maximum_qos: int = 2
+    retain_available: bool = True
+    topic_alias_maximum: int = 64
+    outbound_topic_aliases: bool = True
+    wildcard_subscription_available: bool = True
+    subscription_identifier_available: bool = True
+    shared_subscription_available: bool = True
+    # keep-alive: a client asking for more than this (or for 0 when zero is not allowed) is told
+    # the server's value in CONNACK (MQTT 5 Server Keep Alive)
+    max_keep_alive: int = 65535
+    allow_zero_keep_alive: bool = True
+    connect_timeout: float = 10.0
+    # sessions
+    max_session_expiry: int = UINT32_MAX  # seconds; UINT32_MAX means "never expires" is allowed
+    max_queued_messages: int = 100_000  # per session; beyond this, new messages are dropped and counted
+    queue_qos0: bool = False  # queue QoS 0 messages for offline sessions (mosquitto's default: no)
+    # logging
+    log_level: str = "info"
+
+    def validate(self) -> Config:
+        def int_range(key: str, lo: int, hi: int) -> None:
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                raise ConfigError(f"config key '{key}': expected an integer from {lo} to {hi}, got {v!r}")
+
+        def boolean(key: str) -> None:
+            v = getattr(self, key)
+            if not isinstance(v, bool):
+                raise ConfigError(f"config key '{key}': expected true or false, got {v!r}")
+
+        if not isinstance(self.listen, list) or not self.listen:
+            raise ConfigError(f"config key 'listen': expected a non-empty list of HOST:PORT, got {self.listen!r}")
+        for item in self.listen:
+            parse_listen(item)
+        int_range("max_packet_size", 64, MAX_PACKET_LIMIT)
+        int_range("receive_maximum", 1, 65535)
+        int_range("maximum_qos", 0, 2)
+        int_range("topic_alias_maximum", 0, 65535)
+        int_range("max_keep_alive", 1, 65535)
+        int_range("max_session_expiry", 0, UINT32_MAX)
+        int_range("max_queued_messages", 0, 100_000_000)
+        for key in ("retain_available", "outbound_topic_aliases", "wildcard_subscription_available",
+                    "subscription_identifier_available", "shared_subscription_available",
+                    "allow_zero_keep_alive", "queue_qos0"):
+            boolean(key)
+        if isinstance(self.connect_timeout, bool) or not isinstance(self.connect_timeout, (int, float)) \
+                or not 0 < self.connect_timeout <= 3600:
+            raise ConfigError(f"config key 'connect_timeout': expected seconds (0 < s <= 3600), "
+                              f"got {self.connect_timeout!r}")
+        if self.log_level not in ("debug", "info", "warning", "error"):
+            raise ConfigError(f"config key 'log_level': expected one of debug, info, warning, error, "
+                              f"got {self.log_level!r}")
+        return self
+
+    @classmethod
+    def keys(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    def replace(self, **changes: Any) -> Config:
+        return dataclasses.replace(self, **changes).validate()
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """"HOST:PORT" -> (host, port). Raises ConfigError naming the 'listen' key."""
+    if not isinstance(value, str):
+        raise ConfigError(f"config key 'listen': expected HOST:PORT strings, got {value!r}")
+    host, sep, port = value.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"config key 'listen': expected HOST:PORT with a port from 0 to 65535, got {value!r}")
+    return host, int(port)
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
+    """Defaults, then the TOML file at ``path``, then ``overrides`` (flags). Validated."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        try:
+            raw = p.read_bytes()
+        except OSError as e:
+            raise ConfigError(f"config file {str(p)!r}: cannot read it: {e.strerror}") from None
+        try:
+            data = tomllib.loads(raw.decode("utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"config file {str(p)!r}: not valid TOML: {e}") from None
+        known = set(Config.keys())
+        for key, value in data.items():
+            if key not in known:
+                raise ConfigError(f"config file {str(p)!r}: unknown key '{key}' "
+                                  f"(known keys: {', '.join(sorted(known))})")
+            values[key] = value
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return Config(**values).validate()

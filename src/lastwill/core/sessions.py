@@ -1,0 +1,90 @@
+"""Sessions and connections as the core sees them: plain state, no I/O.
+
+A ``Session`` outlives its network connections (Clean Start 0 / Session Expiry Interval); a
+``Conn`` is one network connection. The rules that move them live in ``broker.py`` and, for the
+will, in ``will.py``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from ..codec.packets import Publish, Will
+from .message import Message
+from .topics import SubOptions
+
+NEVER = 0xFFFFFFFF  # Session Expiry Interval meaning "does not expire"
+
+# states of a Conn
+NEW, CONNECTED, CLOSED = "new", "connected", "closed"
+
+# states of an outbound QoS 1/2 delivery
+AWAIT_PUBACK, AWAIT_PUBREC, AWAIT_PUBCOMP = "puback", "pubrec", "pubcomp"
+
+
+@dataclass(slots=True, eq=False)
+class Delivery:
+    """A message on its way to one session: the QoS and flags it gets there."""
+
+    message: Message
+    qos: int
+    retain: bool
+    subscription_ids: tuple[int, ...] = ()
+
+
+@dataclass(slots=True, eq=False)
+class InFlight:
+    delivery: Delivery
+    packet: Publish  # as last sent (packet_id set)
+    state: str
+
+
+@dataclass(slots=True, eq=False)
+class Session:
+    client_id: str
+    expiry_interval: int = 0
+    subscriptions: dict[str, SubOptions] = field(default_factory=dict)
+    conn: Conn | None = None
+    # the will: the CONNECT's Will Message while it is stored [MQTT-3.1.2-7]
+    will: Will | None = None
+    will_fire_at: float | None = None  # set while a will is pending after the connection ended
+    will_cause: str | None = None  # why the connection ended (for the timeline)
+    queue: deque[Delivery] = field(default_factory=deque)
+    inflight: dict[int, InFlight] = field(default_factory=dict)
+    awaiting_pubrel: set[int] = field(default_factory=set)  # inbound QoS 2 packet ids
+    next_packet_id: int = 1
+    dropped: int = 0  # messages dropped because the queue was full
+
+    def allocate_packet_id(self) -> int:
+        pid = self.next_packet_id
+        inflight = self.inflight
+        for _ in range(65535):
+            if pid not in inflight:
+                break
+            pid = pid % 65535 + 1
+        else:  # pragma: no cover - callers never exceed the receive maximum (<= 65535)
+            raise RuntimeError("no free packet identifier")
+        self.next_packet_id = pid % 65535 + 1
+        return pid
+
+
+@dataclass(slots=True, eq=False)
+class Conn:
+    conn_id: int
+    peer: str = ""
+    state: str = NEW
+    protocol_level: int = 4
+    client_id: str = ""
+    session: Session | None = None
+    keep_alive: int = 0  # the value in force (the client's, or the Server Keep Alive)
+    last_activity: float = 0.0
+    connect_expiry_interval: int = 0  # Session Expiry Interval from CONNECT (for [MQTT-3.14.2-2])
+    # what the client told us (MQTT 5 CONNECT properties)
+    receive_maximum: int = 65535
+    maximum_packet_size: int | None = None
+    topic_alias_maximum: int = 0
+    request_problem_information: bool = True
+    aliases_in: dict[int, str] = field(default_factory=dict)
+    aliases_out: dict[str, int] = field(default_factory=dict)
+    decoder: object = None

@@ -1,0 +1,72 @@
+"""One queue of timers ordered by absolute deadline.
+
+Keep-alive, connect timeout, will delay, session expiry and retained-message expiry all live here,
+keyed by a hashable key such as ``("will", client_id)``. Rescheduling or cancelling a key is O(log n)
+with lazy deletion: stale heap entries are skipped when they surface. The edge keeps one timer
+armed at ``next_deadline()``.
+
+Ordering is by deadline only (ties by insertion), never by interval: a will scheduled later with a
+shorter delay surfaces before an earlier, longer one.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Hashable
+
+
+class TimerQueue:
+    __slots__ = ("_heap", "_live", "_seq")
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Hashable]] = []
+        self._live: dict[Hashable, tuple[float, int]] = {}
+        self._seq = itertools.count()
+
+    def schedule(self, key: Hashable, deadline: float) -> None:
+        """Arm ``key`` at ``deadline``, replacing any earlier schedule of the same key."""
+        seq = next(self._seq)
+        self._live[key] = (deadline, seq)
+        heapq.heappush(self._heap, (deadline, seq, key))
+        if len(self._heap) > 64 and len(self._heap) > 4 * len(self._live):
+            self._compact()
+
+    def cancel(self, key: Hashable) -> bool:
+        return self._live.pop(key, None) is not None
+
+    def deadline_of(self, key: Hashable) -> float | None:
+        entry = self._live.get(key)
+        return entry[0] if entry else None
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._live
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def next_deadline(self) -> float | None:
+        heap, live = self._heap, self._live
+        while heap:
+            deadline, seq, key = heap[0]
+            entry = live.get(key)
+            if entry is not None and entry[1] == seq:
+                return deadline
+            heapq.heappop(heap)
+        return None
+
+    def pop_due(self, now: float) -> list[Hashable]:
+        """Remove and return every key whose deadline is <= now, earliest first."""
+        due = []
+        heap, live = self._heap, self._live
+        while heap and heap[0][0] <= now:
+            deadline, seq, key = heapq.heappop(heap)
+            entry = live.get(key)
+            if entry is not None and entry[1] == seq:
+                del live[key]
+                due.append(key)
+        return due
+
+    def _compact(self) -> None:
+        self._heap = [(d, s, k) for k, (d, s) in self._live.items()]
+        heapq.heapify(self._heap)

@@ -1,0 +1,47 @@
+"""Errors raised by the codec and the core. Each carries the MQTT 5 reason code it maps to."""
+
+from __future__ import annotations
+
+
+class MqttError(Exception):
+    """A protocol-level error. ``reason_code`` is the MQTT 5 reason code (>= 0x80).
+
+    ``rule`` is the normative requirement id that was broken, when there is one
+    (e.g. ``"MQTT-3.1.2-11"``); it ends up in the log and the will timeline.
+    """
+
+    reason_code: int = 0x80
+
+    def __init__(self, message: str, reason_code: int | None = None, rule: str | None = None):
+        super().__init__(message)
+        if reason_code is not None:
+            self.reason_code = reason_code
+        self.rule = rule
+
+    def __str__(self) -> str:
+        base = super().__str__()
+        return f"{base} [{self.rule}]" if self.rule else base
+
+
+class MalformedPacket(MqttError):
+    reason_code = 0x81
+
+
+class ProtocolError(MqttError):
+    reason_code = 0x82
+
+
+class PacketTooLarge(MqttError):
+    reason_code = 0x95
+
+
+class UnsupportedProtocolVersion(MqttError):
+    reason_code = 0x84
+
+
+class TopicNameInvalid(MqttError):
+    reason_code = 0x90
+
+
+class ConfigError(Exception):
+    """A bad configuration key or value. The message names the key and what was expected."""

@@ -1,0 +1,173 @@
+"""A fake link for core tests: clients that send packets to a BrokerCore and collect what it sends.
+
+No sockets, no sleeps: time is a FakeClock, and ``run_until`` jumps from deadline to deadline.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+from lastwill.clock import FakeClock
+from lastwill.codec.packets import (
+    Connect,
+    Disconnect,
+    Pingreq,
+    Puback,
+    Pubcomp,
+    Publish,
+    Pubrec,
+    Pubrel,
+    Subscribe,
+    Subscription,
+    Unsubscribe,
+    Will,
+)
+from lastwill.config import Config
+from lastwill.core.actions import Close, Send
+from lastwill.core.broker import BrokerCore
+
+
+class Client:
+    def __init__(self, harness: Harness, conn_id: int):
+        self.h = harness
+        self.conn_id = conn_id
+        self.inbox: list = []
+        self.closed: str | None = None
+        self.client_id: str | None = None
+        self._pids = itertools.count(1)
+
+    # -- sending ---------------------------------------------------------------------------
+    def send(self, packet) -> Client:
+        assert self.closed is None, f"client {self.client_id} is closed: {self.closed}"
+        self.h.dispatch(self.h.core.handle(self.conn_id, packet, self.h.clock.now))
+        return self
+
+    def send_bytes(self, data: bytes) -> Client:
+        self.h.dispatch(self.h.core.data_received(self.conn_id, data, self.h.clock.now))
+        return self
+
+    def publish(self, topic: str, payload: bytes = b"x", qos: int = 0, retain: bool = False, **props) -> int | None:
+        pid = next(self._pids) if qos else None
+        self.send(Publish(topic, payload, qos, retain, False, pid, dict(props)))
+        return pid
+
+    def subscribe(self, *filters: str, qos: int = 1, sub_id: int | None = None, **opts) -> list[int]:
+        pid = next(self._pids)
+        props = {"subscription_identifier": sub_id} if sub_id else {}
+        self.send(Subscribe(pid, [Subscription(f, qos, **opts) for f in filters], props))
+        acks = self.take("Suback")
+        assert acks and acks[-1].packet_id == pid
+        return acks[-1].reason_codes
+
+    def unsubscribe(self, *filters: str) -> list[int]:
+        pid = next(self._pids)
+        self.send(Unsubscribe(pid, list(filters)))
+        return self.take("Unsuback")[-1].reason_codes
+
+    def disconnect(self, reason_code: int = 0, **props) -> None:
+        self.send(Disconnect(reason_code, dict(props)))
+
+    def ping(self) -> None:
+        self.send(Pingreq())
+
+    def drop(self, cause: str = "EOF") -> None:
+        """The network connection ends without DISCONNECT."""
+        self.h.dispatch(self.h.core.connection_lost(self.conn_id, cause, self.h.clock.now))
+        self.closed = self.closed or cause
+
+    def ack_all(self) -> None:
+        """Acknowledge every QoS 1/2 PUBLISH in the inbox (full QoS 2 handshake)."""
+        for p in list(self.inbox):
+            if isinstance(p, Publish) and p.qos == 1:
+                self.send(Puback(p.packet_id))
+            elif isinstance(p, Publish) and p.qos == 2:
+                self.send(Pubrec(p.packet_id))
+                rel = [x for x in self.inbox if isinstance(x, Pubrel) and x.packet_id == p.packet_id]
+                assert rel
+                self.send(Pubcomp(p.packet_id))
+
+    # -- receiving --------------------------------------------------------------------------
+    def take(self, kind: str | None = None) -> list:
+        """Remove and return the received packets (of one type, if given)."""
+        if kind is None:
+            out, self.inbox = self.inbox, []
+            return out
+        out = [p for p in self.inbox if type(p).__name__ == kind]
+        self.inbox = [p for p in self.inbox if type(p).__name__ != kind]
+        return out
+
+    def messages(self) -> list[Publish]:
+        return self.take("Publish")
+
+    def payloads(self) -> list[bytes]:
+        return [p.payload for p in self.messages()]
+
+
+class Harness:
+    def __init__(self, **config):
+        self.clock = FakeClock()
+        ids = itertools.count(1)
+        self.core = BrokerCore(Config(**config), client_id_factory=lambda: f"auto-{next(ids)}")
+        self.clients: dict[int, Client] = {}
+
+    @property
+    def now(self) -> float:
+        return self.clock.now
+
+    def dispatch(self, actions: list) -> None:
+        closed = []
+        for a in actions:
+            client = self.clients.get(a.conn_id)
+            if isinstance(a, Send):
+                assert client is not None and client.closed is None, f"send to closed connection: {a}"
+                client.inbox.append(a.packet)
+            elif isinstance(a, Close):
+                if client is not None and client.closed is None:
+                    client.closed = a.reason
+                    closed.append(a.conn_id)
+        for conn_id in closed:  # the edge reports every close back to the core
+            self.dispatch(self.core.connection_lost(conn_id, "closed by server", self.clock.now))
+
+    def open(self) -> Client:
+        conn_id = self.core.new_conn_id()
+        client = self.clients[conn_id] = Client(self, conn_id)
+        self.dispatch(self.core.open(conn_id, self.clock.now, f"test:{conn_id}"))
+        return client
+
+    def connect(self, client_id: str = "c", *, version: int = 5, clean_start: bool = True, keep_alive: int = 0,
+                will: Will | None = None, expect: int | None = 0, **props) -> Client:
+        client = self.open()
+        client.client_id = client_id
+        client.send(Connect(client_id=client_id, clean_start=clean_start, keep_alive=keep_alive,
+                            protocol_level=version, protocol_name="MQIsdp" if version == 3 else "MQTT",
+                            will=will, properties=dict(props)))
+        if expect is not None:
+            acks = client.take("Connack")
+            assert acks, f"no CONNACK for {client_id}: closed={client.closed}"
+            assert acks[0].reason_code == expect, f"CONNACK 0x{acks[0].reason_code:02X}, expected 0x{expect:02X}"
+            client.connack = acks[0]
+        return client
+
+    def subscriber(self, topic_filter: str = "#", client_id: str = "watcher", qos: int = 1, version: int = 5,
+                   **kw) -> Client:
+        sub = self.connect(client_id, version=version, **kw)
+        codes = sub.subscribe(topic_filter, qos=qos)
+        assert codes == [qos], codes
+        return sub
+
+    def advance(self, seconds: float) -> None:
+        self.run_until(self.clock.now + seconds)
+
+    def run_until(self, t: float) -> None:
+        """Fire every timer due up to ``t``, each at its own deadline, then set the clock to ``t``."""
+        while True:
+            d = self.core.next_deadline()
+            if d is None or d > t:
+                break
+            self.clock.set(max(d, self.clock.now))
+            self.dispatch(self.core.tick(self.clock.now))
+        self.clock.set(t)
+
+
+def will(topic: str = "dead/c", payload: bytes = b"gone", qos: int = 1, retain: bool = False, **props) -> Will:
+    return Will(topic, payload, qos, retain, dict(props))
