@@ -104,4 +104,9 @@ class Server:
         now = max(self.loop.time(), self._timer_at or 0.0)
         self._timer = None
         self._timer_at = None
-        self.run(self.core.tick(now))
+        try:
+            actions = self.core.tick(now)
+        except Exception:  # keep the timer alive whatever happens: wills depend on it
+            log.exception("internal error running timers")
+            actions = []
+        self.run(actions)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
     from .server import Server
+
+log = logging.getLogger("lastwill")
 
 
 class MqttProtocol(asyncio.Protocol):
@@ -28,7 +31,14 @@ class MqttProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         server = self.server
-        server.run(server.core.data_received(self.conn_id, data, server.loop.time()))
+        try:
+            actions = server.core.data_received(self.conn_id, data, server.loop.time())
+        except Exception:  # a bug in the core must cost one connection, never the broker
+            log.exception("internal error handling data from connection %s; closing it", self.conn_id)
+            server.lost_causes[self.conn_id] = "internal error in the broker"
+            self.transport.close()
+            return
+        server.run(actions)
 
     def eof_received(self) -> bool:
         # a half-close ends the MQTT connection: returning False closes our side too, and
@@ -42,7 +52,12 @@ class MqttProtocol(asyncio.Protocol):
         cause = server.lost_causes.pop(self.conn_id, None)
         if cause is None:
             cause = f"{type(exc).__name__}: {exc}" if exc is not None else "EOF"
-        server.run(server.core.connection_lost(self.conn_id, cause, server.loop.time()))
+        try:
+            actions = server.core.connection_lost(self.conn_id, cause, server.loop.time())
+        except Exception:
+            log.exception("internal error handling the end of connection %s", self.conn_id)
+            actions = []
+        server.run(actions)
 
     def pause_writing(self) -> None:
         self.server.paused.add(self.conn_id)

@@ -1,0 +1,149 @@
+"""The storage interface: what the broker keeps across restarts and crashes, and how it is written.
+
+The core never touches storage. It records what changed in a ``Batch`` (sessions, queued and
+in-flight messages, retained messages); the edge commits one batch per event-loop turn (group
+commit) and only then writes the acknowledgements that depend on it: PUBACK/PUBREC after the
+message is durable, CONNACK after the will is durable.
+
+Every deadline is stored as absolute wall-clock time (``*_wall``), so that a restart continues
+the countdown instead of restarting it, and the time the broker was down counts.
+
+Backends: ``memory.MemoryStorage`` (``--memory``: nothing survives the process) and
+``sqlite.SqliteStorage`` (the default, standard library sqlite3 in WAL mode).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+SCHEMA_VERSION = 1
+
+
+class StoreError(Exception):
+    """The store cannot be used. The message says what is wrong and what to do."""
+
+
+@dataclass(slots=True)
+class StoredMessage:
+    """An Application Message as stored (retained, queued or in flight)."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    properties: dict = field(default_factory=dict)
+    origin: str | None = None
+    expiry_at_wall: float | None = None
+    is_will: bool = False
+
+
+@dataclass(slots=True)
+class StoredDelivery:
+    """One message on its way to one session: queued, or in flight with a packet id and state."""
+
+    client_id: str
+    seq: int  # unique per session, increasing in queue order
+    message: StoredMessage
+    qos: int
+    retain: bool
+    subscription_ids: tuple[int, ...] = ()
+    packet_id: int | None = None  # set once in flight
+    state: str | None = None  # None (queued), "puback", "pubrec", "pubcomp"
+
+
+@dataclass(slots=True)
+class StoredSubscription:
+    topic_filter: str
+    qos: int
+    no_local: bool = False
+    retain_as_published: bool = False
+    retain_handling: int = 0
+    subscription_id: int | None = None
+
+
+@dataclass(slots=True)
+class StoredWill:
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    properties: dict = field(default_factory=dict)
+    fire_at_wall: float | None = None  # set while pending after the connection ended
+    cause: str | None = None
+
+
+@dataclass(slots=True)
+class StoredSession:
+    client_id: str
+    expiry_interval: int
+    connected: bool  # True while a network connection is open: a crash ends it without DISCONNECT
+    disconnected_at_wall: float | None = None
+    will: StoredWill | None = None
+    subscriptions: list[StoredSubscription] = field(default_factory=list)
+    awaiting_pubrel: list[int] = field(default_factory=list)  # inbound QoS 2 packet ids
+    next_packet_id: int = 1
+
+
+@dataclass
+class Batch:
+    """What changed since the last commit. Later entries for the same key replace earlier ones."""
+
+    sessions: dict[str, StoredSession] = field(default_factory=dict)
+    sessions_deleted: set[str] = field(default_factory=set)
+    deliveries: dict[tuple[str, int], StoredDelivery] = field(default_factory=dict)
+    deliveries_deleted: set[tuple[str, int]] = field(default_factory=set)
+    retained: dict[str, StoredMessage] = field(default_factory=dict)
+    retained_deleted: set[str] = field(default_factory=set)
+    meta: dict[str, str] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.sessions or self.sessions_deleted or self.deliveries or self.deliveries_deleted
+                    or self.retained or self.retained_deleted or self.meta)
+
+    # the recorders keep "put" and "delete" of one key mutually exclusive
+    def put_session(self, s: StoredSession) -> None:
+        self.sessions_deleted.discard(s.client_id)
+        self.sessions[s.client_id] = s
+
+    def delete_session(self, client_id: str) -> None:
+        self.sessions.pop(client_id, None)
+        self.sessions_deleted.add(client_id)
+
+    def put_delivery(self, d: StoredDelivery) -> None:
+        key = (d.client_id, d.seq)
+        self.deliveries_deleted.discard(key)
+        self.deliveries[key] = d
+
+    def delete_delivery(self, client_id: str, seq: int) -> None:
+        key = (client_id, seq)
+        self.deliveries.pop(key, None)
+        self.deliveries_deleted.add(key)  # also when put in this batch: it may exist in the store
+
+    def put_retained(self, m: StoredMessage) -> None:
+        self.retained_deleted.discard(m.topic)
+        self.retained[m.topic] = m
+
+    def delete_retained(self, topic: str) -> None:
+        self.retained.pop(topic, None)
+        self.retained_deleted.add(topic)
+
+
+@dataclass
+class StoredState:
+    """Everything a store holds, as loaded at start-up."""
+
+    sessions: dict[str, StoredSession] = field(default_factory=dict)
+    deliveries: dict[str, list[StoredDelivery]] = field(default_factory=dict)  # by client, seq order
+    retained: dict[str, StoredMessage] = field(default_factory=dict)
+    meta: dict[str, str] = field(default_factory=dict)
+
+
+class Storage(Protocol):
+    def load(self) -> StoredState:
+        """Open the store and return what it holds. Raises StoreError if it is damaged."""
+
+    def commit(self, batch: Batch) -> None:
+        """Make ``batch`` durable (per the fsync policy) as one transaction."""
+
+    def close(self) -> None: ...

@@ -1,0 +1,53 @@
+"""A store that keeps everything in this process (``--memory``): nothing survives a restart.
+
+It applies batches exactly as the SQLite store does, so the contract tests hold for both.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from .base import Batch, StoredState
+
+
+class MemoryStorage:
+    def __init__(self) -> None:
+        self._state = StoredState()
+        self.commits = 0
+
+    def load(self) -> StoredState:
+        return copy.deepcopy(self._state)
+
+    def commit(self, batch: Batch) -> None:
+        state = self._state
+        for client_id in batch.sessions_deleted:
+            state.sessions.pop(client_id, None)
+            state.deliveries.pop(client_id, None)
+        for client_id, s in batch.sessions.items():
+            state.sessions[client_id] = copy.deepcopy(s)
+        deleted = batch.deliveries_deleted
+        if deleted:
+            for client_id in {c for c, _ in deleted}:
+                kept = [d for d in state.deliveries.get(client_id, []) if (client_id, d.seq) not in deleted]
+                if kept:
+                    state.deliveries[client_id] = kept
+                else:
+                    state.deliveries.pop(client_id, None)
+        for (client_id, seq), d in batch.deliveries.items():
+            items = state.deliveries.setdefault(client_id, [])
+            for i, old in enumerate(items):
+                if old.seq == seq:
+                    items[i] = copy.deepcopy(d)
+                    break
+            else:
+                items.append(copy.deepcopy(d))
+                items.sort(key=lambda x: x.seq)
+        for topic in batch.retained_deleted:
+            state.retained.pop(topic, None)
+        for topic, m in batch.retained.items():
+            state.retained[topic] = copy.deepcopy(m)
+        state.meta.update(batch.meta)
+        self.commits += 1
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,231 @@
+"""The embedded default store: one SQLite file (standard library sqlite3, WAL) in the data directory.
+
+fsync policy (``fsync`` setting), like Redis's appendfsync:
+- ``always``: every commit is fsynced before the acknowledgements go out (synchronous=FULL);
+- ``batch`` (default): every commit reaches the OS before the acknowledgements go out, so a crash
+  of the broker (kill -9) loses nothing; the WAL is fsynced at checkpoints, so a power failure can
+  lose the last commits (synchronous=NORMAL);
+- ``off``: the OS decides when anything is written (synchronous=OFF).
+
+A damaged store stops start-up with a message saying what is wrong and what to do; it never
+silently starts empty.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from pathlib import Path
+
+from ..codec.properties import WILL, encode_properties, read_properties
+from .base import (
+    SCHEMA_VERSION,
+    Batch,
+    StoredDelivery,
+    StoredMessage,
+    StoredSession,
+    StoredState,
+    StoredSubscription,
+    StoredWill,
+    StoreError,
+)
+
+DB_NAME = "lastwill.db"
+FSYNC_POLICIES = {"always": "FULL", "batch": "NORMAL", "off": "OFF"}
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE sessions (
+    client_id TEXT PRIMARY KEY,
+    expiry_interval INTEGER NOT NULL,
+    connected INTEGER NOT NULL,
+    disconnected_at_wall REAL,
+    next_packet_id INTEGER NOT NULL,
+    awaiting_pubrel TEXT NOT NULL,
+    will_topic TEXT, will_payload BLOB, will_qos INTEGER, will_retain INTEGER, will_props BLOB,
+    will_fire_at_wall REAL, will_cause TEXT
+);
+CREATE TABLE subscriptions (
+    client_id TEXT NOT NULL, topic_filter TEXT NOT NULL, qos INTEGER NOT NULL, no_local INTEGER NOT NULL,
+    retain_as_published INTEGER NOT NULL, retain_handling INTEGER NOT NULL, subscription_id INTEGER,
+    PRIMARY KEY (client_id, topic_filter)
+);
+CREATE TABLE deliveries (
+    client_id TEXT NOT NULL, seq INTEGER NOT NULL, qos INTEGER NOT NULL, retain INTEGER NOT NULL,
+    subscription_ids TEXT NOT NULL, packet_id INTEGER, state TEXT,
+    topic TEXT NOT NULL, payload BLOB NOT NULL, msg_qos INTEGER NOT NULL, msg_retain INTEGER NOT NULL,
+    props BLOB NOT NULL, origin TEXT, expiry_at_wall REAL, is_will INTEGER NOT NULL,
+    PRIMARY KEY (client_id, seq)
+);
+CREATE TABLE retained (
+    topic TEXT PRIMARY KEY, payload BLOB NOT NULL, qos INTEGER NOT NULL, props BLOB NOT NULL,
+    origin TEXT, expiry_at_wall REAL, is_will INTEGER NOT NULL
+);
+"""
+
+
+def _props(props: dict, kind: str = "PUBLISH") -> bytes:
+    return encode_properties(props, kind) if props else b""
+
+
+def _unprops(blob: bytes, kind: str = "PUBLISH") -> dict:
+    if not blob:
+        return {}
+    props, _ = read_properties(memoryview(blob), 0, kind)
+    return props
+
+
+class SqliteStorage:
+    def __init__(self, data_dir: str | Path, fsync: str = "batch"):
+        if fsync not in FSYNC_POLICIES:
+            raise StoreError(f"fsync policy {fsync!r}: expected one of {', '.join(FSYNC_POLICIES)}")
+        self.data_dir = Path(data_dir)
+        self.path = self.data_dir / DB_NAME
+        self.fsync = fsync
+        self.db: sqlite3.Connection | None = None
+
+    # ---- opening -----------------------------------------------------------------------------
+    def load(self) -> StoredState:
+        self._open()
+        try:
+            return self._read_all()
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"store {self.path} is damaged ({e}); restore it from a backup, or move it "
+                             f"away to start with an empty store") from None
+
+    def _open(self) -> None:
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"data directory {self.data_dir}: cannot create it: {e.strerror}") from None
+        if not os.access(self.data_dir, os.W_OK | os.X_OK):
+            raise StoreError(f"data directory {self.data_dir} is not writable; fix its permissions or "
+                             f"choose another with --data-dir")
+        exists = self.path.exists()
+        if exists and not os.access(self.path, os.R_OK | os.W_OK):
+            raise StoreError(f"store {self.path} is not readable and writable; fix its permissions")
+        try:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={FSYNC_POLICIES[self.fsync]}")
+            if not exists or self._is_empty(db):
+                db.executescript("BEGIN;" + _SCHEMA +
+                                 f"INSERT INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}'); COMMIT;")
+            version = self._schema_version(db)
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"store {self.path} is not a usable SQLite database ({e}); it may be truncated "
+                             f"or corrupt: restore it from a backup, or move it away to start empty") from None
+        except OSError as e:
+            raise StoreError(f"store {self.path}: {e.strerror}") from None
+        if version > SCHEMA_VERSION:
+            db.close()
+            raise StoreError(f"store {self.path} has schema version {version}, written by a newer lastwill "
+                             f"(this one knows up to {SCHEMA_VERSION}); upgrade lastwill or use another "
+                             f"--data-dir")
+        if version < SCHEMA_VERSION:  # pragma: no cover - no older schema exists yet
+            self._migrate(db, version)
+        check = db.execute("PRAGMA quick_check").fetchone()[0]
+        if check != "ok":
+            db.close()
+            raise StoreError(f"store {self.path} failed its integrity check ({check}); restore it from a "
+                             f"backup, or move it away to start with an empty store")
+        self.db = db
+
+    @staticmethod
+    def _is_empty(db: sqlite3.Connection) -> bool:
+        return db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
+
+    def _schema_version(self, db: sqlite3.Connection) -> int:
+        try:
+            row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        except sqlite3.OperationalError:
+            raise StoreError(f"store {self.path} is an SQLite file but not a lastwill store (no meta "
+                             f"table); point --data-dir at another directory") from None
+        if row is None or not str(row[0]).isdigit():
+            raise StoreError(f"store {self.path} has no valid schema version; it is damaged: restore it "
+                             f"from a backup, or move it away to start empty")
+        return int(row[0])
+
+    def _migrate(self, db: sqlite3.Connection, version: int) -> None:  # pragma: no cover
+        raise StoreError(f"store {self.path}: no migration from schema version {version}")
+
+    def _read_all(self) -> StoredState:
+        db = self.db
+        state = StoredState()
+        state.meta = dict(db.execute("SELECT key, value FROM meta"))
+        for row in db.execute("SELECT * FROM sessions"):
+            (client_id, expiry, connected, disc_at, next_pid, awaiting, w_topic, w_payload, w_qos, w_retain,
+             w_props, w_fire, w_cause) = row
+            will = None
+            if w_topic is not None:
+                will = StoredWill(w_topic, bytes(w_payload), w_qos, bool(w_retain), _unprops(w_props, WILL),
+                                  w_fire, w_cause)
+            state.sessions[client_id] = StoredSession(client_id, expiry, bool(connected), disc_at, will, [],
+                                                      json.loads(awaiting), next_pid)
+        for row in db.execute("SELECT * FROM subscriptions ORDER BY rowid"):
+            client_id, topic_filter, qos, nl, rap, rh, sub_id = row
+            session = state.sessions.get(client_id)
+            if session is not None:
+                session.subscriptions.append(StoredSubscription(topic_filter, qos, bool(nl), bool(rap), rh, sub_id))
+        for row in db.execute("SELECT * FROM deliveries ORDER BY client_id, seq"):
+            (client_id, seq, qos, retain, sub_ids, pid, st, topic, payload, mqos, mretain, props, origin,
+             expiry, is_will) = row
+            msg = StoredMessage(topic, bytes(payload), mqos, bool(mretain), _unprops(props), origin, expiry,
+                                bool(is_will))
+            state.deliveries.setdefault(client_id, []).append(
+                StoredDelivery(client_id, seq, msg, qos, bool(retain), tuple(json.loads(sub_ids)), pid, st))
+        for row in db.execute("SELECT * FROM retained"):
+            topic, payload, qos, props, origin, expiry, is_will = row
+            state.retained[topic] = StoredMessage(topic, bytes(payload), qos, True, _unprops(props), origin,
+                                                  expiry, bool(is_will))
+        return state
+
+    # ---- writing -------------------------------------------------------------------------------
+    def commit(self, batch: Batch) -> None:
+        db = self.db
+        try:
+            db.execute("BEGIN")
+            if batch.sessions_deleted:
+                ids = [(c,) for c in batch.sessions_deleted]
+                db.executemany("DELETE FROM sessions WHERE client_id = ?", ids)
+                db.executemany("DELETE FROM subscriptions WHERE client_id = ?", ids)
+                db.executemany("DELETE FROM deliveries WHERE client_id = ?", ids)
+            for s in batch.sessions.values():
+                w = s.will
+                db.execute("INSERT OR REPLACE INTO sessions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", (
+                    s.client_id, s.expiry_interval, int(s.connected), s.disconnected_at_wall, s.next_packet_id,
+                    json.dumps(s.awaiting_pubrel),
+                    w.topic if w else None, w.payload if w else None, w.qos if w else None,
+                    int(w.retain) if w else None, _props(w.properties, WILL) if w else None,
+                    w.fire_at_wall if w else None, w.cause if w else None))
+                db.execute("DELETE FROM subscriptions WHERE client_id = ?", (s.client_id,))
+                db.executemany("INSERT INTO subscriptions VALUES (?,?,?,?,?,?,?)", [
+                    (s.client_id, x.topic_filter, x.qos, int(x.no_local), int(x.retain_as_published),
+                     x.retain_handling, x.subscription_id) for x in s.subscriptions])
+            if batch.deliveries_deleted:
+                db.executemany("DELETE FROM deliveries WHERE client_id = ? AND seq = ?", list(batch.deliveries_deleted))
+            if batch.deliveries:
+                db.executemany("INSERT OR REPLACE INTO deliveries VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", [
+                    (d.client_id, d.seq, d.qos, int(d.retain), json.dumps(list(d.subscription_ids)), d.packet_id,
+                     d.state, m.topic, m.payload, m.qos, int(m.retain), _props(m.properties), m.origin,
+                     m.expiry_at_wall, int(m.is_will))
+                    for d in batch.deliveries.values() for m in (d.message,)])
+            if batch.retained_deleted:
+                db.executemany("DELETE FROM retained WHERE topic = ?", [(t,) for t in batch.retained_deleted])
+            if batch.retained:
+                db.executemany("INSERT OR REPLACE INTO retained VALUES (?,?,?,?,?,?,?)", [
+                    (m.topic, m.payload, m.qos, _props(m.properties), m.origin, m.expiry_at_wall, int(m.is_will))
+                    for m in batch.retained.values()])
+            if batch.meta:
+                db.executemany("INSERT OR REPLACE INTO meta VALUES (?,?)", list(batch.meta.items()))
+            db.execute("COMMIT")
+        except sqlite3.Error as e:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise StoreError(f"store {self.path}: commit failed: {e}") from None
+
+    def close(self) -> None:
+        if self.db is not None:
+            self.db.close()
+            self.db = None

@@ -1,0 +1,56 @@
+"""Writes the golden store files in tests/storage/golden/ (run once per schema version; committed).
+
+    .venv/bin/python tests/storage/make_golden.py
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parents[1]))
+
+from lastwill.storage.sqlite import DB_NAME  # noqa: E402
+from tests.storage.test_contract import _write_golden_valid  # noqa: E402
+
+
+def checkpointed(directory: Path) -> Path:
+    """A single-file store: WAL folded into the main file, no -wal/-shm files."""
+    path = directory / DB_NAME
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.execute("PRAGMA journal_mode=DELETE")
+    db.close()
+    for suffix in ("-wal", "-shm"):
+        Path(str(path) + suffix).unlink(missing_ok=True)
+    return path
+
+
+def main() -> None:
+    golden = HERE / "golden"
+    shutil.rmtree(golden, ignore_errors=True)
+    valid = checkpointed(_write_golden_valid(golden / "v1").parent)
+    data = valid.read_bytes()
+    for name, content in [("truncated", data[: len(data) // 3]),
+                          ("garbage", b"this is not a database\n" * 50)]:
+        (golden / name).mkdir(parents=True)
+        (golden / name / DB_NAME).write_bytes(content)
+    future = golden / "future-schema"
+    shutil.copytree(golden / "v1", future)
+    db = sqlite3.connect(future / DB_NAME)
+    db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    db.commit()
+    db.close()
+    other = golden / "not-lastwill"
+    other.mkdir()
+    db = sqlite3.connect(other / DB_NAME)
+    db.execute("CREATE TABLE notes (text TEXT)")
+    db.commit()
+    db.close()
+
+
+if __name__ == "__main__":
+    main()
