@@ -7,6 +7,7 @@ from typing import Any
 from .config import Config
 from .core.broker import BrokerCore
 from .edge.server import Server
+from .storage.sqlite import SqliteStorage
 
 
 class Broker:
@@ -24,8 +25,9 @@ class Broker:
         if listen is not None:
             settings["listen"] = listen
         self.config = config.replace(**settings) if settings else config.validate()
-        self.core = BrokerCore(self.config)
-        self.server = Server(self.config, self.core)
+        self.storage = None if self.config.memory else SqliteStorage(self.config.data_dir, self.config.fsync)
+        self.core = BrokerCore(self.config, persist=self.storage is not None)
+        self.server = Server(self.config, self.core, self.storage)
 
     async def start(self) -> Broker:
         await self.server.start()

@@ -12,6 +12,7 @@ import sys
 from . import __version__
 from .config import Config, load_config
 from .errors import ConfigError
+from .storage.base import StoreError
 
 log = logging.getLogger("lastwill")
 
@@ -62,7 +63,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return load_config(args.config, **overrides)
 
 
-async def _serve(config: Config) -> None:
+async def _serve(config: Config) -> int:
     from .broker import Broker
 
     broker = Broker(config)
@@ -71,9 +72,12 @@ async def _serve(config: Config) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    fatal = broker.server.fatal
+    await asyncio.wait([asyncio.ensure_future(stop.wait()), asyncio.ensure_future(fatal.wait())],
+                       return_when=asyncio.FIRST_COMPLETED)
     log.info("shutting down")
     await broker.stop()
+    return 1 if fatal.is_set() else 0
 
 
 def _install_loop() -> None:
@@ -97,9 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         _install_loop()
         try:
-            asyncio.run(_serve(config))
+            return asyncio.run(_serve(config))
+        except StoreError as e:
+            print(f"lastwill: {e}", file=sys.stderr)
+            return 1
         except OSError as e:
             print(f"lastwill: cannot listen on {', '.join(config.listen)}: {e.strerror or e}", file=sys.stderr)
             return 1
-        return 0
     return 2  # pragma: no cover

@@ -41,6 +41,12 @@ class Config:
     max_session_expiry: int = UINT32_MAX  # seconds; UINT32_MAX means "never expires" is allowed
     max_queued_messages: int = 100_000  # per session; beyond this, new messages are dropped and counted
     queue_qos0: bool = False  # queue QoS 0 messages for offline sessions (mosquitto's default: no)
+    # persistence (see README "Durability")
+    data_dir: str = "./lastwill-data"
+    memory: bool = False  # keep nothing across restarts
+    fsync: str = "batch"  # always | batch | off
+    recovery_grace: float = 30.0  # seconds a client has to reconnect after a restart before its will fires
+    shutdown_wills: str = "keep"  # keep | publish: wills of clients connected at a clean shutdown
     # logging
     log_level: str = "info"
 
@@ -74,6 +80,17 @@ class Config:
                 or not 0 < self.connect_timeout <= 3600:
             raise ConfigError(f"config key 'connect_timeout': expected seconds (0 < s <= 3600), "
                               f"got {self.connect_timeout!r}")
+        for key, choices in (("fsync", ("always", "batch", "off")), ("shutdown_wills", ("keep", "publish"))):
+            if getattr(self, key) not in choices:
+                raise ConfigError(f"config key '{key}': expected one of {', '.join(choices)}, "
+                                  f"got {getattr(self, key)!r}")
+        if not isinstance(self.data_dir, str) or not self.data_dir:
+            raise ConfigError(f"config key 'data_dir': expected a directory path, got {self.data_dir!r}")
+        boolean("memory")
+        if isinstance(self.recovery_grace, bool) or not isinstance(self.recovery_grace, (int, float)) \
+                or not 0 <= self.recovery_grace <= 86400:
+            raise ConfigError(f"config key 'recovery_grace': expected seconds from 0 to 86400, "
+                              f"got {self.recovery_grace!r}")
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"config key 'log_level': expected one of debug, info, warning, error, "
                               f"got {self.log_level!r}")

@@ -106,7 +106,6 @@ def test_cited_ids_exist_in_a_spec(tests_and_citations):
     assert not lines, "test names cite ids that no spec has (a typo?):\n  " + "\n  ".join(lines)
 
 
-@pytest.mark.xfail(reason="coverage still being completed; docs/conformance.md lists what is missing", strict=False)
 def test_every_server_binding_requirement_is_cited(specs, not_applicable, tests_and_citations):
     _, citations, _ = tests_and_citations
     rows = tr.build_rows(specs, not_applicable, citations)

@@ -104,11 +104,33 @@ class Client:
 
 
 class Harness:
-    def __init__(self, **config):
-        self.clock = FakeClock()
+    """``store``: a storage backend the core's changes are committed to after every step, as the
+    edge does once per event-loop turn. ``clock``: pass one to model a restart (a new process has a
+    new monotonic origin; the wall clock goes on)."""
+
+    def __init__(self, store=None, clock: FakeClock | None = None, **config):
+        self.clock = clock or FakeClock()
+        self.store = store
         ids = itertools.count(1)
-        self.core = BrokerCore(Config(**config), client_id_factory=lambda: f"auto-{next(ids)}")
+        self.core = BrokerCore(Config(**config), client_id_factory=lambda: f"auto-{next(ids)}",
+                               persist=store is not None)
         self.clients: dict[int, Client] = {}
+
+    def commit(self) -> None:
+        if self.store is not None:
+            batch = self.core.take_batch(self.clock.wall_offset)
+            if batch:
+                self.store.commit(batch)
+
+    def restart(self, downtime: float, crashed: bool = True, **config) -> Harness:
+        """A new broker process on the same store, ``downtime`` seconds later (wall clock)."""
+        wall = self.clock.wall() + downtime
+        clock = FakeClock(start=500.0, wall_offset=wall - 500.0)
+        if not crashed:
+            self.dispatch(self.core.shutdown(self.clock.now, keep_wills=config.pop("keep_wills", True)))
+        h = Harness(store=self.store, clock=clock, **config)
+        h.dispatch(h.core.restore(self.store.load(), clock.now, clock.wall(), crashed))
+        return h
 
     @property
     def now(self) -> float:
@@ -127,6 +149,7 @@ class Harness:
                     closed.append(a.conn_id)
         for conn_id in closed:  # the edge reports every close back to the core
             self.dispatch(self.core.connection_lost(conn_id, "closed by server", self.clock.now))
+        self.commit()
 
     def open(self) -> Client:
         conn_id = self.core.new_conn_id()

@@ -27,7 +27,7 @@ def test_first_packet_must_be_connect_MQTT_3_1_0_1():
     assert c.closed and c.take() == []
 
 
-def test_connack_is_first_packet_and_success_MQTT_3_2_0_1_MQTT_3_1_4_5():
+def test_connack_is_first_packet_and_success_v5_MQTT_3_2_0_1_MQTT_3_1_4_5():
     h = Harness()
     c = h.connect("a")
     assert c.connack.reason_code == 0 and not c.connack.session_present
@@ -46,7 +46,7 @@ def test_empty_client_id_with_clean_session_assigned_v311_MQTT_3_1_3_6_MQTT_3_1_
     assert "auto-1" in h.core.sessions
 
 
-def test_session_present_only_for_existing_session_MQTT_3_2_2_2_MQTT_3_2_2_3():
+def test_session_present_only_for_existing_session_v5_MQTT_3_2_2_2_MQTT_3_2_2_3():
     h = Harness()
     c = h.connect("a", clean_start=False, session_expiry_interval=60)
     assert not c.connack.session_present
@@ -58,7 +58,7 @@ def test_session_present_only_for_existing_session_MQTT_3_2_2_2_MQTT_3_2_2_3():
     assert not c3.connack.session_present
 
 
-def test_clean_start_discards_session_MQTT_3_1_2_4():
+def test_clean_start_discards_session_v5_MQTT_3_1_2_4():
     h = Harness()
     c = h.connect("a", clean_start=False, session_expiry_interval=60)
     c.subscribe("t/#")
@@ -70,7 +70,7 @@ def test_clean_start_discards_session_MQTT_3_1_2_4():
     assert c2.messages() == []
 
 
-def test_resumed_session_keeps_subscriptions_MQTT_3_1_2_5():
+def test_resumed_session_keeps_subscriptions_v5_MQTT_3_1_2_5():
     h = Harness()
     c = h.connect("a", clean_start=False, session_expiry_interval=60)
     c.subscribe("t/#")
@@ -80,7 +80,7 @@ def test_resumed_session_keeps_subscriptions_MQTT_3_1_2_5():
     assert c2.payloads() == [b"x"]
 
 
-def test_session_expires_after_interval_MQTT_3_1_2_23():
+def test_session_expires_after_interval_v5_MQTT_3_1_2_23():
     h = Harness()
     c = h.connect("a", clean_start=False, session_expiry_interval=30)
     c.subscribe("t/#")
@@ -160,7 +160,7 @@ def test_connect_timeout_closes_silent_connection():
     assert c.closed
 
 
-def test_takeover_sends_session_taken_over_MQTT_3_1_4_3():
+def test_takeover_sends_session_taken_over_v5_MQTT_3_1_4_3():
     h = Harness()
     old = h.connect("a")
     new = h.connect("a")
@@ -172,7 +172,7 @@ def test_takeover_sends_session_taken_over_MQTT_3_1_4_3():
 # ---- PUBLISH: QoS 0, 1, 2 ------------------------------------------------------------------------
 
 
-def test_qos1_publish_gets_puback_MQTT_3_3_4_1():
+def test_qos1_publish_gets_puback_v5_MQTT_3_3_4_1():
     h = Harness()
     p = h.connect("p")
     pid = p.publish("a", b"x", qos=1)
@@ -270,7 +270,7 @@ def test_qos0_not_held_back_by_full_send_quota_MQTT_3_3_4_10():
     assert [m.payload for m in s.messages()] == [b"q1", b"q0"]
 
 
-def test_inflight_resent_with_dup_on_resume_MQTT_4_4_0_1_MQTT_3_3_1_1():
+def test_inflight_resent_with_dup_on_resume_v5_MQTT_4_4_0_1_MQTT_3_3_1_1():
     h = Harness()
     s = h.subscriber("a", client_id="s", clean_start=False, session_expiry_interval=100)
     h.connect("p").publish("a", b"x", qos=1)
@@ -282,7 +282,7 @@ def test_inflight_resent_with_dup_on_resume_MQTT_4_4_0_1_MQTT_3_3_1_1():
     assert again.dup and again.packet_id == m.packet_id and again.payload == b"x"
 
 
-def test_pubrel_resent_on_resume_MQTT_4_4_0_1():
+def test_pubrel_resent_on_resume_v5_MQTT_4_4_0_1():
     h = Harness()
     s = h.subscriber("a", client_id="s", qos=2, clean_start=False, session_expiry_interval=100)
     h.connect("p").publish("a", b"x", qos=2)
@@ -418,7 +418,7 @@ def test_publish_with_subscription_identifier_is_protocol_error_MQTT_3_3_4_6():
 # ---- SUBSCRIBE ------------------------------------------------------------------------------
 
 
-def test_suback_codes_per_filter_in_order_MQTT_3_8_4_6_MQTT_3_9_3_1():
+def test_suback_codes_per_filter_in_order_v5_MQTT_3_8_4_6_MQTT_3_9_3_1():
     h = Harness(maximum_qos=1)
     c = h.connect("c")
     c.send(Subscribe(5, [Subscription("a", 2), Subscription("b/#/c", 1), Subscription("c", 0)]))
@@ -433,7 +433,7 @@ def test_suback_failure_v311_MQTT_3_9_3_2():
     assert c.take("Suback")[0].reason_codes == [0x8F]  # encoded as 0x80 for 3.1.1
 
 
-def test_identical_filter_replaces_subscription_MQTT_3_8_4_3():
+def test_identical_filter_replaces_subscription_v5_MQTT_3_8_4_3():
     h = Harness()
     c = h.connect("c")
     c.subscribe("a", qos=0)
@@ -453,7 +453,7 @@ def test_overlapping_subscriptions_one_delivery_max_qos_all_ids_MQTT_3_3_4_2_MQT
     assert m.qos == 2 and sorted(m.properties["subscription_identifier"]) == [1, 2]
 
 
-def test_no_local_MQTT_3_8_3_3():
+def test_no_local_v5_MQTT_3_8_3_3():
     h = Harness()
     c = h.connect("c")
     c.subscribe("a", no_local=True)
@@ -463,14 +463,14 @@ def test_no_local_MQTT_3_8_3_3():
     assert c.payloads() == [b"theirs"]
 
 
-def test_no_local_on_shared_subscription_is_protocol_error_MQTT_3_8_3_4():
+def test_no_local_on_shared_subscription_is_protocol_error_v5_MQTT_3_8_3_4():
     h = Harness()
     c = h.connect("c")
     c.send(Subscribe(1, [Subscription("$share/g/a", 1, no_local=True)]))
     assert c.take("Disconnect")[0].reason_code == 0x82
 
 
-def test_retained_delivered_on_subscribe_with_retain_flag_MQTT_3_3_1_9():
+def test_retained_delivered_on_subscribe_with_retain_flag_v5_MQTT_3_3_1_9():
     h = Harness()
     h.connect("p").publish("r/1", b"keep", qos=1, retain=True)
     c = h.connect("c")
@@ -479,7 +479,7 @@ def test_retained_delivered_on_subscribe_with_retain_flag_MQTT_3_3_1_9():
     assert m.payload == b"keep" and m.retain
 
 
-def test_retain_handling_1_only_for_new_subscription_MQTT_3_3_1_10():
+def test_retain_handling_1_only_for_new_subscription_v5_MQTT_3_3_1_10():
     h = Harness()
     h.connect("p").publish("r/1", b"keep", retain=True)
     c = h.connect("c")
@@ -489,7 +489,7 @@ def test_retain_handling_1_only_for_new_subscription_MQTT_3_3_1_10():
     assert c.messages() == []
 
 
-def test_retain_handling_2_never_MQTT_3_3_1_11():
+def test_retain_handling_2_never_v5_MQTT_3_3_1_11():
     h = Harness()
     h.connect("p").publish("r/1", b"keep", retain=True)
     c = h.connect("c")
@@ -497,7 +497,7 @@ def test_retain_handling_2_never_MQTT_3_3_1_11():
     assert c.messages() == []
 
 
-def test_retain_as_published_MQTT_3_3_1_12_MQTT_3_3_1_13():
+def test_retain_as_published_v5_MQTT_3_3_1_12_MQTT_3_3_1_13():
     h = Harness()
     a, b = h.connect("a"), h.connect("b")
     a.subscribe("r", retain_as_published=True)
@@ -515,7 +515,7 @@ def test_retain_flag_cleared_on_forward_v311_MQTT_3_3_1_9():
     assert [m.retain for m in c.messages()] == [False]
 
 
-def test_retained_replaced_and_cleared_MQTT_3_3_1_5_MQTT_3_3_1_6_MQTT_3_3_1_7():
+def test_retained_replaced_and_cleared_v5_MQTT_3_3_1_5_MQTT_3_3_1_6_MQTT_3_3_1_7():
     h = Harness()
     p = h.connect("p")
     p.publish("r", b"1", retain=True)
@@ -528,7 +528,7 @@ def test_retained_replaced_and_cleared_MQTT_3_3_1_5_MQTT_3_3_1_6_MQTT_3_3_1_7():
     assert c.messages() == []
 
 
-def test_non_retained_publish_leaves_retained_alone_MQTT_3_3_1_8():
+def test_non_retained_publish_leaves_retained_alone_v5_MQTT_3_3_1_8():
     h = Harness()
     p = h.connect("p")
     p.publish("r", b"1", retain=True)
@@ -563,7 +563,7 @@ def test_no_retained_to_shared_subscription_MQTT_4_8_2_1():
     assert c.messages() == []
 
 
-def test_unsubscribe_codes_MQTT_3_10_4_4_MQTT_3_10_4_5():
+def test_unsubscribe_codes_v5_MQTT_3_10_4_4_MQTT_3_10_4_5():
     h = Harness()
     c = h.connect("c")
     c.subscribe("a")
@@ -572,14 +572,14 @@ def test_unsubscribe_codes_MQTT_3_10_4_4_MQTT_3_10_4_5():
     assert c.messages() == []
 
 
-def test_pingreq_pingresp_MQTT_3_12_4_1():
+def test_pingreq_pingresp_v5_MQTT_3_12_4_1():
     h = Harness()
     c = h.connect("c")
     c.ping()
     assert len(c.take("Pingresp")) == 1
 
 
-def test_dollar_topic_not_delivered_to_hash_MQTT_4_7_2_1():
+def test_dollar_topic_not_delivered_to_hash_v5_MQTT_4_7_2_1():
     h = Harness()
     c = h.connect("c")
     c.subscribe("#")
@@ -612,7 +612,7 @@ def test_packet_after_refused_connect_not_processed_MQTT_3_1_4_6():
     assert s.messages() == []
 
 
-def test_second_connect_is_protocol_error_MQTT_3_1_0_2():
+def test_second_connect_is_protocol_error_v5_MQTT_3_1_0_2():
     h = Harness()
     c = h.connect("c")
     c.send(Connect(client_id="c", protocol_level=5))

@@ -10,7 +10,7 @@ from tests.core.harness import Harness, will
 # ---- stored only when the CONNECT is accepted ------------------------------------------------
 
 
-def test_will_armed_on_accepted_connect_MQTT_3_1_2_7():
+def test_will_armed_on_accepted_connect_v5_MQTT_3_1_2_7():
     h = Harness()
     h.connect("dev", will=will())
     session = h.core.sessions["dev"]
@@ -43,7 +43,7 @@ def test_refused_connect_empty_client_id_clean_session_0_publishes_nothing_v311_
     assert watcher.messages() == []
 
 
-def test_refused_connect_does_not_take_over_existing_client_MQTT_3_1_4_2():
+def test_refused_connect_does_not_take_over_existing_client_v5_MQTT_3_1_4_2():
     h = Harness()
     first = h.connect("dev", will=will(payload=b"first"))
     h.connect("dev", will=will(), authentication_method="SCRAM", expect=0x8C)
@@ -52,7 +52,7 @@ def test_refused_connect_does_not_take_over_existing_client_MQTT_3_1_4_2():
 
 
 @pytest.mark.parametrize("topic", ["dead/+", "dead/#", ""])
-def test_will_topic_invalid_refused_and_nothing_published_MQTT_3_1_3_11(topic):
+def test_will_topic_invalid_refused_and_nothing_published_v5_MQTT_3_1_3_11(topic):
     h = Harness()
     watcher = h.subscriber("#")
     c = h.connect("dev", will=will(topic=topic), expect=0x90)
@@ -60,7 +60,7 @@ def test_will_topic_invalid_refused_and_nothing_published_MQTT_3_1_3_11(topic):
     assert "dev" not in h.core.sessions
 
 
-def test_will_topic_wildcard_closes_without_connack_v311_MQTT_3_1_3_11():
+def test_will_topic_wildcard_closes_without_connack_v311_MQTT_4_7_1_1():
     h = Harness()
     watcher = h.subscriber("#", version=4)
     c = h.connect("dev", version=4, will=will(topic="a/+"), expect=None)
@@ -82,7 +82,7 @@ def test_will_published_on_connection_lost_MQTT_3_1_2_8(version):
     assert h.core.timeline.kinds("dev") == ["armed", "connection-ended", "published"]
 
 
-def test_will_published_once_only_MQTT_3_1_2_10():
+def test_will_published_once_only_v5_MQTT_3_1_2_10():
     h = Harness()
     watcher = h.subscriber("dead/#")
     c = h.connect("dev", will=will(), session_expiry_interval=60)
@@ -105,14 +105,14 @@ def test_no_will_after_normal_disconnect_MQTT_3_14_4_3(version):
     assert h.core.timeline.kinds("dev") == ["armed", "cancelled"]
 
 
-def test_will_removed_from_session_after_normal_disconnect_MQTT_3_1_2_10():
+def test_will_removed_from_session_after_normal_disconnect_v5_MQTT_3_1_2_10():
     h = Harness()
     c = h.connect("dev", will=will(), session_expiry_interval=100)
     c.disconnect(0)
     assert h.core.sessions["dev"].will is None
 
 
-def test_will_on_keep_alive_expiry_exactly_at_one_and_a_half_MQTT_3_1_2_22():
+def test_will_on_keep_alive_expiry_exactly_at_one_and_a_half_v5_MQTT_3_1_2_22():
     h = Harness()
     watcher = h.subscriber("dead/#", keep_alive=0)
     start = h.now
@@ -125,7 +125,7 @@ def test_will_on_keep_alive_expiry_exactly_at_one_and_a_half_MQTT_3_1_2_22():
     assert c.closed
 
 
-def test_keep_alive_any_packet_counts_as_activity_MQTT_3_1_2_22():
+def test_keep_alive_any_packet_counts_as_activity_v5_MQTT_3_1_2_22():
     h = Harness()
     watcher = h.subscriber("dead/#")
     start = h.now
@@ -159,7 +159,7 @@ def test_will_on_protocol_error_MQTT_4_13_1_1():
     assert events[1].kind == "connection-ended" and events[1].rule == "MQTT-3.3.4-6"
 
 
-def test_will_on_malformed_bytes_MQTT_3_3_1_4():
+def test_will_on_malformed_bytes_v5_MQTT_3_3_1_4():
     h = Harness()
     watcher = h.subscriber("dead/#")
     c = h.connect("dev", will=will())
@@ -168,7 +168,7 @@ def test_will_on_malformed_bytes_MQTT_3_3_1_4():
     assert [m.payload for m in watcher.messages()] == [b"gone"]
 
 
-def test_will_on_packet_cut_off_midway_MQTT_3_1_2_8():
+def test_will_on_packet_cut_off_midway_v5_MQTT_3_1_2_8():
     h = Harness()
     watcher = h.subscriber("dead/#")
     c = h.connect("dev", will=will())
@@ -178,7 +178,7 @@ def test_will_on_packet_cut_off_midway_MQTT_3_1_2_8():
     assert [m.payload for m in watcher.messages()] == [b"gone"]
 
 
-def test_will_on_second_connect_MQTT_3_1_0_2():
+def test_will_on_second_connect_v5_MQTT_3_1_0_2():
     h = Harness()
     watcher = h.subscriber("dead/#")
     c = h.connect("dev", will=will())
@@ -187,7 +187,7 @@ def test_will_on_second_connect_MQTT_3_1_0_2():
     assert [m.payload for m in watcher.messages()] == [b"gone"]
 
 
-def test_will_on_server_shutdown_MQTT_3_1_2_8():
+def test_will_on_server_shutdown_v5_MQTT_3_1_2_8():
     h = Harness()
     watcher = h.subscriber("dead/#", client_id="w", clean_start=False, session_expiry_interval=100)
     c = h.connect("dev", will=will())
@@ -196,7 +196,7 @@ def test_will_on_server_shutdown_MQTT_3_1_2_8():
     assert [m.payload for m in watcher.take("Publish")] == [b"gone"]
 
 
-def test_will_on_takeover_with_clean_start_MQTT_3_1_4_3():
+def test_will_on_takeover_with_clean_start_v5_MQTT_3_1_4_3():
     h = Harness()
     watcher = h.subscriber("dead/#")
     old = h.connect("dev", will=will(payload=b"old", will_delay_interval=30), session_expiry_interval=300)
@@ -207,7 +207,7 @@ def test_will_on_takeover_with_clean_start_MQTT_3_1_4_3():
     assert [m.payload for m in watcher.messages()] == [b"old"]
 
 
-def test_takeover_with_clean_start_0_before_will_delay_cancels_will_MQTT_3_1_3_9():
+def test_takeover_with_clean_start_0_before_will_delay_cancels_will_v5_MQTT_3_1_3_9():
     h = Harness()
     watcher = h.subscriber("dead/#")
     h.connect("dev", will=will(will_delay_interval=30), session_expiry_interval=300)
@@ -218,7 +218,7 @@ def test_takeover_with_clean_start_0_before_will_delay_cancels_will_MQTT_3_1_3_9
     assert h.core.timeline.kinds("dev") == ["armed", "connection-ended", "deferred", "cancelled"]
 
 
-def test_takeover_without_will_delay_publishes_will_v311_MQTT_3_1_4_3():
+def test_takeover_without_will_delay_publishes_will_v311_MQTT_3_1_4_2():
     h = Harness()
     watcher = h.subscriber("dead/#", version=4)
     old = h.connect("dev", version=4, clean_start=False, will=will())
@@ -239,7 +239,7 @@ def test_disconnect_with_will_message_0x04_publishes_will_MQTT_3_14_2_1():
     assert [m.payload for m in watcher.messages()] == [b"gone"]
 
 
-def test_disconnect_0x04_honours_will_delay_MQTT_3_1_3_9():
+def test_disconnect_0x04_honours_will_delay_v5_MQTT_3_1_3_9():
     h = Harness()
     watcher = h.subscriber("dead/#")
     c = h.connect("dev", will=will(will_delay_interval=5), session_expiry_interval=60)
@@ -251,7 +251,7 @@ def test_disconnect_0x04_honours_will_delay_MQTT_3_1_3_9():
 
 
 @pytest.mark.parametrize("code", [0x80, 0x81, 0x83, 0x90, 0x9C])
-def test_disconnect_with_error_reason_keeps_will_MQTT_3_1_2_8(code):
+def test_disconnect_with_error_reason_keeps_will_v5_MQTT_3_1_2_8(code):
     h = Harness()
     watcher = h.subscriber("dead/#")
     c = h.connect("dev", will=will())
@@ -262,7 +262,7 @@ def test_disconnect_with_error_reason_keeps_will_MQTT_3_1_2_8(code):
 # ---- MQTT 5: Will Delay Interval and session expiry -----------------------------------------------
 
 
-def test_will_delay_defers_publication_MQTT_3_1_3_9():
+def test_will_delay_defers_publication_v5_MQTT_3_1_3_9():
     h = Harness()
     watcher = h.subscriber("dead/#")
     c = h.connect("dev", will=will(will_delay_interval=10), session_expiry_interval=100)
@@ -277,7 +277,7 @@ def test_will_delay_defers_publication_MQTT_3_1_3_9():
     assert h.core.timeline.kinds("dev") == ["armed", "connection-ended", "deferred", "published"]
 
 
-def test_session_expiry_shorter_than_delay_publishes_at_session_end_MQTT_3_1_2_8():
+def test_session_expiry_shorter_than_delay_publishes_at_session_end_v5_MQTT_3_1_2_8():
     h = Harness()
     watcher = h.subscriber("dead/#")
     c = h.connect("dev", will=will(will_delay_interval=100), session_expiry_interval=7)
@@ -290,7 +290,7 @@ def test_session_expiry_shorter_than_delay_publishes_at_session_end_MQTT_3_1_2_8
     assert "dev" not in h.core.sessions
 
 
-def test_session_expiry_zero_publishes_at_once_despite_delay_MQTT_3_1_3_9():
+def test_session_expiry_zero_publishes_at_once_despite_delay_v5_MQTT_3_1_3_9():
     h = Harness()
     watcher = h.subscriber("dead/#")
     c = h.connect("dev", will=will(will_delay_interval=100))  # Session Expiry absent: 0
@@ -298,7 +298,7 @@ def test_session_expiry_zero_publishes_at_once_despite_delay_MQTT_3_1_3_9():
     assert [m.payload for m in watcher.messages()] == [b"gone"]
 
 
-def test_disconnect_changes_session_expiry_used_for_will_MQTT_3_1_2_8():
+def test_disconnect_changes_session_expiry_used_for_will_v5_MQTT_3_1_2_8():
     h = Harness()
     watcher = h.subscriber("dead/#")
     c = h.connect("dev", will=will(will_delay_interval=100), session_expiry_interval=50)
@@ -318,7 +318,7 @@ def test_disconnect_raising_zero_session_expiry_is_protocol_error_and_will_publi
     assert [m.payload for m in watcher.messages()] == [b"gone"]
 
 
-def test_reconnect_clean_start_0_cancels_delayed_will_MQTT_3_1_3_9():
+def test_reconnect_clean_start_0_cancels_delayed_will_v5_MQTT_3_1_3_9():
     h = Harness()
     watcher = h.subscriber("dead/#")
     c = h.connect("dev", will=will(will_delay_interval=10), session_expiry_interval=100)
@@ -331,7 +331,7 @@ def test_reconnect_clean_start_0_cancels_delayed_will_MQTT_3_1_3_9():
     assert h.core.timeline.events("dev")[-1].rule == "MQTT-3.1.3-9"
 
 
-def test_reconnect_clean_start_1_publishes_pending_will_at_once_MQTT_3_1_2_4():
+def test_reconnect_clean_start_1_publishes_pending_will_at_once_v5_MQTT_3_1_2_4():
     h = Harness()
     watcher = h.subscriber("dead/#")
     c = h.connect("dev", will=will(will_delay_interval=10), session_expiry_interval=100)
@@ -344,7 +344,7 @@ def test_reconnect_clean_start_1_publishes_pending_will_at_once_MQTT_3_1_2_4():
     assert watcher.messages() == []
 
 
-def test_resumed_session_new_will_replaces_old_MQTT_3_1_2_7():
+def test_resumed_session_new_will_replaces_old_v5_MQTT_3_1_2_7():
     h = Harness()
     watcher = h.subscriber("dead/#")
     c = h.connect("dev", will=will(payload=b"one", will_delay_interval=10), session_expiry_interval=100)
@@ -355,7 +355,7 @@ def test_resumed_session_new_will_replaces_old_MQTT_3_1_2_7():
     assert [m.payload for m in watcher.messages()] == [b"two"]
 
 
-def test_resumed_session_without_will_has_none_MQTT_3_1_2_7():
+def test_resumed_session_without_will_has_none_v5_MQTT_3_1_2_7():
     h = Harness()
     watcher = h.subscriber("dead/#")
     c = h.connect("dev", will=will(will_delay_interval=10), session_expiry_interval=100)
@@ -366,7 +366,7 @@ def test_resumed_session_without_will_has_none_MQTT_3_1_2_7():
     assert watcher.messages() == []
 
 
-def test_later_shorter_will_delay_not_held_back_by_earlier_longer_one_MQTT_3_1_3_9():
+def test_later_shorter_will_delay_not_held_back_by_earlier_longer_one_v5_MQTT_3_1_3_9():
     """The mosquitto bug: a will-delay list ordered by interval, not deadline."""
     h = Harness()
     watcher = h.subscriber("dead/#")
@@ -383,7 +383,7 @@ def test_later_shorter_will_delay_not_held_back_by_earlier_longer_one_MQTT_3_1_3
     assert [m.topic for m in watcher.messages()] == ["dead/a"]
 
 
-def test_session_expiry_never_still_fires_after_delay_MQTT_3_1_3_9():
+def test_session_expiry_never_still_fires_after_delay_v5_MQTT_3_1_3_9():
     h = Harness()
     watcher = h.subscriber("dead/#")
     c = h.connect("dev", will=will(will_delay_interval=20), session_expiry_interval=0xFFFFFFFF)
@@ -397,7 +397,7 @@ def test_session_expiry_never_still_fires_after_delay_MQTT_3_1_3_9():
 
 
 @pytest.mark.parametrize("will_qos,sub_qos,expected", [(2, 1, 1), (1, 2, 1), (0, 2, 0), (2, 2, 2)])
-def test_will_delivered_at_min_of_will_and_granted_qos_MQTT_3_1_2_12(will_qos, sub_qos, expected):
+def test_will_delivered_at_min_of_will_and_granted_qos_v5_MQTT_3_1_2_12(will_qos, sub_qos, expected):
     h = Harness()
     watcher = h.subscriber("dead/#", qos=sub_qos)
     c = h.connect("dev", will=will(qos=will_qos))
@@ -405,7 +405,7 @@ def test_will_delivered_at_min_of_will_and_granted_qos_MQTT_3_1_2_12(will_qos, s
     assert [m.qos for m in watcher.messages()] == [expected]
 
 
-def test_will_retain_stores_retained_message_MQTT_3_1_2_15():
+def test_will_retain_stores_retained_message_v5_MQTT_3_1_2_15():
     h = Harness()
     c = h.connect("dev", will=will(retain=True))
     c.drop()
@@ -415,7 +415,7 @@ def test_will_retain_stores_retained_message_MQTT_3_1_2_15():
     assert [(m.payload, m.retain) for m in msgs] == [(b"gone", True)]
 
 
-def test_will_retain_replaces_and_clears_retained_MQTT_3_3_1_6():
+def test_will_retain_replaces_and_clears_retained_v5_MQTT_3_3_1_6():
     h = Harness()
     p = h.connect("pub")
     p.publish("dead/c", b"alive", qos=1, retain=True)
@@ -427,7 +427,7 @@ def test_will_retain_replaces_and_clears_retained_MQTT_3_3_1_6():
     assert h.core.retained.get("dead/c") is None  # an empty retained will clears it [MQTT-3.3.1-7]
 
 
-def test_will_without_retain_is_not_stored_MQTT_3_1_2_14():
+def test_will_without_retain_is_not_stored_v5_MQTT_3_1_2_14():
     h = Harness()
     c = h.connect("dev", will=will(retain=False))
     c.drop()
@@ -435,7 +435,7 @@ def test_will_without_retain_is_not_stored_MQTT_3_1_2_14():
 
 
 @pytest.mark.parametrize("rap,expected", [(True, True), (False, False)])
-def test_will_retain_as_published_honoured_MQTT_3_3_1_12(rap, expected):
+def test_will_retain_as_published_honoured_v5_MQTT_3_3_1_12(rap, expected):
     h = Harness()
     w = h.connect("w")
     w.subscribe("dead/#", retain_as_published=rap)
@@ -444,7 +444,7 @@ def test_will_retain_as_published_honoured_MQTT_3_3_1_12(rap, expected):
     assert [m.retain for m in w.messages()] == [expected]
 
 
-def test_will_properties_forwarded_and_delay_not_forwarded_MQTT_3_1_3_10():
+def test_will_properties_forwarded_and_delay_not_forwarded_v5_MQTT_3_1_3_10():
     h = Harness()
     watcher = h.subscriber("dead/#")
     props = dict(will_delay_interval=1, payload_format_indicator=1, content_type="text/plain",
@@ -496,7 +496,7 @@ def test_will_carries_subscription_identifier_MQTT_3_3_4_3():
     assert m.properties["subscription_identifier"] == [42]
 
 
-def test_will_queued_for_offline_persistent_subscriber_MQTT_3_1_2_23():
+def test_will_queued_for_offline_persistent_subscriber_v5_MQTT_3_1_2_23():
     h = Harness()
     w = h.connect("w", clean_start=False, session_expiry_interval=1000)
     w.subscribe("dead/#", qos=1)
@@ -541,7 +541,7 @@ def test_refused_connect_processes_nothing_after_MQTT_3_1_4_6():
     assert watcher.messages() == []
 
 
-def test_will_not_sent_to_its_own_session_with_no_local_MQTT_3_8_3_3():
+def test_will_not_sent_to_its_own_session_with_no_local_v5_MQTT_3_8_3_3():
     """No Local compares client ids: the will of 'dev' is not queued for dev's own No Local subscription."""
     h = Harness()
     other = h.subscriber("dead/#", client_id="other")
@@ -553,7 +553,7 @@ def test_will_not_sent_to_its_own_session_with_no_local_MQTT_3_8_3_3():
     assert len(h.core.sessions["dev"].queue) == 0 and not h.core.sessions["dev"].inflight
 
 
-def test_no_will_published_for_connection_without_will_MQTT_3_1_2_8():
+def test_no_will_published_for_connection_without_will_v5_MQTT_3_1_2_8():
     h = Harness()
     watcher = h.subscriber("#")
     c = h.connect("dev")

@@ -35,7 +35,10 @@ class BrokerThread:
             self.loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self.loop)
         try:
-            self.broker = Broker(listen=["127.0.0.1:0"], **self.settings)
+            settings = dict(self.settings)
+            if "data_dir" not in settings:
+                settings.setdefault("memory", True)
+            self.broker = Broker(listen=["127.0.0.1:0"], **settings)
             self.loop.run_until_complete(self.broker.start())
         except BaseException as e:  # pragma: no cover - surfaced by start()
             self.error = e

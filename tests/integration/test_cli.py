@@ -24,8 +24,8 @@ def free_port() -> int:
 
 def test_serve_runs_and_stops_on_sigterm(tmp_path):
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "lastwill", "serve", "--listen", f"127.0.0.1:{port}"],
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "lastwill", "serve", "--listen", f"127.0.0.1:{port}",
+                             "--data-dir", str(tmp_path / "data")], stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 10
         while True:

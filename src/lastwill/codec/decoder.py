@@ -177,40 +177,48 @@ class Decoder:
         need = 0
         first = -1
         max_size = self.max_packet_size
+        server_side = self.server_side
+        level = self.protocol_level
+        valid_first = _valid_first_bytes(level, server_side)
         try:
             while off < n:
                 first = data[off]
-                self._check_fixed_header(first)
+                if not valid_first[first]:
+                    _check_first_byte(first, level, server_side)  # raises the precise error
                 # Remaining Length (2.1.4): a Variable Byte Integer of at most four bytes
                 i = off + 1
-                rl = 0
-                shift = 0
-                while True:
-                    if i >= n:
-                        need = 0
-                        break
-                    byte = data[i]
-                    i += 1
-                    rl |= (byte & 0x7F) << shift
-                    if not byte & 0x80:
-                        if byte == 0 and shift:
-                            raise MalformedPacket(
-                                "Remaining Length is not minimally encoded", rule="MQTT-1.5.5-1"
-                            )  # [MQTT-1.5.5-1]
-                        need = i - off + rl
-                        break
-                    shift += 7
-                    if shift == 28:
-                        raise MalformedPacket("Remaining Length is longer than four bytes")
-                if not need:
+                if i >= n:
                     break  # fixed header incomplete
+                rl = data[i]
+                i += 1
+                if rl & 0x80:
+                    rl &= 0x7F
+                    shift = 7
+                    while True:
+                        if i >= n:
+                            rl = -1
+                            break
+                        byte = data[i]
+                        i += 1
+                        rl |= (byte & 0x7F) << shift
+                        if not byte & 0x80:
+                            if not byte:
+                                raise MalformedPacket(
+                                    "Remaining Length is not minimally encoded", rule="MQTT-1.5.5-1"
+                                )  # [MQTT-1.5.5-1]
+                            break
+                        shift += 7
+                        if shift == 28:
+                            raise MalformedPacket("Remaining Length is longer than four bytes")
+                    if rl < 0:
+                        break  # fixed header incomplete
+                need = i - off + rl
                 if need > max_size:
-                    level = self.protocol_level
                     raise PacketTooLarge(
                         f"{_NAMES[first >> 4]} packet of {need} bytes exceeds the maximum packet "
                         f"size of {max_size} bytes",
                         rule=(
-                            ("MQTT-3.2.2-15" if self.server_side else "MQTT-3.1.2-24")
+                            ("MQTT-3.2.2-15" if server_side else "MQTT-3.1.2-24")
                             if level is None or level == PROTOCOL_5
                             else None
                         ),
@@ -218,9 +226,10 @@ class Decoder:
                 end = i + rl
                 if end > n:
                     break  # body incomplete
-                packet = _PARSERS[first >> 4](first & 0x0F, mv[i:end], self.protocol_level, self.server_side)
-                if first >> 4 == 1 and self.protocol_level is None:
-                    self.protocol_level = packet.protocol_level
+                packet = _PARSERS[first >> 4](first & 0x0F, mv[i:end], level, server_side)
+                if level is None:  # that was the CONNECT (the only packet accepted before one)
+                    level = self.protocol_level = packet.protocol_level
+                    valid_first = _valid_first_bytes(level, server_side)
                 packets.append(packet)
                 off = end
                 need = 0
@@ -229,7 +238,7 @@ class Decoder:
             exc.packets = packets
             exc.packet_type = PacketType(ptype) if ptype else None
             if not hasattr(exc, "protocol_level"):
-                exc.protocol_level = self.protocol_level
+                exc.protocol_level = level
             if exc.protocol_level in (3, 4) and exc.rule in _V311_RULES:
                 exc.rule = _V311_RULES[exc.rule]
             self._error = exc
@@ -240,46 +249,64 @@ class Decoder:
             self._need = need
         return packets
 
-    def _check_fixed_header(self, first: int) -> None:
-        """Validate byte 1 of the fixed header (2.1.2, 2.1.3) as soon as it arrives."""
-        ptype = first >> 4
-        flags = first & 0x0F
-        level = self.protocol_level
-        name = _NAMES[ptype]
-        if ptype == 0:
-            raise MalformedPacket("packet type 0 is reserved and forbidden (2.1.2)")
-        if self.server_side:
-            if level is None and ptype != 1:
-                raise ProtocolError(
-                    f"the first packet from a Client must be CONNECT, not {name}", rule="MQTT-3.1.0-1"
-                )  # [MQTT-3.1.0-1]
-            if ptype not in _FROM_CLIENT:
-                raise ProtocolError(f"{name} flows from Server to Client; a Client must not send it (2.1.2)")
-        elif ptype not in _FROM_SERVER:
-            raise ProtocolError(f"{name} flows from Client to Server; a Server must not send it (2.1.2)")
-        if ptype == 15 and level != PROTOCOL_5:
-            raise MalformedPacket("packet type 15 is reserved before MQTT 5.0 (3.1.1 section 2.2.1)")
-        if ptype == 3:
-            qos = (flags >> 1) & 3
-            if qos == 3:
-                raise MalformedPacket(
-                    "PUBLISH QoS is 3 (both QoS bits set)", rule="MQTT-3.3.1-4"
-                )  # [MQTT-3.3.1-4]
-            if flags & 0b1000 and not qos and level != 3:
-                raise MalformedPacket(
-                    "PUBLISH has the DUP flag set with QoS 0", rule="MQTT-3.3.1-2"
-                )  # [MQTT-3.3.1-2]
-            return
-        expected = _FLAGS[ptype]
-        if flags != expected:
-            # MQTT 3.1 set DUP on retransmitted PUBREL / SUBSCRIBE / UNSUBSCRIBE.
-            if level == 3 and expected == 0b0010 and flags == 0b1010:
-                return
+
+def _check_first_byte(first: int, level: int | None, server_side: bool) -> None:
+    """Validate byte 1 of the fixed header (2.1.2, 2.1.3) as soon as it arrives."""
+    ptype = first >> 4
+    flags = first & 0x0F
+    name = _NAMES[ptype]
+    if ptype == 0:
+        raise MalformedPacket("packet type 0 is reserved and forbidden (2.1.2)")
+    if server_side:
+        if level is None and ptype != 1:
+            raise ProtocolError(
+                f"the first packet from a Client must be CONNECT, not {name}", rule="MQTT-3.1.0-1"
+            )  # [MQTT-3.1.0-1]
+        if ptype not in _FROM_CLIENT:
+            raise ProtocolError(f"{name} flows from Server to Client; a Client must not send it (2.1.2)")
+    elif ptype not in _FROM_SERVER:
+        raise ProtocolError(f"{name} flows from Client to Server; a Server must not send it (2.1.2)")
+    if ptype == 15 and level != PROTOCOL_5:
+        raise MalformedPacket("packet type 15 is reserved before MQTT 5.0 (3.1.1 section 2.2.1)")
+    if ptype == 3:
+        qos = (flags >> 1) & 3
+        if qos == 3:
             raise MalformedPacket(
-                f"{name} fixed header flags are 0b{flags:04b}; they are reserved and must be "
-                f"0b{expected:04b}",
-                rule=_FLAG_RULES.get(ptype) or _rule(level, "MQTT-2.1.3-1", "MQTT-2.2.2-1"),
-            )  # [MQTT-2.1.3-1] / 3.1.1 [MQTT-2.2.2-1]
+                "PUBLISH QoS is 3 (both QoS bits set)", rule="MQTT-3.3.1-4"
+            )  # [MQTT-3.3.1-4]
+        if flags & 0b1000 and not qos and level != 3:
+            raise MalformedPacket(
+                "PUBLISH has the DUP flag set with QoS 0", rule="MQTT-3.3.1-2"
+            )  # [MQTT-3.3.1-2]
+        return
+    expected = _FLAGS[ptype]
+    if flags != expected:
+        # MQTT 3.1 set DUP on retransmitted PUBREL / SUBSCRIBE / UNSUBSCRIBE.
+        if level == 3 and expected == 0b0010 and flags == 0b1010:
+            return
+        raise MalformedPacket(
+            f"{name} fixed header flags are 0b{flags:04b}; they are reserved and must be "
+            f"0b{expected:04b}",
+            rule=_FLAG_RULES.get(ptype) or _rule(level, "MQTT-2.1.3-1", "MQTT-2.2.2-1"),
+        )  # [MQTT-2.1.3-1] / 3.1.1 [MQTT-2.2.2-1]
+
+
+_VALID_FIRST: dict[tuple[int | None, bool], bytes] = {}
+
+
+def _valid_first_bytes(level: int | None, server_side: bool) -> bytes:
+    """For each value of byte 1, 1 if _check_first_byte accepts it (computed once per kind)."""
+    table = _VALID_FIRST.get((level, server_side))
+    if table is None:
+        ok = bytearray(256)
+        for first in range(256):
+            try:
+                _check_first_byte(first, level, server_side)
+            except MqttError:
+                continue
+            ok[first] = 1
+        table = _VALID_FIRST[(level, server_side)] = bytes(ok)
+    return table
 
 
 # ---------------------------------------------------------------------------------------------
@@ -374,7 +401,7 @@ def _parse_connect_rest(b, off: int, level: int, protocol_name: str) -> Connect:
     client_id, off = read_utf8(b, off, "CONNECT client identifier")  # [MQTT-3.1.3-4]
     will = None
     if will_flag:
-        rule = _rule(level, "MQTT-3.1.2-9", "MQTT-3.1.2-9")
+        rule = "MQTT-3.1.2-9"  # the same id in 3.1.1
         _need_field(b, off, "will message", rule)  # [MQTT-3.1.2-9]
         will_props: dict = {}
         if v5:
@@ -420,7 +447,18 @@ def _check_response_topic(props: dict, kind: str) -> None:
 
 
 def _parse_publish(flags: int, b, level: int, server_side: bool) -> Publish:
-    topic, off = read_utf8(b, 0, "PUBLISH topic name")  # [MQTT-3.3.2-1]
+    # The hot path: the topic, packet identifier and an empty property set are read inline.
+    n = len(b)
+    off = 2 + ((b[0] << 8) | b[1]) if n >= 2 else n + 1
+    if off > n:
+        read_utf8(b, 0, "PUBLISH topic name")  # raises: truncated
+    try:
+        topic = str(b[2:off], "utf-8")  # [MQTT-3.3.2-1]
+    except UnicodeDecodeError:
+        topic = ""
+        read_utf8(b, 0, "PUBLISH topic name")  # raises with the details  # [MQTT-1.5.4-1]
+    if "\x00" in topic:
+        read_utf8(b, 0, "PUBLISH topic name")  # raises  # [MQTT-1.5.4-2]
     if "+" in topic or "#" in topic:
         raise TopicNameInvalid(
             f"PUBLISH topic name {_show(topic)} contains wildcard {'+' if '+' in topic else '#'!r}",
@@ -429,22 +467,29 @@ def _parse_publish(flags: int, b, level: int, server_side: bool) -> Publish:
     qos = (flags >> 1) & 0x03
     packet_id = None
     if qos:
-        packet_id, off = read_u16(b, off, "PUBLISH packet identifier")
+        if off + 2 > n:
+            read_u16(b, off, "PUBLISH packet identifier")  # raises: truncated
+        packet_id = (b[off] << 8) | b[off + 1]
+        off += 2
         if not packet_id:
             raise ProtocolError(
                 f"PUBLISH with QoS {qos} has packet identifier 0",
                 rule=_rule(level, "MQTT-2.2.1-3" if server_side else "MQTT-2.2.1-4", "MQTT-2.3.1-1"),
             )  # [MQTT-2.2.1-3] / [MQTT-2.2.1-4] / 3.1.1 [MQTT-2.3.1-1]
-    props: dict = {}
     if level == PROTOCOL_5:
-        props, off = read_properties(b, off, "PUBLISH")
-        if props:
+        if off < n and not b[off]:
+            props = {}
+            off += 1
+        else:
+            props, off = read_properties(b, off, "PUBLISH")
             if server_side and "subscription_identifier" in props:
                 raise ProtocolError(
                     "PUBLISH from a Client contains a subscription_identifier", rule="MQTT-3.3.4-6"
                 )  # [MQTT-3.3.4-6]
             if "response_topic" in props:
                 _check_response_topic(props, "PUBLISH")
+    else:
+        props = {}
     if not topic and "topic_alias" not in props:
         # 3.3.2.1: "It is a Protocol Error if the Topic Name is zero length and there is no
         # Topic Alias"; in 3.1.1 no Topic Name may be empty [MQTT-4.7.3-1].

@@ -8,6 +8,8 @@ Connect Return code (:func:`reason_codes.connack_return_code_v311`), SUBACK code
 written as 0x80 (Failure), an UNSUBACK has no payload, PUBACK / PUBREC / PUBREL / PUBCOMP carry
 only the packet identifier, DISCONNECT has no body and AUTH does not exist (ValueError).
 MQTT 3.1 CONNECT uses the protocol name "MQIsdp" and its CONNACK has no Session Present bit.
+A CONNECT's protocol name and level byte follow the ``protocol_level`` argument ("MQIsdp"/3,
+"MQTT"/4, "MQTT"/5); its ``protocol_name`` / ``protocol_level`` fields are not consulted.
 
 For 5.0 the short forms are used whenever the spec allows them: PUBACK / PUBREC / PUBREL /
 PUBCOMP with reason 0x00 and no properties have Remaining Length 2 (3.4.2.1), with another

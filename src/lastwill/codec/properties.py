@@ -132,7 +132,7 @@ _ZERO_OR_ONE = {
 _NON_ZERO = {
     "receive_maximum": ("3.1.2.11.3", None),
     "maximum_packet_size": ("3.1.2.11.4", None),
-    "subscription_identifier": ("3.8.2.1.2", None),
+    "subscription_identifier": ("3.3.2.3.8 / 3.8.2.1.2", None),
     "topic_alias": ("3.3.2.3.4", "MQTT-3.3.2-8"),
 }
 
@@ -141,85 +141,112 @@ def _check_value(name: str, value: int, kind: str) -> None:
     if name in _ZERO_OR_ONE:
         if value > 1:
             raise ProtocolError(
-                f"{kind} property {name} is {value}; it must be 0 or 1 ({_ZERO_OR_ONE[name]})"
+                f"{_label(kind)} property {name} is {value}; it must be 0 or 1 ({_ZERO_OR_ONE[name]})"
             )
     elif value == 0 and name in _NON_ZERO:
         section, rule = _NON_ZERO[name]
         # topic_alias: [MQTT-3.3.2-8]
-        raise ProtocolError(f"{kind} property {name} is 0, which is not allowed ({section})", rule=rule)
+        raise ProtocolError(f"{_label(kind)} property {name} is 0, which is not allowed ({section})", rule=rule)
+
+
+def _label(kind: str) -> str:
+    return "CONNECT Will Properties" if kind == WILL else kind
+
+
+# Field names for error messages, built once rather than per property read.
+_WHAT = {
+    kind: {i: f"{_label(kind)} property {d.name}" for i, d in allowed.items()}
+    for kind, allowed in ALLOWED.items()
+}
+_LENGTH_WHAT = {kind: f"{_label(kind)} property length" for kind in KINDS}
 
 
 def read_properties(buf, off: int, kind: str) -> tuple[dict, int]:
-    """Read a Property Length and the properties after it (2.2.2). Returns (dict, next offset)."""
-    plen, off = read_varint(buf, off, f"{kind} property length")
+    """Read a Property Length and the properties after it (2.2.2). Returns (dict, next offset).
+
+    ``kind`` is the packet type name, or "WILL" for the Will Properties of a CONNECT.
+    """
+    plen, off = read_varint(buf, off, _LENGTH_WHAT[kind])
     if plen == 0:
         return {}, off
     end = off + plen
     if end > len(buf):
         raise MalformedPacket(
-            f"{kind} property length {plen} runs {end - len(buf)} byte(s) past the end of the packet"
+            f"{_label(kind)} property length {plen} runs {end - len(buf)} byte(s) past the end of "
+            f"the packet"
         )
     view = buf[:end]  # values must not run past the properties
     allowed = ALLOWED[kind]
+    whats = _WHAT[kind]
     props: dict = {}
-    while off < end:
-        ident, off = read_varint(view, off, f"{kind} property identifier")
-        d = allowed.get(ident)
-        if d is None:
-            known = PROPERTIES.get(ident)
-            if known is None:
-                raise MalformedPacket(f"{kind} contains unknown property identifier 0x{ident:02X}")
-            raise MalformedPacket(
-                f"{kind} contains property {known.name} (0x{ident:02X}), which is not valid in "
-                f"{'Will Properties' if kind == WILL else 'a ' + kind} (2.2.2.2)"
-            )
-        name = d.name
-        what = f"{kind} property {name}"
-        t = d.type
-        if t == UTF8:
-            value, off = read_utf8(view, off, what)
-        elif t == BYTE:
-            if off >= end:
-                raise MalformedPacket(f"{what}: properties end before the value")
-            value = view[off]
+    try:
+        while off < end:
+            # The identifier is a Variable Byte Integer, but every defined one is below 128 (2.2.2.2
+            # non-normative comment): a byte with the continuation bit starts an unknown one.
+            ident = view[off]
             off += 1
-            _check_value(name, value, kind)
-        elif t == U32:
-            value, off = read_u32(view, off, what)
-            if name == "maximum_packet_size" and value == 0:
+            d = allowed.get(ident)
+            if d is None:
+                known = PROPERTIES.get(ident)
+                if known is None:
+                    raise MalformedPacket(f"{_label(kind)}: unknown property identifier 0x{ident:02X}")
+                raise MalformedPacket(
+                    f"{_label(kind)}: property {known.name} (0x{ident:02X}) is not valid in "
+                    f"{'Will Properties' if kind == WILL else 'a ' + kind} (2.2.2.2)"
+                )
+            name = d.name
+            what = whats[ident]
+            t = d.type
+            if t == UTF8:
+                value, off = read_utf8(view, off, what)
+            elif t == BYTE:
+                if off >= end:
+                    raise MalformedPacket(f"{what}: the properties end before its value")
+                value = view[off]
+                off += 1
                 _check_value(name, value, kind)
-        elif t == U16:
-            value, off = read_u16(view, off, what)
-            if value == 0:
-                _check_value(name, value, kind)
-        elif t == PAIR:
-            k, off = read_utf8(view, off, f"{what} name")  # [MQTT-1.5.7-1]
-            v, off = read_utf8(view, off, f"{what} value")  # [MQTT-1.5.7-1]
-            user = props.get(name)
-            if user is None:
-                props[name] = [(k, v)]
-            else:
-                user.append((k, v))
-            continue
-        elif t == BINARY:
-            value, off = read_binary(view, off, what)
-        else:  # VARINT: only subscription_identifier
-            value, off = read_varint(view, off, what)
-            if value == 0:
-                _check_value(name, value, kind)
-            if kind == "PUBLISH":
-                ids = props.get(name)
-                if ids is None:
-                    props[name] = [value]
+            elif t == U32:
+                value, off = read_u32(view, off, what)
+                if value == 0 and name == "maximum_packet_size":
+                    _check_value(name, value, kind)
+            elif t == U16:
+                value, off = read_u16(view, off, what)
+                if value == 0:
+                    _check_value(name, value, kind)
+            elif t == PAIR:
+                k, off = read_utf8(view, off, f"{what} name")  # [MQTT-1.5.7-1]
+                v, off = read_utf8(view, off, f"{what} value")  # [MQTT-1.5.7-1]
+                user = props.get(name)
+                if user is None:
+                    props[name] = [(k, v)]
                 else:
-                    ids.append(value)  # several matching subscriptions (3.3.2.3.8)
+                    user.append((k, v))
                 continue
-        if name in props:
-            raise ProtocolError(
-                f"{kind} contains property {name} more than once: it is a Protocol Error to "
-                f"include the same property more than once"
-            )
-        props[name] = value
+            elif t == BINARY:
+                value, off = read_binary(view, off, what)
+            else:  # VARINT: only subscription_identifier
+                value, off = read_varint(view, off, what)
+                if value == 0:
+                    _check_value(name, value, kind)
+                if kind == "PUBLISH":
+                    ids = props.get(name)
+                    if ids is None:
+                        props[name] = [value]
+                    else:
+                        ids.append(value)  # one per matching subscription (3.3.2.3.8)
+                    continue
+            if name in props:
+                raise ProtocolError(
+                    f"{_label(kind)}: property {name} appears more than once (it is a Protocol "
+                    f"Error to include the same property more than once)"
+                )
+            props[name] = value
+    except MalformedPacket as exc:
+        if exc.rule is None and end < len(buf) and "too early" in str(exc):
+            raise MalformedPacket(
+                f"{exc.args[0]}: the value runs past the property length of {plen}"
+            ) from None
+        raise
     return props, end
 
 

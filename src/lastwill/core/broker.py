@@ -41,6 +41,8 @@ from ..config import Config
 from ..errors import MqttError, ProtocolError, UnsupportedProtocolVersion
 from .actions import Action, Close, Send
 from .message import Message
+from .persistence import Recorder
+from .persistence import restore as restore_state
 from .retained import RetainedStore
 from .sessions import (
     AWAIT_PUBACK,
@@ -95,20 +97,47 @@ RC_WILDCARDS_NOT_SUPPORTED = 0xA2
 _STRIP_ON_FORWARD = ("topic_alias", "subscription_identifier", "message_expiry_interval")
 
 
+class _NoRecorder:
+    """Stands in for the Recorder when nothing is persisted: every call is a no-op."""
+
+    __slots__ = ()
+
+    def __bool__(self) -> bool:
+        return False
+
+    def session(self, session) -> None:
+        pass
+
+    def session_deleted(self, client_id) -> None:
+        pass
+
+    def delivery(self, session, d, packet_id=None, state=None) -> None:
+        pass
+
+    def delivery_done(self, session, d) -> None:
+        pass
+
+    def retained_changed(self, topic, message) -> None:
+        pass
+
+
 def _default_client_id() -> str:
     return "lastwill-" + secrets.token_hex(8)
 
 
 class BrokerCore:
-    def __init__(self, config: Config | None = None, *, client_id_factory: Callable[[], str] | None = None):
+    def __init__(self, config: Config | None = None, *, client_id_factory: Callable[[], str] | None = None,
+                 persist: bool = False):
         self.config = config or Config()
+        # what changed since the last commit; a no-op recorder when nothing is persisted
+        self.recorder = Recorder() if persist else _NoRecorder()
         self.conns: dict[int, Conn] = {}
         self.sessions: dict[str, Session] = {}
         self.tree = SubscriptionTree()
         self.retained = RetainedStore()
         self.timers = TimerQueue()
         self.timeline = Timeline()
-        self.wills = WillKeeper(self.timers, self.timeline, self._route)
+        self.wills = WillKeeper(self.timers, self.timeline, self._route, self.recorder.session)
         self._new_client_id = client_id_factory or _default_client_id
         self._out: list[Action] = []
         self._share_cursor: dict[str, int] = {}
@@ -131,10 +160,12 @@ class BrokerCore:
         conn = self.conns.get(conn_id)
         if conn is None or conn.state == CLOSED:
             return []
-        conn.last_activity = now  # any traffic counts as activity (lazy keep-alive)
         out = self._out
         try:
             packets = conn.decoder.feed(data)
+            if packets:
+                # only a whole Control Packet restarts the keep-alive, not a trickle of bytes
+                conn.last_activity = now  # [MQTT-3.1.2-24] (5.0: [MQTT-3.1.2-22])
         except MqttError as err:
             for packet in getattr(err, "packets", ()) or ():
                 if conn.state == CLOSED:
@@ -171,7 +202,7 @@ class BrokerCore:
             self.timers.cancel(("connect", conn_id))
         elif conn.state == CONNECTED:
             # the network connection closed without DISCONNECT [MQTT-3.1.2-8] (3.1.1: [MQTT-3.1.2-8] too)
-            self._end_connection(conn, now, f"connection lost ({cause})", None, send_close=False)
+            self._end_connection(conn, now, f"connection lost: {cause}", None, send_close=False)
         return self._take()
 
     def tick(self, now: float) -> list[Action]:
@@ -193,25 +224,45 @@ class BrokerCore:
                 msg = self.retained.get(ident)
                 if msg is not None and msg.expired(now):
                     self.retained.remove_if(ident, msg)
+                    self.recorder.retained_changed(ident, None)
         return self._take()
 
     def next_deadline(self) -> float | None:
         return self.timers.next_deadline()
 
+    def take_batch(self, wall_offset: float):
+        """What changed since the last call, as a storage Batch (None if nothing or not persisting)."""
+        recorder = self.recorder
+        if not recorder:
+            return None
+        return recorder.take_batch(wall_offset)
+
+    def restore(self, state, now: float, wall_now: float, crashed: bool) -> list[Action]:
+        """Load what the store holds (start-up only). Wills of clients connected when the broker
+        stopped become pending, with the recovery grace period."""
+        restore_state(self, state, now, wall_now, crashed)
+        return self._take()
+
     def protocol_level(self, conn_id: int) -> int:
         conn = self.conns.get(conn_id)
         return conn.protocol_level if conn is not None else 4
 
-    def shutdown(self, now: float) -> list[Action]:
-        """Close every connection (DISCONNECT 0x8B in MQTT 5). Their wills follow the normal rules.
+    def shutdown(self, now: float, keep_wills: bool = False) -> list[Action]:
+        """Close every connection (DISCONNECT 0x8B in MQTT 5).
 
-        Connections holding a will are closed first, so that subscribers still connected get them.
+        ``keep_wills`` (a persistent store, ``shutdown_wills = "keep"``): the sessions stay stored as
+        connected, so that at the next start their wills are recovered as pending, with the grace
+        period. Otherwise the wills follow the normal rules now; connections holding a will are
+        closed first, so that subscribers still connected get them.
         """
         conns = sorted(self.conns.values(), key=lambda c: c.session is None or c.session.will is None)
         for conn in conns:
             if conn.state == CONNECTED:
                 if conn.protocol_level == PROTOCOL_5:
                     self._send(conn, Disconnect(RC_SERVER_SHUTTING_DOWN))
+                if keep_wills:
+                    self._close(conn, "server shutting down")
+                    continue
                 self._end_connection(conn, now, "server shutting down", None)
             elif conn.state == NEW:
                 self._close(conn, "server shutting down")
@@ -224,6 +275,13 @@ class BrokerCore:
         return out
 
     def _send(self, conn: Conn, packet) -> None:
+        if conn.maximum_packet_size is not None and type(packet) is not Publish:
+            props = getattr(packet, "properties", None)
+            if props and ("reason_string" in props or "user_property" in props) and \
+                    len(encode(packet, conn.protocol_level)) > conn.maximum_packet_size:
+                # no Reason String / User Property that would take the packet beyond the client's
+                # Maximum Packet Size [MQTT-3.1.2-24] [MQTT-3.2.2-19] [MQTT-3.2.2-20] [MQTT-3.14.2-3]
+                packet.properties = {k: v for k, v in props.items() if k not in ("reason_string", "user_property")}
         self._out.append(Send(conn.conn_id, packet))
 
     def _close(self, conn: Conn, reason: str) -> None:
@@ -250,7 +308,8 @@ class BrokerCore:
         who = conn.client_id or f"<conn {conn.conn_id} from {conn.peer}>"
         log.warning("client_id=%s protocol error 0x%02X: %s", who, err.reason_code, err)
         if conn.state == NEW:
-            level = getattr(conn.decoder, "protocol_level", None)
+            # for an error inside a CONNECT, the decoder tells the level that CONNECT asked for
+            level = getattr(err, "protocol_level", None) or getattr(conn.decoder, "protocol_level", None)
             if isinstance(err, UnsupportedProtocolVersion):
                 # [MQTT-3.1.2-2] CONNACK 0x84 (3.1.1: return code 0x01), then close
                 conn.protocol_level = level if level in (3, 4, 5) else 4
@@ -288,6 +347,7 @@ class BrokerCore:
         props = p.properties
         if v5:
             conn.request_problem_information = props.get("request_problem_information", 1) == 1
+            conn.maximum_packet_size = props.get("maximum_packet_size")  # known before any refusal [MQTT-3.2.2-19]
             if "authentication_method" in props:
                 # enhanced authentication is not offered: refuse the method [MQTT-4.12.0-1]
                 self._refuse(conn, RC_BAD_AUTH_METHOD, "authentication method not supported", "MQTT-4.12.0-1")
@@ -322,12 +382,20 @@ class BrokerCore:
                 return
             if will.qos > cfg.maximum_qos:
                 # [MQTT-3.2.2-12] a will QoS above the server's maximum: CONNACK 0x9B
-                self._refuse(conn, RC_QOS_NOT_SUPPORTED, f"will QoS {will.qos} > maximum {cfg.maximum_qos}",
-                             "MQTT-3.2.2-12")
+                why = f"will QoS {will.qos} > maximum {cfg.maximum_qos}"
+                if v5:
+                    self._refuse(conn, RC_QOS_NOT_SUPPORTED, why, "MQTT-3.2.2-12")
+                else:  # 3.1.1 has no return code for it: close without CONNACK [MQTT-3.2.2-6]
+                    log.info("connect refused client_id=%s: %s [MQTT-3.2.2-6]", client_id, why)
+                    self._close(conn, f"CONNECT refused: {why}")
                 return
             if will.retain and not cfg.retain_available:
                 # [MQTT-3.2.2-13] will retain without retain support: CONNACK 0x9A
-                self._refuse(conn, RC_RETAIN_NOT_SUPPORTED, "will retain not supported", "MQTT-3.2.2-13")
+                if v5:
+                    self._refuse(conn, RC_RETAIN_NOT_SUPPORTED, "will retain not supported", "MQTT-3.2.2-13")
+                else:  # 3.1.1 has no return code for it: close without CONNACK [MQTT-3.2.2-6]
+                    log.info("connect refused client_id=%s: will retain not supported [MQTT-3.2.2-6]", client_id)
+                    self._close(conn, "CONNECT refused: will retain not supported")
                 return
 
         # -- session expiry and keep-alive as granted
@@ -344,7 +412,6 @@ class BrokerCore:
         conn.connect_expiry_interval = expiry
         if v5:
             conn.receive_maximum = props.get("receive_maximum", 65535)
-            conn.maximum_packet_size = props.get("maximum_packet_size")
             conn.topic_alias_maximum = props.get("topic_alias_maximum", 0) if cfg.outbound_topic_aliases else 0
 
         # -- accepted from here on. An existing connection with this id is taken over [MQTT-3.1.4-3]
@@ -359,6 +426,10 @@ class BrokerCore:
             session = self.sessions.get(client_id)  # it may have ended (expiry 0)
 
         session_present = False
+        if session is not None and session.will_recovered:
+            # its connection was ended by the broker stopping, not by the client: any reconnect
+            # within the recovery grace period proves it alive and cancels the recovered will
+            self.wills.resume(session, now)
         if session is not None and p.clean_start:
             # [MQTT-3.1.2-4] Clean Start 1 discards the existing session; its pending will fires now
             self._end_session(session, now, "session ended by a new connection with Clean Start 1",
@@ -372,9 +443,10 @@ class BrokerCore:
             self.wills.resume(session, now)  # [MQTT-3.1.3-9] reconnected before the will fired
         session.expiry_interval = expiry
         session.conn = conn
+        session.disconnected_at = None
         conn.session = session
         conn.state = CONNECTED
-        self.wills.arm(session, will, now)
+        self.wills.arm(session, will, now)  # records the session: durable before CONNACK
 
         # -- CONNACK [MQTT-3.2.0-1] is the first packet the server sends
         ack_props: dict = {}
@@ -421,12 +493,15 @@ class BrokerCore:
         else:
             conn.state = CLOSED
             self.timers.cancel(("ka", conn.conn_id))
-        self.conns.pop(conn.conn_id, None)
+        # the Conn stays in self.conns (its protocol level encodes what is still queued for it)
+        # until the edge reports the socket closed: connection_lost removes it
         session = conn.session
         conn.session = None
         if session is None or session.conn is not conn:
             return
         session.conn = None
+        session.disconnected_at = now
+        self.recorder.session(session)
         log.info("disconnect client_id=%s: %s", session.client_id, cause)
         if not normal:
             self.wills.connection_ended(session, now, cause, rule)
@@ -454,6 +529,7 @@ class BrokerCore:
                      session.client_id, len(session.queue), len(session.inflight))
         if self.sessions.get(session.client_id) is session:
             del self.sessions[session.client_id]
+            self.recorder.session_deleted(session.client_id)
 
     def _keep_alive_check(self, conn_id: int, now: float) -> None:
         conn = self.conns.get(conn_id)
@@ -507,9 +583,13 @@ class BrokerCore:
                 self._send(conn, Pubrec(pid))
                 return
             if len(session.awaiting_pubrel) >= cfg.receive_maximum:
-                # [MQTT-3.3.4-9] more unacknowledged QoS 2 PUBLISHes than our Receive Maximum
+                # [MQTT-3.3.4-7] more unacknowledged QoS 2 PUBLISHes than our Receive Maximum
                 raise MqttError(f"more than {cfg.receive_maximum} QoS 2 messages awaiting PUBREL",
-                                RC_RECEIVE_MAXIMUM_EXCEEDED, "MQTT-3.3.4-9")
+                                RC_RECEIVE_MAXIMUM_EXCEEDED, "MQTT-3.3.4-7")
+        elif qos == 1 and len(session.awaiting_pubrel) >= cfg.receive_maximum:
+            # [MQTT-3.3.4-7] a QoS 1 PUBLISH counts too: it arrives while Receive Maximum QoS 2 are unanswered
+            raise MqttError(f"QoS 1 PUBLISH while {cfg.receive_maximum} QoS 2 messages await PUBREL",
+                            RC_RECEIVE_MAXIMUM_EXCEEDED, "MQTT-3.3.4-7")
         self.stats["messages_in"] += 1
         if props:
             fwd = {k: v for k, v in props.items() if k not in _STRIP_ON_FORWARD}
@@ -524,12 +604,14 @@ class BrokerCore:
             self._send(conn, Puback(p.packet_id))
         elif qos == 2:
             session.awaiting_pubrel.add(p.packet_id)
+            self.recorder.session(session)
             self._send(conn, Pubrec(p.packet_id))
 
     def _route(self, message: Message, now: float) -> int:
         """Deliver ``message`` to every matching subscription; store it if retained. Returns receivers."""
         if message.retain:
-            self.retained.store(message)  # [MQTT-3.3.1-5]
+            if self.retained.store(message):  # [MQTT-3.3.1-5]
+                self.recorder.retained_changed(message.topic, message if message.payload else None)
             if message.expiry_at is not None and message.payload:
                 self.timers.schedule(("retained", message.topic), message.expiry_at)
         normal, shared = self.tree.match(message.topic)
@@ -610,13 +692,17 @@ class BrokerCore:
                             session.client_id, len(session.queue), session.dropped,
                             " (a will)" if message.is_will else "")
             return
-        session.queue.append(Delivery(message, qos, retain, sub_ids))
+        d = Delivery(message, qos, retain, sub_ids)
+        session.queue.append(d)
+        if session.expiry_interval:
+            self.recorder.delivery(session, d)
 
     def _transmit(self, conn: Conn, session: Session, d: Delivery, now: float) -> bool:
         """Send one delivery now. Returns False if it was dropped (expired or too large)."""
         message = d.message
         if message.expiry_at is not None and now >= message.expiry_at:
             self.stats["dropped_expired"] += 1  # [MQTT-3.3.2-5] an expired message is not delivered
+            self.recorder.delivery_done(session, d)
             return False
         v5 = conn.protocol_level == PROTOCOL_5
         topic = message.topic
@@ -657,7 +743,12 @@ class BrokerCore:
                 conn.aliases_out.pop(topic, None)
             return False
         if qos:
-            session.inflight[pid] = InFlight(d, packet, AWAIT_PUBACK if qos == 1 else AWAIT_PUBREC)
+            state = AWAIT_PUBACK if qos == 1 else AWAIT_PUBREC
+            session.inflight[pid] = InFlight(d, packet, state)
+            if session.expiry_interval:
+                self.recorder.delivery(session, d, pid, state)
+        elif d.seq:
+            self.recorder.delivery_done(session, d)
         self._out.append(Send(conn.conn_id, packet))
         self.stats["messages_out"] += 1
         return True
@@ -667,23 +758,42 @@ class BrokerCore:
         conn = session.conn
         if conn is None:
             return
+        resend = conn.resend
+        # held-back re-sends first, while the send quota allows: the in-flight ones not held count
+        # against the client's Receive Maximum [MQTT-4.9.0-1]
+        while resend and len(session.inflight) - len(resend) < conn.receive_maximum:
+            pid = next(iter(resend))
+            del resend[pid]
+            self._resend_publish(conn, session, pid, session.inflight[pid])
         queue = session.queue
         while queue and (queue[0].qos == 0 or len(session.inflight) < conn.receive_maximum):
             self._transmit(conn, session, queue.popleft(), now)
 
     def _resend_inflight(self, conn: Conn, session: Session) -> None:
-        """On a resumed session, resend unacknowledged PUBLISH (DUP 1) and PUBREL [MQTT-4.4.0-1]."""
+        """On a resumed session, resend unacknowledged PUBLISH (DUP 1) and PUBREL [MQTT-4.4.0-1].
+
+        PUBRELs go at once; the PUBLISHes are held in ``conn.resend`` and sent by ``_pump`` (called
+        next) within the new connection's Receive Maximum [MQTT-4.9.0-1]."""
         for pid, f in session.inflight.items():
             if f.state == AWAIT_PUBCOMP:
                 self._send(conn, Pubrel(pid))
             else:
-                old = f.packet
-                props = old.properties if conn.protocol_level == PROTOCOL_5 else {}
-                if "topic_alias" in props:  # aliases do not survive the connection [MQTT-3.3.2-7]
-                    props = {k: v for k, v in props.items() if k != "topic_alias"}
-                f.packet = Publish(f.delivery.message.topic, old.payload, old.qos, old.retain, True,
-                                   pid, props)  # [MQTT-3.3.1-1] DUP 1 on a re-delivery
-                self._send(conn, f.packet)
+                conn.resend[pid] = None
+
+    def _resend_publish(self, conn: Conn, session: Session, pid: int, f: InFlight) -> None:
+        old = f.packet
+        props = old.properties if conn.protocol_level == PROTOCOL_5 else {}
+        if "topic_alias" in props:  # aliases do not survive the connection [MQTT-3.3.2-7]
+            props = {k: v for k, v in props.items() if k != "topic_alias"}
+        f.packet = Publish(f.delivery.message.topic, old.payload, old.qos, old.retain, True,
+                           pid, props)  # [MQTT-3.3.1-1] DUP 1 on a re-delivery
+        if conn.maximum_packet_size is not None and \
+                len(encode(f.packet, conn.protocol_level)) > conn.maximum_packet_size:
+            # the new connection allows less: discarded as if sent [MQTT-3.1.2-24] [MQTT-3.1.2-25]
+            del session.inflight[pid]
+            self.stats["dropped_too_large"] += 1
+            return
+        self._send(conn, f.packet)
 
     # ==== acknowledgements =====================================================================
     def _on_puback(self, conn: Conn, p: Puback, now: float) -> None:
@@ -691,7 +801,9 @@ class BrokerCore:
         f = session.inflight.get(p.packet_id)
         if f is not None and f.state == AWAIT_PUBACK:
             del session.inflight[p.packet_id]
-            if session.queue:
+            conn.resend.pop(p.packet_id, None)  # acknowledged before it was re-sent
+            self.recorder.delivery_done(session, f.delivery)
+            if session.queue or conn.resend:
                 self._pump(session, now)
 
     def _on_pubrec(self, conn: Conn, p: Pubrec, now: float) -> None:
@@ -703,11 +815,15 @@ class BrokerCore:
             else:
                 self._send(conn, Pubrel(p.packet_id))
             return
+        conn.resend.pop(p.packet_id, None)  # answered before it was re-sent
         if p.reason_code >= 0x80:  # refused by the receiver: discard, no PUBREL [MQTT-4.3.3-4] [MQTT-4.8.2-6]
             del session.inflight[p.packet_id]
+            self.recorder.delivery_done(session, f.delivery)
             self._pump(session, now)
             return
         f.state = AWAIT_PUBCOMP
+        if f.delivery.seq:
+            self.recorder.delivery(session, f.delivery, p.packet_id, AWAIT_PUBCOMP)
         self._send(conn, Pubrel(p.packet_id))
 
     def _on_pubcomp(self, conn: Conn, p: Pubcomp, now: float) -> None:
@@ -715,13 +831,15 @@ class BrokerCore:
         f = session.inflight.get(p.packet_id)
         if f is not None and f.state == AWAIT_PUBCOMP:
             del session.inflight[p.packet_id]
-            if session.queue:
+            self.recorder.delivery_done(session, f.delivery)
+            if session.queue or conn.resend:
                 self._pump(session, now)
 
     def _on_pubrel(self, conn: Conn, p: Pubrel, now: float) -> None:
         session = conn.session
         if p.packet_id in session.awaiting_pubrel:
             session.awaiting_pubrel.discard(p.packet_id)
+            self.recorder.session(session)
             self._send(conn, Pubcomp(p.packet_id))
         elif conn.protocol_level == PROTOCOL_5:
             self._send(conn, Pubcomp(p.packet_id, RC_PACKET_ID_NOT_FOUND))
@@ -767,6 +885,7 @@ class BrokerCore:
             if group is None and (sub.retain_handling == 0 or (sub.retain_handling == 1 and not existed)):
                 for msg in self.retained.matching(inner, now):
                     retained_to_send.append((msg, opts))
+        self.recorder.session(session)
         self._send(conn, Suback(p.packet_id, codes))  # [MQTT-3.8.4-1] [MQTT-3.8.4-5]
         for msg, opts in retained_to_send:
             if opts.no_local and msg.origin == session.client_id:
@@ -784,6 +903,7 @@ class BrokerCore:
                 codes.append(RC_SUCCESS)
             else:
                 codes.append(RC_NO_SUBSCRIPTION_EXISTED)
+        self.recorder.session(session)
         self._send(conn, Unsuback(p.packet_id, codes))  # [MQTT-3.10.4-4] [MQTT-3.10.4-5]
 
     # ==== PINGREQ, DISCONNECT, AUTH =============================================================
@@ -801,6 +921,7 @@ class BrokerCore:
                     raise ProtocolError("DISCONNECT sets a non-zero Session Expiry Interval after CONNECT "
                                         "had 0 (3.14.2.2.2)")
                 session.expiry_interval = min(new_expiry, self.config.max_session_expiry)
+                self.recorder.session(session)
         code = p.reason_code
         if code == RC_SUCCESS:
             # [MQTT-3.14.4-3] normal disconnection: the will is discarded, never published

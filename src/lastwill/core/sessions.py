@@ -31,6 +31,7 @@ class Delivery:
     qos: int
     retain: bool
     subscription_ids: tuple[int, ...] = ()
+    seq: int = 0  # position in its session, for the store (0: not stored)
 
 
 @dataclass(slots=True, eq=False)
@@ -50,10 +51,13 @@ class Session:
     will: Will | None = None
     will_fire_at: float | None = None  # set while a will is pending after the connection ended
     will_cause: str | None = None  # why the connection ended (for the timeline)
+    will_recovered: bool = False  # pending because the broker stopped while the client was connected
+    disconnected_at: float | None = None  # when the last connection ended (for session expiry)
     queue: deque[Delivery] = field(default_factory=deque)
     inflight: dict[int, InFlight] = field(default_factory=dict)
     awaiting_pubrel: set[int] = field(default_factory=set)  # inbound QoS 2 packet ids
     next_packet_id: int = 1
+    next_seq: int = 1  # for Delivery.seq
     dropped: int = 0  # messages dropped because the queue was full
 
     def allocate_packet_id(self) -> int:
@@ -87,4 +91,7 @@ class Conn:
     request_problem_information: bool = True
     aliases_in: dict[int, str] = field(default_factory=dict)
     aliases_out: dict[str, int] = field(default_factory=dict)
+    # packet ids of a resumed session's unacknowledged PUBLISHes not yet re-sent on this connection:
+    # held back while the client's Receive Maximum is used up [MQTT-4.9.0-1] (a dict: ordered set)
+    resend: dict[int, None] = field(default_factory=dict)
     decoder: object = None

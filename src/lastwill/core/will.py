@@ -45,10 +45,11 @@ class WillKeeper:
     """Owns the will state of every session; publishes through ``publish(message, now) -> receivers``."""
 
     def __init__(self, timers: TimerQueue, timeline: Timeline,
-                 publish: Callable[[Message, float], int]):
+                 publish: Callable[[Message, float], int], record: Callable[[Session], None]):
         self.timers = timers
         self.timeline = timeline
         self.publish = publish
+        self.record = record  # tells the store the session's will changed
         self.published = 0
         self.cancelled = 0
 
@@ -62,6 +63,8 @@ class WillKeeper:
         session.will = will
         session.will_fire_at = None
         session.will_cause = None
+        session.will_recovered = False
+        self.record(session)  # durable before the CONNACK goes out
         if will is not None:
             self.timeline.record(session.client_id, now, "armed", describe(will), "MQTT-3.1.2-7",
                                  topic=will.topic, qos=will.qos, retain=will.retain,
@@ -74,6 +77,7 @@ class WillKeeper:
             return
         session.will = None  # [MQTT-3.1.2-10] removed on DISCONNECT 0x00
         session.will_fire_at = None
+        self.record(session)  # the cancellation is durable before the broker acts on it
         self.cancelled += 1
         self.timeline.record(session.client_id, now, "cancelled", why, rule)
         log.info("will client_id=%s cancelled: %s [%s]", session.client_id, why, rule)
@@ -89,11 +93,12 @@ class WillKeeper:
         wait = delay if expiry == NEVER else min(delay, expiry)  # [MQTT-3.1.3-9] delay or session end
         session.will_cause = cause
         if wait <= 0:
-            self.fire(session, now, f"connection ended ({cause})",
+            self.fire(session, now, cause,
                       "MQTT-3.1.2-8" if delay == 0 else "MQTT-3.1.3-9")
             return
         session.will_fire_at = now + wait
         self.timers.schedule(("will", session.client_id), session.will_fire_at)
+        self.record(session)
         bound = "will delay" if delay <= expiry or expiry == NEVER else "session expiry"
         self.timeline.record(session.client_id, now, "deferred",
                              f"until +{wait}s ({bound}: will delay {delay}s, session expiry "
@@ -108,12 +113,47 @@ class WillKeeper:
         if session.will is None or session.will_fire_at is None:
             return
         self.timers.cancel(("will", session.client_id))
+        recovered = session.will_recovered
         session.will = None
         session.will_fire_at = None
+        session.will_recovered = False
+        self.record(session)
         self.cancelled += 1
-        why = "client reconnected to its session (Clean Start 0) before the will delay elapsed"
+        why = ("client reconnected within the recovery grace period after the broker restarted" if recovered
+               else "client reconnected to its session (Clean Start 0) before the will delay elapsed")
         self.timeline.record(session.client_id, now, "cancelled", why, "MQTT-3.1.3-9")
         log.info("will client_id=%s cancelled: %s [MQTT-3.1.3-9]", session.client_id, why)
+
+    def recovered(self, session: Session, now: float, grace: float, why: str) -> None:
+        """The broker restarted; the client was connected when it stopped, so its connection ended
+        without DISCONNECT. The will is pending: published after ``max(grace, min(will delay, session
+        expiry))`` unless the client reconnects first (any reconnect: the client has proved alive)."""
+        will = session.will
+        if will is None:
+            return
+        delay = will_delay_of(will)
+        expiry = session.expiry_interval
+        wait = max(grace, delay if expiry == NEVER else min(delay, expiry))
+        session.will_cause = why
+        session.will_recovered = True
+        session.will_fire_at = now + wait
+        self.timers.schedule(("will", session.client_id), session.will_fire_at)
+        self.record(session)
+        self.timeline.record(session.client_id, now, "connection-ended", why, "MQTT-3.1.2-8")
+        self.timeline.record(session.client_id, now, "deferred",
+                             f"until +{wait:g}s (recovery grace {grace:g}s, will delay {delay}s)",
+                             "MQTT-3.1.3-9", fire_at=session.will_fire_at)
+        log.info("will client_id=%s recovered after restart (%s): published in %gs unless the client "
+                 "reconnects", session.client_id, why, wait)
+
+    def restored_pending(self, session: Session, now: float) -> None:
+        """A will that was already pending when the broker stopped keeps its deadline (which may be past)."""
+        self.timers.schedule(("will", session.client_id), max(now, session.will_fire_at))
+        self.timeline.record(session.client_id, now, "restored",
+                             f"pending will restored; due in {max(0.0, session.will_fire_at - now):.1f}s",
+                             "MQTT-3.1.3-9")
+        log.info("will client_id=%s restored as pending, due in %.1fs", session.client_id,
+                 max(0.0, session.will_fire_at - now))
 
     def session_ending(self, session: Session, now: float, why: str, rule: str) -> None:
         """The session ends: a pending will is published at once [MQTT-3.1.2-8]."""
@@ -136,7 +176,9 @@ class WillKeeper:
         # removed from the session before it is published, so it can go out only once [MQTT-3.1.2-10]
         session.will = None
         session.will_fire_at = None
+        session.will_recovered = False
         self.timers.cancel(("will", session.client_id))
+        self.record(session)
         props = {k: v for k, v in will.properties.items()
                  if k not in ("will_delay_interval", "message_expiry_interval")}  # never forwarded
         mei = will.properties.get("message_expiry_interval")

@@ -4,20 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from ..codec.encoder import encode
 from ..config import Config, parse_listen
 from ..core.actions import Close, Send
 from ..core.broker import BrokerCore
+from ..storage.base import Batch, Storage
 from .tcp import MqttProtocol
 
 log = logging.getLogger("lastwill")
 
 
 class Server:
-    def __init__(self, config: Config, core: BrokerCore | None = None):
+    def __init__(self, config: Config, core: BrokerCore | None = None, storage: Storage | None = None):
         self.config = config
-        self.core = core or BrokerCore(config)
+        self.storage = storage
+        self.core = core or BrokerCore(config, persist=storage is not None)
+        self.fatal: asyncio.Event | None = None  # set when the broker must stop (the store failed)
+        self.commit_seconds: list[float] = []  # recent commit latencies (for metrics)
+        self._pending: list = []
+        self._flush_scheduled = False
         self.loop: asyncio.AbstractEventLoop | None = None
         self.transports: dict[int, asyncio.Transport] = {}
         self.lost_causes: dict[int, str] = {}
@@ -29,6 +36,16 @@ class Server:
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
+        self.fatal = asyncio.Event()
+        if self.storage is not None:
+            state = self.storage.load()  # StoreError stops start-up with its message
+            crashed = state.meta.get("running") == "1"
+            now = self.loop.time()
+            actions = self.core.restore(state, now, time.time(), crashed)
+            batch = self.core.take_batch(time.time() - self.loop.time()) or Batch()
+            batch.meta["running"] = "1"
+            self.storage.commit(batch)
+            self.run(actions)
         for item in self.config.listen:
             host, port = parse_listen(item)
             srv = await self.loop.create_server(lambda: MqttProtocol(self), host, port, backlog=4096,
@@ -43,9 +60,16 @@ class Server:
         for srv in self.servers:
             srv.close()
         if self.loop is not None:
-            self.run(self.core.shutdown(self.loop.time()))
+            keep = self.storage is not None and self.config.shutdown_wills == "keep"
+            self.run(self.core.shutdown(self.loop.time(), keep_wills=keep))
+            self._flush()
         for transport in list(self.transports.values()):
             transport.close()
+        if self.storage is not None and not self.fatal.is_set():
+            batch = self.core.take_batch(time.time() - self.loop.time()) or Batch()
+            batch.meta["running"] = "0"
+            self.storage.commit(batch)
+            self.storage.close()
         for srv in self.servers:
             await srv.wait_closed()
         if self._timer is not None:
@@ -54,11 +78,35 @@ class Server:
         await asyncio.sleep(0)
 
     def run(self, actions: list) -> None:
-        """Carry out the core's actions: writes are batched per connection, then closes."""
+        """Queue the core's actions; they are carried out once per event-loop turn, after the commit."""
+        if actions:
+            self._pending.extend(actions)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Group commit, then the writes: an acknowledgement never leaves before what it acknowledges
+        is durable (PUBACK/PUBREC after the message, CONNACK after the will)."""
+        self._flush_scheduled = False
+        if self.storage is not None and not self.fatal.is_set():
+            batch = self.core.take_batch(time.time() - self.loop.time())
+            if batch:
+                started = time.perf_counter()
+                try:
+                    self.storage.commit(batch)
+                except Exception as e:
+                    self._store_failed(e)
+                    return
+                self.commit_seconds.append(time.perf_counter() - started)
+                if len(self.commit_seconds) > 1024:
+                    del self.commit_seconds[:512]
+        actions = self._pending
+        self._pending = []
         if actions:
             core = self.core
             transports = self.transports
-            batches: dict[int, list[bytes]] = {}
+            writes: dict[int, list[bytes]] = {}
             closes = []
             cache_packet = None
             cache: dict[int, bytes] = {}
@@ -72,14 +120,14 @@ class Server:
                     data = cache.get(level)
                     if data is None:
                         data = cache[level] = encode(packet, level)
-                    batch = batches.get(action.conn_id)
-                    if batch is None:
-                        batches[action.conn_id] = [data]
+                    chunks = writes.get(action.conn_id)
+                    if chunks is None:
+                        writes[action.conn_id] = [data]
                     else:
-                        batch.append(data)
+                        chunks.append(data)
                 elif type(action) is Close:
                     closes.append(action.conn_id)
-            for conn_id, chunks in batches.items():
+            for conn_id, chunks in writes.items():
                 transport = transports.get(conn_id)
                 if transport is not None and not transport.is_closing():
                     transport.write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
@@ -110,3 +158,11 @@ class Server:
             log.exception("internal error running timers")
             actions = []
         self.run(actions)
+
+    def _store_failed(self, error: Exception) -> None:
+        """Fail-stop: nothing that was not durable is acknowledged; every connection is dropped."""
+        log.critical("the store failed, stopping the broker so that nothing unacknowledged is lost: %s", error)
+        self._pending = []
+        self.fatal.set()
+        for transport in list(self.transports.values()):
+            transport.abort()

@@ -1,0 +1,743 @@
+#!/usr/bin/env python3
+"""MQTT load generator for the lastwill-vs-mosquitto benchmark: one process, one core, uvloop.
+
+It speaks just enough MQTT (3.1.1 by default, 5.0 with ``--mqtt 5``) to drive a broker hard:
+packets are pre-encoded once (QoS 0 PUBLISHes are written as a blob of many packets per write),
+and incoming packets are counted by walking the fixed header and Remaining Length only; nothing
+is decoded except what a scenario needs (the packet id of a QoS 1 PUBLISH to ack it, the topic
+of a will). It does not import lastwill, so it measures both brokers the same way.
+
+One scenario per run; the result is one JSON object on stdout::
+
+    python benchmarks/loadgen.py fanin_qos0 --port 1883 --duration 3 --warmup 1 [--broker-pid PID]
+
+Scenarios (see benchmarks/README.md): fanin_qos0, fanout_qos0, fanin_qos1, connect_rate,
+will_punctuality. Throughput is counted at the subscriber(s) over ``--duration`` seconds that
+start after ``--warmup`` seconds of traffic. The process's own CPU use over the same window
+(getrusage) is reported as ``loadgen_cpu_pct`` (100 = one core busy: the load generator may be
+the bottleneck), and with ``--broker-pid`` the broker's CPU use from /proc as ``broker_cpu_pct``.
+
+Every scenario stops by itself: traffic runs for warmup + duration and the whole run has a hard
+timeout. All traffic goes to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import socket
+import sys
+import time
+
+HOST = "127.0.0.1"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+# ---------------------------------------------------------------------------------------------
+# minimal MQTT encoding (client -> server packets only)
+# ---------------------------------------------------------------------------------------------
+
+IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)  # Linux
+PINGREQ = b"\xc0\x00"
+DISCONNECT = b"\xe0\x00"
+PID2 = [i.to_bytes(2, "big") for i in range(65536)]
+
+
+def varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | 0x80 if n else b)
+        if not n:
+            return bytes(out)
+
+
+def utf8(s: str | bytes) -> bytes:
+    b = s.encode() if isinstance(s, str) else s
+    return len(b).to_bytes(2, "big") + b
+
+
+def packet(first: int, body: bytes) -> bytes:
+    return bytes((first,)) + varint(len(body)) + body
+
+
+def connect_packet(client_id: str, level: int, keep_alive: int = 60, clean: bool = True,
+                   will: tuple[str, bytes, int] | None = None) -> bytes:
+    flags = 0x02 if clean else 0
+    if will is not None:
+        flags |= 0x04 | (will[2] << 3)
+    vh = utf8("MQTT") + bytes((level, flags)) + keep_alive.to_bytes(2, "big")
+    if level == 5:
+        vh += b"\x00"  # no CONNECT properties
+    pl = utf8(client_id)
+    if will is not None:
+        if level == 5:
+            pl += b"\x00"  # no will properties
+        pl += utf8(will[0]) + utf8(will[1])
+    return packet(0x10, vh + pl)
+
+
+def subscribe_packet(pid: int, topic_filter: str, qos: int, level: int) -> bytes:
+    return packet(0x82, PID2[pid] + (b"\x00" if level == 5 else b"") + utf8(topic_filter) + bytes((qos,)))
+
+
+def publish_qos0(topic: str, payload: bytes, level: int) -> bytes:
+    return packet(0x30, utf8(topic) + (b"\x00" if level == 5 else b"") + payload)
+
+
+def publish_qos1_parts(topic: str, payload: bytes, level: int) -> tuple[bytes, bytes]:
+    """(fixed header + topic, properties + payload): the packet id goes between them."""
+    tail = (b"\x00" if level == 5 else b"") + payload
+    rl = 2 + len(topic.encode()) + 2 + len(tail)
+    return b"\x32" + varint(rl) + utf8(topic), tail
+
+
+# ---------------------------------------------------------------------------------------------
+# shared counters and wake-ups
+# ---------------------------------------------------------------------------------------------
+
+class State:
+    """Counters shared by all connections of one scenario, plus the pump's wake-up event.
+
+    ``backlog`` is end-to-end: deliveries the publishers have written that the subscribers have
+    not received yet (sent * fanout - delivered). When ``cap`` is set the pump stops writing
+    above it and a subscriber wakes the pump once the backlog has drained to ``cap // 2``.
+    """
+
+    def __init__(self, fanout: int = 1, cap: int = 0):
+        self.sent = 0
+        self.delivered = 0
+        self.fanout = fanout
+        self.cap = cap
+        self.low = cap // 2
+        self.waiting = False
+        self.cap_waits = 0
+        self.wake = asyncio.Event()
+        self.stop = False
+        self.errors: list[str] = []
+
+    def backlog(self) -> int:
+        return self.sent * self.fanout - self.delivered
+
+
+class Client(asyncio.Protocol):
+    """A connection that walks incoming packets by fixed header. Subclasses handle PUBLISH/PUBACK."""
+
+    def __init__(self, state: State, name: str = ""):
+        self.state = state
+        self.name = name
+        self.transport: asyncio.Transport | None = None
+        self.buf = b""
+        self.paused = False
+        self.closed = False
+        loop = asyncio.get_running_loop()
+        self.connack: asyncio.Future = loop.create_future()
+        self.suback: asyncio.Future = loop.create_future()
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        transport.set_write_buffer_limits(high=256 * 1024)
+
+    def connection_lost(self, exc) -> None:
+        self.closed = True
+        for fut in (self.connack, self.suback):
+            if not fut.done():
+                fut.set_exception(ConnectionError(f"{self.name}: connection lost ({exc})"))
+                fut.exception()  # retrieved: no "never retrieved" noise if nobody awaits it
+        if not self.state.stop:
+            self.state.errors.append(f"{self.name}: connection lost during the run ({exc})")
+        self.state.wake.set()
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        self.state.wake.set()
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf + data if self.buf else data
+        n = len(buf)
+        i = 0
+        pubs = 0
+        while n - i >= 2:
+            b = buf[i + 1]
+            if b < 128:
+                h = i + 2
+                end = h + b
+            else:
+                rl = b & 127
+                mult = 128
+                h = i + 2
+                while True:
+                    if h >= n:
+                        end = n + 1  # incomplete length
+                        break
+                    b = buf[h]
+                    h += 1
+                    rl += (b & 127) * mult
+                    if b < 128:
+                        end = h + rl
+                        break
+                    mult <<= 7
+            if end > n:
+                break
+            first = buf[i]
+            if first >> 4 == 3:
+                pubs += 1
+                self.on_publish(first, buf, h, end)
+            else:
+                self.on_packet(first >> 4, buf, h, end)
+            i = end
+        self.buf = buf[i:] if i < n else b""
+        if pubs:
+            self.on_publishes(pubs)
+
+    def on_publish(self, first: int, buf: bytes, h: int, end: int) -> None:
+        pass
+
+    def on_publishes(self, count: int) -> None:
+        st = self.state
+        st.delivered += count
+        if st.waiting and st.sent * st.fanout - st.delivered <= st.low:
+            st.waiting = False
+            st.wake.set()
+
+    def on_packet(self, ptype: int, buf: bytes, h: int, end: int) -> None:
+        if ptype == 2:  # CONNACK: flags, return/reason code
+            if not self.connack.done():
+                self.connack.set_result(buf[h + 1])
+        elif ptype == 9:  # SUBACK
+            if not self.suback.done():
+                self.suback.set_result(buf[end - 1])
+        elif ptype == 14:  # DISCONNECT from the server (MQTT 5)
+            self.state.errors.append(f"{self.name}: server sent DISCONNECT {buf[h:end].hex()}")
+
+
+class Qos1Subscriber(Client):
+    """Acks every QoS 1 PUBLISH (PUBACKs of one read are written in one write)."""
+
+    def __init__(self, state: State, name: str = ""):
+        super().__init__(state, name)
+        self.acks: list[bytes] = []
+
+    def on_publish(self, first: int, buf: bytes, h: int, end: int) -> None:
+        if first & 0x06:
+            p = h + 2 + ((buf[h] << 8) | buf[h + 1])
+            self.acks.append(b"\x40\x02" + buf[p:p + 2])
+
+    def on_publishes(self, count: int) -> None:
+        if self.acks:
+            self.transport.write(b"".join(self.acks))
+            self.acks.clear()
+        super().on_publishes(count)
+
+
+class Qos1Publisher(Client):
+    """Keeps up to ``window`` QoS 1 PUBLISHes unacknowledged; a PUBACK gives one credit back."""
+
+    def __init__(self, state: State, name: str, topic: str, payload: bytes, level: int, window: int):
+        super().__init__(state, name)
+        self.head, self.tail = publish_qos1_parts(topic, payload, level)
+        self.credit = window
+        self.next_pid = 1
+        self.acked = 0
+
+    def on_packet(self, ptype: int, buf: bytes, h: int, end: int) -> None:
+        if ptype == 4:  # PUBACK
+            self.credit += 1
+            self.acked += 1
+            self.state.wake.set()
+        else:
+            super().on_packet(ptype, buf, h, end)
+
+    def build(self, count: int) -> bytes:
+        head, tail = self.head, self.tail
+        pid = self.next_pid
+        parts = []
+        for _ in range(count):
+            parts.append(head + PID2[pid] + tail)
+            pid = pid + 1 if pid < 65535 else 1
+        self.next_pid = pid
+        return b"".join(parts)
+
+
+class WillObserver(Client):
+    """Records the arrival time of each will, by the client index in its topic."""
+
+    def __init__(self, state: State, name: str, prefix: bytes):
+        super().__init__(state, name)
+        self.prefix = prefix
+        self.arrivals: dict[int, float] = {}
+        self.strays = 0
+
+    def on_publish(self, first: int, buf: bytes, h: int, end: int) -> None:
+        now = time.monotonic()
+        tl = (buf[h] << 8) | buf[h + 1]
+        topic = bytes(buf[h + 2:h + 2 + tl])
+        if topic.startswith(self.prefix) and topic[len(self.prefix):].isdigit():
+            idx = int(topic[len(self.prefix):])
+            if idx not in self.arrivals:
+                self.arrivals[idx] = now
+                return
+        self.strays += 1
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------
+
+def cpu_self() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def cpu_of(pid: int | None) -> float | None:
+    if not pid:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def cores_busy() -> dict[str, tuple[int, int]]:
+    """{"cpu0": (busy jiffies, all jiffies), ...} from /proc/stat."""
+    out = {}
+    try:
+        with open("/proc/stat") as f:
+            for line in f:
+                if line.startswith("cpu") and line[3:4].isdigit():
+                    name, *vals = line.split()
+                    v = [int(x) for x in vals[:8]]
+                    idle = v[3] + v[4]  # idle + iowait
+                    out[name] = (sum(v) - idle, sum(v))
+    except OSError:
+        pass
+    return out
+
+
+def rss_kb(pid: int | None) -> int | None:
+    if not pid:
+        return None
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+class Window:
+    """Snapshots at the start and the end of the measuring window."""
+
+    def __init__(self, broker_pid: int | None):
+        self.broker_pid = broker_pid
+
+    def snap(self, count: int, sent: int = 0) -> dict:
+        return {"t": time.monotonic(), "count": count, "sent": sent, "cpu": cpu_self(),
+                "broker_cpu": cpu_of(self.broker_pid), "cores": cores_busy()}
+
+    @staticmethod
+    def summary(a: dict, b: dict) -> dict:
+        dt = b["t"] - a["t"]
+        out = {
+            "window_s": round(dt, 3),
+            "count": b["count"] - a["count"],
+            "rate": (b["count"] - a["count"]) / dt,
+            "sent_rate": (b["sent"] - a["sent"]) / dt,
+            "loadgen_cpu_pct": round(100 * (b["cpu"] - a["cpu"]) / dt, 1),
+            "broker_cpu_pct": None,
+        }
+        if a["broker_cpu"] is not None and b["broker_cpu"] is not None:
+            out["broker_cpu_pct"] = round(100 * (b["broker_cpu"] - a["broker_cpu"]) / dt, 1)
+        # how busy each core was over the window, whoever used it (other engineers' tests too)
+        for cpu, (busy0, total0) in a["cores"].items():
+            if cpu in b["cores"]:
+                busy1, total1 = b["cores"][cpu]
+                out[f"{cpu}_busy_pct"] = round(100 * (busy1 - busy0) / max(1, total1 - total0), 1)
+        return out
+
+
+async def connect(port: int, factory, connect_bytes: bytes, timeout: float = 10.0) -> Client:
+    loop = asyncio.get_running_loop()
+    _, proto = await loop.create_connection(factory, HOST, port)
+    proto.transport.write(connect_bytes)
+    rc = await asyncio.wait_for(proto.connack, timeout)
+    if rc != 0:
+        raise RuntimeError(f"{proto.name}: CONNACK refused with code {rc}")
+    return proto
+
+
+async def subscribe(client: Client, topic_filter: str, qos: int, level: int, timeout: float = 10.0) -> None:
+    client.transport.write(subscribe_packet(1, topic_filter, qos, level))
+    granted = await asyncio.wait_for(client.suback, timeout)
+    if granted >= 0x80:
+        raise RuntimeError(f"{client.name}: SUBSCRIBE {topic_filter!r} refused with code {granted:#x}")
+
+
+async def connect_many(port: int, items: list[tuple], batch: int = 50) -> list[Client]:
+    """Connect (factory, connect_bytes) pairs, ``batch`` at a time."""
+    out: list[Client] = []
+    for k in range(0, len(items), batch):
+        out += await asyncio.gather(*(connect(port, f, c) for f, c in items[k:k + batch]))
+    return out
+
+
+def close_all(clients: list[Client]) -> None:
+    for c in clients:
+        if c.transport is not None and not c.closed:
+            try:
+                c.transport.write(DISCONNECT)
+            except Exception:
+                pass
+            c.transport.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# scenarios
+# ---------------------------------------------------------------------------------------------
+
+async def pump_qos1(st: State, pubs: list[Qos1Publisher]) -> None:
+    """Spend each publisher's credits (window minus unacknowledged), within the end-to-end cap."""
+    while not st.stop:
+        progressed = False
+        for p in pubs:
+            if p.credit and not p.paused and not p.closed:
+                n = p.credit
+                if st.cap:
+                    room = st.cap - (st.sent - st.delivered)
+                    if room <= 0:
+                        st.waiting = True
+                        st.cap_waits += 1
+                        break
+                    n = min(n, room)
+                p.transport.write(p.build(n))
+                p.credit -= n
+                st.sent += n
+                progressed = True
+        if progressed:
+            await asyncio.sleep(0)
+        else:
+            st.wake.clear()
+            await st.wake.wait()
+
+
+async def measure(st: State, args, count=lambda st: st.delivered) -> dict:
+    w = Window(args.broker_pid)
+    await asyncio.sleep(args.warmup)
+    a = w.snap(count(st), st.sent)
+    await asyncio.sleep(args.duration)
+    b = w.snap(count(st), st.sent)
+    out = w.summary(a, b)
+    out["broker_rss_kb_end"] = rss_kb(args.broker_pid)
+    out["backlog_end"] = st.backlog()
+    out["cap_waits"] = st.cap_waits
+    return out
+
+
+async def start_qos0(args, st: State, n_pubs: int, n_subs: int, topic_of, topic_filter: str):
+    """Connect and subscribe ``n_subs``, connect ``n_pubs`` and start the pump. -> (clients, task)"""
+    level = args.mqtt
+    payload = os.urandom(args.payload // 2).hex().encode()[:args.payload].ljust(args.payload, b"x")
+    subs = await connect_many(args.port, [
+        (lambda i=i: Client(st, f"sub{i}"), connect_packet(f"bench-sub-{i}", level)) for i in range(n_subs)])
+    for s in subs:
+        await subscribe(s, topic_filter, 0, level)
+    pubs = await connect_many(args.port, [
+        (lambda i=i: Client(st, f"pub{i}"), connect_packet(f"bench-pub-{i}", level)) for i in range(n_pubs)])
+    blobs = [publish_qos0(topic_of(i), payload, level) * args.batch for i in range(n_pubs)]
+    return pubs + subs, asyncio.ensure_future(pump_qos0(st, pubs, blobs, args.batch))
+
+
+async def stop_traffic(st: State, clients: list[Client], task: asyncio.Future) -> None:
+    st.stop = True
+    st.wake.set()
+    await task
+    close_all(clients)
+
+
+async def throughput_qos0(args, n_pubs: int, n_subs: int, topic_of, topic_filter: str) -> dict:
+    st = State(fanout=n_subs, cap=args.backlog)
+    clients, task = await start_qos0(args, st, n_pubs, n_subs, topic_of, topic_filter)
+    try:
+        out = await measure(st, args)
+    finally:
+        await stop_traffic(st, clients, task)
+    out.update(unit="msg/s", publishers=n_pubs, subscribers=n_subs, payload_bytes=args.payload,
+               batch=args.batch, backlog_cap=args.backlog, errors=st.errors[:10])
+    return out
+
+
+async def pump_qos0(st: State, pubs: list[Client], blobs: list[bytes], per_blob: int) -> None:
+    """Each turn, write one pre-encoded blob of ``per_blob`` PUBLISHes to every publisher whose
+    socket is not paused (write buffer over 256 KiB), unless the end-to-end backlog is over the cap."""
+    pairs = list(zip(pubs, blobs, strict=True))
+    while not st.stop:
+        if st.cap and st.sent * st.fanout - st.delivered > st.cap:
+            st.waiting = True
+            st.cap_waits += 1
+            st.wake.clear()
+            await st.wake.wait()
+            continue
+        wrote = 0
+        for p, blob in pairs:
+            if not p.paused and not p.closed:
+                p.transport.write(blob)
+                wrote += 1
+        if wrote:
+            st.sent += wrote * per_blob
+            await asyncio.sleep(0)
+        else:
+            st.wake.clear()
+            await st.wake.wait()
+
+
+async def fanin_qos0(args) -> dict:
+    return await throughput_qos0(args, args.publishers or 50, 1,
+                                 lambda i: f"bench/fanin/{i}", "bench/fanin/+")
+
+
+async def fanout_qos0(args) -> dict:
+    return await throughput_qos0(args, 1, args.subscribers or 100, lambda i: "bench/fanout", "bench/fanout")
+
+
+async def fanin_qos1(args) -> dict:
+    level = args.mqtt
+    n_pubs = args.publishers or 10
+    st = State(fanout=1, cap=args.backlog)
+    payload = b"p" * args.payload
+    sub = await connect(args.port, lambda: Qos1Subscriber(st, "sub"), connect_packet("bench-q1-sub", level))
+    await subscribe(sub, "bench/q1/+", 1, level)
+    pubs = await connect_many(args.port, [
+        (lambda i=i: Qos1Publisher(st, f"pub{i}", f"bench/q1/{i}", payload, level, args.window),
+         connect_packet(f"bench-q1-pub-{i}", level)) for i in range(n_pubs)])
+    task = asyncio.ensure_future(pump_qos1(st, pubs))
+    try:
+        out = await measure(st, args)
+    finally:
+        st.stop = True
+        st.wake.set()
+        await task
+        close_all(pubs + [sub])
+    out.update(unit="msg/s", publishers=n_pubs, subscribers=1, payload_bytes=args.payload,
+               window=args.window, backlog_cap=args.backlog,
+               acked_by_broker=sum(p.acked for p in pubs), errors=st.errors[:10])
+    return out
+
+
+async def connect_rate(args) -> dict:
+    """``--concurrency`` workers, each in a loop: new socket, CONNECT with a will, wait for CONNACK,
+    DISCONNECT (normal: no will is published), close. Counts CONNACKs."""
+    loop = asyncio.get_running_loop()
+    level = args.mqtt
+    st = State()
+    refused = 0
+
+    async def worker(w: int) -> None:
+        nonlocal refused
+        seq = 0
+        while not st.stop:
+            seq += 1
+            cid = f"bench-c{w}-{seq}"
+            pkt = connect_packet(cid, level, keep_alive=60, will=(f"bench/conn-will/{cid}", b"gone", 0))
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            try:
+                if args.source_addrs:
+                    # spread over 127.0.0.2.. so that the client ports left in TIME_WAIT (the client
+                    # closes first) never run out: 28k ephemeral ports per source address
+                    sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+                    sock.bind((f"127.0.0.{2 + (w + seq) % args.source_addrs}", 0))
+                await loop.sock_connect(sock, (HOST, args.port))
+                await loop.sock_sendall(sock, pkt)
+                got = b""
+                while len(got) < 4:
+                    chunk = await asyncio.wait_for(loop.sock_recv(sock, 64), 10)
+                    if not chunk:
+                        raise ConnectionError("EOF before CONNACK")
+                    got += chunk
+                if got[0] >> 4 != 2 or got[3] != 0:
+                    refused += 1
+                else:
+                    st.delivered += 1
+                await loop.sock_sendall(sock, DISCONNECT)
+            except (OSError, asyncio.TimeoutError) as e:
+                if not st.stop:
+                    st.errors.append(f"worker {w}: {type(e).__name__}: {e}")
+                    await asyncio.sleep(0.01)
+            finally:
+                sock.close()
+
+    tasks = [asyncio.ensure_future(worker(w)) for w in range(args.concurrency)]
+    try:
+        out = await measure(st, args)
+    finally:
+        st.stop = True
+        await asyncio.gather(*tasks, return_exceptions=True)
+    out.pop("backlog_end")
+    out.pop("cap_waits")
+    out.update(unit="connects/s", concurrency=args.concurrency, refused=refused,
+               error_count=len(st.errors), errors=st.errors[:10])
+    return out
+
+
+async def will_punctuality(args) -> dict:
+    """``--clients`` clients connect with keep-alive 1 s and a will (pinging every 0.5 s while the
+    others connect), then all send one PINGREQ in the same loop turn and go silent. The broker
+    must publish each will once 1.5 s have passed since it last heard from the client
+    [MQTT-3.1.2-24]; the deadline is taken from when that last PINGREQ was written (so the
+    measured delay includes the loopback hop: it is an upper bound). A client the broker drops
+    while it was still pinging is counted in ``closed_before_silence``, not in the delays."""
+    level = args.mqtt
+    n = args.clients
+    st = State()
+    prefix = "bench/will/"
+    obs = await connect(args.port, lambda: WillObserver(st, "observer", prefix.encode()),
+                        connect_packet("bench-will-observer", level, keep_alive=0))
+    await subscribe(obs, prefix + "+", 0, level)
+    w = Window(args.broker_pid)
+    silent = False
+
+    async def pinger(c: Client) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            if silent or c.closed:
+                return
+            c.transport.write(PINGREQ)
+
+    async def connect_and_keep(i: int) -> tuple[Client, asyncio.Future]:
+        c = await connect(args.port, lambda: Client(st, f"will{i}"),
+                          connect_packet(f"bench-will-{i}", level, keep_alive=1, will=(f"{prefix}{i}", b"gone", 0)))
+        return c, asyncio.ensure_future(pinger(c))
+
+    t_connect = time.monotonic()
+    pairs = await asyncio.gather(*(connect_and_keep(i) for i in range(n)))
+    connect_s = time.monotonic() - t_connect
+    silent = True
+    clients = [c for c, _ in pairs]
+    for _, task in pairs:
+        task.cancel()
+    a = w.snap(0)
+    sent_at: list[float | None] = []
+    for c in clients:
+        if c.closed:  # the broker dropped it although it kept pinging
+            sent_at.append(None)
+            continue
+        c.transport.write(PINGREQ)
+        sent_at.append(time.monotonic())
+    gone_early = sum(1 for t in sent_at if t is None)
+    deadline_last = max((t for t in sent_at if t is not None), default=time.monotonic()) + 1.5
+    give_up = deadline_last + args.will_timeout
+    while len(obs.arrivals) < n and time.monotonic() < give_up:
+        await asyncio.sleep(0.005)
+    await asyncio.sleep(0.05)  # strays / duplicates
+    b = w.snap(len(obs.arrivals))
+    st.stop = True
+    close_all(clients + [obs])
+    delays = sorted(1000 * (t - (sent_at[i] + 1.5)) for i, t in obs.arrivals.items() if sent_at[i] is not None)
+
+    def pct(p: float) -> float | None:
+        if not delays:
+            return None
+        k = min(len(delays) - 1, max(0, round(p / 100 * len(delays) + 0.5) - 1))  # nearest rank
+        return round(delays[k], 1)
+
+    summary = Window.summary(a, b)
+    return {
+        "unit": "ms", "clients": n, "wills_received": len(delays), "strays": obs.strays,
+        "wills_of_dropped_clients": len(obs.arrivals) - len(delays),
+        "delay_ms_min": round(delays[0], 1) if delays else None,
+        "delay_ms_p50": pct(50), "delay_ms_p99": pct(99),
+        "delay_ms_max": round(delays[-1], 1) if delays else None,
+        "connect_all_s": round(connect_s, 3), "closed_before_silence": gone_early, "waited_s": summary["window_s"],
+        "loadgen_cpu_pct": summary["loadgen_cpu_pct"], "broker_cpu_pct": summary["broker_cpu_pct"],
+        **{k: v for k, v in summary.items() if k.endswith("_busy_pct")},
+        "broker_rss_kb_end": rss_kb(args.broker_pid),
+        "errors": [e for e in st.errors if "connection lost" not in e][:10],
+    }
+
+
+async def will_under_load(args) -> dict:
+    """will_punctuality while the QoS 0 fan-in (50 -> 1, capped backlog) runs in the background."""
+    st = State(fanout=1, cap=args.backlog)
+    clients, task = await start_qos0(args, st, 50, 1, lambda i: f"bench/fanin/{i}", "bench/fanin/+")
+    try:
+        await asyncio.sleep(args.warmup)
+        t0, d0 = time.monotonic(), st.delivered
+        out = await will_punctuality(args)
+        out["background_rate"] = (st.delivered - d0) / (time.monotonic() - t0)
+        out["background_errors"] = st.errors[:10]
+    finally:
+        await stop_traffic(st, clients, task)
+    return out
+
+
+SCENARIOS = {
+    "will_under_load": will_under_load,
+    "fanin_qos0": fanin_qos0,
+    "fanout_qos0": fanout_qos0,
+    "fanin_qos1": fanin_qos1,
+    "connect_rate": connect_rate,
+    "will_punctuality": will_punctuality,
+}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("scenario", choices=sorted(SCENARIOS))
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--duration", type=float, default=3.0, help="measuring window, seconds")
+    p.add_argument("--warmup", type=float, default=1.0, help="traffic before the window, seconds")
+    p.add_argument("--mqtt", type=int, choices=(4, 5), default=4, help="protocol level: 4 = 3.1.1, 5 = 5.0")
+    p.add_argument("--broker-pid", type=int, help="read the broker's CPU time from /proc")
+    p.add_argument("--payload", type=int, default=64, help="payload bytes")
+    p.add_argument("--batch", type=int, default=100, help="QoS 0 PUBLISHes per write")
+    p.add_argument("--backlog", type=int, default=100_000,
+                   help="end-to-end cap on published-but-not-delivered messages (0 = open loop)")
+    p.add_argument("--publishers", type=int, default=0, help="default: 50 (fanin_qos0), 10 (fanin_qos1)")
+    p.add_argument("--subscribers", type=int, default=0, help="default: 100 (fanout_qos0)")
+    p.add_argument("--window", type=int, default=100, help="QoS 1 in-flight messages per publisher")
+    p.add_argument("--concurrency", type=int, default=32, help="connect_rate: parallel connectors")
+    p.add_argument("--source-addrs", type=int, default=32,
+                   help="connect_rate: spread client sockets over 127.0.0.2..(N+1); 0 = no bind")
+    p.add_argument("--clients", type=int, default=200, help="will_punctuality: clients")
+    p.add_argument("--will-timeout", type=float, default=4.0,
+                   help="will_punctuality: wait this long past the last deadline")
+    return p.parse_args(argv)
+
+
+async def amain(args) -> dict:
+    limit = args.warmup + args.duration + args.will_timeout + 60
+    result = await asyncio.wait_for(SCENARIOS[args.scenario](args), limit)
+    result["scenario"] = args.scenario
+    return result
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        import uvloop
+        run = uvloop.run
+        loop_name = "uvloop " + uvloop.__version__
+    except ImportError:  # pragma: no cover
+        run = asyncio.run
+        loop_name = "asyncio"
+    try:
+        result = run(amain(args))
+    except Exception as e:  # report, don't hide: the runner records it
+        result = {"scenario": args.scenario, "failed": f"{type(e).__name__}: {e}"}
+    result["loop"] = loop_name
+    result["mqtt"] = args.mqtt
+    print(json.dumps(result))
+    return 0 if "failed" not in result else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,581 @@
+#!/usr/bin/env python3
+"""Benchmark lastwill against mosquitto on this machine, in the same run, reported as ratios.
+
+    .venv/bin/python benchmarks/run.py [--quick] [--scenarios a,b] [--duration S] [--runs N]
+                                       [--out FILE] [--write-doc] [--profile]
+
+For every run, scenario and broker (brokers interleaved per scenario, so that both see the same
+machine load), a fresh broker is started on a free 127.0.0.1 port pinned to CPU 0, the load
+generator (benchmarks/loadgen.py, one process, uvloop) runs pinned to CPU 1, and the broker is
+stopped. The table gives the median over runs of each broker's number and the ratio
+lastwill / mosquitto, with the brokers' peak RSS, their CPU use, the load generator's CPU use and
+how busy the two cores were over the measuring window. Results go to benchmarks/results/ as JSON;
+``--write-doc`` also rewrites the generated part of docs/benchmarks.md.
+
+``--profile`` instead runs lastwill alone under py-spy during the fan-in scenario and prints
+the functions with the most samples (self and inclusive).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+LOADGEN = HERE / "loadgen.py"
+RESULTS = HERE / "results"
+DOC = ROOT / "docs" / "benchmarks.md"
+BROKERS = ("mosquitto", "lastwill")
+BROKER_CPU = "0"
+LOADGEN_CPU = "1"
+
+# mosquitto: the limits lastwill does not have (or has larger) are raised so that neither broker
+# drops or throttles what the other would deliver. lastwill runs with its defaults.
+MOSQUITTO_CONF = """\
+listener {port} 127.0.0.1
+allow_anonymous true
+persistence false
+# QoS 0 to an online client is dropped by mosquitto once this many packets are queued for it;
+# lastwill queues QoS 0 for online clients without a limit: make it large.
+max_queued_messages 1000000
+# outgoing QoS 1/2 in flight per client: lastwill allows 65535 to an MQTT 3.1.1 client.
+max_inflight_messages 65535
+# lastwill runs with --log-level warning: no per-connection log lines on either side
+connection_messages false
+log_dest stderr
+log_type error
+log_type warning
+"""
+
+
+class Scenario:
+    def __init__(self, name: str, loadgen: str, title: str, metric: str, extra: list[str] | None = None,
+                 quick_extra: list[str] | None = None):
+        self.name, self.loadgen, self.title, self.metric = name, loadgen, title, metric
+        self.extra = extra or []
+        self.quick_extra = quick_extra or []
+
+
+SCENARIOS = {s.name: s for s in [
+    Scenario("fanin_qos0", "fanin_qos0", "QoS 0 fan-in: 50 pub -> 1 sub (bench/fanin/+), 64 B",
+             "delivered msg/s"),
+    Scenario("fanout_qos0", "fanout_qos0", "QoS 0 fan-out: 1 pub -> 100 subs, 64 B", "delivered msg/s"),
+    Scenario("fanin_qos1", "fanin_qos1", "QoS 1 fan-in: 10 pub (window 100) -> 1 sub that acks, 64 B",
+             "delivered msg/s"),
+    Scenario("connect_rate", "connect_rate", "connection rate: CONNECT with will / CONNACK / DISCONNECT, "
+             "128 in parallel", "connects/s", ["--concurrency", "128"]),
+    Scenario("will_punctuality", "will_punctuality", "will punctuality: 200 clients, keep-alive 1 s, go silent",
+             "will delay after 1.5 s deadline", ["--will-timeout", "8"], ["--will-timeout", "6"]),
+    Scenario("will_under_load", "will_under_load", "will punctuality as above, while the QoS 0 fan-in runs",
+             "will delay after 1.5 s deadline", ["--will-timeout", "8"], ["--will-timeout", "6"]),
+    Scenario("fanin_qos0_open", "fanin_qos0", "stress: QoS 0 fan-in, open loop (no end-to-end cap)",
+             "delivered msg/s", ["--backlog", "0"]),
+]}
+DEFAULT_SCENARIOS = list(SCENARIOS)
+QUICK_SCENARIOS = [s for s in SCENARIOS if s != "fanin_qos0_open"]  # the stress row can take 10 s+ to stop
+
+
+# ---------------------------------------------------------------------------------------------
+# machine facts
+# ---------------------------------------------------------------------------------------------
+
+def sh(cmd: list[str]) -> str:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
+def machine_facts() -> dict:
+    model = ""
+    for line in sh(["lscpu"]).splitlines():
+        if line.startswith("Model name:"):
+            model = line.split(":", 1)[1].strip()
+    mem_kb = 0
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            mem_kb = int(line.split()[1])
+    try:
+        import uvloop
+        uv = uvloop.__version__
+    except ImportError:
+        uv = "not installed"
+    try:
+        import lastwill
+        lw = lastwill.__version__
+    except ImportError:
+        lw = "?"
+    mosq = sh(["mosquitto", "-h"]).splitlines()
+    commit = sh(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
+    dirty = bool(sh(["git", "-C", str(ROOT), "status", "--porcelain", "--", "src"]))
+    return {
+        "date_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "nproc": os.cpu_count(),
+        "cpu_model": model,
+        "mem_total_gib": round(mem_kb / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "uvloop": uv,
+        "mosquitto": mosq[0] if mosq else "not found",
+        "lastwill": lw,
+        "git_commit": commit + ("+dirty src/" if dirty else ""),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# brokers
+# ---------------------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def mqtt_ping(port: int, timeout: float = 1.0) -> bool:
+    """CONNECT, wait for a CONNACK with code 0, DISCONNECT. True if the broker answered."""
+    connect = bytes([0x10, 18, 0, 4]) + b"MQTT" + bytes([4, 0x02, 0, 60, 0, 6]) + b"bprobe"
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            s.sendall(connect)
+            got = b""
+            while len(got) < 4:
+                chunk = s.recv(16)
+                if not chunk:
+                    return False
+                got += chunk
+            s.sendall(b"\xe0\x00")
+            return got[0] == 0x20 and got[3] == 0
+    except OSError:
+        return False
+
+
+class BrokerProcess:
+    def __init__(self, kind: str, workdir: Path, wrap: list[str] | None = None):
+        self.kind = kind
+        self.port = free_port()
+        self.log_path = workdir / f"{kind}-{self.port}.log"
+        if kind == "mosquitto":
+            conf = workdir / f"mosquitto-{self.port}.conf"
+            conf.write_text(MOSQUITTO_CONF.format(port=self.port))
+            cmd = ["mosquitto", "-c", str(conf)]
+        else:
+            cmd = [sys.executable, "-m", "lastwill", "serve", "--listen", f"127.0.0.1:{self.port}",
+                   "--log-level", "warning"]
+        self.cmd = ["taskset", "-c", BROKER_CPU] + (wrap or []) + cmd
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(self.cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=workdir,
+                                     start_new_session=True)
+        self.peak_rss_kb = 0
+        self.killed_for_rss = False
+        deadline = time.monotonic() + 15
+        while not mqtt_ping(self.port):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"{kind} did not start on port {self.port}: {self.log_text()[-500:]}")
+            time.sleep(0.05)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def status_kb(self, key: str) -> int:
+        try:
+            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+        except (OSError, ValueError):
+            pass
+        return 0
+
+    def stop(self) -> dict:
+        hwm = self.status_kb("VmHWM")
+        self.peak_rss_kb = max(self.peak_rss_kb, hwm)
+        t0 = time.monotonic()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.log.close()
+        return {"exit_code": self.proc.returncode, "stop_s": round(time.monotonic() - t0, 2)}
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+
+class RssWatch(threading.Thread):
+    """Samples the broker's RSS every 100 ms; kills it if it passes ``limit_kb`` (0 = never)."""
+
+    def __init__(self, broker: BrokerProcess, limit_kb: int):
+        super().__init__(daemon=True)
+        self.broker, self.limit_kb = broker, limit_kb
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(0.1):
+            rss = self.broker.status_kb("VmRSS")
+            self.broker.peak_rss_kb = max(self.broker.peak_rss_kb, rss)
+            if self.limit_kb and rss > self.limit_kb and self.broker.proc.poll() is None:
+                self.broker.killed_for_rss = True
+                self.broker.proc.kill()
+                return
+
+
+# ---------------------------------------------------------------------------------------------
+# one measurement
+# ---------------------------------------------------------------------------------------------
+
+def run_one(kind: str, sc: Scenario, args, workdir: Path) -> dict:
+    load_before = loadavg()
+    broker = BrokerProcess(kind, workdir)
+    watch = RssWatch(broker, args.rss_limit_mb * 1024)
+    watch.start()
+    cmd = ["taskset", "-c", LOADGEN_CPU, sys.executable, str(LOADGEN), sc.loadgen,
+           "--port", str(broker.port), "--broker-pid", str(broker.pid),
+           "--duration", str(args.duration), "--warmup", str(args.warmup)]
+    cmd += ["--mqtt", str(args.mqtt)] + sc.extra + (sc.quick_extra if args.quick else [])
+    t0 = time.monotonic()
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.warmup + args.duration + 90)
+        lines = out.stdout.strip().splitlines()
+        result = json.loads(lines[-1]) if lines else {"failed": f"no output; stderr: {out.stderr[-500:]}"}
+        if out.stderr.strip():
+            result["loadgen_stderr"] = out.stderr.strip()[-1000:]
+    except subprocess.TimeoutExpired:
+        result = {"failed": "load generator timed out"}
+    except json.JSONDecodeError as e:
+        result = {"failed": f"bad load generator output: {e}"}
+    result["elapsed_s"] = round(time.monotonic() - t0, 2)
+    watch.done.set()
+    watch.join()
+    alive = broker.proc.poll() is None
+    stop = broker.stop()
+    log = broker.log_text()
+    bad = [line for line in log.splitlines()
+           if any(w in line for w in ("ERROR", "Error", "Traceback", "WARNING", "Warning", "CRITICAL"))]
+    result.update(
+        broker=kind, scenario=sc.name, port=broker.port,
+        broker_peak_rss_kb=broker.peak_rss_kb,
+        broker_alive_at_end=alive, broker_killed_for_rss=broker.killed_for_rss,
+        broker_stop=stop, broker_log_lines=len(log.splitlines()), broker_log_problems=bad[:20],
+        load_before=load_before, load_after=loadavg(),
+    )
+    # delivered per second of broker CPU: the broker's capacity if it had the core to itself
+    # (less sensitive than msg/s to other processes taking CPU 0 away from it)
+    if result.get("rate") is not None and (result.get("broker_cpu_pct") or 0) >= 5:
+        result["rate_per_cpu_s"] = result["rate"] / (result["broker_cpu_pct"] / 100)
+    # CPU used by neither broker nor load generator over the window, in % of one core (of 200)
+    if "cpu0_busy_pct" in result and result.get("broker_cpu_pct") is not None:
+        used = result.get("cpu0_busy_pct", 0) + result.get("cpu1_busy_pct", 0)
+        result["other_cpu_pct"] = round(max(0.0, used - result["broker_cpu_pct"] - result["loadgen_cpu_pct"]), 1)
+    return result
+
+
+def headline(r: dict) -> float | None:
+    if "failed" in r:
+        return None
+    if r["scenario"].startswith("will_"):
+        return r.get("delay_ms_p50")
+    return r.get("rate")
+
+
+def fmt_num(v, digits=0) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float) and digits:
+        return f"{v:,.{digits}f}"
+    return f"{v:,.0f}"
+
+
+def med(values: list) -> float | None:
+    vals = [v for v in values if v is not None]
+    return statistics.median(vals) if vals else None
+
+
+def summarize(records: list[dict], scenarios: list[str]) -> list[dict]:
+    rows = []
+    for name in scenarios:
+        sc = SCENARIOS[name]
+        per = {b: [r for r in records if r["scenario"] == name and r["broker"] == b] for b in BROKERS}
+
+        def m(b: str, key: str, per=per):
+            return med([r.get(key) for r in per[b] if "failed" not in r])
+
+        common = {
+            "rss_mib": {b: (round(m(b, "broker_peak_rss_kb") / 1024, 1) if m(b, "broker_peak_rss_kb") else None)
+                        for b in BROKERS},
+            "broker_cpu": {b: m(b, "broker_cpu_pct") for b in BROKERS},
+            "loadgen_cpu": {b: m(b, "loadgen_cpu_pct") for b in BROKERS},
+            "other_cpu": {b: m(b, "other_cpu_pct") for b in BROKERS},
+            "failed": {b: sum(1 for r in per[b] if "failed" in r) for b in BROKERS},
+            "runs": {b: len(per[b]) for b in BROKERS},
+        }
+        if name.startswith("will_"):
+            metrics = [("delay_ms_p50", "will delay p50, ms"), ("delay_ms_p99", "will delay p99, ms"),
+                       ("delay_ms_max", "will delay max, ms"), ("wills_received", "wills received (of 200)")]
+            metrics.append(("connect_all_s", "time to connect the 200 clients, s"))
+            if name == "will_under_load":
+                metrics.append(("background_rate", "fan-in delivered msg/s meanwhile"))
+        else:
+            metrics = [("rate", sc.metric), ("rate_per_cpu_s", sc.metric.split("/")[0] + " per broker CPU-second")]
+        for key, label in metrics:
+            vals = {b: m(b, key) for b in BROKERS}
+            spread = {b: (min(xs), max(xs)) if len(xs := [r[key] for r in per[b] if r.get(key) is not None]) > 1
+                      else None for b in BROKERS}
+            ratio = None
+            if key not in ("wills_received",) and vals["mosquitto"] and vals["lastwill"] is not None:
+                ratio = vals["lastwill"] / vals["mosquitto"]
+            rows.append({"scenario": name, "title": sc.title, "metric": label, "key": key,
+                         "values": vals, "spread": spread, "ratio": ratio, **common})
+    return rows
+
+
+def cell(row: dict, broker: str, digits: int) -> str:
+    """The median, and for the headline metrics the range over runs: '228,462 (227,792–238,263)'."""
+    text = fmt_num(row["values"][broker], digits)
+    sp = (row.get("spread") or {}).get(broker)
+    if sp and row["key"] in ("rate", "delay_ms_p50", "background_rate"):
+        text += f" ({fmt_num(sp[0], digits)}–{fmt_num(sp[1], digits)})"
+    return text
+
+
+def table(rows: list[dict]) -> str:
+    head = ("| scenario | metric | mosquitto | lastwill | lastwill / mosquitto | peak RSS MiB (m / l) "
+            "| broker CPU % (m / l) | loadgen CPU % (m / l) | other CPU % (m / l) |")
+    lines = [head, "|" + "---|" * 9]
+    last = None
+    for r in rows:
+        first = r["scenario"] != last
+        last = r["scenario"]
+        digits = 2 if r["key"] == "connect_all_s" else 1 if r["key"].startswith("delay") else 0
+        ratio = "—" if r["ratio"] is None else f"{r['ratio']:.2f}" if r["ratio"] >= 0.01 else f"{r['ratio']:.4f}"
+
+        def pair(d, nd=0):
+            return " / ".join(fmt_num(d[b], nd) for b in BROKERS)
+        fail = ""
+        if any(r["failed"].values()):
+            fail = " (failed runs: " + ", ".join(f"{b} {n}" for b, n in r["failed"].items() if n) + ")"
+        lines.append(
+            f"| {r['scenario'] if first else ''} | {r['metric']}{fail} | {cell(r, 'mosquitto', digits)} "
+            f"| {cell(r, 'lastwill', digits)} | {ratio} "
+            + (f"| {pair(r['rss_mib'], 1)} | {pair(r['broker_cpu'])} | {pair(r['loadgen_cpu'])} "
+               f"| {pair(r['other_cpu'])} |" if first else "| | | | |"))
+    return "\n".join(lines)
+
+
+def env_block(meta: dict) -> str:
+    m = meta["machine"]
+    return "\n".join([
+        f"- date: {m['date_utc']} (run took {meta['elapsed_s']:.0f} s; {meta['runs']} run(s) per cell, "
+        f"median shown; window {meta['duration']} s after {meta['warmup']} s warm-up)",
+        f"- machine: {m['nproc']} cores ({m['cpu_model']}), {m['mem_total_gib']} GiB, Linux {m['kernel']}",
+        f"- software: Python {m['python']}, uvloop {m['uvloop']}, {m['mosquitto']}, "
+        f"lastwill {m['lastwill']} at {m['git_commit']}",
+        f"- protocol: MQTT {'3.1.1' if meta.get('mqtt', 4) == 4 else '5.0'} for every client\n"
+        f"- pinning: broker on CPU {BROKER_CPU} (`taskset -c {BROKER_CPU}`), load generator on CPU {LOADGEN_CPU}",
+        f"- load average (1/5/15 min) before: {meta['load_before']}, after: {meta['load_after']}; "
+        f"'other CPU %' is the CPU used on the two cores by neither broker nor load generator "
+        f"during the window (other engineers' test runs), in % of one core",
+    ])
+
+
+def write_doc(text_table: str, env: str) -> None:
+    start, end = "<!-- bench:results:start -->", "<!-- bench:results:end -->"
+    body = f"{start}\n{env}\n\n{text_table}\n{end}"
+    doc = DOC.read_text() if DOC.exists() else ""
+    if start in doc and end in doc:
+        doc = doc[:doc.index(start)] + body + doc[doc.index(end) + len(end):]
+    else:
+        doc = doc.rstrip() + "\n\n## Results\n\n" + body + "\n"
+    DOC.write_text(doc)
+
+
+# ---------------------------------------------------------------------------------------------
+# profile
+# ---------------------------------------------------------------------------------------------
+
+def profile(args) -> int:
+    pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(pyspy).exists():
+        print("py-spy not found: .venv/bin/pip install py-spy", file=sys.stderr)
+        return 2
+    RESULTS.mkdir(exist_ok=True)
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    raw = RESULTS / f"profile-{args.profile_scenario}-{stamp}.txt"
+    workdir = Path(tempfile.mkdtemp(prefix="lastwill-bench-"))
+    sc = SCENARIOS[args.profile_scenario]
+    broker = BrokerProcess("lastwill", workdir)
+    dur = max(args.duration, 5)
+    lg = subprocess.Popen(["taskset", "-c", LOADGEN_CPU, sys.executable, str(LOADGEN), sc.loadgen,
+                           "--port", str(broker.port), "--broker-pid", str(broker.pid),
+                           "--duration", str(dur + 1), "--warmup", "1"] + sc.extra,
+                          stdout=subprocess.PIPE, text=True)
+    time.sleep(1.5)
+    spy = subprocess.run(["taskset", "-c", LOADGEN_CPU, pyspy, "record", "--pid", str(broker.pid),
+                          "--duration", str(int(dur)), "--rate", "200", "--nonblocking", "--function",
+                          "--format", "raw", "--output", str(raw)], capture_output=True, text=True)
+    lg_out = lg.communicate(timeout=60)[0]
+    broker.stop()
+    if spy.returncode != 0 or not raw.exists():
+        print("py-spy failed:", spy.stderr[-1000:], file=sys.stderr)
+        return 1
+    self_t: dict[str, int] = {}
+    total_t: dict[str, int] = {}
+    n = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        c = int(count)
+        n += c
+        frames = stack.split(";")
+        leaf = frames[-1]
+        self_t[leaf] = self_t.get(leaf, 0) + c
+        for f in set(frames):
+            total_t[f] = total_t.get(f, 0) + c
+
+    def short(frame: str) -> str:
+        return frame.replace(str(ROOT) + "/", "").replace(sys.prefix + "/lib/python3.11/", "")
+
+    print(f"py-spy: {n} samples of lastwill during {sc.name} ({dur} s at 200 Hz); raw stacks: {raw}")
+    print(f"load generator: {lg_out.strip()[:300]}")
+    print("\ntop 10 by own (self) samples:")
+    for f, c in sorted(self_t.items(), key=lambda kv: -kv[1])[:10]:
+        print(f"  {100 * c / n:5.1f}%  {short(f)}")
+    print("\ntop 15 by inclusive samples:")
+    for f, c in sorted(total_t.items(), key=lambda kv: -kv[1])[:15]:
+        print(f"  {100 * c / n:5.1f}%  {short(f)}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="1 s windows, 1 run: a smoke test (< 60 s)")
+    p.add_argument("--scenarios", help=f"comma-separated, from: {', '.join(SCENARIOS)} "
+                   f"(default: all; with --quick all but fanin_qos0_open)")
+    p.add_argument("--duration", type=float, help="measuring window per scenario, s (default 3; quick 1)")
+    p.add_argument("--warmup", type=float, help="traffic before the window, s (default 1; quick 0.5)")
+    p.add_argument("--runs", type=int, default=1, help="runs per cell; the table shows the median")
+    p.add_argument("--mqtt", type=int, choices=(4, 5), default=4,
+                   help="protocol level the load generator speaks: 4 = MQTT 3.1.1 (default), 5 = MQTT 5.0")
+    p.add_argument("--out", help="JSON file (default benchmarks/results/bench-<UTC time>.json)")
+    p.add_argument("--write-doc", action="store_true", help="rewrite the results block of docs/benchmarks.md")
+    p.add_argument("--from-json", metavar="FILE", help="only print (and with --write-doc, write) the table "
+                   "of an earlier run's JSON")
+    p.add_argument("--rss-limit-mb", type=int, default=2048, help="kill a broker above this RSS (0 = never)")
+    p.add_argument("--profile", action="store_true", help="profile lastwill with py-spy instead")
+    p.add_argument("--profile-scenario", default="fanin_qos0", choices=list(SCENARIOS))
+    args = p.parse_args(argv)
+    args.duration = args.duration or (1.0 if args.quick else 3.0)
+    args.warmup = args.warmup or (0.5 if args.quick else 1.0)
+    if args.scenarios is None:
+        args.scenarios = ",".join(QUICK_SCENARIOS if args.quick else DEFAULT_SCENARIOS)
+    scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    unknown = [s for s in scenarios if s not in SCENARIOS]
+    if unknown:
+        p.error(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
+    for tool in ("taskset", "mosquitto"):
+        if not shutil.which(tool):
+            p.error(f"{tool} not found (apt-get install util-linux mosquitto)")
+    if (os.cpu_count() or 1) < 2:
+        p.error("needs 2 CPUs (broker on CPU 0, load generator on CPU 1)")
+    try:  # keep this process off the broker's core
+        os.sched_setaffinity(0, {int(LOADGEN_CPU)})
+    except OSError:
+        pass
+    if args.profile:
+        return profile(args)
+    if args.from_json:
+        saved = json.loads(Path(args.from_json).read_text())
+        meta = saved["meta"]
+        text = table(summarize(saved["records"], meta["scenarios"]))
+        env = env_block(meta)
+        print(env + "\n\n" + text)
+        if args.write_doc:
+            write_doc(text, env)
+            print(f"updated {DOC}")
+        return 0
+
+    meta = {"machine": machine_facts(), "load_before": loadavg(), "runs": args.runs, "quick": args.quick,
+            "duration": args.duration, "warmup": args.warmup, "scenarios": scenarios, "mqtt": args.mqtt,
+            "mosquitto_conf": MOSQUITTO_CONF.format(port="PORT")}
+    print(f"{meta['machine']['date_utc']}  load {meta['load_before']}  "
+          f"{len(scenarios)} scenario(s) x {len(BROKERS)} brokers x {args.runs} run(s)", flush=True)
+    workdir = Path(tempfile.mkdtemp(prefix="lastwill-bench-"))
+    records = []
+    t0 = time.monotonic()
+    for run in range(args.runs):
+        for name in scenarios:
+            for kind in BROKERS:
+                r = run_one(kind, SCENARIOS[name], args, workdir)
+                r["run"] = run + 1
+                records.append(r)
+                val = headline(r)
+                print(f"  run {run + 1} {name:17s} {kind:9s} "
+                      + (f"FAILED: {r['failed']}" if "failed" in r else
+                         f"{fmt_num(val, 1 if name.startswith('will_') else 0):>10s} "
+                         f"{'ms p50' if name.startswith('will_') else SCENARIOS[name].metric}"
+                         f"  rss {r['broker_peak_rss_kb'] / 1024:.0f} MiB"
+                         f"  cpu broker {r.get('broker_cpu_pct')}% loadgen {r.get('loadgen_cpu_pct')}%"
+                         f" other {r.get('other_cpu_pct')}%")
+                      + (f"  [{len(r['broker_log_problems'])} broker log problem line(s)]"
+                         if r["broker_log_problems"] else ""), flush=True)
+    meta["elapsed_s"] = round(time.monotonic() - t0, 1)
+    meta["load_after"] = loadavg()
+    rows = summarize(records, scenarios)
+    text = table(rows)
+    env = env_block(meta)
+    print()
+    print(env)
+    print()
+    print(text)
+    problems = [(r["broker"], r["scenario"], line) for r in records for line in r["broker_log_problems"]]
+    if problems:
+        print("\nbroker log lines with errors/warnings (first 10):")
+        for b, s, line in problems[:10]:
+            print(f"  {b} {s}: {line}")
+    RESULTS.mkdir(exist_ok=True)
+    out = Path(args.out) if args.out else RESULTS / (
+        "bench-" + dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + ".json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"meta": meta, "rows": rows, "records": records}, indent=1))
+    print(f"\nJSON: {out}")
+    if args.write_doc:
+        write_doc(text, env)
+        print(f"updated {DOC}")
+    shutil.rmtree(workdir, ignore_errors=True)
+    failed = sum(1 for r in records if "failed" in r)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
