@@ -614,7 +614,8 @@ async def will_punctuality(args) -> dict:
 
     async def connect_and_keep(i: int) -> tuple[Client, asyncio.Future]:
         c = await connect(args.port, lambda: Client(st, f"will{i}"),
-                          connect_packet(f"bench-will-{i}", level, keep_alive=1, will=(f"{prefix}{i}", b"gone", 0)))
+                          connect_packet(f"bench-will-{i}", level, keep_alive=1, will=(f"{prefix}{i}", b"gone", 0)),
+                          timeout=args.connect_timeout)
         return c, asyncio.ensure_future(pinger(c))
 
     t_connect = time.monotonic()
@@ -708,6 +709,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--source-addrs", type=int, default=32,
                    help="connect_rate: spread client sockets over 127.0.0.2..(N+1); 0 = no bind")
     p.add_argument("--clients", type=int, default=200, help="will_punctuality: clients")
+    p.add_argument("--connect-timeout", type=float, default=30.0,
+                   help="will scenarios: how long a will client waits for its CONNACK")
     p.add_argument("--will-timeout", type=float, default=4.0,
                    help="will_punctuality: wait this long past the last deadline")
     return p.parse_args(argv)

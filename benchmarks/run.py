@@ -39,7 +39,13 @@ ROOT = HERE.parent
 LOADGEN = HERE / "loadgen.py"
 RESULTS = HERE / "results"
 DOC = ROOT / "docs" / "benchmarks.md"
-BROKERS = ("mosquitto", "lastwill")
+# broker variants: name -> extra lastwill flags (mosquitto has its own config below)
+LASTWILL_VARIANTS = {
+    "lastwill": [],                   # the defaults: durable (SQLite in ./lastwill-data, fsync batch)
+    "lastwill-memory": ["--memory"],  # nothing kept across restarts, like mosquitto with persistence false
+}
+BROKERS = ("mosquitto", "lastwill")  # the default comparison; --brokers adds lastwill-memory
+LASTWILL_SRC: Path | None = None  # --lastwill-src: run lastwill from this src/ directory instead
 BROKER_CPU = "0"
 LOADGEN_CPU = "1"
 
@@ -79,14 +85,16 @@ SCENARIOS = {s.name: s for s in [
     Scenario("connect_rate", "connect_rate", "connection rate: CONNECT with will / CONNACK / DISCONNECT, "
              "128 in parallel", "connects/s", ["--concurrency", "128"]),
     Scenario("will_punctuality", "will_punctuality", "will punctuality: 200 clients, keep-alive 1 s, go silent",
-             "will delay after 1.5 s deadline", ["--will-timeout", "8"], ["--will-timeout", "6"]),
+             "will delay after 1.5 s deadline", ["--will-timeout", "8"]),
     Scenario("will_under_load", "will_under_load", "will punctuality as above, while the QoS 0 fan-in runs",
-             "will delay after 1.5 s deadline", ["--will-timeout", "8"], ["--will-timeout", "6"]),
+             "will delay after 1.5 s deadline", ["--will-timeout", "8"]),
     Scenario("fanin_qos0_open", "fanin_qos0", "stress: QoS 0 fan-in, open loop (no end-to-end cap)",
              "delivered msg/s", ["--backlog", "0"]),
 ]}
 DEFAULT_SCENARIOS = list(SCENARIOS)
-QUICK_SCENARIOS = [s for s in SCENARIOS if s != "fanin_qos0_open"]  # the stress row can take 10 s+ to stop
+# --quick is meant as a smoke test (CI): it leaves out the two stress scenarios, whose lastwill runs
+# take 10-30 s more today (findings 1 and 2 in docs/benchmarks.md)
+QUICK_SCENARIOS = [s for s in SCENARIOS if s not in ("will_under_load", "fanin_qos0_open")]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -128,6 +136,11 @@ def machine_facts() -> dict:
         lw = "?"
     mosq = sh(["mosquitto", "-h"]).splitlines()
     commit = sh(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
+    import hashlib
+    h = hashlib.sha256()
+    src = LASTWILL_SRC or ROOT / "src"
+    for f in sorted(src.rglob("*.py")):
+        h.update(str(f.relative_to(src)).encode() + b"\0" + f.read_bytes())
     dirty = bool(sh(["git", "-C", str(ROOT), "status", "--porcelain", "--", "src"]))
     return {
         "date_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
@@ -139,7 +152,9 @@ def machine_facts() -> dict:
         "uvloop": uv,
         "mosquitto": mosq[0] if mosq else "not found",
         "lastwill": lw,
-        "git_commit": commit + ("+dirty src/" if dirty else ""),
+        "git_commit": (f"{LASTWILL_SRC} (--lastwill-src)" if LASTWILL_SRC else
+                       commit + ("+dirty src/" if dirty else "")),
+        "src_sha": h.hexdigest()[:12],  # what was measured, when src/ has uncommitted edits
     }
 
 
@@ -175,18 +190,25 @@ class BrokerProcess:
     def __init__(self, kind: str, workdir: Path, wrap: list[str] | None = None):
         self.kind = kind
         self.port = free_port()
-        self.log_path = workdir / f"{kind}-{self.port}.log"
+        # each instance gets its own working directory: lastwill keeps its data in ./lastwill-data,
+        # and a broker must not recover the previous scenario's sessions and wills
+        self.dir = workdir / f"{kind}-{self.port}"
+        self.dir.mkdir(parents=True)
+        self.log_path = self.dir / "broker.log"
         if kind == "mosquitto":
-            conf = workdir / f"mosquitto-{self.port}.conf"
+            conf = self.dir / "mosquitto.conf"
             conf.write_text(MOSQUITTO_CONF.format(port=self.port))
             cmd = ["mosquitto", "-c", str(conf)]
         else:
             cmd = [sys.executable, "-m", "lastwill", "serve", "--listen", f"127.0.0.1:{self.port}",
-                   "--log-level", "warning"]
+                   "--log-level", "warning"] + LASTWILL_VARIANTS[kind]
         self.cmd = ["taskset", "-c", BROKER_CPU] + (wrap or []) + cmd
         self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(self.cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=workdir,
-                                     start_new_session=True)
+        env = None
+        if kind != "mosquitto" and LASTWILL_SRC:
+            env = dict(os.environ, PYTHONPATH=str(LASTWILL_SRC))
+        self.proc = subprocess.Popen(self.cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=self.dir,
+                                     start_new_session=True, env=env)
         self.peak_rss_kb = 0
         self.killed_for_rss = False
         deadline = time.monotonic() + 15
@@ -221,7 +243,11 @@ class BrokerProcess:
                 self.proc.kill()
                 self.proc.wait(5)
         self.log.close()
-        return {"exit_code": self.proc.returncode, "stop_s": round(time.monotonic() - t0, 2)}
+        data = self.dir / "lastwill-data"
+        size = sum(f.stat().st_size for f in data.rglob("*") if f.is_file()) if data.exists() else None
+        shutil.rmtree(data, ignore_errors=True)
+        return {"exit_code": self.proc.returncode, "stop_s": round(time.monotonic() - t0, 2),
+                "data_dir_bytes": size}
 
     def log_text(self) -> str:
         try:
@@ -319,23 +345,23 @@ def med(values: list) -> float | None:
     return statistics.median(vals) if vals else None
 
 
-def summarize(records: list[dict], scenarios: list[str]) -> list[dict]:
+def summarize(records: list[dict], scenarios: list[str], brokers=BROKERS) -> list[dict]:
     rows = []
     for name in scenarios:
         sc = SCENARIOS[name]
-        per = {b: [r for r in records if r["scenario"] == name and r["broker"] == b] for b in BROKERS}
+        per = {b: [r for r in records if r["scenario"] == name and r["broker"] == b] for b in brokers}
 
         def m(b: str, key: str, per=per):
             return med([r.get(key) for r in per[b] if "failed" not in r])
 
         common = {
             "rss_mib": {b: (round(m(b, "broker_peak_rss_kb") / 1024, 1) if m(b, "broker_peak_rss_kb") else None)
-                        for b in BROKERS},
-            "broker_cpu": {b: m(b, "broker_cpu_pct") for b in BROKERS},
-            "loadgen_cpu": {b: m(b, "loadgen_cpu_pct") for b in BROKERS},
-            "other_cpu": {b: m(b, "other_cpu_pct") for b in BROKERS},
-            "failed": {b: sum(1 for r in per[b] if "failed" in r) for b in BROKERS},
-            "runs": {b: len(per[b]) for b in BROKERS},
+                        for b in brokers},
+            "broker_cpu": {b: m(b, "broker_cpu_pct") for b in brokers},
+            "loadgen_cpu": {b: m(b, "loadgen_cpu_pct") for b in brokers},
+            "other_cpu": {b: m(b, "other_cpu_pct") for b in brokers},
+            "failed": {b: sum(1 for r in per[b] if "failed" in r) for b in brokers},
+            "runs": {b: len(per[b]) for b in brokers},
         }
         if name.startswith("will_"):
             metrics = [("delay_ms_p50", "will delay p50, ms"), ("delay_ms_p99", "will delay p99, ms"),
@@ -346,14 +372,15 @@ def summarize(records: list[dict], scenarios: list[str]) -> list[dict]:
         else:
             metrics = [("rate", sc.metric), ("rate_per_cpu_s", sc.metric.split("/")[0] + " per broker CPU-second")]
         for key, label in metrics:
-            vals = {b: m(b, key) for b in BROKERS}
+            vals = {b: m(b, key) for b in brokers}
             spread = {b: (min(xs), max(xs)) if len(xs := [r[key] for r in per[b] if r.get(key) is not None]) > 1
-                      else None for b in BROKERS}
-            ratio = None
-            if key not in ("wills_received",) and vals["mosquitto"] and vals["lastwill"] is not None:
-                ratio = vals["lastwill"] / vals["mosquitto"]
+                      else None for b in brokers}
+            ratios = {}
+            for b in brokers[1:]:
+                ok = key not in ("wills_received",) and vals[brokers[0]] and vals[b] is not None
+                ratios[b] = vals[b] / vals[brokers[0]] if ok else None
             rows.append({"scenario": name, "title": sc.title, "metric": label, "key": key,
-                         "values": vals, "spread": spread, "ratio": ratio, **common})
+                         "values": vals, "spread": spread, "ratios": ratios, **common})
     return rows
 
 
@@ -366,27 +393,40 @@ def cell(row: dict, broker: str, digits: int) -> str:
     return text
 
 
-def table(rows: list[dict]) -> str:
-    head = ("| scenario | metric | mosquitto | lastwill | lastwill / mosquitto | peak RSS MiB (m / l) "
-            "| broker CPU % (m / l) | loadgen CPU % (m / l) | other CPU % (m / l) |")
-    lines = [head, "|" + "---|" * 9]
+SHORT = {"mosquitto": "m", "lastwill": "l", "lastwill-memory": "lm"}
+
+
+def fmt_ratio(x: float | None) -> str:
+    return "—" if x is None else f"{x:.2f}" if x >= 0.01 else f"{x:.4f}"
+
+
+def table(rows: list[dict], brokers=BROKERS) -> str:
+    base = brokers[0]
+    short = " / ".join(SHORT.get(b, b) for b in brokers)
+    head = ("| scenario | metric | " + " | ".join(brokers) + " | "
+            + " | ".join(f"{b} / {base}" for b in brokers[1:])
+            + f" | peak RSS MiB ({short}) | broker CPU % ({short}) | loadgen CPU % ({short}) "
+              f"| other CPU % ({short}) |")
+    ncols = 2 + len(brokers) + len(brokers) - 1 + 4
+    lines = [head, "|" + "---|" * ncols]
     last = None
     for r in rows:
         first = r["scenario"] != last
         last = r["scenario"]
         digits = 2 if r["key"] == "connect_all_s" else 1 if r["key"].startswith("delay") else 0
-        ratio = "—" if r["ratio"] is None else f"{r['ratio']:.2f}" if r["ratio"] >= 0.01 else f"{r['ratio']:.4f}"
+        ratios = r.get("ratios") or {brokers[1]: r.get("ratio")}
 
-        def pair(d, nd=0):
-            return " / ".join(fmt_num(d[b], nd) for b in BROKERS)
+        def group(d, nd=0):
+            return " / ".join(fmt_num(d.get(b), nd) for b in brokers)
         fail = ""
         if any(r["failed"].values()):
             fail = " (failed runs: " + ", ".join(f"{b} {n}" for b, n in r["failed"].items() if n) + ")"
         lines.append(
-            f"| {r['scenario'] if first else ''} | {r['metric']}{fail} | {cell(r, 'mosquitto', digits)} "
-            f"| {cell(r, 'lastwill', digits)} | {ratio} "
-            + (f"| {pair(r['rss_mib'], 1)} | {pair(r['broker_cpu'])} | {pair(r['loadgen_cpu'])} "
-               f"| {pair(r['other_cpu'])} |" if first else "| | | | |"))
+            f"| {r['scenario'] if first else ''} | {r['metric']}{fail} | "
+            + " | ".join(cell(r, b, digits) for b in brokers) + " | "
+            + " | ".join(fmt_ratio(ratios.get(b)) for b in brokers[1:]) + " "
+            + (f"| {group(r['rss_mib'], 1)} | {group(r['broker_cpu'])} | {group(r['loadgen_cpu'])} "
+               f"| {group(r['other_cpu'])} |" if first else "| | | | |"))
     return "\n".join(lines)
 
 
@@ -397,7 +437,14 @@ def env_block(meta: dict) -> str:
         f"median shown; window {meta['duration']} s after {meta['warmup']} s warm-up)",
         f"- machine: {m['nproc']} cores ({m['cpu_model']}), {m['mem_total_gib']} GiB, Linux {m['kernel']}",
         f"- software: Python {m['python']}, uvloop {m['uvloop']}, {m['mosquitto']}, "
-        f"lastwill {m['lastwill']} at {m['git_commit']}",
+        f"lastwill {m['lastwill']} at {m['git_commit']}"
+        + (f" (src/ fingerprint {m['src_sha']})" if m.get("src_sha") else ""),
+        "- brokers: " + "; ".join(
+            f"{b}: " + ("mosquitto -c (generated config: MOSQUITTO_CONF in benchmarks/run.py)" if b == "mosquitto" else
+                        "python -m lastwill serve --log-level warning " + " ".join(LASTWILL_VARIANTS.get(b, []))
+                        + ("(defaults: durable, SQLite WAL in its working directory, fsync batch)"
+                           if not LASTWILL_VARIANTS.get(b) else ""))
+            for b in meta.get("brokers", BROKERS)),
         f"- protocol: MQTT {'3.1.1' if meta.get('mqtt', 4) == 4 else '5.0'} for every client\n"
         f"- pinning: broker on CPU {BROKER_CPU} (`taskset -c {BROKER_CPU}`), load generator on CPU {LOADGEN_CPU}",
         f"- load average (1/5/15 min) before: {meta['load_before']}, after: {meta['load_after']}; "
@@ -431,7 +478,7 @@ def profile(args) -> int:
     raw = RESULTS / f"profile-{args.profile_scenario}-{stamp}.txt"
     workdir = Path(tempfile.mkdtemp(prefix="lastwill-bench-"))
     sc = SCENARIOS[args.profile_scenario]
-    broker = BrokerProcess("lastwill", workdir)
+    broker = BrokerProcess(args.profile_broker, workdir)
     dur = max(args.duration, 5)
     lg = subprocess.Popen(["taskset", "-c", LOADGEN_CPU, sys.executable, str(LOADGEN), sc.loadgen,
                            "--port", str(broker.port), "--broker-pid", str(broker.pid),
@@ -443,6 +490,7 @@ def profile(args) -> int:
                           "--format", "raw", "--output", str(raw)], capture_output=True, text=True)
     lg_out = lg.communicate(timeout=60)[0]
     broker.stop()
+    shutil.rmtree(workdir, ignore_errors=True)
     if spy.returncode != 0 or not raw.exists():
         print("py-spy failed:", spy.stderr[-1000:], file=sys.stderr)
         return 1
@@ -464,7 +512,7 @@ def profile(args) -> int:
     def short(frame: str) -> str:
         return frame.replace(str(ROOT) + "/", "").replace(sys.prefix + "/lib/python3.11/", "")
 
-    print(f"py-spy: {n} samples of lastwill during {sc.name} ({dur} s at 200 Hz); raw stacks: {raw}")
+    print(f"py-spy: {n} samples of {args.profile_broker} during {sc.name} ({dur} s at 200 Hz); raw stacks: {raw}")
     print(f"load generator: {lg_out.strip()[:300]}")
     print("\ntop 10 by own (self) samples:")
     for f, c in sorted(self_t.items(), key=lambda kv: -kv[1])[:10]:
@@ -481,10 +529,16 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="1 s windows, 1 run: a smoke test (< 60 s)")
     p.add_argument("--scenarios", help=f"comma-separated, from: {', '.join(SCENARIOS)} "
-                   f"(default: all; with --quick all but fanin_qos0_open)")
+                   f"(default: all; with --quick all but will_under_load and fanin_qos0_open)")
     p.add_argument("--duration", type=float, help="measuring window per scenario, s (default 3; quick 1)")
     p.add_argument("--warmup", type=float, help="traffic before the window, s (default 1; quick 0.5)")
     p.add_argument("--runs", type=int, default=1, help="runs per cell; the table shows the median")
+    p.add_argument("--brokers", default=",".join(BROKERS),
+                   help="comma-separated, the first is the base of the ratios: mosquitto, "
+                        + ", ".join(LASTWILL_VARIANTS) + f" (default {','.join(BROKERS)})")
+    p.add_argument("--lastwill-src", metavar="DIR",
+                   help="run lastwill from this src/ directory (PYTHONPATH), e.g. an exported commit: "
+                        "git archive COMMIT src | tar -x -C /tmp/x; --lastwill-src /tmp/x/src")
     p.add_argument("--mqtt", type=int, choices=(4, 5), default=4,
                    help="protocol level the load generator speaks: 4 = MQTT 3.1.1 (default), 5 = MQTT 5.0")
     p.add_argument("--out", help="JSON file (default benchmarks/results/bench-<UTC time>.json)")
@@ -494,9 +548,19 @@ def main(argv=None) -> int:
     p.add_argument("--rss-limit-mb", type=int, default=2048, help="kill a broker above this RSS (0 = never)")
     p.add_argument("--profile", action="store_true", help="profile lastwill with py-spy instead")
     p.add_argument("--profile-scenario", default="fanin_qos0", choices=list(SCENARIOS))
+    p.add_argument("--profile-broker", default="lastwill", choices=list(LASTWILL_VARIANTS))
     args = p.parse_args(argv)
     args.duration = args.duration or (1.0 if args.quick else 3.0)
     args.warmup = args.warmup or (0.5 if args.quick else 1.0)
+    global LASTWILL_SRC
+    if args.lastwill_src:
+        LASTWILL_SRC = Path(args.lastwill_src).resolve()
+        if not (LASTWILL_SRC / "lastwill" / "__main__.py").exists():
+            p.error(f"--lastwill-src {args.lastwill_src}: no lastwill/__main__.py there")
+    brokers = tuple(b.strip() for b in args.brokers.split(",") if b.strip())
+    bad = [b for b in brokers if b != "mosquitto" and b not in LASTWILL_VARIANTS]
+    if bad or len(brokers) < 2:
+        p.error(f"--brokers: need 2+ of mosquitto, {', '.join(LASTWILL_VARIANTS)}; got {args.brokers!r}")
     if args.scenarios is None:
         args.scenarios = ",".join(QUICK_SCENARIOS if args.quick else DEFAULT_SCENARIOS)
     scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
@@ -517,7 +581,8 @@ def main(argv=None) -> int:
     if args.from_json:
         saved = json.loads(Path(args.from_json).read_text())
         meta = saved["meta"]
-        text = table(summarize(saved["records"], meta["scenarios"]))
+        kinds = tuple(meta.get("brokers", BROKERS))
+        text = table(summarize(saved["records"], meta["scenarios"], kinds), kinds)
         env = env_block(meta)
         print(env + "\n\n" + text)
         if args.write_doc:
@@ -527,20 +592,21 @@ def main(argv=None) -> int:
 
     meta = {"machine": machine_facts(), "load_before": loadavg(), "runs": args.runs, "quick": args.quick,
             "duration": args.duration, "warmup": args.warmup, "scenarios": scenarios, "mqtt": args.mqtt,
+            "brokers": list(brokers),
             "mosquitto_conf": MOSQUITTO_CONF.format(port="PORT")}
     print(f"{meta['machine']['date_utc']}  load {meta['load_before']}  "
-          f"{len(scenarios)} scenario(s) x {len(BROKERS)} brokers x {args.runs} run(s)", flush=True)
+          f"{len(scenarios)} scenario(s) x {len(brokers)} brokers x {args.runs} run(s)", flush=True)
     workdir = Path(tempfile.mkdtemp(prefix="lastwill-bench-"))
     records = []
     t0 = time.monotonic()
     for run in range(args.runs):
         for name in scenarios:
-            for kind in BROKERS:
+            for kind in brokers:
                 r = run_one(kind, SCENARIOS[name], args, workdir)
                 r["run"] = run + 1
                 records.append(r)
                 val = headline(r)
-                print(f"  run {run + 1} {name:17s} {kind:9s} "
+                print(f"  run {run + 1} {name:17s} {kind:15s} "
                       + (f"FAILED: {r['failed']}" if "failed" in r else
                          f"{fmt_num(val, 1 if name.startswith('will_') else 0):>10s} "
                          f"{'ms p50' if name.startswith('will_') else SCENARIOS[name].metric}"
@@ -551,8 +617,8 @@ def main(argv=None) -> int:
                          if r["broker_log_problems"] else ""), flush=True)
     meta["elapsed_s"] = round(time.monotonic() - t0, 1)
     meta["load_after"] = loadavg()
-    rows = summarize(records, scenarios)
-    text = table(rows)
+    rows = summarize(records, scenarios, brokers)
+    text = table(rows, brokers)
     env = env_block(meta)
     print()
     print(env)

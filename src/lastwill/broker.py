@@ -49,3 +49,8 @@ class Broker:
     @property
     def port(self) -> int:
         return self.server.addresses[0][1]
+
+    @property
+    def admin_port(self) -> int | None:
+        """The admin API's port (when ``admin_listen`` is set; with port 0, the one chosen)."""
+        return self.server.admin.port if self.server.admin is not None else None

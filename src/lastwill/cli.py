@@ -1,4 +1,5 @@
-"""The ``lastwill`` command. Turns argv into a Config and runs the server; nothing else."""
+"""The ``lastwill`` command: ``serve`` turns argv into a Config and runs the server; ``explain`` and
+``wills`` ask a running broker's admin API (admin_client.py)."""
 
 from __future__ import annotations
 
@@ -55,7 +56,46 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the broker")
     serve.add_argument("--config", metavar="FILE", help="TOML file with any of the settings below")
     _add_config_flags(serve)
+    _add_admin_commands(sub)
+    from .demo import add_arguments as add_demo_arguments
+    add_demo_arguments(sub.add_parser("demo", help="run the seed scenario and the will cases against a broker"))
     return parser
+
+
+def _add_admin_commands(sub) -> None:
+    explain = sub.add_parser("explain", help="print a client's will timeline from a running broker",
+                             description="Print the will timeline of CLIENT_ID from a running broker (its admin "
+                                         "API, see admin_listen): every event of its will, with the time, the "
+                                         "time since the previous event, and the rule that decided it.")
+    explain.add_argument("client_id", metavar="CLIENT_ID")
+    wills = sub.add_parser("wills", help="list the pending wills of a running broker, with their countdown")
+    for p in (explain, wills):
+        p.add_argument("--admin", metavar="URL",
+                       help="the broker's admin API (default: from --config's admin_listen, else "
+                            "http://127.0.0.1:8080)")
+        p.add_argument("--token", metavar="T",
+                       help="bearer token (default: --config's admin_token, else $LASTWILL_ADMIN_TOKEN)")
+        p.add_argument("--config", metavar="FILE", help="the broker's TOML config, for admin_listen and admin_token")
+        p.add_argument("--json", action="store_true", help="print the API's JSON instead of text")
+
+
+def _ask(args: argparse.Namespace) -> int:
+    """``explain`` and ``wills``: ask the admin API of a running broker."""
+    from .admin_client import AdminError, explain, pending_wills
+
+    try:
+        if args.command == "explain":
+            text = explain(args.client_id, args.admin, args.token, args.config, args.json)
+        else:
+            text = pending_wills(args.admin, args.token, args.config, args.json)
+    except ConfigError as e:
+        print(f"lastwill: {e}", file=sys.stderr)
+        return 2
+    except AdminError as e:
+        print(f"lastwill: {e}", file=sys.stderr)
+        return 1
+    sys.stdout.write(text)
+    return 0
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
@@ -91,6 +131,11 @@ def _install_loop() -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command in ("explain", "wills"):
+        return _ask(args)
+    if args.command == "demo":
+        from .demo import run as run_demo
+        return run_demo(args)
     try:
         config = config_from_args(args)
     except ConfigError as e:
@@ -106,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"lastwill: {e}", file=sys.stderr)
             return 1
         except OSError as e:
-            print(f"lastwill: cannot listen on {', '.join(config.listen)}: {e.strerror or e}", file=sys.stderr)
+            where = getattr(e, "listen", None) or ", ".join(config.listen)
+            print(f"lastwill: cannot listen on {where}: {e.strerror or e}", file=sys.stderr)
             return 1
     return 2  # pragma: no cover

@@ -7,6 +7,7 @@ Every error names the key and what was expected, e.g.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,10 @@ class Config:
     shutdown_wills: str = "keep"  # keep | publish: wills of clients connected at a clean shutdown
     # logging
     log_level: str = "info"
+    # the admin HTTP API (JSON, Prometheus /metrics): "HOST:PORT", empty = off. admin_token: required
+    # when admin_listen is not a loopback address; clients send "Authorization: Bearer <token>"
+    admin_listen: str = ""
+    admin_token: str = ""
 
     def validate(self) -> Config:
         def int_range(key: str, lo: int, hi: int) -> None:
@@ -94,6 +99,15 @@ class Config:
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"config key 'log_level': expected one of debug, info, warning, error, "
                               f"got {self.log_level!r}")
+        for key in ("admin_listen", "admin_token"):
+            if not isinstance(getattr(self, key), str):
+                raise ConfigError(f"config key '{key}': expected a string, got {getattr(self, key)!r}")
+        if self.admin_listen:
+            host, _ = parse_listen(self.admin_listen, "admin_listen")
+            if not self.admin_token and not is_loopback(host):
+                raise ConfigError(f"config key 'admin_token': required when admin_listen "
+                                  f"({self.admin_listen!r}) is not a loopback address: the admin API must not "
+                                  f"be open to the network (clients send 'Authorization: Bearer <token>')")
         return self
 
     @classmethod
@@ -104,16 +118,26 @@ class Config:
         return dataclasses.replace(self, **changes).validate()
 
 
-def parse_listen(value: str) -> tuple[str, int]:
-    """"HOST:PORT" -> (host, port). Raises ConfigError naming the 'listen' key."""
+def parse_listen(value: str, key: str = "listen") -> tuple[str, int]:
+    """"HOST:PORT" -> (host, port). Raises ConfigError naming the key (``listen`` by default)."""
     if not isinstance(value, str):
-        raise ConfigError(f"config key 'listen': expected HOST:PORT strings, got {value!r}")
+        raise ConfigError(f"config key '{key}': expected HOST:PORT strings, got {value!r}")
     host, sep, port = value.rpartition(":")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(f"config key 'listen': expected HOST:PORT with a port from 0 to 65535, got {value!r}")
+        raise ConfigError(f"config key '{key}': expected HOST:PORT with a port from 0 to 65535, got {value!r}")
     return host, int(port)
+
+
+def is_loopback(host: str) -> bool:
+    """True for 'localhost' and loopback addresses (127.0.0.0/8, ::1); not for 0.0.0.0 or a name."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def load_config(path: str | Path | None = None, **overrides: Any) -> Config:

@@ -53,8 +53,8 @@ def test_crash_recovered_will_published_after_grace_MQTT_3_1_2_8():
     h2.advance(0.1)
     assert [m.payload for m in w.messages()] == [b"gone"]
     kinds = h2.core.timeline.kinds("dev")
-    assert kinds == ["connection-ended", "deferred", "published"]
-    assert "crashed" in h2.core.timeline.events("dev")[0].detail
+    assert kinds == ["armed", "connection-ended", "deferred", "published"]  # history from before the crash
+    assert "crashed" in h2.core.timeline.events("dev")[1].detail
 
 
 @pytest.mark.parametrize("clean_start", [False, True])
@@ -67,8 +67,8 @@ def test_reconnect_within_grace_cancels_recovered_will_MQTT_3_1_3_9(clean_start)
     h2.connect("dev", version=4, clean_start=clean_start)
     h2.advance(100)
     assert w.messages() == []
-    assert h2.core.timeline.kinds("dev") == ["connection-ended", "deferred", "cancelled"]
-    assert "recovery grace" in h2.core.timeline.events("dev")[-1].detail
+    assert h2.core.timeline.kinds("dev") == ["armed", "connection-ended", "deferred", "cancelled", "no-will"]
+    assert "recovery grace" in h2.core.timeline.events("dev")[-2].detail
 
 
 def test_recovered_will_honours_longer_will_delay_MQTT_3_1_3_9():
@@ -105,7 +105,8 @@ def test_clean_shutdown_keep_wills_pending_with_grace():
     assert w.messages() == []
     h2.advance(0.1)
     assert [m.payload for m in w.messages()] == [b"gone"]
-    assert "shut down" in h2.core.timeline.events("dev")[0].detail
+    assert h2.core.timeline.kinds("dev") == ["armed", "connection-ended", "restored", "deferred", "published"]
+    assert "shut down" in h2.core.timeline.events("dev")[2].detail
 
 
 def test_clean_shutdown_publish_policy_fires_wills_at_shutdown():

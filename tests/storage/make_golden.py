@@ -1,6 +1,11 @@
-"""Writes the golden store files in tests/storage/golden/ (run once per schema version; committed).
+"""Writes the golden store files in tests/storage/golden/ (committed), the ones that are missing.
 
     .venv/bin/python tests/storage/make_golden.py
+
+``vN`` is a valid store as lastwill with schema version N wrote it. Only the current version's is
+written, and only if it is missing: the older ones are what older lastwills wrote, and the tests
+check that they are migrated, so they are never regenerated. The damaged stores (truncated,
+garbage, future-schema, not-lastwill) are derived from the newest valid one when missing.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
+from lastwill.storage.base import SCHEMA_VERSION  # noqa: E402
 from lastwill.storage.sqlite import DB_NAME  # noqa: E402
 from tests.storage.test_contract import _write_golden_valid  # noqa: E402
 
@@ -31,25 +37,29 @@ def checkpointed(directory: Path) -> Path:
 
 def main() -> None:
     golden = HERE / "golden"
-    shutil.rmtree(golden, ignore_errors=True)
-    valid = checkpointed(_write_golden_valid(golden / "v1").parent)
-    data = valid.read_bytes()
+    current = golden / f"v{SCHEMA_VERSION}"
+    if not current.exists():
+        checkpointed(_write_golden_valid(current).parent)
+    data = (current / DB_NAME).read_bytes()
     for name, content in [("truncated", data[: len(data) // 3]),
                           ("garbage", b"this is not a database\n" * 50)]:
-        (golden / name).mkdir(parents=True)
-        (golden / name / DB_NAME).write_bytes(content)
+        if not (golden / name).exists():
+            (golden / name).mkdir(parents=True)
+            (golden / name / DB_NAME).write_bytes(content)
     future = golden / "future-schema"
-    shutil.copytree(golden / "v1", future)
-    db = sqlite3.connect(future / DB_NAME)
-    db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
-    db.commit()
-    db.close()
+    if not future.exists():
+        shutil.copytree(current, future)
+        db = sqlite3.connect(future / DB_NAME)
+        db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+        db.commit()
+        db.close()
     other = golden / "not-lastwill"
-    other.mkdir()
-    db = sqlite3.connect(other / DB_NAME)
-    db.execute("CREATE TABLE notes (text TEXT)")
-    db.commit()
-    db.close()
+    if not other.exists():
+        other.mkdir()
+        db = sqlite3.connect(other / DB_NAME)
+        db.execute("CREATE TABLE notes (text TEXT)")
+        db.commit()
+        db.close()
 
 
 if __name__ == "__main__":

@@ -9,8 +9,11 @@ from pathlib import Path
 import pytest
 
 from lastwill.storage.base import (
+    SCHEMA_VERSION,
+    TIMELINE_PER_CLIENT,
     Batch,
     StoredDelivery,
+    StoredEvent,
     StoredMessage,
     StoredSession,
     StoredSubscription,
@@ -165,6 +168,78 @@ def test_meta_values(backend):
     assert backend.restart().meta["clean_shutdown"] == "1"
 
 
+def event(client_id="c", seq=1, kind="armed", **kw) -> StoredEvent:
+    return StoredEvent(client_id, seq, kw.pop("at_wall", 1_700_000_000.0 + seq), kind,
+                       kw.pop("detail", f"event {seq}"), kw.pop("rule", "MQTT-3.1.2-7"), kw.pop("data", {}))
+
+
+def test_timeline_events_round_trip_in_seq_order(backend):
+    b = Batch()
+    b.put_event(event(seq=2, kind="connection-ended", detail="connection lost: EOF", rule=None,
+                      data={"cause": "eof"}))
+    b.put_event(event(seq=1, data={"topic": "dead/c", "qos": 1, "retain": False, "delay": 30}))
+    b.put_event(event("other", seq=3, kind="deferred", data={"fire_at": 1_700_000_030.5}))
+    backend.store.commit(b)
+    state = backend.restart()
+    assert state.timeline["c"] == [
+        event(seq=1, data={"topic": "dead/c", "qos": 1, "retain": False, "delay": 30}),
+        event(seq=2, kind="connection-ended", detail="connection lost: EOF", rule=None, data={"cause": "eof"})]
+    assert state.timeline["other"][0].data == {"fire_at": 1_700_000_030.5}
+    assert state.timeline["other"][0].at_wall == 1_700_000_003.0
+
+
+def test_timeline_keeps_the_last_events_of_each_client(backend):
+    n = TIMELINE_PER_CLIENT + 10
+    for start in (1, 40):  # two commits: the bound holds across batches
+        b = Batch()
+        for seq in range(start, min(start + 39, n + 1)):
+            b.put_event(event(seq=seq))
+        backend.store.commit(b)
+    b = Batch()
+    b.put_event(event("quiet", seq=n + 1))
+    backend.store.commit(b)
+    state = backend.restart()
+    assert [e.seq for e in state.timeline["c"]] == list(range(n - TIMELINE_PER_CLIENT + 1, n + 1))
+    assert [e.seq for e in state.timeline["quiet"]] == [n + 1]
+
+
+def test_timeline_outlives_the_session(backend):
+    b = Batch()
+    b.put_session(session())
+    b.put_event(event(seq=1))
+    backend.store.commit(b)
+    b = Batch()
+    b.delete_session("c")
+    b.put_event(event(seq=2, kind="published"))
+    backend.store.commit(b)
+    state = backend.restart()
+    assert state.sessions == {} and [e.kind for e in state.timeline["c"]] == ["armed", "published"]
+
+
+def test_timeline_forgotten_then_new_events_in_one_batch(backend):
+    b = Batch()
+    b.put_event(event(seq=1))
+    b.put_event(event("keep", seq=2))
+    backend.store.commit(b)
+    b = Batch()
+    b.put_event(event(seq=3))  # dropped by the delete that follows
+    b.delete_timeline("c")
+    b.put_event(event(seq=4, kind="no-will"))
+    backend.store.commit(b)
+    state = backend.restart()
+    assert [(e.seq, e.kind) for e in state.timeline["c"]] == [(4, "no-will")]
+    assert [e.seq for e in state.timeline["keep"]] == [2]
+
+
+def test_will_cause_kind_round_trips(backend):
+    s = session(connected=False)
+    s.will.fire_at_wall, s.will.cause, s.will.cause_kind = 5.0, "keep-alive timeout (10s x 1.5)", "keep_alive"
+    b = Batch()
+    b.put_session(s)
+    backend.store.commit(b)
+    assert backend.restart().sessions["c"].will.cause_kind == "keep_alive"
+
+
 def test_unicode_and_binary_survive(backend):
     b = Batch()
     b.put_retained(message("häuser/🏠", bytes(range(256)), retain=True, properties={"correlation_data": b"\x00\xff"}))
@@ -182,15 +257,67 @@ def _write_golden_valid(directory: Path) -> Path:
     b = Batch()
     b.put_session(session())
     b.put_retained(message("r", b"x", retain=True))
+    b.put_event(event(seq=1, data={"topic": "dead/c", "qos": 1}))  # since schema version 2
     store.commit(b)
     store.close()
     return directory / DB_NAME
 
 
-def test_golden_store_from_schema_1_loads():
-    """A store written by this version, kept in the repository: must keep loading (or be migrated)."""
-    state = SqliteStorage(GOLDEN / "v1").load()
-    assert state.sessions["c"].will.topic == "dead/c" and "r" in state.retained
+def _golden_copy(tmp_path: Path, name: str) -> Path:
+    """Stores are opened on a copy: opening migrates in place, and the golden files must not change."""
+    shutil.copytree(GOLDEN / name, tmp_path / name)
+    return tmp_path / name
+
+
+def _schema_version(directory: Path) -> str:
+    db = sqlite3.connect(directory / DB_NAME)
+    try:
+        return db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+    finally:
+        db.close()
+
+
+def test_golden_store_from_schema_1_migrates_to_current(tmp_path):
+    """A store written by lastwill with schema version 1, kept in the repository: it is migrated in
+    place, keeps everything it held, and then takes the data that only the new schema has."""
+    d = _golden_copy(tmp_path, "v1")
+    assert _schema_version(d) == "1"
+    store = SqliteStorage(d)
+    state = store.load()
+    assert _schema_version(d) == str(SCHEMA_VERSION) == "2"
+    assert state.sessions["c"] == session()  # everything written with schema 1 is still there
+    assert state.sessions["c"].will.cause_kind is None
+    assert list(state.retained) == ["r"] and state.timeline == {}
+    b = Batch()
+    s = session(connected=False)
+    s.will.fire_at_wall, s.will.cause, s.will.cause_kind = 9.0, "connection lost: EOF", "eof"
+    b.put_session(s)
+    b.put_event(event(seq=1))
+    store.commit(b)
+    store.close()
+    state = SqliteStorage(d).load()  # and it opens again as a current store
+    assert state.sessions["c"].will.cause_kind == "eof" and [e.seq for e in state.timeline["c"]] == [1]
+
+
+def test_golden_store_of_current_schema_loads(tmp_path):
+    state = SqliteStorage(_golden_copy(tmp_path, f"v{SCHEMA_VERSION}")).load()
+    assert state.sessions["c"] == session() and "r" in state.retained
+    assert [(e.kind, e.data) for e in state.timeline["c"]] == [("armed", {"topic": "dead/c", "qos": 1})]
+
+
+def test_failed_migration_leaves_the_store_unchanged(tmp_path):
+    d = _golden_copy(tmp_path, "v1")
+    db = sqlite3.connect(d / DB_NAME)
+    db.execute("CREATE TABLE timeline (x)")  # in the way of the migration's CREATE TABLE
+    db.commit()
+    db.close()
+    with pytest.raises(StoreError, match="migrating from schema version 1 to 2 failed.*unchanged"):
+        SqliteStorage(d).load()
+    assert _schema_version(d) == "1"
+    db = sqlite3.connect(d / DB_NAME)
+    columns = [row[1] for row in db.execute("PRAGMA table_info(sessions)")]
+    db.close()
+    assert "will_cause_kind" not in columns  # the ALTER TABLE before the failure was rolled back
 
 
 @pytest.mark.parametrize("name,expected", [
@@ -246,7 +373,6 @@ def test_bad_fsync_policy_named():
 
 
 def test_generate_golden_files_match_schema(tmp_path):
-    """The committed golden files were made by tests/storage/make_golden.py; the valid one still opens."""
-    db = sqlite3.connect(GOLDEN / "v1" / DB_NAME)
-    assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "1"
-    db.close()
+    """The committed golden files were made by tests/storage/make_golden.py, one per schema version."""
+    for version in range(1, SCHEMA_VERSION + 1):
+        assert _schema_version(GOLDEN / f"v{version}") == str(version)

@@ -136,14 +136,14 @@ class BrokerCore:
         self.tree = SubscriptionTree()
         self.retained = RetainedStore()
         self.timers = TimerQueue()
-        self.timeline = Timeline()
+        self.timeline = Timeline(sink=self.recorder if persist else None)  # persisted with the rest
         self.wills = WillKeeper(self.timers, self.timeline, self._route, self.recorder.session)
         self._new_client_id = client_id_factory or _default_client_id
         self._out: list[Action] = []
         self._share_cursor: dict[str, int] = {}
         self._conn_ids = itertools.count(1)
         self.stats = {"messages_in": 0, "messages_out": 0, "dropped_queue_full": 0,
-                      "dropped_too_large": 0, "dropped_expired": 0}
+                      "dropped_too_large": 0, "dropped_expired": 0, "connects": 0}
 
     # ==== entry points (called by the edge) ====================================================
     def new_conn_id(self) -> int:
@@ -261,6 +261,7 @@ class BrokerCore:
                 if conn.protocol_level == PROTOCOL_5:
                     self._send(conn, Disconnect(RC_SERVER_SHUTTING_DOWN))
                 if keep_wills:
+                    self.wills.kept_at_shutdown(conn.session, now)
                     self._close(conn, "server shutting down")
                     continue
                 self._end_connection(conn, now, "server shutting down", None)
@@ -335,6 +336,7 @@ class BrokerCore:
         self._send(conn, Connack(reason_code, properties=props))
         log.info("connect refused client_id=%s from %s: 0x%02X %s%s", conn.client_id or "<empty>",
                  conn.peer, reason_code, why, f" [{rule}]" if rule else "")
+        self.wills.refused(conn.client_id, conn.last_activity, f"0x{reason_code:02X} {why}", rule)
         self._close(conn, f"CONNECT refused: {why}")
 
     def _on_connect(self, conn: Conn, p: Connect, now: float) -> None:
@@ -378,6 +380,7 @@ class BrokerCore:
                     self._refuse(conn, RC_TOPIC_NAME_INVALID, f"will topic: {e}", e.rule)
                 else:  # 3.1.1 has no return code for it: close without CONNACK
                     log.info("connect refused client_id=%s: will topic: %s [%s]", client_id, e, e.rule)
+                    self.wills.refused(client_id, now, f"will topic: {e}", e.rule)
                     self._close(conn, f"will topic invalid: {e}")
                 return
             if will.qos > cfg.maximum_qos:
@@ -387,6 +390,7 @@ class BrokerCore:
                     self._refuse(conn, RC_QOS_NOT_SUPPORTED, why, "MQTT-3.2.2-12")
                 else:  # 3.1.1 has no return code for it: close without CONNACK [MQTT-3.2.2-6]
                     log.info("connect refused client_id=%s: %s [MQTT-3.2.2-6]", client_id, why)
+                    self.wills.refused(client_id, now, why, "MQTT-3.2.2-6")
                     self._close(conn, f"CONNECT refused: {why}")
                 return
             if will.retain and not cfg.retain_available:
@@ -395,6 +399,7 @@ class BrokerCore:
                     self._refuse(conn, RC_RETAIN_NOT_SUPPORTED, "will retain not supported", "MQTT-3.2.2-13")
                 else:  # 3.1.1 has no return code for it: close without CONNACK [MQTT-3.2.2-6]
                     log.info("connect refused client_id=%s: will retain not supported [MQTT-3.2.2-6]", client_id)
+                    self.wills.refused(client_id, now, "will retain not supported", "MQTT-3.2.2-6")
                     self._close(conn, "CONNECT refused: will retain not supported")
                 return
 
@@ -446,6 +451,8 @@ class BrokerCore:
         session.disconnected_at = None
         conn.session = session
         conn.state = CONNECTED
+        conn.connected_at = now
+        self.stats["connects"] += 1
         self.wills.arm(session, will, now)  # records the session: durable before CONNACK
 
         # -- CONNACK [MQTT-3.2.0-1] is the first packet the server sends
@@ -683,10 +690,16 @@ class BrokerCore:
             self._transmit(conn, session, Delivery(message, qos, retain, sub_ids), now)
             return
         if qos == 0 and conn is None and not self.config.queue_qos0:
+            if message.is_will:
+                self.wills.delivery_dropped(message, session.client_id, "offline_qos0", now)
             return
         if len(session.queue) >= self.config.max_queued_messages:
             session.dropped += 1
             self.stats["dropped_queue_full"] += 1
+            if message.is_will:
+                self.wills.delivery_dropped(message, session.client_id, "queue_full", now,
+                                            f"its queue is full ({len(session.queue)} messages, "
+                                            f"max_queued_messages)")
             if session.dropped == 1 or session.dropped % 1000 == 0:
                 log.warning("client_id=%s queue full (%d messages): %d message(s) dropped so far%s",
                             session.client_id, len(session.queue), session.dropped,
@@ -702,6 +715,10 @@ class BrokerCore:
         message = d.message
         if message.expiry_at is not None and now >= message.expiry_at:
             self.stats["dropped_expired"] += 1  # [MQTT-3.3.2-5] an expired message is not delivered
+            if message.is_will:
+                self.wills.delivery_dropped(message, session.client_id, "expired", now,
+                                            "its Message Expiry Interval passed before it could be sent",
+                                            "MQTT-3.3.2-5")
             self.recorder.delivery_done(session, d)
             return False
         v5 = conn.protocol_level == PROTOCOL_5
@@ -737,6 +754,10 @@ class BrokerCore:
                 len(encode(packet, conn.protocol_level)) > conn.maximum_packet_size:
             # [MQTT-3.1.2-24] [MQTT-3.1.2-25] too large for this client: discarded for it, not sent
             self.stats["dropped_too_large"] += 1
+            if message.is_will:
+                self.wills.delivery_dropped(message, session.client_id, "too_large", now,
+                                            f"larger than its Maximum Packet Size {conn.maximum_packet_size}",
+                                            "MQTT-3.1.2-24")
             log.info("client_id=%s: message on %r dropped, larger than the client's Maximum Packet Size %d",
                      session.client_id, message.topic, conn.maximum_packet_size)
             if "topic_alias" in props and topic:  # the alias was not established after all

@@ -6,7 +6,8 @@ to wall-clock ones with the offset the edge gives it (the core never reads a clo
 
 What is stored: every session with its subscriptions, will (armed or pending, with its deadline and
 the cause), inbound QoS 2 ids; the queued and in-flight deliveries of sessions that outlive their
-connection (Session Expiry > 0); retained messages.
+connection (Session Expiry > 0); retained messages; the will timeline of each client (its events'
+times, and the times in their data, as wall-clock).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from ..codec.packets import Publish, Will
 from ..storage.base import (
     Batch,
     StoredDelivery,
+    StoredEvent,
     StoredMessage,
     StoredSession,
     StoredState,
@@ -26,7 +28,9 @@ from ..storage.base import (
 )
 from .message import Message
 from .sessions import AWAIT_PUBACK, AWAIT_PUBCOMP, AWAIT_PUBREC, NEVER, Delivery, InFlight, Session
+from .timeline import WillEvent
 from .topics import SubOptions
+from .will import cause_kind
 
 if TYPE_CHECKING:  # pragma: no cover
     from .broker import BrokerCore
@@ -35,7 +39,8 @@ log = logging.getLogger("lastwill.store")
 
 
 class Recorder:
-    __slots__ = ("sessions", "sessions_deleted", "deliveries", "deliveries_deleted", "retained", "retained_deleted")
+    __slots__ = ("sessions", "sessions_deleted", "deliveries", "deliveries_deleted", "retained", "retained_deleted",
+                 "events", "timelines_forgotten")
 
     def __init__(self) -> None:
         self.sessions: dict[str, Session] = {}
@@ -43,10 +48,12 @@ class Recorder:
         self.deliveries: dict[tuple[str, int], tuple[Delivery, int | None, str | None]] = {}
         self.deliveries_deleted: set[tuple[str, int]] = set()
         self.retained: dict[str, Message | None] = {}
+        self.events: list[tuple[str, WillEvent]] = []
+        self.timelines_forgotten: set[str] = set()
 
     def __bool__(self) -> bool:
         return bool(self.sessions or self.sessions_deleted or self.deliveries or self.deliveries_deleted
-                    or self.retained)
+                    or self.retained or self.events or self.timelines_forgotten)
 
     # -- what the core calls --------------------------------------------------------------------
     def session(self, session: Session) -> None:
@@ -76,6 +83,15 @@ class Recorder:
     def retained_changed(self, topic: str, message: Message | None) -> None:
         self.retained[topic] = message
 
+    # -- what the timeline calls (it is the Timeline's sink) -------------------------------------
+    def timeline_event(self, client_id: str, event: WillEvent) -> None:
+        self.events.append((client_id, event))
+
+    def timeline_forgotten(self, client_id: str) -> None:
+        if any(c == client_id for c, _ in self.events):
+            self.events = [(c, e) for c, e in self.events if c != client_id]
+        self.timelines_forgotten.add(client_id)
+
     # -- commit time ---------------------------------------------------------------------------
     def take_batch(self, wall_offset: float) -> Batch:
         batch = Batch()
@@ -96,6 +112,11 @@ class Recorder:
                 batch.delete_retained(topic)
             else:
                 batch.put_retained(stored_message(message, wall_offset))
+        for client_id in self.timelines_forgotten:
+            batch.delete_timeline(client_id)
+        for client_id, e in self.events:
+            batch.put_event(StoredEvent(client_id, e.seq, e.at + wall_offset, e.kind, e.detail, e.rule,
+                                        _times(e.data, wall_offset)))
         self.__init__()
         return batch
 
@@ -106,6 +127,14 @@ def _wall(mono: float | None, offset: float) -> float | None:
 
 def _mono(wall: float | None, offset: float) -> float | None:
     return None if wall is None else wall - offset
+
+
+def _times(data: dict, offset: float) -> dict:
+    """A timeline event's data with its times (keys ending in ``_at``) moved by ``offset``."""
+    if not any(k.endswith("_at") for k in data):
+        return dict(data)
+    return {k: v + offset if k.endswith("_at") and isinstance(v, (int, float)) and not isinstance(v, bool)
+            else v for k, v in data.items()}
 
 
 def stored_message(m: Message, offset: float) -> StoredMessage:
@@ -123,7 +152,7 @@ def snapshot_session(s: Session, offset: float) -> StoredSession:
     if s.will is not None:
         w = s.will
         will = StoredWill(w.topic, w.payload, w.qos, w.retain, w.properties, _wall(s.will_fire_at, offset),
-                          s.will_cause)
+                          s.will_cause, s.will_cause_kind)
     subs = [StoredSubscription(f, o.qos, o.no_local, o.retain_as_published, o.retain_handling, o.subscription_id)
             for f, o in s.subscriptions.items()]
     return StoredSession(s.client_id, s.expiry_interval, s.conn is not None, _wall(s.disconnected_at, offset),
@@ -139,6 +168,11 @@ def restore(core: BrokerCore, state: StoredState, now: float, wall_now: float, c
     """
     offset = wall_now - now
     grace = core.config.recovery_grace
+    # the will timelines first, so that what restoring the sessions records comes after them;
+    # clients in the order of their latest event, so that the least recently active go first
+    for client_id, events in sorted(state.timeline.items(), key=lambda item: item[1][-1].seq if item[1] else 0):
+        core.timeline.load(client_id, [WillEvent(e.at_wall - offset, e.kind, e.detail, e.rule,
+                                                 _times(e.data, -offset), e.seq) for e in events])
     for sm in state.retained.values():
         m = message_from_stored(sm, offset)
         if m.expired(now):
@@ -170,13 +204,14 @@ def restore(core: BrokerCore, state: StoredState, now: float, wall_now: float, c
             w = ss.will
             session.will = Will(w.topic, w.payload, w.qos, w.retain, w.properties)
             session.will_cause = w.cause
+            session.will_cause_kind = w.cause_kind or (cause_kind(w.cause) if w.cause else None)
             session.will_fire_at = _mono(w.fire_at_wall, offset)
         disconnected_at = _mono(ss.disconnected_at_wall, offset)
         if ss.connected:
             # its connection ended when the broker stopped, without DISCONNECT
             why = "broker crashed while the client was connected" if crashed else \
                 "broker shut down while the client was connected"
-            core.wills.recovered(session, now, grace, why)
+            core.wills.recovered(session, now, grace, why, "broker_crash" if crashed else "broker_restart")
             session.disconnected_at = now
             if session.expiry_interval != NEVER:
                 core.timers.schedule(("session", ss.client_id), now + max(session.expiry_interval, grace))
@@ -187,6 +222,6 @@ def restore(core: BrokerCore, state: StoredState, now: float, wall_now: float, c
             if session.expiry_interval != NEVER and disconnected_at is not None:
                 core.timers.schedule(("session", ss.client_id), disconnected_at + session.expiry_interval)
         core.recorder.session(session)
-    log.info("restored %d session(s), %d retained message(s), %d queued or in-flight message(s)%s",
-             len(state.sessions), len(state.retained), sum(len(v) for v in state.deliveries.values()),
-             " after a crash" if crashed else "")
+    log.info("restored %d session(s), %d retained message(s), %d queued or in-flight message(s), "
+             "%d client timeline(s)%s", len(state.sessions), len(state.retained),
+             sum(len(v) for v in state.deliveries.values()), len(state.timeline), " after a crash" if crashed else "")

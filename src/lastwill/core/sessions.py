@@ -51,6 +51,7 @@ class Session:
     will: Will | None = None
     will_fire_at: float | None = None  # set while a will is pending after the connection ended
     will_cause: str | None = None  # why the connection ended (for the timeline)
+    will_cause_kind: str | None = None  # the same as a short label, one of will.CAUSES (for counters)
     will_recovered: bool = False  # pending because the broker stopped while the client was connected
     disconnected_at: float | None = None  # when the last connection ended (for session expiry)
     queue: deque[Delivery] = field(default_factory=deque)
@@ -84,6 +85,7 @@ class Conn:
     keep_alive: int = 0  # the value in force (the client's, or the Server Keep Alive)
     last_activity: float = 0.0
     connect_expiry_interval: int = 0  # Session Expiry Interval from CONNECT (for [MQTT-3.14.2-2])
+    connected_at: float = 0.0  # when the CONNECT was accepted (monotonic; for the admin API)
     # what the client told us (MQTT 5 CONNECT properties)
     receive_maximum: int = 65535
     maximum_packet_size: int | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import time
 
@@ -15,6 +16,25 @@ from .tcp import MqttProtocol
 
 log = logging.getLogger("lastwill")
 
+# upper bounds (seconds) of the store commit latency histogram (the admin API's /metrics)
+COMMIT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class CommitStats:
+    """Cumulative store commit latencies as histogram buckets: updated once per commit, read at scrape."""
+
+    __slots__ = ("count", "total", "buckets")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.total = 0.0
+        self.buckets = [0] * (len(COMMIT_BUCKETS) + 1)  # the last one: above every bound
+
+    def add(self, seconds: float) -> None:
+        self.count += 1
+        self.total += seconds
+        self.buckets[bisect.bisect_left(COMMIT_BUCKETS, seconds)] += 1
+
 
 class Server:
     def __init__(self, config: Config, core: BrokerCore | None = None, storage: Storage | None = None):
@@ -23,6 +43,8 @@ class Server:
         self.core = core or BrokerCore(config, persist=storage is not None)
         self.fatal: asyncio.Event | None = None  # set when the broker must stop (the store failed)
         self.commit_seconds: list[float] = []  # recent commit latencies (for metrics)
+        self.commit_stats = CommitStats()  # all of them, as a histogram (for /metrics)
+        self.admin = None  # the admin HTTP API (edge/admin.py), when admin_listen is set
         self._pending: list = []
         self._flush_scheduled = False
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -55,8 +77,16 @@ class Server:
                 addr = sock.getsockname()
                 self.addresses.append((addr[0], addr[1]))
                 log.info("listening on %s:%s", addr[0], addr[1])
+        if self.config.admin_listen:
+            from .admin import AdminServer  # aiohttp is imported only when the admin API is on
+
+            self.admin = AdminServer(self)
+            await self.admin.start()
 
     async def stop(self) -> None:
+        if self.admin is not None:
+            await self.admin.stop()
+            self.admin = None
         for srv in self.servers:
             srv.close()
         if self.loop is not None:
@@ -98,7 +128,9 @@ class Server:
                 except Exception as e:
                     self._store_failed(e)
                     return
-                self.commit_seconds.append(time.perf_counter() - started)
+                elapsed = time.perf_counter() - started
+                self.commit_seconds.append(elapsed)
+                self.commit_stats.add(elapsed)
                 if len(self.commit_seconds) > 1024:
                     del self.commit_seconds[:512]
         actions = self._pending

@@ -1,9 +1,9 @@
 """The storage interface: what the broker keeps across restarts and crashes, and how it is written.
 
 The core never touches storage. It records what changed in a ``Batch`` (sessions, queued and
-in-flight messages, retained messages); the edge commits one batch per event-loop turn (group
-commit) and only then writes the acknowledgements that depend on it: PUBACK/PUBREC after the
-message is durable, CONNACK after the will is durable.
+in-flight messages, retained messages, will timeline events); the edge commits one batch per
+event-loop turn (group commit) and only then writes the acknowledgements that depend on it:
+PUBACK/PUBREC after the message is durable, CONNACK after the will is durable.
 
 Every deadline is stored as absolute wall-clock time (``*_wall``), so that a restart continues
 the countdown instead of restarting it, and the time the broker was down counts.
@@ -17,7 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 1: sessions, deliveries, retained; 2: + the will timeline, will cause kinds
+
+# the store keeps the last this-many timeline events of each client (the core keeps as many in memory)
+TIMELINE_PER_CLIENT = 64
 
 
 class StoreError(Exception):
@@ -71,6 +74,7 @@ class StoredWill:
     properties: dict = field(default_factory=dict)
     fire_at_wall: float | None = None  # set while pending after the connection ended
     cause: str | None = None
+    cause_kind: str | None = None  # the cause as a short label (eof, keep_alive, ...), for counters
 
 
 @dataclass(slots=True)
@@ -85,6 +89,23 @@ class StoredSession:
     next_packet_id: int = 1
 
 
+@dataclass(slots=True)
+class StoredEvent:
+    """One event of a client's will timeline (see core/timeline.py).
+
+    ``seq`` increases across all clients (it orders events, and clients by their latest event);
+    ``data`` is JSON-serialisable; its keys ending in ``_at`` are times, stored as wall-clock.
+    """
+
+    client_id: str
+    seq: int
+    at_wall: float
+    kind: str
+    detail: str
+    rule: str | None = None
+    data: dict = field(default_factory=dict)
+
+
 @dataclass
 class Batch:
     """What changed since the last commit. Later entries for the same key replace earlier ones."""
@@ -95,11 +116,16 @@ class Batch:
     deliveries_deleted: set[tuple[str, int]] = field(default_factory=set)
     retained: dict[str, StoredMessage] = field(default_factory=dict)
     retained_deleted: set[str] = field(default_factory=set)
+    # timeline events to add (the store keeps the last TIMELINE_PER_CLIENT of each client), and the
+    # clients whose whole timeline is forgotten (applied before the additions)
+    timeline: dict[tuple[str, int], StoredEvent] = field(default_factory=dict)
+    timeline_deleted: set[str] = field(default_factory=set)
     meta: dict[str, str] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.sessions or self.sessions_deleted or self.deliveries or self.deliveries_deleted
-                    or self.retained or self.retained_deleted or self.meta)
+                    or self.retained or self.retained_deleted or self.timeline or self.timeline_deleted
+                    or self.meta)
 
     # the recorders keep "put" and "delete" of one key mutually exclusive
     def put_session(self, s: StoredSession) -> None:
@@ -128,6 +154,15 @@ class Batch:
         self.retained.pop(topic, None)
         self.retained_deleted.add(topic)
 
+    def put_event(self, e: StoredEvent) -> None:
+        self.timeline[(e.client_id, e.seq)] = e
+
+    def delete_timeline(self, client_id: str) -> None:
+        """Forget the client's stored events; events put afterwards in this batch are kept."""
+        for key in [k for k in self.timeline if k[0] == client_id]:
+            del self.timeline[key]
+        self.timeline_deleted.add(client_id)
+
 
 @dataclass
 class StoredState:
@@ -136,6 +171,7 @@ class StoredState:
     sessions: dict[str, StoredSession] = field(default_factory=dict)
     deliveries: dict[str, list[StoredDelivery]] = field(default_factory=dict)  # by client, seq order
     retained: dict[str, StoredMessage] = field(default_factory=dict)
+    timeline: dict[str, list[StoredEvent]] = field(default_factory=dict)  # by client, seq order
     meta: dict[str, str] = field(default_factory=dict)
 
 

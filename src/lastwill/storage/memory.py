@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import copy
 
-from .base import Batch, StoredState
+from .base import TIMELINE_PER_CLIENT, Batch, StoredState
 
 
 class MemoryStorage:
@@ -46,6 +46,15 @@ class MemoryStorage:
             state.retained.pop(topic, None)
         for topic, m in batch.retained.items():
             state.retained[topic] = copy.deepcopy(m)
+        for client_id in batch.timeline_deleted:
+            state.timeline.pop(client_id, None)
+        touched = set()
+        for (client_id, _seq), e in batch.timeline.items():
+            state.timeline.setdefault(client_id, []).append(copy.deepcopy(e))
+            touched.add(client_id)
+        for client_id in touched:
+            events = sorted({e.seq: e for e in state.timeline[client_id]}.values(), key=lambda e: e.seq)
+            state.timeline[client_id] = events[-TIMELINE_PER_CLIENT:]
         state.meta.update(batch.meta)
         self.commits += 1
 

@@ -8,12 +8,17 @@ fsync policy (``fsync`` setting), like Redis's appendfsync:
 - ``off``: the OS decides when anything is written (synchronous=OFF).
 
 A damaged store stops start-up with a message saying what is wrong and what to do; it never
-silently starts empty.
+silently starts empty. A store written by an older lastwill is migrated in place, in one
+transaction (it is either entirely the old schema or entirely the new one).
+
+Schema versions: 1 (sessions, subscriptions, deliveries, retained); 2 adds the ``timeline`` table
+(the last TIMELINE_PER_CLIENT will timeline events of each client) and ``sessions.will_cause_kind``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 from pathlib import Path
@@ -21,8 +26,10 @@ from pathlib import Path
 from ..codec.properties import WILL, encode_properties, read_properties
 from .base import (
     SCHEMA_VERSION,
+    TIMELINE_PER_CLIENT,
     Batch,
     StoredDelivery,
+    StoredEvent,
     StoredMessage,
     StoredSession,
     StoredState,
@@ -31,8 +38,18 @@ from .base import (
     StoreError,
 )
 
+log = logging.getLogger("lastwill.store")
+
 DB_NAME = "lastwill.db"
 FSYNC_POLICIES = {"always": "FULL", "batch": "NORMAL", "off": "OFF"}
+
+_TIMELINE_TABLE = """
+CREATE TABLE timeline (
+    client_id TEXT NOT NULL, seq INTEGER NOT NULL, at_wall REAL NOT NULL, kind TEXT NOT NULL,
+    detail TEXT NOT NULL, rule TEXT, data TEXT NOT NULL,
+    PRIMARY KEY (client_id, seq)
+);
+"""
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -44,7 +61,8 @@ CREATE TABLE sessions (
     next_packet_id INTEGER NOT NULL,
     awaiting_pubrel TEXT NOT NULL,
     will_topic TEXT, will_payload BLOB, will_qos INTEGER, will_retain INTEGER, will_props BLOB,
-    will_fire_at_wall REAL, will_cause TEXT
+    will_fire_at_wall REAL, will_cause TEXT,
+    will_cause_kind TEXT
 );
 CREATE TABLE subscriptions (
     client_id TEXT NOT NULL, topic_filter TEXT NOT NULL, qos INTEGER NOT NULL, no_local INTEGER NOT NULL,
@@ -62,7 +80,12 @@ CREATE TABLE retained (
     topic TEXT PRIMARY KEY, payload BLOB NOT NULL, qos INTEGER NOT NULL, props BLOB NOT NULL,
     origin TEXT, expiry_at_wall REAL, is_will INTEGER NOT NULL
 );
-"""
+""" + _TIMELINE_TABLE
+
+# schema version N-1 -> N, each run in one transaction with the version update
+_MIGRATIONS = {
+    2: "ALTER TABLE sessions ADD COLUMN will_cause_kind TEXT;" + _TIMELINE_TABLE,
+}
 
 
 def _props(props: dict, kind: str = "PUBLISH") -> bytes:
@@ -123,13 +146,16 @@ class SqliteStorage:
             raise StoreError(f"store {self.path} has schema version {version}, written by a newer lastwill "
                              f"(this one knows up to {SCHEMA_VERSION}); upgrade lastwill or use another "
                              f"--data-dir")
-        if version < SCHEMA_VERSION:  # pragma: no cover - no older schema exists yet
-            self._migrate(db, version)
-        check = db.execute("PRAGMA quick_check").fetchone()[0]
+        try:
+            check = db.execute("PRAGMA quick_check").fetchone()[0]
+        except sqlite3.DatabaseError as e:
+            check = str(e)
         if check != "ok":
             db.close()
             raise StoreError(f"store {self.path} failed its integrity check ({check}); restore it from a "
                              f"backup, or move it away to start with an empty store")
+        if version < SCHEMA_VERSION:  # checked first: a damaged store is never migrated
+            self._migrate(db, version)
         self.db = db
 
     @staticmethod
@@ -147,20 +173,41 @@ class SqliteStorage:
                              f"from a backup, or move it away to start empty")
         return int(row[0])
 
-    def _migrate(self, db: sqlite3.Connection, version: int) -> None:  # pragma: no cover
-        raise StoreError(f"store {self.path}: no migration from schema version {version}")
+    def _migrate(self, db: sqlite3.Connection, version: int) -> None:
+        """Bring an older store up to SCHEMA_VERSION, one version at a time, each in one transaction."""
+        start = version
+        while version < SCHEMA_VERSION:
+            step = _MIGRATIONS.get(version + 1)
+            if step is None:
+                db.close()
+                raise StoreError(f"store {self.path}: no migration from schema version {version}; "
+                                 f"use the lastwill version that wrote it, or another --data-dir")
+            try:
+                db.executescript(f"BEGIN; {step} UPDATE meta SET value = '{version + 1}' "
+                                 f"WHERE key = 'schema_version'; COMMIT;")
+            except sqlite3.Error as e:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                db.close()
+                raise StoreError(f"store {self.path}: migrating from schema version {version} to "
+                                 f"{version + 1} failed ({e}); the store is unchanged") from None
+            version += 1
+        log.info("store %s migrated from schema version %d to %d", self.path, start, version)
 
     def _read_all(self) -> StoredState:
         db = self.db
         state = StoredState()
         state.meta = dict(db.execute("SELECT key, value FROM meta"))
-        for row in db.execute("SELECT * FROM sessions"):
+        for row in db.execute(
+                "SELECT client_id, expiry_interval, connected, disconnected_at_wall, next_packet_id, "
+                "awaiting_pubrel, will_topic, will_payload, will_qos, will_retain, will_props, "
+                "will_fire_at_wall, will_cause, will_cause_kind FROM sessions"):
             (client_id, expiry, connected, disc_at, next_pid, awaiting, w_topic, w_payload, w_qos, w_retain,
-             w_props, w_fire, w_cause) = row
+             w_props, w_fire, w_cause, w_kind) = row
             will = None
             if w_topic is not None:
                 will = StoredWill(w_topic, bytes(w_payload), w_qos, bool(w_retain), _unprops(w_props, WILL),
-                                  w_fire, w_cause)
+                                  w_fire, w_cause, w_kind)
             state.sessions[client_id] = StoredSession(client_id, expiry, bool(connected), disc_at, will, [],
                                                       json.loads(awaiting), next_pid)
         for row in db.execute("SELECT * FROM subscriptions ORDER BY rowid"):
@@ -179,6 +226,11 @@ class SqliteStorage:
             topic, payload, qos, props, origin, expiry, is_will = row
             state.retained[topic] = StoredMessage(topic, bytes(payload), qos, True, _unprops(props), origin,
                                                   expiry, bool(is_will))
+        for row in db.execute("SELECT client_id, seq, at_wall, kind, detail, rule, data FROM timeline "
+                              "ORDER BY seq"):
+            client_id, seq, at_wall, kind, detail, rule, data = row
+            state.timeline.setdefault(client_id, []).append(
+                StoredEvent(client_id, seq, at_wall, kind, detail, rule, json.loads(data)))
         return state
 
     # ---- writing -------------------------------------------------------------------------------
@@ -193,12 +245,12 @@ class SqliteStorage:
                 db.executemany("DELETE FROM deliveries WHERE client_id = ?", ids)
             for s in batch.sessions.values():
                 w = s.will
-                db.execute("INSERT OR REPLACE INTO sessions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", (
+                db.execute("INSERT OR REPLACE INTO sessions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", (
                     s.client_id, s.expiry_interval, int(s.connected), s.disconnected_at_wall, s.next_packet_id,
                     json.dumps(s.awaiting_pubrel),
                     w.topic if w else None, w.payload if w else None, w.qos if w else None,
                     int(w.retain) if w else None, _props(w.properties, WILL) if w else None,
-                    w.fire_at_wall if w else None, w.cause if w else None))
+                    w.fire_at_wall if w else None, w.cause if w else None, w.cause_kind if w else None))
                 db.execute("DELETE FROM subscriptions WHERE client_id = ?", (s.client_id,))
                 db.executemany("INSERT INTO subscriptions VALUES (?,?,?,?,?,?,?)", [
                     (s.client_id, x.topic_filter, x.qos, int(x.no_local), int(x.retain_as_published),
@@ -217,6 +269,17 @@ class SqliteStorage:
                 db.executemany("INSERT OR REPLACE INTO retained VALUES (?,?,?,?,?,?,?)", [
                     (m.topic, m.payload, m.qos, _props(m.properties), m.origin, m.expiry_at_wall, int(m.is_will))
                     for m in batch.retained.values()])
+            if batch.timeline_deleted:
+                db.executemany("DELETE FROM timeline WHERE client_id = ?", [(c,) for c in batch.timeline_deleted])
+            if batch.timeline:
+                db.executemany("INSERT OR REPLACE INTO timeline VALUES (?,?,?,?,?,?,?)", [
+                    (e.client_id, e.seq, e.at_wall, e.kind, e.detail, e.rule, json.dumps(e.data, default=str))
+                    for e in batch.timeline.values()])
+                # keep the last TIMELINE_PER_CLIENT events of each client written to
+                db.executemany(
+                    "DELETE FROM timeline WHERE client_id = ? AND seq <= (SELECT seq FROM timeline "
+                    "WHERE client_id = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)",
+                    [(c, c, TIMELINE_PER_CLIENT) for c in {k[0] for k in batch.timeline}])
             if batch.meta:
                 db.executemany("INSERT OR REPLACE INTO meta VALUES (?,?)", list(batch.meta.items()))
             db.execute("COMMIT")
