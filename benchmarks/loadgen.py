@@ -109,6 +109,7 @@ class State:
     def __init__(self, fanout: int = 1, cap: int = 0):
         self.sent = 0
         self.delivered = 0
+        self.reads = 0  # data_received calls, all connections
         self.fanout = fanout
         self.cap = cap
         self.low = cap // 2
@@ -158,6 +159,7 @@ class Client(asyncio.Protocol):
         self.state.wake.set()
 
     def data_received(self, data: bytes) -> None:
+        self.state.reads += 1
         buf = self.buf + data if self.buf else data
         n = len(buf)
         i = 0
@@ -433,9 +435,12 @@ async def measure(st: State, args, count=lambda st: st.delivered) -> dict:
     w = Window(args.broker_pid)
     await asyncio.sleep(args.warmup)
     a = w.snap(count(st), st.sent)
+    reads0 = st.reads
     await asyncio.sleep(args.duration)
     b = w.snap(count(st), st.sent)
     out = w.summary(a, b)
+    # how the broker's output arrives: packets per read on the load generator's side
+    out["loadgen_reads"] = st.reads - reads0
     out["broker_rss_kb_end"] = rss_kb(args.broker_pid)
     out["backlog_end"] = st.backlog()
     out["cap_waits"] = st.cap_waits

@@ -43,6 +43,8 @@ DOC = ROOT / "docs" / "benchmarks.md"
 LASTWILL_VARIANTS = {
     "lastwill": [],                   # the defaults: durable (SQLite in ./lastwill-data, fsync batch)
     "lastwill-memory": ["--memory"],  # nothing kept across restarts, like mosquitto with persistence false
+    "lastwill-fsync-always": ["--fsync", "always"],  # every commit fsynced before its acknowledgements
+    "lastwill-fsync-off": ["--fsync", "off"],        # the OS decides when to write
 }
 BROKERS = ("mosquitto", "lastwill")  # the default comparison; --brokers adds lastwill-memory
 LASTWILL_SRC: Path | None = None  # --lastwill-src: run lastwill from this src/ directory instead
@@ -393,7 +395,8 @@ def cell(row: dict, broker: str, digits: int) -> str:
     return text
 
 
-SHORT = {"mosquitto": "m", "lastwill": "l", "lastwill-memory": "lm"}
+SHORT = {"mosquitto": "m", "lastwill": "l", "lastwill-memory": "lm", "lastwill-fsync-always": "la",
+         "lastwill-fsync-off": "lo"}
 
 
 def fmt_ratio(x: float | None) -> str:

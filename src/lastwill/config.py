@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import socket
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,12 @@ from .errors import ConfigError
 
 UINT32_MAX = 0xFFFFFFFF
 MAX_PACKET_LIMIT = 268_435_460  # largest MQTT packet: 1 + 4 + 268,435,455
+
+
+def default_node_name() -> str:
+    """"lastwill@<hostname>", usable as one topic level (the core never asks the system for it)."""
+    host = socket.gethostname() or "localhost"
+    return "lastwill@" + "".join("_" if c in "/+#\x00" else c for c in host)
 
 
 @dataclass
@@ -54,6 +61,14 @@ class Config:
     # when admin_listen is not a loopback address; clients send "Authorization: Bearer <token>"
     admin_listen: str = ""
     admin_token: str = ""
+    # what the broker publishes about its clients (see README "$SYS events, presence, will cause"):
+    # $SYS/brokers/<node_name>/clients/<client id>/connected|disconnected (JSON, EMQX's fields plus
+    # the will decision); presence_topic: a retained online/offline per client ("{client_id}" is
+    # replaced), empty = off; will_cause_property: wills carry User Property ("lastwill-cause", cause)
+    sys_events: bool = True
+    node_name: str = field(default_factory=default_node_name)
+    presence_topic: str = ""
+    will_cause_property: bool = False
 
     def validate(self) -> Config:
         def int_range(key: str, lo: int, hi: int) -> None:
@@ -79,7 +94,7 @@ class Config:
         int_range("max_queued_messages", 0, 100_000_000)
         for key in ("retain_available", "outbound_topic_aliases", "wildcard_subscription_available",
                     "subscription_identifier_available", "shared_subscription_available",
-                    "allow_zero_keep_alive", "queue_qos0"):
+                    "allow_zero_keep_alive", "queue_qos0", "sys_events", "will_cause_property"):
             boolean(key)
         if isinstance(self.connect_timeout, bool) or not isinstance(self.connect_timeout, (int, float)) \
                 or not 0 < self.connect_timeout <= 3600:
@@ -102,6 +117,16 @@ class Config:
         for key in ("admin_listen", "admin_token"):
             if not isinstance(getattr(self, key), str):
                 raise ConfigError(f"config key '{key}': expected a string, got {getattr(self, key)!r}")
+        if not isinstance(self.node_name, str) or not self.node_name or len(self.node_name) > 255 \
+                or any(c in self.node_name for c in "/+#\x00"):
+            raise ConfigError(f"config key 'node_name': expected a name of 1 to 255 characters without "
+                              f"'/', '+', '#' (it is one level of the $SYS topics), got {self.node_name!r}")
+        p = self.presence_topic
+        if not isinstance(p, str) or (p and (p.count("{client_id}") != 1 or "+" in p or "#" in p
+                                             or "\x00" in p or len(p.encode("utf-8")) > 60000)):
+            raise ConfigError(f"config key 'presence_topic': expected a topic name with '{{client_id}}' exactly "
+                              f"once and no wildcards (e.g. 'presence/{{client_id}}'), or empty for no presence, "
+                              f"got {p!r}")
         if self.admin_listen:
             host, _ = parse_listen(self.admin_listen, "admin_listen")
             if not self.admin_token and not is_loopback(host):

@@ -114,6 +114,7 @@ class Harness:
         ids = itertools.count(1)
         self.core = BrokerCore(Config(**config), client_id_factory=lambda: f"auto-{next(ids)}",
                                persist=store is not None)
+        self.core.wall_offset = self.clock.wall_offset  # as the edge sets it (for $SYS event times)
         self.clients: dict[int, Client] = {}
 
     def commit(self) -> None:

@@ -66,6 +66,17 @@ class BrokerProcess:
             self.proc.wait(10)
 
 
+@pytest.fixture
+def brokers():
+    """Broker processes started by a test; killed at the end whatever happened."""
+    made: list[BrokerProcess] = []
+    yield made
+    for b in made:
+        if b.proc is not None and b.proc.poll() is None:
+            b.proc.kill()
+            b.proc.wait(10)
+
+
 def v5_client(client_id: str, port: int, *, expiry: int = 3600,
               clean_start=mqtt.MQTT_CLEAN_START_FIRST_ONLY) -> mqtt.Client:
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
@@ -138,10 +149,11 @@ def wait_until(predicate, timeout: float) -> bool:
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_sigkill_under_load_loses_no_acknowledged_message_and_no_will_MQTT_3_1_2_8(tmp_path, seed):
+def test_sigkill_under_load_loses_no_acknowledged_message_and_no_will_MQTT_3_1_2_8(tmp_path, seed, brokers):
     rng = random.Random(seed)
     port = free_port()
     broker = BrokerProcess(port, tmp_path / "data", tmp_path / "broker.log")
+    brokers.append(broker)
     broker.start()
     sub = DurableSubscriber(port)
     assert wait_until(lambda: sub.client.is_connected(), 5)
@@ -204,9 +216,10 @@ def test_sigkill_under_load_loses_no_acknowledged_message_and_no_will_MQTT_3_1_2
     assert "Traceback" not in (tmp_path / "broker.log").read_text()
 
 
-def test_clean_restart_keeps_sessions_retained_and_pending_wills(tmp_path):
+def test_clean_restart_keeps_sessions_retained_and_pending_wills(tmp_path, brokers):
     port = free_port()
     broker = BrokerProcess(port, tmp_path / "data", tmp_path / "broker.log")
+    brokers.append(broker)
     broker.start()
     sub = DurableSubscriber(port)
     assert wait_until(lambda: sub.client.is_connected(), 5)

@@ -40,6 +40,7 @@ from ..codec.packets import (
 from ..config import Config
 from ..errors import MqttError, ProtocolError, UnsupportedProtocolVersion
 from .actions import Action, Close, Send
+from .announce import Announcer, is_sys_topic
 from .message import Message
 from .persistence import Recorder
 from .persistence import restore as restore_state
@@ -79,6 +80,7 @@ RC_UNSPECIFIED = 0x80
 RC_PROTOCOL_ERROR = 0x82
 RC_UNSUPPORTED_PROTOCOL_VERSION = 0x84
 RC_CLIENT_ID_NOT_VALID = 0x85
+RC_NOT_AUTHORIZED = 0x87
 RC_BAD_AUTH_METHOD = 0x8C
 RC_KEEP_ALIVE_TIMEOUT = 0x8D
 RC_SESSION_TAKEN_OVER = 0x8E
@@ -138,6 +140,11 @@ class BrokerCore:
         self.timers = TimerQueue()
         self.timeline = Timeline(sink=self.recorder if persist else None)  # persisted with the rest
         self.wills = WillKeeper(self.timers, self.timeline, self._route, self.recorder.session)
+        self.wills.cause_property = self.config.will_cause_property
+        # wall-clock seconds = monotonic now + wall_offset: the edge sets it (the core reads no clock);
+        # used for the times in the $SYS event payloads
+        self.wall_offset = 0.0
+        self.announce = Announcer(self)  # $SYS events and presence
         self._new_client_id = client_id_factory or _default_client_id
         self._out: list[Action] = []
         self._share_cursor: dict[str, int] = {}
@@ -149,8 +156,8 @@ class BrokerCore:
     def new_conn_id(self) -> int:
         return next(self._conn_ids)
 
-    def open(self, conn_id: int, now: float, peer: str = "") -> list[Action]:
-        conn = Conn(conn_id=conn_id, peer=peer, last_activity=now,
+    def open(self, conn_id: int, now: float, peer: str = "", sockport: int = 0) -> list[Action]:
+        conn = Conn(conn_id=conn_id, peer=peer, last_activity=now, sockport=sockport,
                     decoder=Decoder(max_packet_size=self.config.max_packet_size))
         self.conns[conn_id] = conn
         self.timers.schedule(("connect", conn_id), now + self.config.connect_timeout)
@@ -225,6 +232,22 @@ class BrokerCore:
                 if msg is not None and msg.expired(now):
                     self.retained.remove_if(ident, msg)
                     self.recorder.retained_changed(ident, None)
+            elif kind == "recovered":  # the recovery grace period after a restart is over
+                self.announce.recovery_ended(ident, now)
+        return self._take()
+
+    def writing_paused(self, conn_id: int) -> None:
+        """The connection's socket buffer is above its high-water mark: stop writing to it."""
+        conn = self.conns.get(conn_id)
+        if conn is not None:
+            conn.paused = True
+
+    def writing_resumed(self, conn_id: int, now: float) -> list[Action]:
+        conn = self.conns.get(conn_id)
+        if conn is not None and conn.paused:
+            conn.paused = False
+            if conn.session is not None and conn.state == CONNECTED:
+                self._pump(conn.session, now)
         return self._take()
 
     def next_deadline(self) -> float | None:
@@ -240,6 +263,7 @@ class BrokerCore:
     def restore(self, state, now: float, wall_now: float, crashed: bool) -> list[Action]:
         """Load what the store holds (start-up only). Wills of clients connected when the broker
         stopped become pending, with the recovery grace period."""
+        self.wall_offset = wall_now - now
         restore_state(self, state, now, wall_now, crashed)
         return self._take()
 
@@ -321,7 +345,7 @@ class BrokerCore:
             self._close(conn, f"protocol error before CONNACK: {err}")
             return
         if conn.state == CONNECTED:
-            if conn.protocol_level == PROTOCOL_5:
+            if conn.protocol_level == PROTOCOL_5 and getattr(err, "send_disconnect", True):
                 # [MQTT-4.13.1-1] a Malformed Packet or Protocol Error: DISCONNECT with the reason, then close
                 self._send(conn, Disconnect(err.reason_code, properties=self._reason(conn, str(err))))
             self._end_connection(conn, now, f"protocol error 0x{err.reason_code:02X}: {err}", err.rule)
@@ -401,6 +425,11 @@ class BrokerCore:
                     log.info("connect refused client_id=%s: will retain not supported [MQTT-3.2.2-6]", client_id)
                     self.wills.refused(client_id, now, "will retain not supported", "MQTT-3.2.2-6")
                     self._close(conn, "CONNECT refused: will retain not supported")
+                return
+            if is_sys_topic(will.topic):
+                # $SYS is the broker's: a will there could forge its events (README "$SYS events").
+                # CONNACK 0x87 Not authorized (3.1.1: return code 5)
+                self._refuse(conn, RC_NOT_AUTHORIZED, f"will topic {will.topic!r}: $SYS topics are the broker's")
                 return
 
         # -- session expiry and keep-alive as granted
@@ -490,11 +519,13 @@ class BrokerCore:
         if session_present:
             self._resend_inflight(conn, session)
             self._pump(session, now)
+        self.announce.connected(conn, session, p, now)  # presence online, $SYS connected
 
     # ==== ending connections and sessions =========================================================
     def _end_connection(self, conn: Conn, now: float, cause: str, rule: str | None,
-                        *, normal: bool = False, send_close: bool = True) -> None:
-        """Close ``conn``; unless ``normal`` (DISCONNECT 0x00), its will follows [MQTT-3.1.2-8]."""
+                        *, normal: bool = False, send_close: bool = True, will_cancelled: bool = False) -> None:
+        """Close ``conn``; unless ``normal`` (DISCONNECT 0x00), its will follows [MQTT-3.1.2-8].
+        ``will_cancelled``: the DISCONNECT 0x00 discarded a will (for the $SYS disconnected event)."""
         if send_close:
             self._close(conn, cause)
         else:
@@ -510,8 +541,12 @@ class BrokerCore:
         session.disconnected_at = now
         self.recorder.session(session)
         log.info("disconnect client_id=%s: %s", session.client_id, cause)
+        self.announce.offline(session.client_id, now)  # presence first, then the will
         if not normal:
-            self.wills.connection_ended(session, now, cause, rule)
+            decision = self.wills.connection_ended(session, now, cause, rule)
+        else:
+            decision = ("cancelled", None, "MQTT-3.14.4-3") if will_cancelled else None
+        self.announce.disconnected(conn, session, now, cause, normal, decision)
         if session.expiry_interval == 0:
             self._end_session(session, now, "session expired at disconnect (Session Expiry Interval 0)",
                               "MQTT-3.1.2-23")
@@ -569,7 +604,7 @@ class BrokerCore:
                 else:
                     topic = conn.aliases_in.get(alias)
                     if topic is None:
-                        raise ProtocolError(f"topic alias {alias} used before it was set", rule="MQTT-3.3.4-7")
+                        raise ProtocolError(f"topic alias {alias} used before it was set (3.3.2.3.4)")
             elif not topic:
                 raise ProtocolError("PUBLISH with an empty topic and no topic alias", rule="MQTT-3.3.2-1")
             if "subscription_identifier" in props:
@@ -606,7 +641,16 @@ class BrokerCore:
             mei = None
         message = Message(topic, p.payload, qos, p.retain, fwd, conn.client_id,
                           (now + mei) if mei is not None else None)
-        self._route(message, now)
+        if topic[:1] == "$" and is_sys_topic(topic):
+            # $SYS is the broker's: a client's PUBLISH there is dropped, neither routed nor retained
+            # (as mosquitto does). MQTT 5 says so: PUBACK/PUBREC 0x87 Not authorized; 3.1.1 has no
+            # way to, so the normal positive acknowledgement [MQTT-3.3.5-2]
+            log.info("client_id=%s PUBLISH to %r dropped: $SYS topics are the broker's", conn.client_id, topic)
+            if qos and conn.protocol_level == PROTOCOL_5:
+                self._send(conn, (Puback if qos == 1 else Pubrec)(p.packet_id, RC_NOT_AUTHORIZED))
+                return
+        else:
+            self._route(message, now)
         if qos == 1:
             self._send(conn, Puback(p.packet_id))
         elif qos == 2:
@@ -686,9 +730,13 @@ class BrokerCore:
     def _deliver(self, session: Session, message: Message, qos: int, retain: bool,
                  sub_ids: tuple[int, ...], now: float) -> None:
         conn = session.conn
-        if conn is not None and (qos == 0 or (not session.queue and len(session.inflight) < conn.receive_maximum)):
+        if conn is not None and not conn.paused and \
+                (qos == 0 or (not session.queue and len(session.inflight) < conn.receive_maximum)):
             self._transmit(conn, session, Delivery(message, qos, retain, sub_ids), now)
             return
+        # a slow subscriber (its socket buffer is full: conn.paused) gets its messages, QoS 0 too,
+        # through the session queue, which is bounded by max_queued_messages: beyond that they
+        # are dropped and counted, never buffered without bound
         if qos == 0 and conn is None and not self.config.queue_qos0:
             if message.is_will:
                 self.wills.delivery_dropped(message, session.client_id, "offline_qos0", now)
@@ -777,7 +825,7 @@ class BrokerCore:
     def _pump(self, session: Session, now: float) -> None:
         """Move queued deliveries into flight while the client's Receive Maximum allows [MQTT-4.9.0-2]."""
         conn = session.conn
-        if conn is None:
+        if conn is None or conn.paused:
             return
         resend = conn.resend
         # held-back re-sends first, while the send quota allows: the in-flight ones not held count
@@ -946,9 +994,10 @@ class BrokerCore:
         code = p.reason_code
         if code == RC_SUCCESS:
             # [MQTT-3.14.4-3] normal disconnection: the will is discarded, never published
-            self.wills.discard(session, now, "DISCONNECT with reason 0x00 (normal disconnection)",
-                               "MQTT-3.14.4-3")
-            self._end_connection(conn, now, "client sent DISCONNECT 0x00", "MQTT-3.14.4-3", normal=True)
+            cancelled = self.wills.discard(session, now, "DISCONNECT with reason 0x00 (normal disconnection)",
+                                           "MQTT-3.14.4-3")
+            self._end_connection(conn, now, "client sent DISCONNECT 0x00", "MQTT-3.14.4-3", normal=True,
+                                 will_cancelled=cancelled)
         elif code == RC_DISCONNECT_WITH_WILL:
             self._end_connection(conn, now, "client sent DISCONNECT 0x04 (disconnect with will message)",
                                  "MQTT-3.14.2-1")
@@ -961,8 +1010,13 @@ class BrokerCore:
         raise ProtocolError("AUTH received but no enhanced authentication is in progress", rule="MQTT-4.12.0-7")
 
     def _on_connect_again(self, conn: Conn, p: Connect, now: float) -> None:
-        # [MQTT-3.1.0-2] a second CONNECT is a Protocol Error: close the connection
-        raise ProtocolError("second CONNECT on one connection", rule="MQTT-3.1.0-2")
+        # [MQTT-3.1.0-2] a second CONNECT is a Protocol Error: close the connection. No DISCONNECT
+        # first (allowed either way by 4.13.1): like mosquitto and the Paho reference broker, since a
+        # client that sent a second CONNECT may not expect a DISCONNECT (the Paho interoperability
+        # suite's client can hang reading one)
+        err = ProtocolError("second CONNECT on one connection", rule="MQTT-3.1.0-2")
+        err.send_disconnect = False
+        raise err
 
     _handlers = {
         Publish: _on_publish,

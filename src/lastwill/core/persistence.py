@@ -165,6 +165,7 @@ def restore(core: BrokerCore, state: StoredState, now: float, wall_now: float, c
     Sessions that were connected when the broker stopped lost their connection without DISCONNECT:
     after a crash, or after a shutdown that kept their wills, their wills are recovered as pending,
     published after the recovery grace period unless the client reconnects first (see will.py).
+    Their presence, which the store still says ``online``, waits for the grace period too (announce.py).
     """
     offset = wall_now - now
     grace = core.config.recovery_grace
@@ -211,6 +212,8 @@ def restore(core: BrokerCore, state: StoredState, now: float, wall_now: float, c
             # its connection ended when the broker stopped, without DISCONNECT
             why = "broker crashed while the client was connected" if crashed else \
                 "broker shut down while the client was connected"
+            # presence (the store still says online) and the $SYS event wait for the grace period too
+            core.announce.recovering_client(ss.client_id, now, grace, crashed)
             core.wills.recovered(session, now, grace, why, "broker_crash" if crashed else "broker_restart")
             session.disconnected_at = now
             if session.expiry_interval != NEVER:
@@ -222,6 +225,7 @@ def restore(core: BrokerCore, state: StoredState, now: float, wall_now: float, c
             if session.expiry_interval != NEVER and disconnected_at is not None:
                 core.timers.schedule(("session", ss.client_id), disconnected_at + session.expiry_interval)
         core.recorder.session(session)
+    core.announce.restored(now, grace, crashed)
     log.info("restored %d session(s), %d retained message(s), %d queued or in-flight message(s), "
              "%d client timeline(s)%s", len(state.sessions), len(state.retained),
              sum(len(v) for v in state.deliveries.values()), len(state.timeline), " after a crash" if crashed else "")

@@ -86,11 +86,14 @@ class Conn:
     last_activity: float = 0.0
     connect_expiry_interval: int = 0  # Session Expiry Interval from CONNECT (for [MQTT-3.14.2-2])
     connected_at: float = 0.0  # when the CONNECT was accepted (monotonic; for the admin API)
+    username: str | None = None  # from CONNECT (for the $SYS events)
+    sockport: int = 0  # the local port the connection came in on (for the $SYS events)
     # what the client told us (MQTT 5 CONNECT properties)
     receive_maximum: int = 65535
     maximum_packet_size: int | None = None
     topic_alias_maximum: int = 0
     request_problem_information: bool = True
+    paused: bool = False  # the socket is not keeping up (edge: pause_writing): hold QoS 1/2, drop QoS 0
     aliases_in: dict[int, str] = field(default_factory=dict)
     aliases_out: dict[str, int] = field(default_factory=dict)
     # packet ids of a resumed session's unacknowledged PUBLISHes not yet re-sent on this connection:

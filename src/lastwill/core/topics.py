@@ -118,6 +118,11 @@ class SubscriptionTree:
     def __len__(self) -> int:
         return self._count
 
+    def has_child(self, first_level: str) -> bool:
+        """True if some subscription (plain or shared) starts with ``first_level`` literally: for a
+        ``$`` level, whether any PUBLISH under it can reach anyone [MQTT-4.7.2-1]."""
+        return first_level in self._root.children
+
     def add(self, client_id: str, topic_filter: str, options: SubOptions) -> bool:
         """Add or replace; returns True if the subscription did not exist before."""
         group, inner = parse_shared(topic_filter)

@@ -93,6 +93,13 @@ def cause_kind(cause: str) -> str:
     return "network_error"
 
 
+# What ``connection_ended`` decided, for the $SYS disconnected event: (decision, fire_at, rule) with
+# decision "published" or "deferred" (fire_at: the monotonic deadline; None when published)
+Decision = tuple[str, float | None, str]
+
+CAUSE_PROPERTY = "lastwill-cause"  # the User Property a will carries when will_cause_property is on
+
+
 def _count(counter: dict[str, int], key: str) -> None:
     counter[key] = counter.get(key, 0) + 1
 
@@ -114,6 +121,7 @@ class WillKeeper:
         self.cancelled_by_cause: dict[str, int] = {}  # keys of CANCEL_CAUSES
         self.dropped_by_reason: dict[str, int] = {}  # keys of DROP_REASONS
         self._firing: list | None = None  # drops reported while a will is being published
+        self.cause_property = False  # will_cause_property: add User Property ("lastwill-cause", cause)
 
     # -- arming ---------------------------------------------------------------------------
     def arm(self, session: Session, will: Will | None, now: float) -> None:
@@ -151,10 +159,10 @@ class WillKeeper:
                                  f"connection is published", rule or "MQTT-3.1.2-7")
 
     # -- the connection ends ----------------------------------------------------------------
-    def discard(self, session: Session, now: float, why: str, rule: str) -> None:
-        """DISCONNECT 0x00: delete the will without publishing it [MQTT-3.14.4-3]."""
+    def discard(self, session: Session, now: float, why: str, rule: str) -> bool:
+        """DISCONNECT 0x00: delete the will without publishing it [MQTT-3.14.4-3]. True if there was one."""
         if session.will is None:
-            return
+            return False
         session.will = None  # [MQTT-3.1.2-10] removed on DISCONNECT 0x00
         session.will_fire_at = None
         self.record(session)  # the cancellation is durable before the broker acts on it
@@ -162,15 +170,17 @@ class WillKeeper:
         _count(self.cancelled_by_cause, "disconnect")
         self.timeline.record(session.client_id, now, "cancelled", why, rule, cause="disconnect")
         log.info("will client_id=%s cancelled: %s [%s]", session.client_id, why, rule)
+        return True
 
     def connection_ended(self, session: Session, now: float, cause: str, rule: str | None = None,
-                         kind: str | None = None) -> None:
+                         kind: str | None = None) -> Decision | None:
         """The network connection ended without DISCONNECT 0x00: publish now or defer [MQTT-3.1.2-8].
 
-        ``kind``: the cause as a key of CAUSES (worked out from ``cause`` when not given)."""
+        ``kind``: the cause as a key of CAUSES (worked out from ``cause`` when not given).
+        Returns what was decided (None: the session held no will)."""
         will = session.will
         if will is None:
-            return
+            return None
         kind = kind or cause_kind(cause)
         self.timeline.record(session.client_id, now, "connection-ended", cause, rule or "MQTT-3.1.2-8",
                              cause=kind)
@@ -180,9 +190,9 @@ class WillKeeper:
         session.will_cause = cause
         session.will_cause_kind = kind
         if wait <= 0:
-            self.fire(session, now, cause,
-                      "MQTT-3.1.2-8" if delay == 0 else "MQTT-3.1.3-9")
-            return
+            fire_rule = "MQTT-3.1.2-8" if delay == 0 else "MQTT-3.1.3-9"
+            self.fire(session, now, cause, fire_rule)
+            return ("published", None, fire_rule)
         session.will_fire_at = now + wait
         self.timers.schedule(("will", session.client_id), session.will_fire_at)
         self.record(session)
@@ -193,6 +203,7 @@ class WillKeeper:
                              "MQTT-3.1.3-9", fire_at=session.will_fire_at, wait=wait)
         log.info("will client_id=%s deferred %ss (%s) after %s [MQTT-3.1.3-9]",
                  session.client_id, wait, bound, cause)
+        return ("deferred", session.will_fire_at, "MQTT-3.1.3-9")
 
     # -- the session comes back or ends -------------------------------------------------------
     def resume(self, session: Session, now: float) -> None:
@@ -274,7 +285,13 @@ class WillKeeper:
             self.fire(session, now, "the client did not reconnect within the recovery grace period",
                       "MQTT-3.1.2-8")
             return
-        self.fire(session, now, "will delay elapsed", "MQTT-3.1.3-9")
+        delay = will_delay_of(session.will)
+        expiry = session.expiry_interval
+        if expiry != NEVER and expiry < delay:  # the session ends first [MQTT-3.1.3-9]
+            why = f"session expiry elapsed (session expiry {expiry}s, before the will delay {delay}s)"
+        else:
+            why = "will delay elapsed"
+        self.fire(session, now, why, "MQTT-3.1.3-9")
 
     # -- publishing --------------------------------------------------------------------------
     def fire(self, session: Session, now: float, why: str, rule: str) -> None:
@@ -289,6 +306,9 @@ class WillKeeper:
         self.record(session)
         props = {k: v for k, v in will.properties.items()
                  if k not in ("will_delay_interval", "message_expiry_interval")}  # never forwarded
+        kind = session.will_cause_kind or cause_kind(session.will_cause or why)
+        if self.cause_property:  # after the will's own User Properties, whose order is kept [MQTT-3.1.3-10]
+            props["user_property"] = [*props.get("user_property", ()), (CAUSE_PROPERTY, kind)]
         mei = will.properties.get("message_expiry_interval")
         message = Message(
             topic=will.topic, payload=will.payload, qos=will.qos,
@@ -303,7 +323,6 @@ class WillKeeper:
         finally:
             drops, self._firing = self._firing, None
         self.published += 1
-        kind = session.will_cause_kind or cause_kind(session.will_cause or why)
         _count(self.published_by_cause, kind)
         if receivers:
             outcome = f"published on {will.topic!r} to {receivers} subscriber(s)"

@@ -50,7 +50,6 @@ class Server:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.transports: dict[int, asyncio.Transport] = {}
         self.lost_causes: dict[int, str] = {}
-        self.paused: set[int] = set()
         self.servers: list[asyncio.base_events.Server] = []
         self.addresses: list[tuple[str, int]] = []
         self._timer: asyncio.TimerHandle | None = None
@@ -59,6 +58,7 @@ class Server:
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
         self.fatal = asyncio.Event()
+        self.core.wall_offset = time.time() - self.loop.time()  # kept up to date by _flush
         if self.storage is not None:
             state = self.storage.load()  # StoreError stops start-up with its message
             crashed = state.meta.get("running") == "1"
@@ -95,16 +95,21 @@ class Server:
             self._flush()
         for transport in list(self.transports.values()):
             transport.close()
-        if self.storage is not None and not self.fatal.is_set():
-            batch = self.core.take_batch(time.time() - self.loop.time()) or Batch()
-            batch.meta["running"] = "0"
-            self.storage.commit(batch)
-            self.storage.close()
-        for srv in self.servers:
-            await srv.wait_closed()
+        for _ in range(3):  # let the connection_lost callbacks run while the store is still open
+            await asyncio.sleep(0)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self.storage is not None and not self.fatal.is_set():
+            self._flush()
+            batch = self.core.take_batch(time.time() - self.loop.time()) or Batch()
+            batch.meta["running"] = "0"
+            self.storage.commit(batch)
+        if self.storage is not None:
+            self.storage.close()
+            self.storage = None  # whatever still arrives is not committed: the broker has stopped
+        for srv in self.servers:
+            await srv.wait_closed()
         await asyncio.sleep(0)
 
     def run(self, actions: list) -> None:
@@ -119,8 +124,10 @@ class Server:
         """Group commit, then the writes: an acknowledgement never leaves before what it acknowledges
         is durable (PUBACK/PUBREC after the message, CONNACK after the will)."""
         self._flush_scheduled = False
+        # the core reads no clock: the wall-clock offset for the next turn's calls ($SYS event times)
+        wall_offset = self.core.wall_offset = time.time() - self.loop.time()
         if self.storage is not None and not self.fatal.is_set():
-            batch = self.core.take_batch(time.time() - self.loop.time())
+            batch = self.core.take_batch(wall_offset)
             if batch:
                 started = time.perf_counter()
                 try:

@@ -1,4 +1,4 @@
-"""One TCP connection: an ``asyncio.Protocol`` that feeds bytes to the core. No coroutine per read."""
+"""One TCP connection: an asyncio (buffered) protocol that feeds bytes to the core. No coroutine per read."""
 
 from __future__ import annotations
 
@@ -11,9 +11,16 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger("lastwill")
 
+WRITE_HIGH_WATER = 1024 * 1024
+# At most this much is read from one socket per callback, into one buffer shared by every
+# connection (copied out at once): under a flood, each event-loop turn does a bounded amount of
+# work per publisher, so accepts, CONNACKs, writes and timers are not starved.
+READ_CHUNK = 32 * 1024
+_read_buffer = memoryview(bytearray(READ_CHUNK))
 
-class MqttProtocol(asyncio.Protocol):
-    __slots__ = ("server", "transport", "conn_id", "paused")
+
+class MqttProtocol(asyncio.BufferedProtocol):
+    __slots__ = ("server", "transport", "conn_id")
 
     def __init__(self, server: Server):
         self.server = server
@@ -22,12 +29,22 @@ class MqttProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        # a subscriber may have this much unsent before it counts as slow (see core: Conn.paused)
+        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_HIGH_WATER // 4)
         server = self.server
         self.conn_id = server.core.new_conn_id()
         server.transports[self.conn_id] = transport
         peer = transport.get_extra_info("peername")
         peer_text = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else str(peer or "")
-        server.run(server.core.open(self.conn_id, server.loop.time(), peer_text))
+        local = transport.get_extra_info("sockname")
+        sockport = local[1] if isinstance(local, tuple) and len(local) >= 2 else 0
+        server.run(server.core.open(self.conn_id, server.loop.time(), peer_text, sockport))
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return _read_buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(bytes(_read_buffer[:nbytes]))
 
     def data_received(self, data: bytes) -> None:
         server = self.server
@@ -60,7 +77,8 @@ class MqttProtocol(asyncio.Protocol):
         server.run(actions)
 
     def pause_writing(self) -> None:
-        self.server.paused.add(self.conn_id)
+        self.server.core.writing_paused(self.conn_id)
 
     def resume_writing(self) -> None:
-        self.server.paused.discard(self.conn_id)
+        server = self.server
+        server.run(server.core.writing_resumed(self.conn_id, server.loop.time()))

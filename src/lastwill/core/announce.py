@@ -1,0 +1,215 @@
+"""What the broker itself publishes about its clients: ``$SYS`` events and presence.
+
+* ``$SYS/brokers/<node_name>/clients/<client id>/connected`` and ``.../disconnected`` (``sys_events``):
+  EMQX's topics and JSON fields (``emqx_sys.erl``: clientid, username, ipaddress, sockport, protocol,
+  proto_name, proto_ver, connected_at, ts; keepalive, clean_start, expiry_interval when connected;
+  reason, disconnected_at when disconnected), plus lastwill's ``will``: what the will rule decided when
+  the connection ended (``published``, ``deferred`` with ``fire_at``, ``cancelled``, ``none``) and the
+  rule. QoS 0, not retained, from the broker (origin None); ``#`` and ``+`` never match them
+  [MQTT-4.7.2-1]. The JSON is built only when some subscription lies under ``$SYS``.
+* ``presence_topic`` (e.g. ``presence/{client_id}``): a retained QoS 1 ``online`` at CONNECT and
+  ``offline`` when the connection ends, whatever the will delay: presence says whether the client
+  is connected, the will says what the client wanted said.
+* After a restart, a client that was connected (or whose presence the store still says ``online``)
+  is *recovering* until the recovery grace period ends: reconnecting cancels that; otherwise, at its
+  end, presence turns ``offline`` (its recovered will, due then too unless its Will Delay is longer,
+  follows at once) and a ``disconnected`` event with reason ``broker_crash`` / ``broker_restart`` goes
+  out, when subscribers have had time to come back.
+
+Times in the payloads are wall-clock milliseconds, ``now + core.wall_offset``: the edge sets the
+offset, the core reads no clock.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from typing import TYPE_CHECKING
+
+from ..codec.reason_codes import ReasonCode
+from .message import Message
+from .topics import TopicError, validate_topic_name
+from .will import Decision, cause_kind
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..codec.packets import Connect
+    from .broker import BrokerCore
+    from .sessions import Conn, Session
+
+log = logging.getLogger("lastwill")
+
+ONLINE, OFFLINE = b"online", b"offline"
+
+# lastwill's cause labels (will.CAUSES) as EMQX's disconnect reasons
+_EMQX_REASONS = {
+    "eof": "tcp_closed",
+    "reset": "sock_error",
+    "network_error": "sock_error",
+    "keep_alive": "keepalive_timeout",
+    "takeover": "takenover",
+    "disconnect_with_will": "disconnect_with_will_message",
+    "server_shutdown": "server_shutting_down",
+    "internal_error": "internal_error",
+    "broker_crash": "broker_crash",
+    "broker_restart": "broker_restart",
+}
+_CODE = re.compile(r"0x([0-9A-Fa-f]{2})")
+
+
+def is_sys_topic(topic: str) -> bool:
+    """``$SYS`` or under it: the broker's own topics; clients do not publish there."""
+    return topic == "$SYS" or topic.startswith("$SYS/")
+
+
+def emqx_reason(cause: str, normal: bool) -> str:
+    """The ``reason`` of a disconnected event, named as EMQX names it (snake case)."""
+    if normal:
+        return "normal"
+    kind = cause_kind(cause)
+    if kind in ("protocol_error", "disconnect_error"):  # the reason code's name: malformed_packet, ...
+        m = _CODE.search(cause)
+        if m is not None:
+            try:
+                return ReasonCode(int(m.group(1), 16)).name.lower()
+            except ValueError:
+                return f"reason_code_0x{m.group(1).lower()}"
+        return kind
+    return _EMQX_REASONS.get(kind, kind)
+
+
+class Announcer:
+    def __init__(self, core: BrokerCore):
+        cfg = core.config
+        self.core = core
+        self.sys_events = cfg.sys_events
+        self.node = cfg.node_name
+        self.presence_topic = cfg.presence_topic
+        self._p_prefix, _, self._p_suffix = cfg.presence_topic.partition("{client_id}")
+        # client id -> (restored at, reason, had a will) while its recovery grace period runs
+        self.recovering: dict[str, tuple[float, str, bool]] = {}
+
+    def wall_ms(self, mono: float) -> int:
+        return int(round((mono + self.core.wall_offset) * 1000))
+
+    # -- connections ---------------------------------------------------------------------------
+    def connected(self, conn: Conn, session: Session, p: Connect, now: float) -> None:
+        """CONNECT accepted (called after the CONNACK and whatever the resumed session re-sent)."""
+        client_id = session.client_id
+        if self.recovering and self.recovering.pop(client_id, None) is not None:
+            self.core.timers.cancel(("recovered", client_id))
+        conn.username = p.username
+        if self.presence_topic:
+            self._presence(client_id, ONLINE, now)
+        if self.sys_events and self._sys_wanted():
+            payload = self._common(conn, client_id, now)
+            payload.update(keepalive=conn.keep_alive, clean_start=bool(p.clean_start),
+                           expiry_interval=session.expiry_interval)
+            self._sys(client_id, "connected", payload, now)
+
+    def offline(self, client_id: str, now: float) -> None:
+        """The connection ended (before the will decision, so that presence goes first)."""
+        if self.presence_topic:
+            self._presence(client_id, OFFLINE, now)
+
+    def disconnected(self, conn: Conn, session: Session, now: float, cause: str, normal: bool,
+                     decision: Decision | None) -> None:
+        """The connection ended and the will rule has decided: the $SYS disconnected event."""
+        if self.sys_events and self._sys_wanted():
+            payload = self._common(conn, session.client_id, now)
+            payload.update(reason=emqx_reason(cause, normal), disconnected_at=self.wall_ms(now),
+                           will=self._will(decision))
+            self._sys(session.client_id, "disconnected", payload, now)
+
+    # -- after a restart -------------------------------------------------------------------------
+    def recovering_client(self, client_id: str, now: float, grace: float, crashed: bool) -> None:
+        """Restore: the client was connected when the broker stopped (called before its will is
+        recovered, so that at the same deadline presence goes first)."""
+        if not (self.presence_topic or self.sys_events):
+            return
+        self.recovering[client_id] = (now, "broker_crash" if crashed else "broker_restart", False)
+        self.core.timers.schedule(("recovered", client_id), now + grace)
+
+    def restored(self, now: float, grace: float, crashed: bool) -> None:
+        """End of restore: presence the store still says ``online`` (the broker stopped before it
+        could say otherwise, maybe during an earlier grace period) recovers too; note who had a will."""
+        core = self.core
+        if self.presence_topic:
+            prefix, suffix = self._p_prefix, self._p_suffix
+            for topic, msg in list(core.retained.items()):
+                if msg.origin is None and msg.payload == ONLINE and topic.startswith(prefix) \
+                        and topic.endswith(suffix) and len(topic) >= len(prefix) + len(suffix):
+                    client_id = topic[len(prefix):len(topic) - len(suffix)]
+                    if client_id not in self.recovering:
+                        self.recovering_client(client_id, now, grace, crashed)
+        for client_id, (at, reason, _) in self.recovering.items():
+            session = core.sessions.get(client_id)
+            self.recovering[client_id] = (at, reason, session is not None and session.will is not None)
+
+    def recovery_ended(self, client_id: str, now: float) -> None:
+        """The recovery grace period is over and the client did not reconnect: presence ``offline``,
+        its recovered will if due, and the disconnected event."""
+        entry = self.recovering.pop(client_id, None)
+        if entry is None:
+            return
+        restored_at, reason, had_will = entry
+        core = self.core
+        session = core.sessions.get(client_id)
+        if session is not None and session.conn is not None:  # pragma: no cover - connected() cancels
+            return
+        log.info("client_id=%s did not reconnect within the recovery grace period%s", client_id,
+                 ": presence offline" if self.presence_topic else "")
+        self.offline(client_id, now)
+        decision: Decision | None = None
+        if session is not None and session.will is not None and session.will_fire_at is not None:
+            if session.will_fire_at <= now:
+                core.wills.timer_fired(session, now)
+                decision = ("published", None, "MQTT-3.1.2-8")
+            else:  # a Will Delay longer than the grace period
+                decision = ("deferred", session.will_fire_at, "MQTT-3.1.3-9")
+        elif had_will:  # published already (its deadline, kept from before, came first)
+            decision = ("published", None, "MQTT-3.1.2-8")
+        if self.sys_events and self._sys_wanted():
+            payload = {"clientid": client_id, "username": None, "ipaddress": None, "sockport": None,
+                       "protocol": "mqtt", "proto_name": None, "proto_ver": None, "connected_at": None,
+                       "ts": self.wall_ms(now), "reason": reason, "disconnected_at": self.wall_ms(restored_at),
+                       "will": self._will(decision)}
+            self._sys(client_id, "disconnected", payload, now)
+
+    # -- plumbing ----------------------------------------------------------------------------------
+    def _sys_wanted(self) -> bool:
+        return self.core.tree.has_child("$SYS")  # nobody subscribed under $SYS: build nothing
+
+    def _common(self, conn: Conn, client_id: str, now: float) -> dict:
+        host = conn.peer.rpartition(":")[0] if ":" in conn.peer else conn.peer
+        return {"clientid": client_id, "username": conn.username, "ipaddress": host or None,
+                "sockport": conn.sockport or None, "protocol": "mqtt",
+                "proto_name": "MQIsdp" if conn.protocol_level == 3 else "MQTT", "proto_ver": conn.protocol_level,
+                "connected_at": self.wall_ms(conn.connected_at), "ts": self.wall_ms(now)}
+
+    def _will(self, decision: Decision | None) -> dict:
+        if decision is None:
+            return {"decision": "none", "fire_at": None, "rule": None}
+        kind, fire_at, rule = decision
+        return {"decision": kind, "fire_at": None if fire_at is None else self.wall_ms(fire_at), "rule": rule}
+
+    def _sys(self, client_id: str, event: str, payload: dict, now: float) -> None:
+        topic = f"$SYS/brokers/{self.node}/clients/{client_id}/{event}"
+        if self._valid(topic):
+            data = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+            self.core._route(Message(topic, data, 0, False), now)
+
+    def _presence(self, client_id: str, state: bytes, now: float) -> None:
+        topic = self._p_prefix + client_id + self._p_suffix
+        if self._valid(topic):
+            self.core._route(Message(topic, state, 1, True), now)  # retained: late subscribers see it
+
+    @staticmethod
+    def _valid(topic: str) -> bool:
+        """A client id with '+', '#' or U+0000 makes no valid topic name: nothing is published for it."""
+        try:
+            validate_topic_name(topic)
+        except TopicError as e:
+            log.debug("not published on %r: %s", topic, e)
+            return False
+        return True
