@@ -60,7 +60,7 @@ def test_connack_v311_drops_properties():
     assert encode(Connack(0, True, {"server_keep_alive": 5}), 4) == b"\x20\x02\x01\x00"
 
 
-def test_connack_session_present_cleared_on_refusal_MQTT_3_2_2_6():
+def test_connack_session_present_cleared_on_refusal_v5_MQTT_3_2_2_6():
     assert encode(Connack(0x87, True), 5) == b"\x20\x03\x00\x87\x00"
     assert encode(Connack(0x87, True), 4) == b"\x20\x02\x00\x05"
 

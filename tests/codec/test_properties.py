@@ -172,7 +172,7 @@ def test_value_overruns_the_property_length():
         read_properties(b"\x01\x01\x01", 0, "PUBLISH")
 
 
-def test_empty_properties_encode_as_zero_length_MQTT_2_2_2_1():
+def test_empty_properties_encode_as_zero_length_v5_MQTT_2_2_2_1():
     assert encode_properties({}) == b"\x00"
     assert read_properties(b"\x00", 0, "CONNECT") == ({}, 1)
 

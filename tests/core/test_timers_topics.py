@@ -60,7 +60,7 @@ def test_timer_queue_many_due_at_once_earliest_first():
     ("a/#", "a/b/c", True), ("#", "a/b", True), ("+/+", "a/b", True), ("+", "a/b", False),
     ("a/+/c", "a//c", True), ("+/b", "/b", True), ("sport/tennis/#", "sport/tennis", True),
 ])
-def test_topic_matching_wildcards_MQTT_4_7_1_1(f, t, ok):
+def test_topic_matching_wildcards_v5_MQTT_4_7_1_1_MQTT_4_7_1_2(f, t, ok):
     assert topic_matches(f, t) is ok
     tree = SubscriptionTree()
     tree.add("c", f, SubOptions())
@@ -78,7 +78,7 @@ def test_dollar_topics_not_matched_by_leading_wildcard_MQTT_4_7_2_1(f):
 
 
 @pytest.mark.parametrize("bad", ["a/b#", "a/#/c", "a+", "a/+b", "#/a", ""])
-def test_invalid_topic_filters_MQTT_4_7_1_2_MQTT_4_7_1_3(bad):
+def test_invalid_topic_filters_v311_MQTT_4_7_1_2_MQTT_4_7_1_3(bad):
     with pytest.raises(TopicError):
         validate_topic_filter(bad)
 

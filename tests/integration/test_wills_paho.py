@@ -36,7 +36,7 @@ def test_paho_normal_disconnect_no_will_MQTT_3_14_4_3(broker, observer_factory, 
     obs.expect_none(1.0)
 
 
-def test_paho_keep_alive_expiry_publishes_will_MQTT_3_1_2_22(broker, observer_factory):
+def test_paho_keep_alive_expiry_publishes_will_v5_MQTT_3_1_2_22(broker, observer_factory):
     obs = observer_factory(broker.port, "ka/#")
     c = StepClient(broker.port, "sleepy", version=5, keepalive=1, will=("ka/sleepy", b"timeout", 1, False))
     t0 = time.monotonic()
@@ -87,7 +87,7 @@ def test_paho_disconnect_with_will_message_v5_MQTT_3_14_2_1(broker, observer_fac
     assert obs.get(timeout=2).payload == b"bye"
 
 
-def test_paho_retained_will_seen_by_late_subscriber_MQTT_3_1_2_15(broker, observer_factory):
+def test_paho_retained_will_seen_by_late_subscriber_v311_MQTT_3_1_2_17(broker, observer_factory):
     c = StepClient(broker.port, "ret", version=4, will=("status/ret", b"offline", 1, True))
     c.crash()
     time.sleep(0.3)

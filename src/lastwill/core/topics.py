@@ -31,7 +31,7 @@ def validate_topic_name(topic: str) -> None:
 
 
 def validate_topic_filter(topic_filter: str) -> None:
-    """Check wildcard placement [MQTT-4.7.1-1] [MQTT-4.7.1-2] [MQTT-4.7.1-3] and length [MQTT-4.7.3-1]."""
+    """Check wildcard placement (4.7.1) and length [MQTT-4.7.3-1]."""
     if not topic_filter:
         raise TopicError("topic filter is empty", "MQTT-4.7.3-1")  # [MQTT-4.7.3-1]
     if "\x00" in topic_filter:
@@ -41,11 +41,12 @@ def validate_topic_filter(topic_filter: str) -> None:
     for i, level in enumerate(levels):
         if "#" in level:
             if level != "#" or i != last:
-                # [MQTT-4.7.1-2] '#' alone in its level and the last character of the filter
+                # '#' alone in its level and the last character of the filter: 3.1.1 [MQTT-4.7.1-2],
+                # 5.0 [MQTT-4.7.1-1]
                 raise TopicError(f"topic filter {topic_filter!r}: '#' must be last and alone in its level",
                                  "MQTT-4.7.1-2")
         elif "+" in level and level != "+":
-            # [MQTT-4.7.1-3] '+' must occupy an entire level
+            # '+' must occupy an entire level: 3.1.1 [MQTT-4.7.1-3], 5.0 [MQTT-4.7.1-2]
             raise TopicError(f"topic filter {topic_filter!r}: '+' must occupy a whole level", "MQTT-4.7.1-3")
 
 
