@@ -40,9 +40,16 @@ log = logging.getLogger("lastwill.store")
 
 class Recorder:
     __slots__ = ("sessions", "sessions_deleted", "deliveries", "deliveries_deleted", "retained", "retained_deleted",
-                 "events", "timelines_forgotten")
+                 "events", "timelines_forgotten", "stored")
 
     def __init__(self) -> None:
+        # client ids whose session is in the store. A session that ends with its connection
+        # (Session Expiry 0) and holds no will has nothing a restart could need: it is never
+        # written, which keeps the connect path of clean-session clients free of store writes.
+        self.stored: set[str] = set()
+        self._reset()
+
+    def _reset(self) -> None:
         self.sessions: dict[str, Session] = {}
         self.sessions_deleted: set[str] = set()
         self.deliveries: dict[tuple[str, int], tuple[Delivery, int | None, str | None]] = {}
@@ -95,10 +102,19 @@ class Recorder:
     # -- commit time ---------------------------------------------------------------------------
     def take_batch(self, wall_offset: float) -> Batch:
         batch = Batch()
+        stored = self.stored
         for client_id in self.sessions_deleted:
-            batch.delete_session(client_id)
+            if client_id in stored:
+                batch.delete_session(client_id)
+                stored.discard(client_id)
         for session in self.sessions.values():
+            if session.expiry_interval == 0 and session.will is None:
+                if session.client_id in stored:  # it was stored (it had a will): remove it
+                    batch.delete_session(session.client_id)
+                    stored.discard(session.client_id)
+                continue
             batch.put_session(snapshot_session(session, wall_offset))
+            stored.add(session.client_id)
         for client_id, seq in self.deliveries_deleted:
             batch.delete_delivery(client_id, seq)
         cache: dict[int, StoredMessage] = {}
@@ -117,7 +133,7 @@ class Recorder:
         for client_id, e in self.events:
             batch.put_event(StoredEvent(client_id, e.seq, e.at + wall_offset, e.kind, e.detail, e.rule,
                                         _times(e.data, wall_offset)))
-        self.__init__()
+        self._reset()
         return batch
 
 
@@ -224,6 +240,7 @@ def restore(core: BrokerCore, state: StoredState, now: float, wall_now: float, c
                 core.wills.restored_pending(session, now)
             if session.expiry_interval != NEVER and disconnected_at is not None:
                 core.timers.schedule(("session", ss.client_id), disconnected_at + session.expiry_interval)
+        core.recorder.stored.add(ss.client_id)
         core.recorder.session(session)
     core.announce.restored(now, grace, crashed)
     log.info("restored %d session(s), %d retained message(s), %d queued or in-flight message(s), "
