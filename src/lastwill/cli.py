@@ -28,8 +28,12 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(Config):
         if f.name == "listen":
             parser.add_argument("--listen", action="append", metavar="HOST:PORT",
-                                help="listen on HOST:PORT (repeatable; default 127.0.0.1:1883)")
-        elif f.type in ("bool", bool):
+                                help="listen on HOST:PORT (repeatable; default 127.0.0.1:1883; --listen '' "
+                                     "for no plain MQTT listener)")
+        elif f.type in ("list[str]", list[str]):  # tls_listen, ws_listen, wss_listen, ...
+            parser.add_argument(_flag(f.name), dest=f.name, action="append", metavar="VALUE",
+                                help="repeatable")
+        elif f.type in ("bool", bool, "bool | None"):  # allow_anonymous: None = unset
             parser.add_argument(_flag(f.name), dest=f.name, action=argparse.BooleanOptionalAction,
                                 default=None)
         elif f.type in ("int", int):
@@ -60,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_admin_commands(sub)
     from .demo import add_arguments as add_demo_arguments
     add_demo_arguments(sub.add_parser("demo", help="run the seed scenario and the will cases against a broker"))
+    from .passwd import add_arguments as add_passwd_arguments
+    add_passwd_arguments(sub.add_parser("passwd", help="add, change or delete a user of a password file"))
     return parser
 
 
@@ -101,6 +107,9 @@ def _ask(args: argparse.Namespace) -> int:
 
 def config_from_args(args: argparse.Namespace) -> Config:
     overrides = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(Config)}
+    for name, value in overrides.items():
+        if isinstance(value, list):  # a repeatable flag: '' stands for none (--listen '')
+            overrides[name] = [item for item in value if item != ""]
     return load_config(args.config, **overrides)
 
 
@@ -108,22 +117,48 @@ async def _serve(config: Config) -> int:
     from .broker import Broker
 
     broker = Broker(config)
+    # signal handlers first: a SIGTERM that arrives while the listeners start still stops cleanly
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     await broker.start()
     # The broker allocates many short-lived objects without reference cycles; the default gen-0
     # threshold (700) made the collector take about a quarter of the CPU under load
     # (docs/benchmarks.md). Freeze what start-up created and collect far less often.
     gc.freeze()
     gc.set_threshold(50_000, 20, 50)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+
+    def reload() -> None:  # SIGHUP: password_file and acl_file again, connections kept (edge/security.py)
+        log.info("SIGHUP: reloading password_file and acl_file")
+        broker.reload()
+    loop.add_signal_handler(signal.SIGHUP, reload)
     fatal = broker.server.fatal
     await asyncio.wait([asyncio.ensure_future(stop.wait()), asyncio.ensure_future(fatal.wait())],
                        return_when=asyncio.FIRST_COMPLETED)
     log.info("shutting down")
     await broker.stop()
     return 1 if fatal.is_set() else 0
+
+
+def raise_descriptor_limit() -> None:
+    """Raise this process's soft limit of open files to its hard limit (one descriptor per connection:
+    the usual soft limit, 1024, would cap the broker near a thousand clients), and log it."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on Linux
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft >= hard:
+        log.info("descriptor limit (RLIMIT_NOFILE): %d, already the hard limit", soft)
+        return
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1_048_576)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError) as e:
+        log.warning("descriptor limit (RLIMIT_NOFILE) stays %d: cannot raise it to %d: %s", soft, target, e)
+        return
+    log.info("descriptor limit (RLIMIT_NOFILE) raised from %d to %d (the hard limit)", soft, target)
 
 
 def _install_loop() -> None:
@@ -142,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from .demo import run as run_demo
         return run_demo(args)
+    if args.command == "passwd":
+        from .passwd import run as run_passwd
+        return run_passwd(args)
     try:
         config = config_from_args(args)
     except ConfigError as e:
@@ -150,14 +188,18 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "serve":
+        raise_descriptor_limit()
         _install_loop()
         try:
             return asyncio.run(_serve(config))
         except StoreError as e:
             print(f"lastwill: {e}", file=sys.stderr)
             return 1
+        except ConfigError as e:  # found at start-up: a file named by a key (tls_cert, password_file, ...)
+            print(f"lastwill: {e}", file=sys.stderr)
+            return 2
         except OSError as e:
-            where = getattr(e, "listen", None) or ", ".join(config.listen)
+            where = getattr(e, "listen", None) or ", ".join(item for _, item in config.listeners())
             print(f"lastwill: cannot listen on {where}: {e.strerror or e}", file=sys.stderr)
             return 1
     return 2  # pragma: no cover

@@ -17,6 +17,9 @@ from typing import Any
 from .errors import ConfigError
 
 UINT32_MAX = 0xFFFFFFFF
+# the listener keys, and the kind of listener each one makes (Config.listeners())
+LISTEN_KEYS = ("listen", "tls_listen", "ws_listen", "wss_listen")
+LISTENER_KINDS = ("mqtt", "mqtts", "ws", "wss")
 MAX_PACKET_LIMIT = 268_435_460  # largest MQTT packet: 1 + 4 + 268,435,455
 
 
@@ -30,6 +33,22 @@ def default_node_name() -> str:
 class Config:
     # listeners: "HOST:PORT" (IPv6 as "[::1]:1883")
     listen: list[str] = field(default_factory=lambda: ["127.0.0.1:1883"])
+    # TLS and WebSocket listeners (docs/security.md "TLS", "WebSockets"): MQTT over TLS (tls_listen),
+    # MQTT over WebSockets (ws_listen) and over WebSockets over TLS (wss_listen). One certificate
+    # (tls_cert, tls_key: PEM files, the key unencrypted) serves tls_listen and wss_listen. tls_ca: PEM
+    # file of the CAs that sign client certificates; when set, clients are asked for one, and
+    # tls_require_client_cert refuses the TLS handshake without one; tls_cert_cn_as_username makes the
+    # certificate's Common Name the connection's user name (Conn.cert_username, for authentication).
+    # ws_path: the HTTP path of the WebSocket listeners ("/" is accepted too). TLS 1.2 at least.
+    tls_listen: list[str] = field(default_factory=list)
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_ca: str = ""
+    tls_require_client_cert: bool = False
+    tls_cert_cn_as_username: bool = False
+    ws_listen: list[str] = field(default_factory=list)
+    wss_listen: list[str] = field(default_factory=list)
+    ws_path: str = "/mqtt"
     # protocol limits advertised in CONNACK and enforced
     max_packet_size: int = 1_048_576
     receive_maximum: int = 1024
@@ -45,9 +64,18 @@ class Config:
     max_keep_alive: int = 65535
     allow_zero_keep_alive: bool = True
     connect_timeout: float = 10.0
+    # limits against hostile or broken clients (docs/security.md "Limits"; 0: no limit where allowed).
+    # max_connections: open network connections, counted at accept (those still to send CONNECT too);
+    # one more is closed at once. Also kept below the descriptor limit (edge/server.py)
+    max_connections: int = 100_000
+    max_topic_length: int = 4096  # bytes, of a PUBLISH topic, a will topic, a subscription's filter
+    max_topic_levels: int = 128  # "a/b/c" has 3; at most 512: the subscription trie is walked recursively
+    max_subscriptions_per_client: int = 10_000  # per session
+    max_publish_rate: float = 0.0  # PUBLISH packets per second per connection (token bucket); 0 = off
     # sessions
     max_session_expiry: int = UINT32_MAX  # seconds; UINT32_MAX means "never expires" is allowed
     max_queued_messages: int = 100_000  # per session; beyond this, new messages are dropped and counted
+    max_queued_bytes: int = 16 * 1024 * 1024  # per session (topics + payloads); the same, counted in bytes
     queue_qos0: bool = False  # queue QoS 0 messages for offline sessions (mosquitto's default: no)
     # persistence (see README "Durability")
     data_dir: str = "./lastwill-data"
@@ -69,6 +97,14 @@ class Config:
     node_name: str = field(default_factory=default_node_name)
     presence_topic: str = ""
     will_cause_property: bool = False
+    # authentication and authorization (docs/security.md "Authentication", "Authorization"):
+    # password_file: "user:hash" lines (lastwill passwd, or mosquitto_passwd's $7$/$6$); acl_file:
+    # mosquitto's ACL syntax, anything not granted is denied; both reloaded on SIGHUP.
+    # allow_anonymous: clients without a user name; unset: allowed only when every listener is on
+    # a loopback address (start-up is refused when no client could authenticate on a non-loopback one)
+    password_file: str = ""
+    acl_file: str = ""
+    allow_anonymous: bool | None = None
 
     def validate(self) -> Config:
         def int_range(key: str, lo: int, hi: int) -> None:
@@ -81,10 +117,16 @@ class Config:
             if not isinstance(v, bool):
                 raise ConfigError(f"config key '{key}': expected true or false, got {v!r}")
 
-        if not isinstance(self.listen, list) or not self.listen:
-            raise ConfigError(f"config key 'listen': expected a non-empty list of HOST:PORT, got {self.listen!r}")
-        for item in self.listen:
-            parse_listen(item)
+        for key in LISTEN_KEYS:
+            items = getattr(self, key)
+            if not isinstance(items, list):
+                raise ConfigError(f"config key '{key}': expected a list of HOST:PORT, got {items!r}")
+            for item in items:
+                parse_listen(item, key)
+        if not any(getattr(self, key) for key in LISTEN_KEYS):
+            raise ConfigError(f"config key 'listen': expected a non-empty list of HOST:PORT (or at least one "
+                              f"of tls_listen, ws_listen, wss_listen), got {self.listen!r}")
+        self._validate_tls_ws()
         int_range("max_packet_size", 64, MAX_PACKET_LIMIT)
         int_range("receive_maximum", 1, 65535)
         int_range("maximum_qos", 0, 2)
@@ -92,6 +134,15 @@ class Config:
         int_range("max_keep_alive", 1, 65535)
         int_range("max_session_expiry", 0, UINT32_MAX)
         int_range("max_queued_messages", 0, 100_000_000)
+        int_range("max_queued_bytes", 0, 2**62)
+        int_range("max_connections", 0, 100_000_000)
+        int_range("max_topic_length", 1, 65535)
+        int_range("max_topic_levels", 1, 512)
+        int_range("max_subscriptions_per_client", 1, 100_000_000)
+        if isinstance(self.max_publish_rate, bool) or not isinstance(self.max_publish_rate, (int, float)) \
+                or not 0 <= self.max_publish_rate <= 1e9:
+            raise ConfigError(f"config key 'max_publish_rate': expected PUBLISH packets per second, a number from "
+                              f"0 (no limit) to 1e9, got {self.max_publish_rate!r}")
         for key in ("retain_available", "outbound_topic_aliases", "wildcard_subscription_available",
                     "subscription_identifier_available", "shared_subscription_available",
                     "allow_zero_keep_alive", "queue_qos0", "sys_events", "will_cause_property"):
@@ -133,7 +184,61 @@ class Config:
                 raise ConfigError(f"config key 'admin_token': required when admin_listen "
                                   f"({self.admin_listen!r}) is not a loopback address: the admin API must not "
                                   f"be open to the network (clients send 'Authorization: Bearer <token>')")
+        self._validate_auth()
         return self
+
+    def _validate_auth(self) -> None:
+        """password_file, acl_file, allow_anonymous (the files themselves are read at start-up: edge/security.py)."""
+        for key in ("password_file", "acl_file"):
+            if not isinstance(getattr(self, key), str):
+                raise ConfigError(f"config key '{key}': expected the path of a file, got {getattr(self, key)!r}")
+        if self.allow_anonymous is not None and not isinstance(self.allow_anonymous, bool):
+            raise ConfigError(f"config key 'allow_anonymous': expected true or false, got {self.allow_anonymous!r}")
+        if self.allow_anonymous is None:
+            exposed = [item for _, item in self.listeners() if not is_loopback(parse_listen(item)[0])]
+            if exposed and not self.password_file and not self.tls_cert_cn_as_username:
+                raise ConfigError(f"config key 'allow_anonymous': listener {exposed[0]!r} is not a loopback "
+                                  f"address and no client could log in: set password_file (clients give a user "
+                                  f"name and password; 'lastwill passwd FILE USER' makes it), or "
+                                  f"allow_anonymous = true to let anyone who reaches the port connect")
+
+    def anonymous_allowed(self) -> bool:
+        """May a client without a user name connect? allow_anonymous, or when unset: only if every
+        listener is on a loopback address."""
+        if self.allow_anonymous is not None:
+            return bool(self.allow_anonymous)
+        return all(is_loopback(parse_listen(item)[0]) for _, item in self.listeners())
+
+    def _validate_tls_ws(self) -> None:
+        """The TLS and WebSocket keys (the files themselves are read at start-up: edge/tls.py)."""
+        for key in ("tls_cert", "tls_key", "tls_ca", "ws_path"):
+            if not isinstance(getattr(self, key), str):
+                raise ConfigError(f"config key '{key}': expected a string, got {getattr(self, key)!r}")
+        for key in ("tls_require_client_cert", "tls_cert_cn_as_username"):
+            if not isinstance(getattr(self, key), bool):
+                raise ConfigError(f"config key '{key}': expected true or false, got {getattr(self, key)!r}")
+        if self.tls_listen or self.wss_listen:
+            which = "tls_listen" if self.tls_listen else "wss_listen"
+            for key in ("tls_cert", "tls_key"):
+                if not getattr(self, key):
+                    raise ConfigError(f"config key '{key}': required when {which} is set: expected the path "
+                                      f"of a PEM file ({'the server certificate' if key == 'tls_cert' else 'its private key'})")
+        if self.tls_require_client_cert and not self.tls_ca:
+            raise ConfigError("config key 'tls_ca': required when tls_require_client_cert is true: expected the "
+                              "path of a PEM file of the CA certificates that sign client certificates")
+        if self.tls_cert_cn_as_username and not self.tls_require_client_cert:
+            raise ConfigError("config key 'tls_cert_cn_as_username': needs tls_require_client_cert = true (a "
+                              "client without a certificate would otherwise choose its own user name)")
+        p = self.ws_path
+        if not p.startswith("/") or any(c in p for c in " ?#\x00\r\n") or len(p) > 1024:
+            raise ConfigError(f"config key 'ws_path': expected an HTTP path starting with '/', without spaces, "
+                              f"'?' or '#' (e.g. '/mqtt'), got {p!r}")
+
+    def listeners(self) -> list[tuple[str, str]]:
+        """Every listener as (kind, "HOST:PORT"); kind is "mqtt", "mqtts", "ws" or "wss"
+        (e.g. to tell whether any listener is reachable beyond loopback)."""
+        return [(kind, item) for key, kind in zip(LISTEN_KEYS, LISTENER_KINDS, strict=True)
+                for item in getattr(self, key)]
 
     @classmethod
     def keys(cls) -> list[str]:

@@ -23,7 +23,7 @@ from lastwill.codec.packets import (
     Will,
 )
 from lastwill.config import Config
-from lastwill.core.actions import Close, Send
+from lastwill.core.actions import Authenticate, Close, Send
 from lastwill.core.broker import BrokerCore
 
 
@@ -106,16 +106,31 @@ class Client:
 class Harness:
     """``store``: a storage backend the core's changes are committed to after every step, as the
     edge does once per event-loop turn. ``clock``: pass one to model a restart (a new process has a
-    new monotonic origin; the wall clock goes on)."""
+    new monotonic origin; the wall clock goes on).
 
-    def __init__(self, store=None, clock: FakeClock | None = None, **config):
+    ``passwords`` (a lastwill.auth.PasswordFile) answers the core's Authenticate actions at once, as
+    the edge does from its threads; ``hold_auth = True`` keeps them in ``pending_auth`` until
+    ``finish_auth()``. ``acl`` (a lastwill.auth.Acl): the rules the core checks (``set_acl`` to reload)."""
+
+    def __init__(self, store=None, clock: FakeClock | None = None, passwords=None, acl=None, **config):
         self.clock = clock or FakeClock()
         self.store = store
         ids = itertools.count(1)
         self.core = BrokerCore(Config(**config), client_id_factory=lambda: f"auto-{next(ids)}",
                                persist=store is not None)
         self.core.wall_offset = self.clock.wall_offset  # as the edge sets it (for $SYS event times)
+        self.core.set_acl(acl)
+        self.passwords = passwords
+        self.hold_auth = False
+        self.pending_auth: list[Authenticate] = []
         self.clients: dict[int, Client] = {}
+
+    def finish_auth(self) -> None:
+        """Answer the held Authenticate actions (the edge's password checks coming back)."""
+        pending, self.pending_auth = self.pending_auth, []
+        for a in pending:
+            ok = self.passwords.verify(a.username, a.password)
+            self.dispatch(self.core.authenticated(a.conn_id, ok, self.clock.now))
 
     def commit(self) -> None:
         if self.store is not None:
@@ -129,6 +144,8 @@ class Harness:
         clock = FakeClock(start=500.0, wall_offset=wall - 500.0)
         if not crashed:
             self.dispatch(self.core.shutdown(self.clock.now, keep_wills=config.pop("keep_wills", True)))
+        config.setdefault("passwords", self.passwords)
+        config.setdefault("acl", self.core.acl)
         h = Harness(store=self.store, clock=clock, **config)
         h.dispatch(h.core.restore(self.store.load(), clock.now, clock.wall(), crashed))
         return h
@@ -139,9 +156,16 @@ class Harness:
 
     def dispatch(self, actions: list) -> None:
         closed = []
+        answers = []
         for a in actions:
             client = self.clients.get(a.conn_id)
-            if isinstance(a, Send):
+            if isinstance(a, Authenticate):
+                assert self.passwords is not None, "Authenticate without a password file: Harness(passwords=...)"
+                if self.hold_auth:
+                    self.pending_auth.append(a)
+                else:
+                    answers.append((a.conn_id, self.passwords.verify(a.username, a.password)))
+            elif isinstance(a, Send):
                 assert client is not None and client.closed is None, f"send to closed connection: {a}"
                 client.inbox.append(a.packet)
             elif isinstance(a, Close):
@@ -150,6 +174,8 @@ class Harness:
                     closed.append(a.conn_id)
         for conn_id in closed:  # the edge reports every close back to the core
             self.dispatch(self.core.connection_lost(conn_id, "closed by server", self.clock.now))
+        for conn_id, ok in answers:  # the password checks come back (the edge: from its threads)
+            self.dispatch(self.core.authenticated(conn_id, ok, self.clock.now))
         self.commit()
 
     def open(self) -> Client:
@@ -159,12 +185,13 @@ class Harness:
         return client
 
     def connect(self, client_id: str = "c", *, version: int = 5, clean_start: bool = True, keep_alive: int = 0,
-                will: Will | None = None, expect: int | None = 0, **props) -> Client:
+                will: Will | None = None, expect: int | None = 0, username: str | None = None,
+                password: bytes | None = None, **props) -> Client:
         client = self.open()
         client.client_id = client_id
         client.send(Connect(client_id=client_id, clean_start=clean_start, keep_alive=keep_alive,
                             protocol_level=version, protocol_name="MQIsdp" if version == 3 else "MQTT",
-                            will=will, properties=dict(props)))
+                            will=will, username=username, password=password, properties=dict(props)))
         if expect is not None:
             acks = client.take("Connack")
             assert acks, f"no CONNACK for {client_id}: closed={client.closed}"

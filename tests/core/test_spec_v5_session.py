@@ -643,7 +643,7 @@ def test_null_character_refused_in_topic_names_and_filters_v5_MQTT_4_7_3_2():
 def test_topic_names_and_filters_up_to_65535_bytes_v5_MQTT_4_7_3_3():
     longest = ("\u20ac" * 21845)  # 3-byte characters: exactly 65,535 bytes
     assert len(longest.encode()) == 65535
-    h = Harness(max_packet_size=200_000)
+    h = Harness(max_packet_size=200_000, max_topic_length=65535)  # the default limit is lower: 4096
     s = h.connect("s")
     assert s.subscribe(longest, qos=1) == [1]
     h.connect("p").publish(longest, b"x", qos=1)

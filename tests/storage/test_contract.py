@@ -11,6 +11,7 @@ import pytest
 from lastwill.storage.base import (
     SCHEMA_VERSION,
     TIMELINE_PER_CLIENT,
+    USERNAME_UNKNOWN,
     Batch,
     StoredDelivery,
     StoredEvent,
@@ -255,7 +256,7 @@ def _write_golden_valid(directory: Path) -> Path:
     store = SqliteStorage(directory)
     store.load()
     b = Batch()
-    b.put_session(session())
+    b.put_session(session(username="alice"))  # the user name: since schema version 3
     b.put_retained(message("r", b"x", retain=True))
     b.put_event(event(seq=1, data={"topic": "dead/c", "qos": 1}))  # since schema version 2
     store.commit(b)
@@ -284,12 +285,13 @@ def test_golden_store_from_schema_1_migrates_to_current(tmp_path):
     assert _schema_version(d) == "1"
     store = SqliteStorage(d)
     state = store.load()
-    assert _schema_version(d) == str(SCHEMA_VERSION) == "2"
-    assert state.sessions["c"] == session()  # everything written with schema 1 is still there
+    assert _schema_version(d) == str(SCHEMA_VERSION) == "3"
+    # everything written with schema 1 is still there; the user name, never stored, is unknown
+    assert state.sessions["c"] == session(username=USERNAME_UNKNOWN)
     assert state.sessions["c"].will.cause_kind is None
     assert list(state.retained) == ["r"] and state.timeline == {}
     b = Batch()
-    s = session(connected=False)
+    s = session(connected=False, username="alice")
     s.will.fire_at_wall, s.will.cause, s.will.cause_kind = 9.0, "connection lost: EOF", "eof"
     b.put_session(s)
     b.put_event(event(seq=1))
@@ -297,11 +299,38 @@ def test_golden_store_from_schema_1_migrates_to_current(tmp_path):
     store.close()
     state = SqliteStorage(d).load()  # and it opens again as a current store
     assert state.sessions["c"].will.cause_kind == "eof" and [e.seq for e in state.timeline["c"]] == [1]
+    assert state.sessions["c"].username == "alice"
+
+
+def test_golden_store_from_schema_2_migrates_to_current(tmp_path):
+    """A store written with schema version 2 (will timeline, no user names): migrated in place; its
+    sessions come back with their user name unknown (not anonymous), and it is stored from then on."""
+    d = _golden_copy(tmp_path, "v2")
+    assert _schema_version(d) == "2"
+    store = SqliteStorage(d)
+    state = store.load()
+    assert _schema_version(d) == str(SCHEMA_VERSION) == "3"
+    assert state.sessions["c"] == session(username=USERNAME_UNKNOWN)
+    assert [(e.kind, e.data) for e in state.timeline["c"]] == [("armed", {"topic": "dead/c", "qos": 1})]
+    b = Batch()
+    b.put_session(session(username="bob"))
+    store.commit(b)
+    store.close()
+    assert SqliteStorage(d).load().sessions["c"].username == "bob"
+
+
+def test_session_user_name_round_trips(backend):
+    b = Batch()
+    b.put_session(session("a", username="alice"))
+    b.put_session(session("anon"))
+    backend.store.commit(b)
+    state = backend.restart()
+    assert state.sessions["a"].username == "alice" and state.sessions["anon"].username is None
 
 
 def test_golden_store_of_current_schema_loads(tmp_path):
     state = SqliteStorage(_golden_copy(tmp_path, f"v{SCHEMA_VERSION}")).load()
-    assert state.sessions["c"] == session() and "r" in state.retained
+    assert state.sessions["c"] == session(username="alice") and "r" in state.retained
     assert [(e.kind, e.data) for e in state.timeline["c"]] == [("armed", {"topic": "dead/c", "qos": 1})]
 
 

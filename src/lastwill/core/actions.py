@@ -23,4 +23,17 @@ class Close:
     reason: str
 
 
-Action = Send | Close
+@dataclass(slots=True)
+class Authenticate:
+    """Check ``password`` for ``username`` (password_file; slow by design, so not in the core), then
+    call ``BrokerCore.authenticated(conn_id, ok, now)``. The CONNECT waits; so does what follows it."""
+
+    conn_id: int
+    username: str
+    password: bytes | None
+
+    def __repr__(self) -> str:  # never the password, in a log or a failed test's output
+        return f"Authenticate(conn_id={self.conn_id}, username={self.username!r}, password=<hidden>)"
+
+
+Action = Send | Close | Authenticate

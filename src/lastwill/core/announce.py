@@ -98,7 +98,7 @@ class Announcer:
         client_id = session.client_id
         if self.recovering and self.recovering.pop(client_id, None) is not None:
             self.core.timers.cancel(("recovered", client_id))
-        conn.username = p.username
+        conn.username = conn.cert_username if conn.cert_username is not None else p.username
         if self.presence_topic:
             self._presence(client_id, ONLINE, now)
         if self.sys_events and self._sys_wanted():

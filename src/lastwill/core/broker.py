@@ -6,8 +6,10 @@ The edge calls, each with the monotonic ``now``:
 * ``data_received(conn_id, data, now)`` with the bytes read,
 * ``connection_lost(conn_id, cause, now)`` when the socket closed under us,
 * ``tick(now)`` when ``next_deadline()`` is reached,
+* ``authenticated(conn_id, ok, now)`` with the answer to an ``Authenticate`` action (password_file),
 
-and each call returns the list of actions (``Send``, ``Close``) to carry out, in order.
+and each call returns the list of actions (``Send``, ``Close``, ``Authenticate``) to carry out, in order.
+``set_acl(acl)`` gives it the rules of acl_file (parsed by lastwill.auth; the core reads no file).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import logging
 import secrets
 from collections.abc import Callable
 
+from ..auth import READ, WRITE, Acl
 from ..codec.decoder import Decoder
 from ..codec.encoder import encode
 from ..codec.packets import (
@@ -37,15 +40,17 @@ from ..codec.packets import (
     Unsuback,
     Unsubscribe,
 )
+from ..codec.reason_codes import DISCONNECT_CODES
 from ..config import Config
 from ..errors import MqttError, ProtocolError, UnsupportedProtocolVersion
-from .actions import Action, Close, Send
+from .actions import Action, Authenticate, Close, Send
 from .announce import Announcer, is_sys_topic
 from .message import Message
 from .persistence import Recorder
 from .persistence import restore as restore_state
 from .retained import RetainedStore
 from .sessions import (
+    AUTHENTICATING,
     AWAIT_PUBACK,
     AWAIT_PUBCOMP,
     AWAIT_PUBREC,
@@ -82,6 +87,7 @@ RC_UNSUPPORTED_PROTOCOL_VERSION = 0x84
 RC_CLIENT_ID_NOT_VALID = 0x85
 RC_NOT_AUTHORIZED = 0x87
 RC_BAD_AUTH_METHOD = 0x8C
+RC_BAD_USER_NAME_OR_PASSWORD = 0x86
 RC_KEEP_ALIVE_TIMEOUT = 0x8D
 RC_SESSION_TAKEN_OVER = 0x8E
 RC_TOPIC_FILTER_INVALID = 0x8F
@@ -92,9 +98,13 @@ RC_TOPIC_ALIAS_INVALID = 0x94
 RC_SERVER_SHUTTING_DOWN = 0x8B
 RC_RETAIN_NOT_SUPPORTED = 0x9A
 RC_QOS_NOT_SUPPORTED = 0x9B
+RC_PACKET_TOO_LARGE = 0x95
+RC_QUOTA_EXCEEDED = 0x97
 RC_SHARED_NOT_SUPPORTED = 0x9E
 RC_SUBSCRIPTION_IDS_NOT_SUPPORTED = 0xA1
 RC_WILDCARDS_NOT_SUPPORTED = 0xA2
+
+_MAX_HELD = 1000  # packets kept while a CONNECT waits for its password check
 
 _STRIP_ON_FORWARD = ("topic_alias", "subscription_identifier", "message_expiry_interval")
 
@@ -141,6 +151,11 @@ class BrokerCore:
         self.timeline = Timeline(sink=self.recorder if persist else None)  # persisted with the rest
         self.wills = WillKeeper(self.timers, self.timeline, self._route, self.recorder.session)
         self.wills.cause_property = self.config.will_cause_property
+        # authorization (docs/security.md): the rules of acl_file, set (and replaced on SIGHUP) by the
+        # edge; None: everything is allowed. Wills are checked again when they are published
+        self.acl: Acl | None = None
+        self.wills.authorize = self._will_denied
+        self._anonymous_allowed = self.config.anonymous_allowed()
         # wall-clock seconds = monotonic now + wall_offset: the edge sets it (the core reads no clock);
         # used for the times in the $SYS event payloads
         self.wall_offset = 0.0
@@ -150,15 +165,34 @@ class BrokerCore:
         self._share_cursor: dict[str, int] = {}
         self._conn_ids = itertools.count(1)
         self.stats = {"messages_in": 0, "messages_out": 0, "dropped_queue_full": 0,
-                      "dropped_too_large": 0, "dropped_expired": 0, "connects": 0}
+                      "dropped_too_large": 0, "dropped_expired": 0, "connects": 0, "dropped_queue_bytes": 0}
+        # authentication and authorization: CONNECTs refused, PUBLISHes refused, deliveries not made (ACL)
+        self.stats.update(auth_refused=0, publish_denied=0, dropped_not_authorized=0)
+        # limits (docs/security.md "Limits"): how often each was enforced (the admin API's
+        # lastwill_limit_hits_total), and the throttle of their log lines
+        self.limit_hits: dict[str, int] = {}
+        self._limit_log: dict = {}
+        # max_connections as enforced: the edge lowers it below the process's descriptor limit
+        self.max_connections = self.config.max_connections
 
     # ==== entry points (called by the edge) ====================================================
     def new_conn_id(self) -> int:
         return next(self._conn_ids)
 
-    def open(self, conn_id: int, now: float, peer: str = "", sockport: int = 0) -> list[Action]:
+    def open(self, conn_id: int, now: float, peer: str = "", sockport: int = 0,
+             cert_username: str | None = None) -> list[Action]:
+        # cert_username: the Common Name of the client's verified TLS certificate, when
+        # tls_cert_cn_as_username is on (edge/tls.py); see Conn.cert_username
+        limit = self.max_connections
+        if limit and len(self.conns) >= limit:
+            # max_connections counts every open network connection, those still to send CONNECT too;
+            # one more is closed at once, before anything is read from it: the limit bounds
+            # descriptors and memory, so an extra connection is not kept open to read its CONNECT
+            self._limit_hit("max_connections", None, now, "connection from %s closed at accept: "
+                            "max_connections (%d) reached", peer, limit)
+            return [Close(conn_id, f"max_connections ({limit}) reached")]
         conn = Conn(conn_id=conn_id, peer=peer, last_activity=now, sockport=sockport,
-                    decoder=Decoder(max_packet_size=self.config.max_packet_size))
+                    decoder=Decoder(max_packet_size=self.config.max_packet_size), cert_username=cert_username)
         self.conns[conn_id] = conn
         self.timers.schedule(("connect", conn_id), now + self.config.connect_timeout)
         return []
@@ -167,6 +201,8 @@ class BrokerCore:
         conn = self.conns.get(conn_id)
         if conn is None or conn.state == CLOSED:
             return []
+        if conn.held and isinstance(conn.held[-1], MqttError):
+            return []  # authenticating, and what came after the CONNECT already broke the protocol
         out = self._out
         try:
             packets = conn.decoder.feed(data)
@@ -174,10 +210,13 @@ class BrokerCore:
                 # only a whole Control Packet restarts the keep-alive, not a trickle of bytes
                 conn.last_activity = now  # [MQTT-3.1.2-24] (5.0: [MQTT-3.1.2-22])
         except MqttError as err:
-            for packet in getattr(err, "packets", ()) or ():
+            for packet in getattr(err, "packets", ()) or ():  # the whole packets before the bad one
                 if conn.state == CLOSED:
                     break
-                self._dispatch(conn, packet, now)
+                try:
+                    self._dispatch(conn, packet, now)
+                except MqttError as first:  # one of them broke the protocol first (found by fuzzing)
+                    self._protocol_error(conn, first, now)
             if conn.state != CLOSED:
                 self._protocol_error(conn, err, now)
             return self._take()
@@ -204,8 +243,9 @@ class BrokerCore:
         conn = self.conns.pop(conn_id, None)
         if conn is None:
             return []
-        if conn.state == NEW:
+        if conn.state in (NEW, AUTHENTICATING):  # nothing of it was accepted: no will to publish
             conn.state = CLOSED
+            conn.held = None
             self.timers.cancel(("connect", conn_id))
         elif conn.state == CONNECTED:
             # the network connection closed without DISCONNECT [MQTT-3.1.2-8] (3.1.1: [MQTT-3.1.2-8] too)
@@ -224,9 +264,18 @@ class BrokerCore:
             elif kind == "connect":
                 conn = self.conns.get(ident)
                 if conn is not None and conn.state == NEW:
+                    self.limit_hits["connect_timeout"] = self.limit_hits.get("connect_timeout", 0) + 1
                     log.info("connection %s from %s closed: no CONNECT within %ss",
                              ident, conn.peer, self.config.connect_timeout)
                     self._close(conn, "no CONNECT within connect_timeout")
+                elif conn is not None and conn.state == AUTHENTICATING:
+                    # the password check did not answer in time (the edge's threads are all busy):
+                    # the client is told nothing it could learn from, the connection just closes
+                    self.limit_hits["connect_timeout"] = self.limit_hits.get("connect_timeout", 0) + 1
+                    log.warning("connection %s from %s closed: its password check took more than "
+                                "connect_timeout (%ss)", ident, conn.peer, self.config.connect_timeout)
+                    conn.held = None
+                    self._close(conn, "password check not done within connect_timeout")
             elif kind == "retained":
                 msg = self.retained.get(ident)
                 if msg is not None and msg.expired(now):
@@ -289,7 +338,7 @@ class BrokerCore:
                     self._close(conn, "server shutting down")
                     continue
                 self._end_connection(conn, now, "server shutting down", None)
-            elif conn.state == NEW:
+            elif conn.state in (NEW, AUTHENTICATING):
                 self._close(conn, "server shutting down")
         return self._take()
 
@@ -317,6 +366,17 @@ class BrokerCore:
         self._out.append(Close(conn.conn_id, reason))
 
     def _dispatch(self, conn: Conn, packet, now: float) -> None:
+        if conn.state == AUTHENTICATING:
+            # packets sent right after CONNECT (allowed: 3.1.4) wait for its password check, in order.
+            # The edge stops reading meanwhile, so few arrive; a bound keeps an embedder safe too
+            if len(conn.held) >= _MAX_HELD:
+                log.warning("connection %s from %s closed: more than %d packets sent while its password "
+                            "was being checked", conn.conn_id, conn.peer, _MAX_HELD)
+                conn.held = None
+                self._close(conn, "too many packets before the CONNECT was authenticated")
+                return
+            conn.held.append(packet)
+            return
         if conn.state == NEW:
             if not isinstance(packet, Connect):
                 # [MQTT-3.1.0-1] the first packet from the client must be CONNECT
@@ -330,8 +390,13 @@ class BrokerCore:
         handler(self, conn, packet, now)
 
     def _protocol_error(self, conn: Conn, err: MqttError, now: float) -> None:
+        if conn.state == AUTHENTICATING:  # after the CONNECT: handled in order, once it is accepted or not
+            conn.held.append(err)
+            return
         who = conn.client_id or f"<conn {conn.conn_id} from {conn.peer}>"
         log.warning("client_id=%s protocol error 0x%02X: %s", who, err.reason_code, err)
+        if err.reason_code == RC_PACKET_TOO_LARGE:  # above max_packet_size (the decoder's check)
+            self.limit_hits["max_packet_size"] = self.limit_hits.get("max_packet_size", 0) + 1
         if conn.state == NEW:
             # for an error inside a CONNECT, the decoder tells the level that CONNECT asked for
             level = getattr(err, "protocol_level", None) or getattr(conn.decoder, "protocol_level", None)
@@ -346,12 +411,78 @@ class BrokerCore:
             return
         if conn.state == CONNECTED:
             if conn.protocol_level == PROTOCOL_5 and getattr(err, "send_disconnect", True):
-                # [MQTT-4.13.1-1] a Malformed Packet or Protocol Error: DISCONNECT with the reason, then close
-                self._send(conn, Disconnect(err.reason_code, properties=self._reason(conn, str(err))))
+                # [MQTT-4.13.1-1] a Malformed Packet or Protocol Error: DISCONNECT with the reason, then close.
+                # Only a DISCONNECT reason code [MQTT-3.14.2-1]: a second CONNECT with an unsupported
+                # protocol level (0x84, a CONNACK code) is a Protocol Error here (found by fuzzing)
+                code = err.reason_code if err.reason_code in DISCONNECT_CODES else RC_PROTOCOL_ERROR
+                self._send(conn, Disconnect(code, properties=self._reason(conn, str(err))))
             self._end_connection(conn, now, f"protocol error 0x{err.reason_code:02X}: {err}", err.rule)
 
     def _reason(self, conn: Conn, text: str) -> dict:
         return {"reason_string": text[:200]} if conn.request_problem_information else {}
+
+    # ==== limits (docs/security.md "Limits") =====================================================
+    def _limit_hit(self, limit: str, client_id: str | None, now: float, fmt: str, *args) -> None:
+        """Count one enforcement of ``limit`` and log it (WARNING). A limit hit again by the same client
+        (or, for max_connections, by anyone) within a second is counted, not logged; the next line
+        says how many were not."""
+        hits = self.limit_hits
+        hits[limit] = hits.get(limit, 0) + 1
+        key = (limit, client_id)
+        last = self._limit_log.get(key)
+        if last is not None and now - last[0] < 1.0:
+            last[1] += 1
+            return
+        if last is not None and last[1]:
+            fmt += f" ({last[1]} more not logged)"
+        if len(self._limit_log) > 10_000:
+            self._limit_log.clear()
+        self._limit_log[key] = [now, 0]
+        log.warning(fmt, *args)
+
+    def _topic_over_limit(self, topic: str, levels_of: str | None = None) -> tuple[str, str] | None:
+        """(limit, why) if ``topic`` (a name or a filter) is above max_topic_length bytes or has more than
+        max_topic_levels levels (counted in ``levels_of``: a shared subscription's inner filter)."""
+        cfg = self.config
+        if len(topic) * 4 > cfg.max_topic_length and len(topic.encode("utf-8")) > cfg.max_topic_length:
+            return "max_topic_length", f"topic of {len(topic.encode('utf-8'))} bytes > max_topic_length {cfg.max_topic_length}"
+        levels = (topic if levels_of is None else levels_of).count("/") + 1
+        if levels > cfg.max_topic_levels:
+            return "max_topic_levels", f"topic of {levels} levels > max_topic_levels {cfg.max_topic_levels}"
+        return None
+
+    def _publish_token(self, conn: Conn, now: float) -> bool:
+        """max_publish_rate: take one token from the connection's bucket (refilled at the rate, holding
+        at most one second's worth, at least 1). False if it is empty."""
+        rate = self.config.max_publish_rate
+        tokens = conn.publish_tokens + (now - conn.publish_tokens_at) * rate
+        cap = rate if rate > 1.0 else 1.0
+        if tokens > cap:
+            tokens = cap
+        conn.publish_tokens_at = now
+        if tokens < 1.0:
+            conn.publish_tokens = tokens
+            return False
+        conn.publish_tokens = tokens - 1.0
+        return True
+
+    def _refuse_publish(self, conn: Conn, p: Publish, code: int, limit: str, now: float, why: str) -> None:
+        """A PUBLISH over a limit is neither routed nor retained. MQTT 5: PUBACK/PUBREC with ``code``
+        (0x90 Topic Name invalid, 0x97 Quota exceeded), a QoS 0 one is dropped; the connection stays.
+        MQTT 3.1.1 has no negative acknowledgement and an acknowledgement must not lie: the connection
+        is closed, except that a QoS 0 PUBLISH over max_publish_rate is dropped (at most once)."""
+        qos = p.qos
+        if conn.protocol_level == PROTOCOL_5 or (qos == 0 and limit == "max_publish_rate"):
+            if qos and conn.protocol_level == PROTOCOL_5:
+                self._limit_hit(limit, conn.client_id, now, "client_id=%s PUBLISH to %r refused with 0x%02X: %s",
+                                conn.client_id, p.topic[:200], code, why)
+                self._send(conn, (Puback if qos == 1 else Pubrec)(p.packet_id, code, self._reason(conn, why)))
+            else:
+                self._limit_hit(limit, conn.client_id, now, "client_id=%s QoS 0 PUBLISH to %r dropped: %s",
+                                conn.client_id, p.topic[:200], why)
+            return
+        self.limit_hits[limit] = self.limit_hits.get(limit, 0) + 1  # logged as the connection closes
+        raise MqttError(f"PUBLISH to {p.topic[:200]!r}: {why}; MQTT 3.1.1 cannot refuse a PUBLISH", code)
 
     # ==== CONNECT =============================================================================
     def _refuse(self, conn: Conn, reason_code: int, why: str, rule: str | None = None) -> None:
@@ -399,6 +530,10 @@ class BrokerCore:
         if will is not None:
             try:
                 validate_topic_name(will.topic)
+                over = self._topic_over_limit(will.topic)
+                if over is not None:  # max_topic_length, max_topic_levels: refused like an invalid topic
+                    self._limit_hit(over[0], client_id, now, "client_id=%s will topic refused: %s", client_id, over[1])
+                    raise TopicError(over[1])
             except TopicError as e:
                 if v5:
                     self._refuse(conn, RC_TOPIC_NAME_INVALID, f"will topic: {e}", e.rule)
@@ -432,6 +567,19 @@ class BrokerCore:
                 self._refuse(conn, RC_NOT_AUTHORIZED, f"will topic {will.topic!r}: $SYS topics are the broker's")
                 return
 
+        # -- who the client is (password_file), then whether its will may be published (acl_file)
+        if not self._authenticate(conn, p, v5):
+            return  # refused, or waiting for the password check (authenticated() comes back here)
+        if will is not None and self.acl is not None and \
+                not self.acl.allowed(conn.username, client_id, will.topic, WRITE):
+            # a will its client may not publish is refused with the CONNECT: CONNACK 0x87 Not authorized
+            # (3.1.1: return code 5), rather than accepted and dropped when the client dies
+            self.stats["auth_refused"] += 1
+            self._refuse(conn, RC_NOT_AUTHORIZED,
+                         f"not authorized to publish the will on {will.topic!r} (acl_file, user "
+                         f"{conn.username!r})", "MQTT-3.1.4-2" if v5 else "MQTT-3.2.2-5")
+            return
+
         # -- session expiry and keep-alive as granted
         if v5:
             requested_expiry = props.get("session_expiry_interval", 0)
@@ -460,6 +608,15 @@ class BrokerCore:
             session = self.sessions.get(client_id)  # it may have ended (expiry 0)
 
         session_present = False
+        if session is not None and session.username != conn.username and not session.username_unknown and \
+                (self.acl is not None or cfg.password_file):
+            # a session is not handed to another user (its subscriptions, queued messages, will):
+            # it ends as with Clean Start 1, its pending will published now (docs/security.md)
+            log.info("client_id=%s: the session of user %r is not resumed by user %r; it ends",
+                     client_id, session.username, conn.username)
+            self._end_session(session, now, f"session of user {session.username!r} ended by a CONNECT of "
+                                             f"user {conn.username!r} with the same client id", "MQTT-3.1.2-4")
+            session = None
         if session is not None and session.will_recovered:
             # its connection was ended by the broker stopping, not by the client: any reconnect
             # within the recovery grace period proves it alive and cancels the recovered will
@@ -476,11 +633,14 @@ class BrokerCore:
             self.timers.cancel(("session", client_id))
             self.wills.resume(session, now)  # [MQTT-3.1.3-9] reconnected before the will fired
         session.expiry_interval = expiry
+        session.username = conn.username  # stored with the session: its will is checked against it
+        session.username_unknown = False
         session.conn = conn
         session.disconnected_at = None
         conn.session = session
         conn.state = CONNECTED
         conn.connected_at = now
+        conn.publish_tokens, conn.publish_tokens_at = max(cfg.max_publish_rate, 1.0), now  # a full bucket
         self.stats["connects"] += 1
         self.wills.arm(session, will, now)  # records the session: durable before CONNACK
 
@@ -520,6 +680,100 @@ class BrokerCore:
             self._resend_inflight(conn, session)
             self._pump(session, now)
         self.announce.connected(conn, session, p, now)  # presence online, $SYS connected
+
+    # ==== authentication and authorization (docs/security.md) =====================================
+    def _authenticate(self, conn: Conn, p: Connect, v5: bool) -> bool:
+        """Who is the client? True: go on with the CONNECT. False: refused, or parked until the
+        edge has checked the password (the check is slow by design, so the core only asks for it)."""
+        if conn.auth_done:  # the CONNECT handed back by authenticated(): its password was right
+            return True
+        rule = "MQTT-3.1.4-2" if v5 else "MQTT-3.2.2-5"
+        if conn.cert_username is not None:  # proved by the client's TLS certificate (edge/tls.py)
+            conn.username = conn.cert_username
+            return True
+        conn.username = p.username
+        if p.username is None:  # anonymous (a password without a user name is ignored, as mosquitto does)
+            if self._anonymous_allowed:
+                return True
+            # [MQTT-3.1.4-2] (3.1.1: [MQTT-3.2.2-5]) CONNACK 0x87 Not authorized (3.1.1: return code 5)
+            self.stats["auth_refused"] += 1
+            self._refuse(conn, RC_NOT_AUTHORIZED, "clients without a user name are not allowed "
+                                                  "(allow_anonymous)", rule)
+            return False
+        if not self.config.password_file:
+            return True  # the user name is taken as given (docs/security.md)
+        conn.state = AUTHENTICATING
+        conn.held = [p]
+        self._out.append(Authenticate(conn.conn_id, p.username, p.password))
+        return False
+
+    def authenticated(self, conn_id: int, ok: bool, now: float) -> list[Action]:
+        """The edge's answer to ``Authenticate``: the CONNECT goes on, or is refused with CONNACK 0x86
+        (3.1.1: return code 4), the same answer whether the user is unknown or the password wrong."""
+        conn = self.conns.get(conn_id)
+        if conn is None or conn.state != AUTHENTICATING:
+            return []  # closed meanwhile
+        connect, *held = conn.held
+        conn.held = None
+        conn.state = NEW
+        if not ok:
+            self.stats["auth_refused"] += 1
+            v5 = connect.protocol_level == PROTOCOL_5
+            # [MQTT-3.1.4-2] (3.1.1: [MQTT-3.2.2-5]): CONNACK 0x86 Bad User Name or Password, then close
+            self._refuse(conn, RC_BAD_USER_NAME_OR_PASSWORD,
+                         f"bad user name or password (user {connect.username!r})",
+                         "MQTT-3.1.4-2" if v5 else "MQTT-3.2.2-5")
+            return self._take()
+        conn.auth_done = True
+        for item in (connect, *held):  # in the order they arrived
+            if conn.state == CLOSED:
+                break
+            if isinstance(item, MqttError):
+                self._protocol_error(conn, item, now)
+                break
+            try:
+                self._dispatch(conn, item, now)
+            except MqttError as err:
+                self._protocol_error(conn, err, now)
+        return self._take()
+
+    def _readers(self, message: Message, normal: list, shared: list, now: float) -> tuple[list, list]:
+        """The matching subscriptions whose client may read ``message`` (new lists: the tree's are cached).
+        The others are not delivered to, counted, and for a will written on its timeline."""
+        topic = message.topic
+        may_read = self._may_read
+        kept = [(cid, o) for cid, o in normal if may_read(cid, topic)]
+        denied = {cid for cid, _ in normal} - {cid for cid, _ in kept}
+        kept_shared = []
+        for share_key, group, members in shared:
+            allowed = {cid: o for cid, o in members.items() if may_read(cid, topic)}
+            if allowed:
+                kept_shared.append((share_key, group, allowed))
+            else:
+                denied.add(f"$share/{share_key}")
+        if denied:
+            self.stats["dropped_not_authorized"] += len(denied)
+            if message.is_will:
+                for subscriber in sorted(denied):
+                    self.wills.delivery_dropped(message, subscriber, "not_authorized", now)
+        return kept, kept_shared
+
+    def set_acl(self, acl: Acl | None) -> None:
+        """Use these ACL rules from now on (start-up, SIGHUP). Connections are kept; what they do next,
+        what is delivered to them next and wills published from now on are checked against them."""
+        self.acl = acl
+
+    def _may_read(self, client_id: str, topic: str) -> bool:
+        session = self.sessions.get(client_id)
+        return self.acl.allowed(session.username if session is not None else None, client_id, topic, READ)
+
+    def _will_denied(self, session: Session, topic: str) -> str | None:
+        """Why the session's will may not be published now (None: it may): checked again at publication,
+        since the ACL may have been reloaded since the CONNECT, or the will recovered after a restart."""
+        if self.acl is None or self.acl.allowed(session.username, session.client_id, topic, WRITE):
+            return None
+        return (f"the ACL (acl_file) does not let user {session.username!r} (client {session.client_id!r}) "
+                f"publish on {topic!r}")
 
     # ==== ending connections and sessions =========================================================
     def _end_connection(self, conn: Conn, now: float, cause: str, rule: str | None,
@@ -617,6 +871,13 @@ class BrokerCore:
         if p.retain and not cfg.retain_available:
             raise MqttError("retained PUBLISH but retain is not available", RC_RETAIN_NOT_SUPPORTED,
                             "MQTT-3.2.2-14")
+        if p.topic:  # max_topic_length, max_topic_levels (a topic from a Topic Alias was checked when set)
+            over = self._topic_over_limit(p.topic)
+            if over is not None:
+                if "topic_alias" in props:  # no alias to a refused topic
+                    conn.aliases_in.pop(props["topic_alias"], None)
+                self._refuse_publish(conn, p, RC_TOPIC_NAME_INVALID, over[0], now, over[1])
+                return
         session = conn.session
         if qos == 2:
             pid = p.packet_id
@@ -632,6 +893,10 @@ class BrokerCore:
             # [MQTT-3.3.4-7] a QoS 1 PUBLISH counts too: it arrives while Receive Maximum QoS 2 are unanswered
             raise MqttError(f"QoS 1 PUBLISH while {cfg.receive_maximum} QoS 2 messages await PUBREL",
                             RC_RECEIVE_MAXIMUM_EXCEEDED, "MQTT-3.3.4-7")
+        if cfg.max_publish_rate and not self._publish_token(conn, now):
+            self._refuse_publish(conn, p, RC_QUOTA_EXCEEDED, "max_publish_rate", now,
+                                 f"more than {cfg.max_publish_rate:g} PUBLISH per second")
+            return
         self.stats["messages_in"] += 1
         if props:
             fwd = {k: v for k, v in props.items() if k not in _STRIP_ON_FORWARD}
@@ -648,6 +913,19 @@ class BrokerCore:
             log.info("client_id=%s PUBLISH to %r dropped: $SYS topics are the broker's", conn.client_id, topic)
             if qos and conn.protocol_level == PROTOCOL_5:
                 self._send(conn, (Puback if qos == 1 else Pubrec)(p.packet_id, RC_NOT_AUTHORIZED))
+                return
+        elif self.acl is not None and not self.acl.allowed(conn.username, conn.client_id, topic, WRITE):
+            # acl_file does not let this client publish here: dropped, neither routed nor retained.
+            # MQTT 5: PUBACK/PUBREC 0x87 Not authorized [MQTT-3.4.2-1] [MQTT-3.5.2-1] (QoS 0: just dropped);
+            # 3.1.1 cannot say so: the normal positive acknowledgement [MQTT-3.3.5-2]
+            self.stats["publish_denied"] += 1
+            conn.acl_denied += 1
+            if conn.acl_denied == 1 or conn.acl_denied % 1000 == 0:
+                log.info("client_id=%s user=%r PUBLISH to %r dropped: not authorized by acl_file (%d so far on "
+                         "this connection)", conn.client_id, conn.username, topic[:200], conn.acl_denied)
+            if qos and conn.protocol_level == PROTOCOL_5:
+                self._send(conn, (Puback if qos == 1 else Pubrec)(p.packet_id, RC_NOT_AUTHORIZED,
+                                                                  self._reason(conn, "not authorized")))
                 return
         else:
             self._route(message, now)
@@ -668,6 +946,10 @@ class BrokerCore:
         normal, shared = self.tree.match(message.topic)
         if not normal and not shared:
             return 0
+        if self.acl is not None:  # every receiver must be allowed to read it (acl_file), checked now
+            normal, shared = self._readers(message, normal, shared, now)
+            if not normal and not shared:
+                return 0
         sessions = self.sessions
         origin = message.origin
         receivers = 0
@@ -741,20 +1023,25 @@ class BrokerCore:
             if message.is_will:
                 self.wills.delivery_dropped(message, session.client_id, "offline_qos0", now)
             return
-        if len(session.queue) >= self.config.max_queued_messages:
+        size = len(message.payload) + len(message.topic)
+        over_bytes = session.queued_bytes + size > self.config.max_queued_bytes
+        if over_bytes or len(session.queue) >= self.config.max_queued_messages:
             session.dropped += 1
-            self.stats["dropped_queue_full"] += 1
+            self.stats["dropped_queue_bytes" if over_bytes else "dropped_queue_full"] += 1
+            limit = "max_queued_bytes" if over_bytes else "max_queued_messages"
+            self.limit_hits[limit] = self.limit_hits.get(limit, 0) + 1
             if message.is_will:
                 self.wills.delivery_dropped(message, session.client_id, "queue_full", now,
                                             f"its queue is full ({len(session.queue)} messages, "
-                                            f"max_queued_messages)")
+                                            f"{session.queued_bytes} bytes, {limit})")
             if session.dropped == 1 or session.dropped % 1000 == 0:
-                log.warning("client_id=%s queue full (%d messages): %d message(s) dropped so far%s",
-                            session.client_id, len(session.queue), session.dropped,
+                log.warning("client_id=%s queue full (%d messages, %d bytes; %s): %d message(s) dropped so far%s",
+                            session.client_id, len(session.queue), session.queued_bytes, limit, session.dropped,
                             " (a will)" if message.is_will else "")
             return
         d = Delivery(message, qos, retain, sub_ids)
         session.queue.append(d)
+        session.queued_bytes += size
         if session.expiry_interval:
             self.recorder.delivery(session, d)
 
@@ -836,7 +1123,9 @@ class BrokerCore:
             self._resend_publish(conn, session, pid, session.inflight[pid])
         queue = session.queue
         while queue and (queue[0].qos == 0 or len(session.inflight) < conn.receive_maximum):
-            self._transmit(conn, session, queue.popleft(), now)
+            d = queue.popleft()
+            session.queued_bytes -= len(d.message.payload) + len(d.message.topic)
+            self._transmit(conn, session, d, now)
 
     def _resend_inflight(self, conn: Conn, session: Session) -> None:
         """On a resumed session, resend unacknowledged PUBLISH (DUP 1) and PUBREL [MQTT-4.4.0-1].
@@ -944,6 +1233,25 @@ class BrokerCore:
             if not cfg.wildcard_subscription_available and ("+" in inner or "#" in inner):
                 codes.append(RC_WILDCARDS_NOT_SUPPORTED)
                 continue
+            over = self._topic_over_limit(sub.topic_filter, inner)
+            if over is None and sub.topic_filter not in session.subscriptions and \
+                    len(session.subscriptions) >= cfg.max_subscriptions_per_client:
+                over = ("max_subscriptions_per_client",
+                        f"the client has {len(session.subscriptions)} subscriptions (max_subscriptions_per_client)")
+            if over is not None:
+                # 0x8F Topic Filter invalid ("not allowed for this Client") / 0x97 Quota exceeded; 3.1.1: 0x80
+                code = RC_QUOTA_EXCEEDED if over[0] == "max_subscriptions_per_client" else RC_TOPIC_FILTER_INVALID
+                self._limit_hit(over[0], session.client_id, now, "client_id=%s subscribe %r refused with 0x%02X: %s",
+                                session.client_id, sub.topic_filter[:200], code, over[1])
+                codes.append(code)
+                continue
+            if self.acl is not None and not self.acl.may_subscribe(session.username, session.client_id, inner):
+                # acl_file: no read rule covers the whole filter (or a deny rule does): 0x87 Not authorized
+                # for this filter alone [MQTT-3.8.4-6] [MQTT-3.9.3-2]; 3.1.1: 0x80 Failure [MQTT-3.8.4-5]
+                log.info("client_id=%s user=%r subscribe %r refused: not authorized by acl_file",
+                         session.client_id, session.username, sub.topic_filter[:200])
+                codes.append(RC_NOT_AUTHORIZED)
+                continue
             granted = min(sub.qos, cfg.maximum_qos)  # [MQTT-3.2.2-10] [MQTT-3.8.4-8] granted may be lower
             opts = SubOptions(granted, sub.no_local, sub.retain_as_published, sub.retain_handling, sub_id)
             existed = sub.topic_filter in session.subscriptions
@@ -958,6 +1266,9 @@ class BrokerCore:
         self._send(conn, Suback(p.packet_id, codes))  # [MQTT-3.8.4-1] [MQTT-3.8.4-5]
         for msg, opts in retained_to_send:
             if opts.no_local and msg.origin == session.client_id:
+                continue
+            if self.acl is not None and not self._may_read(session.client_id, msg.topic):
+                self.stats["dropped_not_authorized"] += 1  # acl_file: a retained message it may not read
                 continue
             # a retained message sent because of a new subscription has RETAIN 1 [MQTT-3.3.1-8]
             self._deliver(session, msg, min(msg.qos, opts.qos), True,

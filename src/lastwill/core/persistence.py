@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from ..codec.packets import Publish, Will
 from ..storage.base import (
+    USERNAME_UNKNOWN,
     Batch,
     StoredDelivery,
     StoredEvent,
@@ -172,7 +173,8 @@ def snapshot_session(s: Session, offset: float) -> StoredSession:
     subs = [StoredSubscription(f, o.qos, o.no_local, o.retain_as_published, o.retain_handling, o.subscription_id)
             for f, o in s.subscriptions.items()]
     return StoredSession(s.client_id, s.expiry_interval, s.conn is not None, _wall(s.disconnected_at, offset),
-                         will, subs, sorted(s.awaiting_pubrel), s.next_packet_id)
+                         will, subs, sorted(s.awaiting_pubrel), s.next_packet_id,
+                         USERNAME_UNKNOWN if s.username_unknown else s.username)
 
 
 def restore(core: BrokerCore, state: StoredState, now: float, wall_now: float, crashed: bool) -> None:
@@ -201,6 +203,11 @@ def restore(core: BrokerCore, state: StoredState, now: float, wall_now: float, c
     for ss in state.sessions.values():
         session = Session(ss.client_id, ss.expiry_interval)
         session.next_packet_id = ss.next_packet_id
+        # its will, and its deliveries, are checked against the ACL as this user
+        if ss.username == USERNAME_UNKNOWN:  # stored before user names were: checked as anonymous
+            session.username_unknown = True
+        else:
+            session.username = ss.username
         session.awaiting_pubrel = set(ss.awaiting_pubrel)
         for sub in ss.subscriptions:
             opts = SubOptions(sub.qos, sub.no_local, sub.retain_as_published, sub.retain_handling, sub.subscription_id)
@@ -214,6 +221,7 @@ def restore(core: BrokerCore, state: StoredState, now: float, wall_now: float, c
                 session.inflight[sd.packet_id] = InFlight(d, packet, sd.state)
             else:
                 session.queue.append(d)
+                session.queued_bytes += len(d.message.payload) + len(d.message.topic)
         if items:
             session.next_seq = items[-1].seq + 1
         core.sessions[ss.client_id] = session

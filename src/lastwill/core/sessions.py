@@ -18,6 +18,8 @@ NEVER = 0xFFFFFFFF  # Session Expiry Interval meaning "does not expire"
 
 # states of a Conn
 NEW, CONNECTED, CLOSED = "new", "connected", "closed"
+# the CONNECT waits for the edge to check its password (an Authenticate action)
+AUTHENTICATING = "authenticating"
 
 # states of an outbound QoS 1/2 delivery
 AWAIT_PUBACK, AWAIT_PUBREC, AWAIT_PUBCOMP = "puback", "pubrec", "pubcomp"
@@ -60,6 +62,13 @@ class Session:
     next_packet_id: int = 1
     next_seq: int = 1  # for Delivery.seq
     dropped: int = 0  # messages dropped because the queue was full
+    queued_bytes: int = 0  # topics + payloads of the messages in ``queue`` (for max_queued_bytes)
+    # the user name the session was last connected with (None: anonymous): what the ACL checks for
+    # its deliveries and its will, also when no connection is open (stored with the session)
+    username: str | None = None
+    # restored from a store older than schema 3, which kept no user name: the ACL treats it as
+    # anonymous, and the first user to reconnect to it resumes it (not "another user's session")
+    username_unknown: bool = False
 
     def allocate_packet_id(self) -> int:
         pid = self.next_packet_id
@@ -86,14 +95,27 @@ class Conn:
     last_activity: float = 0.0
     connect_expiry_interval: int = 0  # Session Expiry Interval from CONNECT (for [MQTT-3.14.2-2])
     connected_at: float = 0.0  # when the CONNECT was accepted (monotonic; for the admin API)
-    username: str | None = None  # from CONNECT (for the $SYS events)
+    username: str | None = None  # who the client is: the authenticated (or, without password_file, claimed) user name
     sockport: int = 0  # the local port the connection came in on (for the $SYS events)
+    # The identity the TLS layer proved: the CN of the client's verified certificate, set by the edge
+    # only when tls_cert_cn_as_username is on (None otherwise). It replaces the CONNECT's User Name
+    # (as mosquitto's use_identity_as_username): authentication must treat the connection as this
+    # user without asking for a password, and ACLs must use this name.
+    cert_username: str | None = None
+    # authentication (AUTHENTICATING): the CONNECT and what arrived after it while the edge checks the
+    # password; auth_done: checked, the CONNECT is being handled again
+    held: list | None = None
+    auth_done: bool = False
+    acl_denied: int = 0  # PUBLISHes refused by the ACL on this connection (to throttle the log)
     # what the client told us (MQTT 5 CONNECT properties)
     receive_maximum: int = 65535
     maximum_packet_size: int | None = None
     topic_alias_maximum: int = 0
     request_problem_information: bool = True
     paused: bool = False  # the socket is not keeping up (edge: pause_writing): hold QoS 1/2, drop QoS 0
+    # max_publish_rate: a token bucket of PUBLISH packets, refilled from the core's ``now``
+    publish_tokens: float = 0.0
+    publish_tokens_at: float = 0.0
     aliases_in: dict[int, str] = field(default_factory=dict)
     aliases_out: dict[str, int] = field(default_factory=dict)
     # packet ids of a resumed session's unacknowledged PUBLISHes not yet re-sent on this connection:

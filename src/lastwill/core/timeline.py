@@ -13,7 +13,9 @@ Kinds (``will.py`` records them):
 * ``deferred``: the will waits for its Will Delay or the recovery grace period (``data["fire_at"]``);
 * ``cancelled``: discarded unpublished (``data["cause"]``: disconnect, reconnect, ...);
 * ``published``: sent (``data["receivers"]``: how many subscriptions got it, maybe 0);
-* ``dropped``: its delivery to one subscriber was dropped (``data["reason"]``: queue_full, ...).
+* ``dropped``: its delivery to one subscriber was dropped (``data["reason"]``: queue_full, ...);
+* ``denied``: due, but not published: the ACL (acl_file) does not let its client publish on the
+  will topic any more (``data["reason"]``: not_authorized); it is gone, as if published.
 
 A ``sink`` (the persistence Recorder) is told of every new event and of every forgotten client, so
 that the store keeps the same history; ``load`` puts back what the store held at start-up.

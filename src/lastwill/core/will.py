@@ -13,6 +13,8 @@ The rule (MQTT 5, 3.1.2.5 and 3.1.3.2.2; MQTT 3.1.1, 3.1.2.5):
 * The session ending first (Clean Start 1 on a new connection, session expiry) publishes it at
   once [MQTT-3.1.2-8].
 * Once published it is removed from the session [MQTT-3.1.2-10]: it goes out exactly once.
+* When it is due, the ACL (acl_file) is checked again with the session's user name: a will its client
+  may no longer publish is dropped, recorded (``denied``) and counted, never published later.
 
 Every decision is written to the timeline and logged with the client id and the rule, and
 counted (plain integers, read by the metrics at scrape time): armed, published and cancelled by
@@ -70,6 +72,7 @@ DROP_REASONS = {
     "too_large": "larger than the subscriber's Maximum Packet Size",
     "expired": "its Message Expiry Interval passed before it could be sent",
     "offline_qos0": "QoS 0 to an offline subscriber, and queue_qos0 is off",
+    "not_authorized": "the ACL (acl_file) does not let the subscriber read the will's topic",
 }
 
 
@@ -122,6 +125,9 @@ class WillKeeper:
         self.dropped_by_reason: dict[str, int] = {}  # keys of DROP_REASONS
         self._firing: list | None = None  # drops reported while a will is being published
         self.cause_property = False  # will_cause_property: add User Property ("lastwill-cause", cause)
+        # acl_file: why the session's will may not be published now (None: it may); the core sets it
+        self.authorize: Callable[[Session, str], str | None] | None = None
+        self.denied = 0  # wills not published because the ACL denied them at publication
 
     # -- arming ---------------------------------------------------------------------------
     def arm(self, session: Session, will: Will | None, now: float) -> None:
@@ -304,9 +310,20 @@ class WillKeeper:
         session.will_recovered = False
         self.timers.cancel(("will", session.client_id))
         self.record(session)
+        kind = session.will_cause_kind or cause_kind(session.will_cause or why)
+        denied = self.authorize(session, will.topic) if self.authorize is not None else None
+        if denied:
+            # checked again now: the ACL may have been reloaded since the CONNECT, or the will recovered
+            # after a restart. Dropped, unpublished (it was removed above: it is never published later)
+            self.denied += 1
+            self.timeline.record(session.client_id, now, "denied",
+                                 f"{why}: not published: {denied}", None, cause=kind, topic=will.topic,
+                                 reason="not_authorized")
+            log.warning("will client_id=%s on %s NOT published (%s): %s", session.client_id, will.topic, why,
+                        denied)
+            return
         props = {k: v for k, v in will.properties.items()
                  if k not in ("will_delay_interval", "message_expiry_interval")}  # never forwarded
-        kind = session.will_cause_kind or cause_kind(session.will_cause or why)
         if self.cause_property:  # after the will's own User Properties, whose order is kept [MQTT-3.1.3-10]
             props["user_property"] = [*props.get("user_property", ()), (CAUSE_PROPERTY, kind)]
         mei = will.properties.get("message_expiry_interval")

@@ -38,6 +38,10 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger("lastwill.admin")
 
 PROTOCOLS = {3: "3.1", 4: "3.1.1", 5: "5.0"}
+# the settings whose enforcement is counted in lastwill_limit_hits_total (core: BrokerCore.limit_hits)
+LIMITS = ("max_connections", "connect_timeout", "max_packet_size", "max_topic_length", "max_topic_levels",
+          "max_subscriptions_per_client", "max_publish_rate", "max_queued_messages", "max_queued_bytes",
+          "unsent_bytes")
 
 
 def iso(wall: float) -> str:
@@ -226,7 +230,7 @@ def summary(session, events) -> str:
                     f"the client reconnects first")
         return (f"connected with a will on {session.will.topic!r}: it is published if the connection ends "
                 f"without DISCONNECT 0x00")
-    decisive = [e for e in events if e.kind in ("published", "cancelled", "no-will", "refused", "armed")]
+    decisive = [e for e in events if e.kind in ("published", "cancelled", "no-will", "refused", "armed", "denied")]
     if session is not None and session.conn is not None and decisive and decisive[-1].kind != "refused":
         return "connected without a will: nothing is published when this connection ends"
     if not decisive:
@@ -244,6 +248,8 @@ def summary(session, events) -> str:
         return text
     if last.kind == "cancelled":
         return f"the will was cancelled, never published: {last.detail}"
+    if last.kind == "denied":
+        return f"the will was due but not published: the ACL denied it ({last.detail})"
     if last.kind == "refused":
         return "the last CONNECT was refused: nothing of it was stored, so no will of it was published"
     if last.kind == "no-will":
@@ -290,6 +296,15 @@ class BrokerCollector:
         yield _labelled(CounterMetricFamily, "lastwill_wills_dropped",
                         "Deliveries of published wills to one subscriber that were dropped, by reason",
                         "reason", DROP_REASONS, w.dropped_by_reason)
+        yield CounterMetricFamily("lastwill_wills_denied",
+                                  "Wills due but not published: the ACL (acl_file) denied them at publication",
+                                  value=w.denied)
+        yield CounterMetricFamily("lastwill_connects_refused_auth",
+                                  "CONNECTs refused by authentication or authorization (password, anonymous, will ACL)",
+                                  value=stats.get("auth_refused", 0))
+        yield CounterMetricFamily("lastwill_publish_denied",
+                                  "PUBLISH packets from clients dropped because the ACL (acl_file) denied them",
+                                  value=stats.get("publish_denied", 0))
         yield GaugeMetricFamily("lastwill_connections", "Connected MQTT clients",
                                 value=sum(1 for c in core.conns.values() if c.state == CONNECTED))
         yield CounterMetricFamily("lastwill_connects", "CONNECTs accepted", value=stats.get("connects", 0))
@@ -300,9 +315,12 @@ class BrokerCollector:
                                   value=stats["messages_out"])
         dropped = CounterMetricFamily("lastwill_messages_dropped", "Messages dropped for one subscriber, by reason",
                                       labels=["reason"])
-        for reason in ("queue_full", "too_large", "expired"):
+        for reason in ("queue_full", "queue_bytes", "too_large", "expired", "not_authorized"):
             dropped.add_metric([reason], stats.get(f"dropped_{reason}", 0))
         yield dropped
+        yield _labelled(CounterMetricFamily, "lastwill_limit_hits",
+                        "Times a limit was enforced (docs/security.md 'Limits'), by the setting", "limit",
+                        LIMITS, core.limit_hits)
         yield GaugeMetricFamily("lastwill_messages_queued", "Messages queued for sessions", value=queued)
         yield GaugeMetricFamily("lastwill_messages_inflight", "QoS 1/2 messages sent and not yet acknowledged",
                                 value=inflight)

@@ -9,12 +9,17 @@ import time
 
 from ..codec.encoder import encode
 from ..config import Config, parse_listen
-from ..core.actions import Close, Send
+from ..core.actions import Authenticate, Close, Send
 from ..core.broker import BrokerCore
 from ..storage.base import Batch, Storage
+from .security import Security
 from .tcp import MqttProtocol
+from .tls import TlsAcceptor, server_context
 
 log = logging.getLogger("lastwill")
+
+# descriptors kept for anything but client connections (listeners, the store's files, the admin API)
+FD_RESERVE = 64
 
 # upper bounds (seconds) of the store commit latency histogram (the admin API's /metrics)
 COMMIT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -45,19 +50,30 @@ class Server:
         self.commit_seconds: list[float] = []  # recent commit latencies (for metrics)
         self.commit_stats = CommitStats()  # all of them, as a histogram (for /metrics)
         self.admin = None  # the admin HTTP API (edge/admin.py), when admin_listen is set
+        self.security = Security(self)  # password_file, acl_file: loaded by start(), reload() on SIGHUP
         self._pending: list = []
         self._flush_scheduled = False
         self.loop: asyncio.AbstractEventLoop | None = None
         self.transports: dict[int, asyncio.Transport] = {}
         self.lost_causes: dict[int, str] = {}
         self.servers: list[asyncio.base_events.Server] = []
-        self.addresses: list[tuple[str, int]] = []
+        self.addresses: list[tuple[str, int]] = []  # the plain MQTT listeners (listen)
+        # every listener: (kind, host, port), kind "mqtt", "mqtts", "ws" or "wss" (Config.listeners())
+        self.listeners: list[tuple[str, str, int]] = []
+        self.ssl_context = None  # for tls_listen and wss_listen (edge/tls.py)
+        self.handshakes: set[asyncio.Task] = set()  # TLS handshakes under way (edge/tls.py TlsAcceptor)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
         self.fatal = asyncio.Event()
+        self._limit_connections()
+        if self.config.tls_listen or self.config.wss_listen:
+            # a bad certificate or key stops start-up (ConfigError naming the key and the file)
+            # before the store is touched
+            self.ssl_context = server_context(self.config)
+        self.security.load()  # a bad password_file or acl_file stops start-up too (ConfigError: file, line)
         self.core.wall_offset = time.time() - self.loop.time()  # kept up to date by _flush
         if self.storage is not None:
             state = self.storage.load()  # StoreError stops start-up with its message
@@ -76,12 +92,59 @@ class Server:
             for sock in srv.sockets:
                 addr = sock.getsockname()
                 self.addresses.append((addr[0], addr[1]))
+                self.listeners.append(("mqtt", addr[0], addr[1]))
                 log.info("listening on %s:%s", addr[0], addr[1])
+        await self._start_tls_ws_listeners()
         if self.config.admin_listen:
             from .admin import AdminServer  # aiohttp is imported only when the admin API is on
 
             self.admin = AdminServer(self)
             await self.admin.start()
+
+    async def _start_tls_ws_listeners(self) -> None:
+        """tls_listen (MQTT over TLS), ws_listen and wss_listen (MQTT over WebSockets, plain and TLS):
+        the same core calls and the same flush path as ``listen``."""
+        cfg = self.config
+        if cfg.ws_listen or cfg.wss_listen:
+            from .websocket import WebSocketProtocol  # wsproto is imported only when needed
+        for key, kind in (("tls_listen", "mqtts"), ("ws_listen", "ws"), ("wss_listen", "wss")):
+            for item in getattr(cfg, key):
+                host, port = parse_listen(item, key)
+                if kind == "mqtts":
+                    factory = lambda: TlsAcceptor(self, lambda: MqttProtocol(self, tls=True))  # noqa: E731
+                elif kind == "wss":
+                    factory = lambda: TlsAcceptor(self, lambda: WebSocketProtocol(self, tls=True))  # noqa: E731
+                else:
+                    factory = lambda: WebSocketProtocol(self)  # noqa: E731
+                try:
+                    srv = await self.loop.create_server(factory, host, port, backlog=4096, reuse_address=True)
+                except OSError as e:
+                    e.listen = f"{item} ({key})"  # cli.py names it
+                    raise
+                self.servers.append(srv)
+                for sock in srv.sockets:
+                    addr = sock.getsockname()
+                    self.listeners.append((kind, addr[0], addr[1]))
+                    log.info("listening on %s:%s (%s%s)", addr[0], addr[1], kind,
+                             f", path {cfg.ws_path}" if kind in ("ws", "wss") else "")
+
+    def _limit_connections(self) -> None:
+        """Enforce max_connections below the descriptor limit (RLIMIT_NOFILE, minus FD_RESERVE for the
+        listeners, the store and the admin API): a connection refused for max_connections is closed
+        cleanly and counted, where an accept failing with EMFILE is neither, and starves the store."""
+        try:
+            import resource
+            soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        except (ImportError, ValueError, OSError):  # pragma: no cover - not on Linux
+            return
+        if soft == resource.RLIM_INFINITY:
+            return
+        room = max(soft - FD_RESERVE, 1)
+        wanted = self.config.max_connections
+        if wanted == 0 or wanted > room:
+            self.core.max_connections = room
+            log.info("max_connections: %d, what the descriptor limit (RLIMIT_NOFILE %d) leaves (max_connections "
+                     "is %s)", room, soft, wanted or "0, no limit")
 
     async def stop(self) -> None:
         if self.admin is not None:
@@ -89,6 +152,8 @@ class Server:
             self.admin = None
         for srv in self.servers:
             srv.close()
+        for task in list(self.handshakes):  # TLS handshakes under way: those connections never opened
+            task.cancel()
         if self.loop is not None:
             keep = self.storage is not None and self.config.shutdown_wills == "keep"
             self.run(self.core.shutdown(self.loop.time(), keep_wills=keep))
@@ -110,6 +175,7 @@ class Server:
             self.storage = None  # whatever still arrives is not committed: the broker has stopped
         for srv in self.servers:
             await srv.wait_closed()
+        self.security.close()
         await asyncio.sleep(0)
 
     def run(self, actions: list) -> None:
@@ -166,6 +232,8 @@ class Server:
                         chunks.append(data)
                 elif type(action) is Close:
                     closes.append(action.conn_id)
+                elif type(action) is Authenticate:  # the password check, in a thread (edge/security.py)
+                    self.security.authenticate(action)
             for conn_id, chunks in writes.items():
                 transport = transports.get(conn_id)
                 if transport is not None and not transport.is_closing():

@@ -17,7 +17,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-SCHEMA_VERSION = 2  # 1: sessions, deliveries, retained; 2: + the will timeline, will cause kinds
+SCHEMA_VERSION = 3  # 1: sessions, deliveries, retained; 2: + the will timeline, will cause kinds;
+# 3: + the session's user name (the ACL checks its will when it is published, also after a restart)
+
+# StoredSession.username of a session stored before schema version 3, when no user name was kept:
+# not anonymous, not known. NUL cannot be in an MQTT user name [MQTT-1.5.4-2], so no user has it.
+USERNAME_UNKNOWN = "\x00unknown"
 
 # the store keeps the last this-many timeline events of each client (the core keeps as many in memory)
 TIMELINE_PER_CLIENT = 64
@@ -87,6 +92,7 @@ class StoredSession:
     subscriptions: list[StoredSubscription] = field(default_factory=list)
     awaiting_pubrel: list[int] = field(default_factory=list)  # inbound QoS 2 packet ids
     next_packet_id: int = 1
+    username: str | None = None  # the user name it was last connected with (None: anonymous; USERNAME_UNKNOWN)
 
 
 @dataclass(slots=True)

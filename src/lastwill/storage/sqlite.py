@@ -12,7 +12,8 @@ silently starts empty. A store written by an older lastwill is migrated in place
 transaction (it is either entirely the old schema or entirely the new one).
 
 Schema versions: 1 (sessions, subscriptions, deliveries, retained); 2 adds the ``timeline`` table
-(the last TIMELINE_PER_CLIENT will timeline events of each client) and ``sessions.will_cause_kind``.
+(the last TIMELINE_PER_CLIENT will timeline events of each client) and ``sessions.will_cause_kind``;
+3 adds ``sessions.username`` (what the ACL checks a session's will against, also after a restart).
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ CREATE TABLE sessions (
     awaiting_pubrel TEXT NOT NULL,
     will_topic TEXT, will_payload BLOB, will_qos INTEGER, will_retain INTEGER, will_props BLOB,
     will_fire_at_wall REAL, will_cause TEXT,
-    will_cause_kind TEXT
+    will_cause_kind TEXT,
+    username TEXT
 );
 CREATE TABLE subscriptions (
     client_id TEXT NOT NULL, topic_filter TEXT NOT NULL, qos INTEGER NOT NULL, no_local INTEGER NOT NULL,
@@ -85,6 +87,8 @@ CREATE TABLE retained (
 # schema version N-1 -> N, each run in one transaction with the version update
 _MIGRATIONS = {
     2: "ALTER TABLE sessions ADD COLUMN will_cause_kind TEXT;" + _TIMELINE_TABLE,
+    # the sessions stored so far: user name unknown (NULL would say anonymous): see USERNAME_UNKNOWN
+    3: "ALTER TABLE sessions ADD COLUMN username TEXT; UPDATE sessions SET username = char(0) || 'unknown';",
 }
 
 
@@ -201,15 +205,15 @@ class SqliteStorage:
         for row in db.execute(
                 "SELECT client_id, expiry_interval, connected, disconnected_at_wall, next_packet_id, "
                 "awaiting_pubrel, will_topic, will_payload, will_qos, will_retain, will_props, "
-                "will_fire_at_wall, will_cause, will_cause_kind FROM sessions"):
+                "will_fire_at_wall, will_cause, will_cause_kind, username FROM sessions"):
             (client_id, expiry, connected, disc_at, next_pid, awaiting, w_topic, w_payload, w_qos, w_retain,
-             w_props, w_fire, w_cause, w_kind) = row
+             w_props, w_fire, w_cause, w_kind, username) = row
             will = None
             if w_topic is not None:
                 will = StoredWill(w_topic, bytes(w_payload), w_qos, bool(w_retain), _unprops(w_props, WILL),
                                   w_fire, w_cause, w_kind)
             state.sessions[client_id] = StoredSession(client_id, expiry, bool(connected), disc_at, will, [],
-                                                      json.loads(awaiting), next_pid)
+                                                      json.loads(awaiting), next_pid, username)
         for row in db.execute("SELECT * FROM subscriptions ORDER BY rowid"):
             client_id, topic_filter, qos, nl, rap, rh, sub_id = row
             session = state.sessions.get(client_id)
@@ -245,12 +249,13 @@ class SqliteStorage:
                 db.executemany("DELETE FROM deliveries WHERE client_id = ?", ids)
             for s in batch.sessions.values():
                 w = s.will
-                db.execute("INSERT OR REPLACE INTO sessions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", (
+                db.execute("INSERT OR REPLACE INTO sessions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", (
                     s.client_id, s.expiry_interval, int(s.connected), s.disconnected_at_wall, s.next_packet_id,
                     json.dumps(s.awaiting_pubrel),
                     w.topic if w else None, w.payload if w else None, w.qos if w else None,
                     int(w.retain) if w else None, _props(w.properties, WILL) if w else None,
-                    w.fire_at_wall if w else None, w.cause if w else None, w.cause_kind if w else None))
+                    w.fire_at_wall if w else None, w.cause if w else None, w.cause_kind if w else None,
+                    s.username))
                 db.execute("DELETE FROM subscriptions WHERE client_id = ?", (s.client_id,))
                 db.executemany("INSERT INTO subscriptions VALUES (?,?,?,?,?,?,?)", [
                     (s.client_id, x.topic_filter, x.qos, int(x.no_local), int(x.retain_as_published),

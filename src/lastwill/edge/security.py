@@ -1,0 +1,131 @@
+"""The edge side of authentication and authorization (docs/security.md).
+
+* Loads ``password_file`` and ``acl_file`` at start-up (a bad file stops start-up: ConfigError naming
+  the file and line) and again on ``reload()`` (SIGHUP): a bad file then keeps the rules in force
+  and logs the error; connections are never dropped by a reload.
+* Answers the core's ``Authenticate`` actions. The password hash is slow by design (PBKDF2, about
+  80 ms), so it runs in a small thread pool (hashlib releases the GIL), never on the event loop; the
+  connection stops being read meanwhile, and the core holds what it already sent. A user name and
+  password verified recently are answered at once from a cache (lastwill.auth.PasswordFile.cached).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+from ..auth import Acl, AuthFileError, PasswordFile
+from ..core.actions import Authenticate
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .server import Server
+
+log = logging.getLogger("lastwill.auth")
+
+
+class Security:
+    def __init__(self, server: Server):
+        self.server = server
+        self.config = server.config
+        self.passwords: PasswordFile | None = None
+        self.acl: Acl | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self.checks = 0  # password checks run in the threads (not answered from the cache)
+
+    # -- the files --------------------------------------------------------------------------------
+    def load(self) -> None:
+        """At start-up: raises AuthFileError (a ConfigError) naming the file and line."""
+        cfg = self.config
+        if cfg.password_file:
+            self._use_passwords(PasswordFile.load(cfg.password_file))
+        if cfg.acl_file:
+            self._use_acl(Acl.load(cfg.acl_file))
+        if cfg.acl_file and not cfg.password_file and not cfg.tls_cert_cn_as_username:
+            log.warning("acl_file is set without password_file: user names are not verified, so a client can "
+                        "claim any user's rules (docs/security.md)")
+
+    def reload(self) -> bool:
+        """SIGHUP: read both files again. A file that fails keeps the rules in force (logged, naming the
+        file and line). True if everything configured was reloaded."""
+        cfg = self.config
+        if not cfg.password_file and not cfg.acl_file:
+            log.info("reload: neither password_file nor acl_file is set; nothing to reload")
+            return True
+        ok = True
+        for key, path, loader, use in (("password_file", cfg.password_file, PasswordFile.load, self._use_passwords),
+                                       ("acl_file", cfg.acl_file, Acl.load, self._use_acl)):
+            if not path:
+                continue
+            try:
+                loaded = loader(path)
+            except AuthFileError as e:
+                ok = False
+                log.error("reload: %s; the previous %s stays in force", e, key)
+                continue
+            use(loaded, reloaded=True)
+        return ok
+
+    def _use_passwords(self, pw: PasswordFile, reloaded: bool = False) -> None:
+        self.passwords = pw
+        for warning in pw.warnings:
+            log.warning("%s", warning)
+        log.info("%s password_file %r: %d user(s)", "reloaded" if reloaded else "loaded", pw.path, len(pw))
+
+    def _use_acl(self, acl: Acl, reloaded: bool = False) -> None:
+        self.acl = acl
+        self.server.core.set_acl(acl)
+        log.info("%s acl_file %r: %s", "reloaded" if reloaded else "loaded", acl.path, acl.summary())
+
+    # -- password checks ----------------------------------------------------------------------------
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            workers = max(1, min(4, os.cpu_count() or 1))
+            self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lastwill-auth")
+        return self._executor
+
+    def authenticate(self, action: Authenticate) -> None:
+        server = self.server
+        pw = self.passwords
+        conn_id = action.conn_id
+        if pw is not None and pw.cached(action.username, action.password):
+            server.run(server.core.authenticated(conn_id, True, server.loop.time()))
+            return
+        transport = server.transports.get(conn_id)
+        pause = getattr(transport, "pause_reading", None)
+        if pause is not None and not transport.is_closing():
+            pause()  # what the client sends next waits in the socket until the answer
+
+        def check() -> bool:
+            if pw is None or conn_id not in server.transports:  # closed while waiting for a thread
+                return False
+            return pw.verify(action.username, action.password)
+
+        self.checks += 1
+        future = server.loop.run_in_executor(self.executor, check)
+        future.add_done_callback(lambda f: self._checked(action, pw, f))
+
+    def _checked(self, action: Authenticate, pw: PasswordFile | None, future) -> None:
+        server = self.server
+        if future.cancelled():  # the broker is stopping (close() cancelled the queued checks)
+            return
+        try:
+            ok = bool(future.result())
+        except Exception:  # pragma: no cover - verify does not raise; refuse if it ever does
+            log.exception("password check for user %r failed; refusing the CONNECT", action.username)
+            ok = False
+        if ok:
+            pw.remember(action.username, action.password)
+        transport = server.transports.get(action.conn_id)
+        resume = getattr(transport, "resume_reading", None)
+        if resume is not None and not transport.is_closing():
+            resume()
+        if server.loop is not None and not server.loop.is_closed():
+            server.run(server.core.authenticated(action.conn_id, ok, server.loop.time()))
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None

@@ -1,0 +1,211 @@
+"""TLS for the tls_listen and wss_listen listeners: the server's SSLContext, built once at start-up.
+
+A certificate or key that cannot be used stops start-up with a ConfigError naming the key and the
+file (a missing file, not PEM, an encrypted key, a key that does not match the certificate).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+
+from ..config import Config
+from ..errors import ConfigError
+
+log = logging.getLogger("lastwill")
+
+
+# what the usual handshake failures mean (the OpenSSL reason is logged first)
+HINTS = {
+    "UNSUPPORTED_PROTOCOL": "the client offered only TLS versions below 1.2",
+    "PEER_DID_NOT_RETURN_A_CERTIFICATE": "the client sent no certificate (tls_require_client_cert)",
+    "CERTIFICATE_VERIFY_FAILED": "the client certificate is not signed by a CA of tls_ca, or expired",
+    "WRONG_VERSION_NUMBER": "not TLS (plain MQTT on a TLS port?)",
+    "HTTP_REQUEST": "not TLS (plain HTTP on a TLS port?)",
+    "NO_SHARED_CIPHER": "no cipher suite in common",
+}
+
+
+class _EncryptedKey(Exception):
+    pass
+
+
+def _ask_password() -> str:
+    # called by OpenSSL only for an encrypted key: lastwill has no passphrase setting (and must never
+    # prompt on a terminal), so such a key is refused with a message
+    raise _EncryptedKey
+
+
+def _read(key: str, path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise ConfigError(f"config key '{key}': cannot read file {path!r}: {e.strerror or e}") from None
+
+
+def server_context(config: Config) -> ssl.SSLContext:
+    """The SSLContext of every TLS listener: TLS 1.2 at least, the server certificate, and the client
+    CAs (tls_ca) when set. Raises ConfigError naming the key and the file."""
+    cert, key, ca = config.tls_cert, config.tls_key, config.tls_ca
+    cert_pem = _read("tls_cert", cert)
+    key_pem = _read("tls_key", key)
+    if b"-----BEGIN" not in cert_pem or b"CERTIFICATE-----" not in cert_pem:
+        raise ConfigError(f"config key 'tls_cert': file {cert!r} is not a PEM certificate "
+                          f"(no '-----BEGIN CERTIFICATE-----')")
+    if b"PRIVATE KEY-----" not in key_pem:
+        raise ConfigError(f"config key 'tls_key': file {key!r} is not a PEM private key "
+                          f"(no '-----BEGIN ... PRIVATE KEY-----')")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2  # (Python's default today too: explicit, whatever the default)
+    ctx.options |= ssl.OP_NO_RENEGOTIATION  # TLS 1.2 renegotiation: a cheap way to make the server work
+    try:
+        ctx.load_cert_chain(cert, key, password=_ask_password)
+    except _EncryptedKey:
+        raise ConfigError(f"config key 'tls_key': file {key!r} is an encrypted private key: lastwill needs "
+                          f"it unencrypted (e.g. openssl pkey -in {key} -out plain.key), readable only by "
+                          f"the broker's user") from None
+    except ssl.SSLError as e:
+        if e.reason == "KEY_VALUES_MISMATCH":
+            raise ConfigError(f"config key 'tls_key': the private key in {key!r} does not match the "
+                              f"certificate in {cert!r} (tls_cert)") from None
+        try:  # which of the two is unusable?
+            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=cert)
+        except ssl.SSLError:
+            raise ConfigError(f"config key 'tls_cert': file {cert!r} holds no usable PEM certificate "
+                              f"({e.reason or e})") from None
+        raise ConfigError(f"config key 'tls_key': file {key!r} holds no usable private key for the "
+                          f"certificate in {cert!r} ({e.reason or e})") from None
+    except OSError as e:  # e.g. removed between the read above and here
+        raise ConfigError(f"config key 'tls_cert'/'tls_key': cannot load {cert!r} / {key!r}: "
+                          f"{e.strerror or e}") from None
+    if ca:
+        ca_pem = _read("tls_ca", ca)
+        if b"CERTIFICATE-----" not in ca_pem:
+            raise ConfigError(f"config key 'tls_ca': file {ca!r} is not a PEM file of CA certificates "
+                              f"(no '-----BEGIN CERTIFICATE-----')")
+        try:
+            ctx.load_verify_locations(cafile=ca)
+        except (ssl.SSLError, OSError) as e:
+            raise ConfigError(f"config key 'tls_ca': file {ca!r} holds no usable PEM CA certificate "
+                              f"({getattr(e, 'reason', None) or e})") from None
+        # asked for, and verified against tls_ca when sent; required or not
+        ctx.verify_mode = ssl.CERT_REQUIRED if config.tls_require_client_cert else ssl.CERT_OPTIONAL
+    log.info("TLS: certificate %s, key %s, TLS 1.2 at least; client certificates: %s", cert, key,
+             "not asked for" if not ca else
+             f"{'required' if config.tls_require_client_cert else 'optional'}, CAs from {ca}"
+             + ("; the certificate's CN is the user name" if config.tls_cert_cn_as_username else ""))
+    return ctx
+
+
+class TlsAcceptor(asyncio.Protocol):
+    """A new connection on a TLS listener: runs the TLS handshake (``loop.start_tls``, bounded by
+    connect_timeout), then hands the TLS transport to the listener's protocol (``MqttProtocol`` or
+    ``WebSocketProtocol``). Used instead of ``create_server(ssl=...)`` so that a failed handshake
+    (TLS below 1.2, no or an untrusted client certificate, not TLS at all, too slow) is logged with
+    the peer and the reason; the core never hears of such a connection."""
+
+    __slots__ = ("server", "make_protocol", "transport", "early")
+
+    def __init__(self, server, make_protocol):
+        self.server = server
+        self.make_protocol = make_protocol
+        self.transport = None
+        self.early: list[bytes] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        # the ClientHello is for the TLS layer: start_tls resumes reading once it is in place.
+        # (asyncio honours this at once; uvloop starts reading after connection_made returns: see
+        # data_received)
+        transport.pause_reading()
+        task = self.server.loop.create_task(self._handshake(transport))
+        self.server.handshakes.add(task)
+        task.add_done_callback(self.server.handshakes.discard)
+
+    def data_received(self, data: bytes) -> None:
+        # bytes read before the handshake task started (uvloop): kept for the TLS layer
+        self.early.append(data)
+        self.transport.pause_reading()
+
+    def eof_received(self) -> bool:
+        return False
+
+    def _hand_over_early(self, transport) -> None:
+        """Give the bytes read early to the TLS layer start_tls installed, before its connection_made
+        runs (it buffers them and starts the handshake with them), so before anything read later."""
+        data, self.early = b"".join(self.early), []
+        tls_layer = transport.get_protocol()
+        if not data or tls_layer is self:
+            return
+        if hasattr(tls_layer, "get_buffer"):  # both loops' TLS layers are buffered protocols
+            view = memoryview(data)
+            while view:
+                buf = tls_layer.get_buffer(len(view))
+                n = min(len(buf), len(view))
+                buf[:n] = view[:n]
+                tls_layer.buffer_updated(n)
+                view = view[n:]
+        else:  # pragma: no cover
+            tls_layer.data_received(data)
+
+    async def _handshake(self, transport) -> None:
+        server = self.server
+        peer = transport.get_extra_info("peername")
+        peer_text = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else str(peer or "")
+        if transport.is_closing():  # the peer went away before the handshake began
+            return
+        protocol = self.make_protocol()
+        # runs before the connection_made that start_tls schedules (call_soon order)
+        server.loop.call_soon(self._hand_over_early, transport)
+        try:
+            tls_transport = await server.loop.start_tls(transport, protocol, server.ssl_context, server_side=True,
+                                                        ssl_handshake_timeout=server.config.connect_timeout)
+        except asyncio.CancelledError:  # the broker is stopping
+            transport.abort()
+            raise
+        except (OSError, TimeoutError, ConnectionError) as e:  # ssl.SSLError is an OSError
+            if isinstance(e, TimeoutError) or "timed out" in str(e) or "taking longer" in str(e):
+                why = f"no TLS handshake within {server.config.connect_timeout}s (connect_timeout)"
+            else:
+                reason = getattr(e, "reason", None)
+                why = reason or getattr(e, "strerror", None) or str(e) or type(e).__name__
+                if getattr(e, "verify_message", None):
+                    why += f" ({e.verify_message})"
+                if reason in HINTS:
+                    why += f": {HINTS[reason]}"
+            log.info("TLS handshake with %s failed, connection closed: %s", peer_text, why)
+            transport.abort()
+            return
+        except Exception as e:  # never let a handshake take the listener down
+            log.warning("TLS handshake with %s failed, connection closed: %s: %s", peer_text, type(e).__name__, e)
+            transport.abort()
+            return
+        if tls_transport is None or tls_transport.is_closing():
+            return
+        protocol.connection_made(tls_transport)
+
+
+def common_name(peercert: dict | None) -> str | None:
+    """The first Common Name of a verified peer certificate's subject (as ``getpeercert()`` gives it)."""
+    for rdn in (peercert or {}).get("subject", ()):
+        for name, value in rdn:
+            if name == "commonName":
+                return value
+    return None
+
+
+def cert_username(server, transport) -> tuple[bool, str | None]:
+    """For a new connection on a TLS listener: (accepted, the certificate's CN when
+    tls_cert_cn_as_username is on). A verified certificate without a CN cannot name a user: the
+    connection is refused (False) with a log line."""
+    if not server.config.tls_cert_cn_as_username:
+        return True, None
+    cn = common_name(transport.get_extra_info("peercert"))
+    if not cn:
+        peer = transport.get_extra_info("peername")
+        log.warning("connection from %s refused: its client certificate has no Common Name to use as the "
+                    "user name (tls_cert_cn_as_username)", peer)
+        return False, None
+    return True, cn
