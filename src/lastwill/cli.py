@@ -39,7 +39,8 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         elif f.type in ("int", int):
             parser.add_argument(_flag(f.name), dest=f.name, type=_typed(f.name, int), metavar="N")
         elif f.type in ("float", float):
-            parser.add_argument(_flag(f.name), dest=f.name, type=_typed(f.name, float), metavar="SECONDS")
+            parser.add_argument(_flag(f.name), dest=f.name, type=_typed(f.name, float),
+                                metavar="PER_SECOND" if f.name.endswith("_rate") else "SECONDS")
         else:
             parser.add_argument(_flag(f.name), dest=f.name, metavar="VALUE")
 

@@ -88,34 +88,33 @@ def v5_client(client_id: str, port: int, *, expiry: int = 3600,
 
 
 class Publisher:
-    """Publishes numbered messages at one QoS until stopped; records the ones the broker acknowledged."""
+    """Publishes numbered messages at one QoS until stopped; records the ones the broker acknowledged.
+
+    No lock of ours is held around ``publish()``: paho calls back from its network thread while it
+    holds its own locks, and a lock taken on both sides can deadlock the two threads.
+    """
 
     def __init__(self, port: int, qos: int):
         self.qos = qos
-        self.acked: set[bytes] = set()
-        self._mids: dict[int, bytes] = {}
-        self._lock = threading.Lock()
+        self._sent: list[tuple[bytes, mqtt.MQTTMessageInfo]] = []
         self.client = v5_client(f"pub-q{qos}", port)
-        self.client.on_publish = self._on_publish
         self.client.loop_start()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
-    def _on_publish(self, client, userdata, mid, reason_code, properties):
-        with self._lock:
-            payload = self._mids.pop(mid, None)
-        if payload is not None and not reason_code.is_failure:
-            self.acked.add(payload)
+    @property
+    def acked(self) -> set[bytes]:
+        """Payloads whose PUBACK (QoS 1) or PUBCOMP (QoS 2) arrived."""
+        return {payload for payload, info in list(self._sent)
+                if info.rc == mqtt.MQTT_ERR_SUCCESS and info.is_published()}
 
     def _run(self) -> None:
         i = 0
         while not self._stop.is_set():
             if self.client.is_connected():
                 payload = f"q{self.qos}-{i}".encode()
-                with self._lock:
-                    info = self.client.publish("load/x", payload, self.qos)
-                    self._mids[info.mid] = payload
+                self._sent.append((payload, self.client.publish("load/x", payload, self.qos)))
                 i += 1
             time.sleep(0.002)
 

@@ -152,11 +152,14 @@ def test_publish_rate_refused_with_puback_0x97_paho_v5_MQTT_3_4_2_1(broker_facto
     c.connect("127.0.0.1", b.port)
     c.loop_start()
     try:
-        for i in range(60):  # at once: 20 fit in the bucket
+        started = time.monotonic()
+        for i in range(60):  # at once: 20 fit in the bucket, which refills at 20 per second
             c.publish("rate/t", str(i).encode(), 1)
         assert done.wait(10)
+        elapsed = time.monotonic() - started
         accepted = codes.count(0)
-        assert 20 <= accepted <= 23 and codes.count(0x97) == 60 - accepted, codes  # Quota exceeded
+        assert 20 <= accepted <= 20 + 20 * elapsed + 1, (codes, elapsed)
+        assert codes.count(0x97) == 60 - accepted > 0, codes  # Quota exceeded
         got = []
         while True:
             try:
@@ -173,7 +176,7 @@ def test_publish_rate_refused_with_puback_0x97_paho_v5_MQTT_3_4_2_1(broker_facto
         c.loop_stop()
 
 
-def test_subscriptions_per_client_suback_0x97_paho_v5_MQTT_3_9_3_1(broker_factory):
+def test_subscriptions_per_client_suback_0x97_on_a_socket_v5_MQTT_3_9_3_1(broker_factory):
     b = broker_factory(max_subscriptions_per_client=2)
     c = RawClient(b.port)
     c.connect("subs", 5)

@@ -9,6 +9,7 @@ other clients keep working meanwhile, losing nothing.
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 
@@ -205,3 +206,36 @@ def test_client_that_sends_but_never_reads_is_closed_memory_bounded(serve):
           f"before, peak {rss_peak / 1024:.1f} MiB")
     assert (rss_peak - rss_before) / 1024 < 40
     assert b.problems() == []
+
+
+def test_websocket_client_that_sends_but_never_reads_is_closed(broker_factory):
+    """The same rule on a ws_listen connection: PINGREQs in binary frames, never a read."""
+    from tests.integration.transports import RawWebSocket, connect_packet
+
+    b = broker_factory(ws_listen=["127.0.0.1:0"])
+    port = b.broker.ports("ws")[0]
+    watcher = RawClient(b.port)
+    watcher.connect("watcher", 5)
+    assert watcher.subscribe("dead/#", 1) == [1]
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(2)
+    sock.connect(("127.0.0.1", port))
+    ws = RawWebSocket(port, sock=sock)
+    ws.send_frame(connect_packet("deaf-ws", will=("dead/deaf-ws", b"gone")))
+    frame = encode(Pingreq(), 4) * 10_000
+    sent = 0
+    closed = False
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            ws.send_frame(frame)
+            sent += len(frame)
+        except OSError:
+            closed = True
+            break
+    assert closed, f"still open after {sent / 1e6:.0f} MB of PINGREQ"
+    w = watcher.expect("Publish", timeout=5)
+    assert (w.topic, w.payload) == ("dead/deaf-ws", b"gone")
+    assert b.call(lambda: b.broker.server.core.limit_hits.get("unsent_bytes")) == 1
+    assert sent < 60e6

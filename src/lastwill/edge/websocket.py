@@ -31,7 +31,7 @@ from wsproto.events import (
 )
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
-from .tcp import READ_CHUNK, WRITE_HIGH_WATER
+from .tcp import READ_CHUNK, UNSENT_HARD_LIMIT, WRITE_HIGH_WATER, not_reading
 from .tls import cert_username
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -269,6 +269,11 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
 
     def _feed(self, data: bytes) -> None:
         server = self.server
+        unsent = self.transport.get_write_buffer_size()
+        if unsent > UNSENT_HARD_LIMIT + server.config.max_packet_size:  # sends, never reads (tcp.py)
+            self.closing = True
+            not_reading(server, self.conn_id, self.transport, unsent)
+            return
         try:
             actions = server.core.data_received(self.conn_id, data, server.loop.time())
         except Exception:  # a bug in the core must cost one connection, never the broker
