@@ -138,3 +138,42 @@ def test_paho_qos_round_trip(broker, version):
     pub.loop_stop()
     sub.loop_stop()
     assert sorted(got) == [("rt/0", b"m0", 0), ("rt/1", b"m1", 1), ("rt/2", b"m2", 2)]
+
+
+def _raw_client_with_will(port: int, client_id: str, topic: str):
+    """A raw TCP client that sends an MQTT 3.1.1 CONNECT with a will and waits for its CONNACK."""
+    import socket
+
+    from lastwill.codec.encoder import encode
+    from lastwill.codec.packets import Connect, Will
+
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.sendall(encode(Connect(client_id=client_id, protocol_level=4, keep_alive=60,
+                                will=Will(topic, b"gone", 1, False)), 4))
+    assert sock.recv(4) == b"\x20\x02\x00\x00"  # CONNACK, accepted
+    return sock
+
+
+def test_half_close_publishes_will_v311_MQTT_3_1_2_8(broker, observer_factory):
+    import socket
+
+    obs = observer_factory(broker.port, "hc/#", version=4)
+    sock = _raw_client_with_will(broker.port, "half-closer", "hc/half")
+    sock.shutdown(socket.SHUT_WR)  # FIN without DISCONNECT: the MQTT connection is over
+    m = obs.get(timeout=3)
+    assert (m.topic, m.payload) == ("hc/half", b"gone")
+    sock.close()
+    obs.expect_none(0.5)
+
+
+def test_connection_reset_publishes_will_v311_MQTT_3_1_2_8(broker, observer_factory):
+    import socket
+    import struct
+
+    obs = observer_factory(broker.port, "rst/#", version=4)
+    sock = _raw_client_with_will(broker.port, "resetter", "rst/x")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()  # linger 0: the kernel sends RST
+    m = obs.get(timeout=3)
+    assert (m.topic, m.payload) == ("rst/x", b"gone")
+    obs.expect_none(0.5)
