@@ -23,7 +23,7 @@ that the store keeps the same history; ``load`` puts back what the store held at
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -53,7 +53,9 @@ class Timeline:
         self.max_clients = max_clients
         self.sink = sink
         self.last_seq = 0
-        self._events: OrderedDict[str, deque[WillEvent]] = OrderedDict()
+        # per client a plain list trimmed to per_client (a deque would cost ~600 bytes per client
+        # even when it holds one event)
+        self._events: OrderedDict[str, list[WillEvent]] = OrderedDict()
 
     def record(self, client_id: str, at: float, kind: str, detail: str, rule: str | None = None,
                **data) -> WillEvent:
@@ -61,7 +63,10 @@ class Timeline:
             detail = detail[: -len(rule) - 3]
         self.last_seq += 1
         event = WillEvent(at, kind, detail, rule, data, self.last_seq)
-        self._queue(client_id).append(event)
+        q = self._queue(client_id)
+        q.append(event)
+        if len(q) > self.per_client:
+            del q[0]
         if self.sink is not None:
             self.sink.timeline_event(client_id, event)
         return event
@@ -70,13 +75,15 @@ class Timeline:
         """Put back events the store held (start-up; call in the order of each client's latest event)."""
         q = self._queue(client_id)
         q.extend(events)
+        if len(q) > self.per_client:
+            del q[: len(q) - self.per_client]
         if events:
             self.last_seq = max(self.last_seq, max(e.seq for e in events))
 
-    def _queue(self, client_id: str) -> deque[WillEvent]:
+    def _queue(self, client_id: str) -> list[WillEvent]:
         q = self._events.get(client_id)
         if q is None:
-            q = self._events[client_id] = deque(maxlen=self.per_client)
+            q = self._events[client_id] = []
             while len(self._events) > self.max_clients:
                 forgotten, _ = self._events.popitem(last=False)
                 if self.sink is not None:
