@@ -22,27 +22,13 @@ from lastwill.codec.packets import (
     Subscription,
     Will,
 )
-from lastwill.codec.primitives import encode_varint
 from tests.core.harness import Harness, will
+from tests.rawbytes import packet, s, u16
 
 V311 = 4
 V31 = 3
 
 # ---- raw 3.1.1 bytes ------------------------------------------------------------------------------
-
-
-def u16(n: int) -> bytes:
-    return n.to_bytes(2, "big")
-
-
-def s(text: str | bytes) -> bytes:
-    """A length-prefixed string or binary field (1.5.3); bytes are written as given, even ill-formed."""
-    raw = text.encode() if isinstance(text, str) else text
-    return u16(len(raw)) + raw
-
-
-def packet(first: int, body: bytes) -> bytes:
-    return bytes((first,)) + encode_varint(len(body)) + body
 
 
 def connect_bytes(payload: bytes = s("c"), *, flags: int = 0x02, keep_alive: int = 0, name: bytes = b"MQTT",

@@ -20,32 +20,14 @@ from lastwill.codec.packets import (
     Subscription,
     Unsubscribe,
 )
-from lastwill.codec.primitives import encode_varint
 from tests.core.harness import Harness, will
+from tests.rawbytes import packet, props, s, u16
 
 # Table 3-1 Connect Reason Code values (MQTT 5.0, 3.2.2.2)
 CONNECT_REASON_CODES = {0x00, 0x80, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8A, 0x8C,
                         0x90, 0x95, 0x97, 0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9F}
 
 # ---- raw CONNECT building -------------------------------------------------------------------------
-
-
-def u16(n: int) -> bytes:
-    return n.to_bytes(2, "big")
-
-
-def s(text: str | bytes) -> bytes:
-    raw = text.encode("utf-8") if isinstance(text, str) else text
-    return u16(len(raw)) + raw
-
-
-def props(*items: bytes) -> bytes:
-    body = b"".join(items)
-    return encode_varint(len(body)) + body
-
-
-def packet(first: int, body: bytes) -> bytes:
-    return bytes((first,)) + encode_varint(len(body)) + body
 
 
 WILL_FLAG, WILL_QOS1, WILL_QOS2, WILL_RETAIN, PASSWORD, USER_NAME, CLEAN = 0x04, 0x08, 0x10, 0x20, 0x40, 0x80, 0x02

@@ -14,22 +14,9 @@ from lastwill.codec.packets import Connect, Disconnect, Publish, Pubrel
 from lastwill.codec.primitives import encode_varint
 from lastwill.core.topics import topic_matches
 from tests.core.harness import Harness, will
+from tests.rawbytes import props, s, u16
 
 # ---- raw packet building ---------------------------------------------------------------------------
-
-
-def u16(n: int) -> bytes:
-    return n.to_bytes(2, "big")
-
-
-def s(text: str | bytes) -> bytes:
-    raw = text.encode("utf-8") if isinstance(text, str) else text
-    return u16(len(raw)) + raw
-
-
-def props(*items: bytes) -> bytes:
-    body = b"".join(items)
-    return encode_varint(len(body)) + body
 
 
 def publish(topic: str | bytes, payload: bytes = b"x", qos: int = 0, pid: int = 1, properties: bytes = b"\x00",

@@ -8,17 +8,9 @@ import pytest
 
 from lastwill.codec.packets import Pingreq
 from lastwill.core.broker import BrokerCore
+from tests.rawbytes import packet, s, u16
 
 pytestmark = pytest.mark.integration
-
-
-def u16(n: int) -> bytes:
-    return n.to_bytes(2, "big")
-
-
-def s(text: str | bytes) -> bytes:
-    raw = text.encode() if isinstance(text, str) else text
-    return u16(len(raw)) + raw
 
 
 def varint(n: int) -> bytes:
@@ -28,10 +20,6 @@ def varint(n: int) -> bytes:
         out.append(byte | (0x80 if n else 0))
         if not n:
             return bytes(out)
-
-
-def packet(first: int, body: bytes) -> bytes:
-    return bytes((first,)) + varint(len(body)) + body
 
 
 def connect_v311(client_id: str, *, flags: int = 0x02, will: tuple[str, bytes] | None = None) -> bytes:

@@ -12,24 +12,7 @@ import socket
 import pytest
 
 from lastwill.codec.primitives import encode_varint
-
-
-def u16(n: int) -> bytes:
-    return n.to_bytes(2, "big")
-
-
-def s(text: str | bytes) -> bytes:
-    raw = text.encode("utf-8") if isinstance(text, str) else text
-    return u16(len(raw)) + raw
-
-
-def props(*items: bytes) -> bytes:
-    body = b"".join(items)
-    return encode_varint(len(body)) + body
-
-
-def packet(first: int, body: bytes) -> bytes:
-    return bytes((first,)) + encode_varint(len(body)) + body
+from tests.rawbytes import packet, props, s, u16
 
 
 def connect(client_id: str, *, clean: bool = True, properties: bytes = b"\x00") -> bytes:
