@@ -19,7 +19,6 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -124,8 +123,7 @@ class AdminServer:
     # ---- clock -----------------------------------------------------------------------------------
     def _clock(self) -> tuple[float, float]:
         """(monotonic now as the core sees it, offset to add to get wall-clock time)."""
-        now = self.server.loop.time()
-        return now, time.time() - now
+        return self.server.loop.time(), self.server.wall_offset()
 
     # ---- views --------------------------------------------------------------------------------------
     async def clients(self, request: web.Request) -> web.Response:

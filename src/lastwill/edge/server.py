@@ -53,6 +53,7 @@ class Server:
         self.security = Security(self)  # password_file, acl_file: loaded by start(), reload() on SIGHUP
         self._pending: list = []
         self._flush_scheduled = False
+        self._wall_offset = float("-inf")  # set at the first call of wall_offset()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.transports: dict[int, asyncio.Transport] = {}
         self.lost_causes: dict[int, str] = {}
@@ -74,13 +75,13 @@ class Server:
             # before the store is touched
             self.ssl_context = server_context(self.config)
         self.security.load()  # a bad password_file or acl_file stops start-up too (ConfigError: file, line)
-        self.core.wall_offset = time.time() - self.loop.time()  # kept up to date by _flush
+        self.core.wall_offset = self.wall_offset()  # kept up to date by _flush
         if self.storage is not None:
             state = self.storage.load()  # StoreError stops start-up with its message
             crashed = state.meta.get("running") == "1"
             now = self.loop.time()
-            actions = self.core.restore(state, now, time.time(), crashed)
-            batch = self.core.take_batch(time.time() - self.loop.time()) or Batch()
+            actions = self.core.restore(state, now, now + self.wall_offset(), crashed)
+            batch = self.core.take_batch(self.wall_offset()) or Batch()
             batch.meta["running"] = "1"
             self.storage.commit(batch)
             self.run(actions)
@@ -167,7 +168,7 @@ class Server:
             self._timer = None
         if self.storage is not None and not self.fatal.is_set():
             self._flush()
-            batch = self.core.take_batch(time.time() - self.loop.time()) or Batch()
+            batch = self.core.take_batch(self.wall_offset()) or Batch()
             batch.meta["running"] = "0"
             self.storage.commit(batch)
         if self.storage is not None:
@@ -186,12 +187,21 @@ class Server:
             self._flush_scheduled = True
             self.loop.call_soon(self._flush)
 
+    def wall_offset(self) -> float:
+        """Wall-clock time minus the loop's monotonic time. Kept stable (so that an event's wall time
+        is the same in every answer and every commit) unless the wall clock was stepped by more than
+        a quarter of a second (NTP, an administrator), when the new offset is taken."""
+        offset = time.time() - self.loop.time()
+        if abs(offset - self._wall_offset) > 0.25:
+            self._wall_offset = offset
+        return self._wall_offset
+
     def _flush(self) -> None:
         """Group commit, then the writes: an acknowledgement never leaves before what it acknowledges
         is durable (PUBACK/PUBREC after the message, CONNACK after the will)."""
         self._flush_scheduled = False
         # the core reads no clock: the wall-clock offset for the next turn's calls ($SYS event times)
-        wall_offset = self.core.wall_offset = time.time() - self.loop.time()
+        wall_offset = self.core.wall_offset = self.wall_offset()
         if self.storage is not None and not self.fatal.is_set():
             batch = self.core.take_batch(wall_offset)
             if batch:
