@@ -151,6 +151,43 @@ def test_inflight_resent_with_dup_after_restart_MQTT_4_4_0_1():
     assert back.take("Pubrel")
 
 
+def test_inflight_resent_after_restart_keeps_its_properties_MQTT_3_3_2_17_MQTT_3_3_4_3():
+    h = node()
+    s = h.connect("s", clean_start=False, session_expiry_interval=600)
+    s.subscribe("q", qos=2, sub_id=7)
+    h.connect("p").publish("q", b"one", qos=2, user_property=[("a", "1"), ("b", "2")], content_type="text/plain",
+                           message_expiry_interval=100)
+    (m,) = s.messages()
+    h.advance(10)
+    h2 = h.restart(downtime=5)
+    (again,) = h2.connect("s", clean_start=False).messages()
+    assert again.dup and again.packet_id == m.packet_id
+    assert again.properties["user_property"] == [("a", "1"), ("b", "2")]  # unaltered, in order [MQTT-3.3.2-18]
+    assert again.properties["content_type"] == "text/plain"  # [MQTT-3.3.2-20]
+    assert again.properties["subscription_identifier"] == [7]  # [MQTT-3.3.4-3]
+    assert again.properties["message_expiry_interval"] == 85  # 100 less the 15 s waited [MQTT-3.3.2-6]
+
+
+def test_clean_start_discards_stored_queue_of_old_session_across_restart_MQTT_3_1_2_4():
+    h = node()
+    s = h.connect("s", clean_start=False, session_expiry_interval=600)
+    s.subscribe("q/#", qos=1)
+    s.drop()
+    p = h.connect("p")
+    for i in range(3):
+        p.publish("q/x", str(i).encode(), qos=1)
+    # Clean Start 1 ends the old session with its queue [MQTT-3.1.2-4]; the new one is persistent too,
+    # so the old session's deletion and the new session are written in the same commit
+    fresh = h.connect("s", clean_start=True, session_expiry_interval=600)
+    assert not fresh.connack.session_present and fresh.messages() == []
+    fresh.drop()
+    h2 = h.restart(downtime=1)
+    back = h2.connect("s", clean_start=False)
+    assert back.connack.session_present
+    assert back.messages() == []  # the old session's queued messages did not come back
+    assert h2.core.sessions["s"].subscriptions == {}
+
+
 def test_acked_message_not_resent_after_restart_MQTT_4_3_2_2():
     h = node()
     s = h.connect("s", clean_start=False, session_expiry_interval=600)

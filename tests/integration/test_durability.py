@@ -38,6 +38,7 @@ class BrokerProcess:
     def __init__(self, port: int, data_dir: Path, log: Path, **flags):
         self.port, self.data_dir, self.log_path, self.flags = port, data_dir, log, flags
         self.proc: subprocess.Popen | None = None
+        self.events: list[tuple[float, str]] = []  # (monotonic time, what): kills and starts
 
     def start(self) -> None:
         args = [sys.executable, "-m", "lastwill", "serve", "--listen", f"127.0.0.1:{self.port}",
@@ -50,6 +51,7 @@ class BrokerProcess:
         while True:
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                self.events.append((time.monotonic(), "started"))
                 return
             except OSError:
                 assert self.proc.poll() is None, self.log_path.read_text()[-2000:]
@@ -59,6 +61,7 @@ class BrokerProcess:
     def kill9(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
+        self.events.append((time.monotonic(), "killed"))
 
     def terminate(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -80,6 +83,9 @@ def brokers():
 def v5_client(client_id: str, port: int, *, expiry: int = 3600,
               clean_start=mqtt.MQTT_CLEAN_START_FIRST_ONLY) -> mqtt.Client:
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    # paho's packet log, kept for the failure message: which packet ids carried a duplicate, and when
+    c.packet_log = []
+    c.on_log = lambda client, userdata, level, text: client.packet_log.append(f"{time.monotonic():.4f} {text}")
     c.reconnect_delay_set(0.05, 0.3)
     props = Properties(PacketTypes.CONNECT)
     props.SessionExpiryInterval = expiry
@@ -193,7 +199,11 @@ def test_sigkill_under_load_loses_no_acknowledged_message_and_no_will_MQTT_3_1_2
             f"q{p.qos}: {len(want - set(sub.payloads('load/')))} acknowledged message(s) never delivered"
     q2 = [x for x in sub.payloads("load/") if x.startswith(b"q2-")]
     twice = sorted({x for x in q2 if q2.count(x) > 1})
-    assert not twice, f"QoS 2 message(s) delivered twice: {twice[:5]}"
+    if twice:  # keep every packet log for the diagnosis, and say where they are
+        for name, c in (("sub", sub.client), ("pub-q1", pubs[0].client), ("pub-q2", pubs[1].client)):
+            (tmp_path / f"{name}.log").write_text("\n".join(c.packet_log))
+        events = "\n".join(f"{t:.4f} {what}" for t, what in broker.events)
+    assert not twice, f"QoS 2 message(s) delivered twice: {twice[:5]}; logs in {tmp_path}\n{events}"
 
     # wills: 'gone' once, after the grace period; 'back' never; 'delayed' once, 4 s after its crash
     assert wait_until(lambda: b"gone" in sub.payloads("dead/gone"), 10)

@@ -149,6 +149,23 @@ def test_deleting_session_deletes_its_deliveries(backend):
     assert state.deliveries == {} and state.sessions == {}
 
 
+def test_session_deleted_then_put_in_one_batch_replaces_it_without_its_deliveries(backend):
+    # a client's new session (Clean Start 1) replacing its old one in the same commit
+    b = Batch()
+    b.put_session(session())
+    b.put_delivery(StoredDelivery("c", 1, message(payload=b"old"), 1, False))
+    b.put_delivery(StoredDelivery("c", 2, message(payload=b"old-inflight"), 1, False, (), 3, "puback"))
+    backend.store.commit(b)
+    b = Batch()
+    b.delete_session("c")
+    b.put_session(session(will=None, subscriptions=[]))
+    b.put_delivery(StoredDelivery("c", 1, message(payload=b"new"), 1, False))
+    backend.store.commit(b)
+    state = backend.restart()
+    assert state.sessions["c"].subscriptions == [] and state.sessions["c"].will is None
+    assert [d.message.payload for d in state.deliveries["c"]] == [b"new"]
+
+
 def test_retained_put_replace_delete(backend):
     b = Batch()
     b.put_retained(message("r/1", b"one", retain=True, expiry_at_wall=99.0, origin="x"))

@@ -1097,6 +1097,7 @@ class BrokerCore:
                      session.client_id, message.topic, conn.maximum_packet_size)
             if "topic_alias" in props and topic:  # the alias was not established after all
                 conn.aliases_out.pop(topic, None)
+            self.recorder.delivery_done(session, d)  # a queued one is gone from the store too
             return False
         if qos:
             state = AWAIT_PUBACK if qos == 1 else AWAIT_PUBREC
@@ -1120,7 +1121,7 @@ class BrokerCore:
         while resend and len(session.inflight) - len(resend) < conn.receive_maximum:
             pid = next(iter(resend))
             del resend[pid]
-            self._resend_publish(conn, session, pid, session.inflight[pid])
+            self._resend_publish(conn, session, pid, session.inflight[pid], now)
         queue = session.queue
         while queue and (queue[0].qos == 0 or len(session.inflight) < conn.receive_maximum):
             d = queue.popleft()
@@ -1138,17 +1139,28 @@ class BrokerCore:
             else:
                 conn.resend[pid] = None
 
-    def _resend_publish(self, conn: Conn, session: Session, pid: int, f: InFlight) -> None:
+    def _resend_publish(self, conn: Conn, session: Session, pid: int, f: InFlight, now: float) -> None:
         old = f.packet
-        props = old.properties if conn.protocol_level == PROTOCOL_5 else {}
-        if "topic_alias" in props:  # aliases do not survive the connection [MQTT-3.3.2-7]
-            props = {k: v for k, v in props.items() if k != "topic_alias"}
-        f.packet = Publish(f.delivery.message.topic, old.payload, old.qos, old.retain, True,
+        d = f.delivery
+        props: dict = {}
+        if conn.protocol_level == PROTOCOL_5:
+            # the message's properties as forwarded the first time [MQTT-3.3.2-17] [MQTT-3.3.2-20] (also for a
+            # delivery restored from the store, whose packet was not kept), with the expiry counted down to
+            # now [MQTT-3.3.2-6] and its subscription identifiers [MQTT-3.3.4-3]; no topic alias: aliases
+            # do not survive the connection [MQTT-3.3.2-7]
+            props = dict(d.message.properties)
+            remaining = d.message.remaining_expiry(now)
+            if remaining is not None:
+                props["message_expiry_interval"] = remaining
+            if d.subscription_ids:
+                props["subscription_identifier"] = list(d.subscription_ids)
+        f.packet = Publish(d.message.topic, old.payload, old.qos, old.retain, True,
                            pid, props)  # [MQTT-3.3.1-1] DUP 1 on a re-delivery
         if conn.maximum_packet_size is not None and \
                 len(encode(f.packet, conn.protocol_level)) > conn.maximum_packet_size:
             # the new connection allows less: discarded as if sent [MQTT-3.1.2-24] [MQTT-3.1.2-25]
             del session.inflight[pid]
+            self.recorder.delivery_done(session, f.delivery)  # or a restart would bring it back
             self.stats["dropped_too_large"] += 1
             return
         self._send(conn, f.packet)

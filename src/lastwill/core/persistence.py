@@ -65,7 +65,9 @@ class Recorder:
 
     # -- what the core calls --------------------------------------------------------------------
     def session(self, session: Session) -> None:
-        self.sessions_deleted.discard(session.client_id)
+        # a deletion noted earlier in this batch stays: it was of an earlier session of the same client
+        # (Clean Start 1), whose queued and in-flight deliveries must go; the store applies the
+        # deletions before the puts
         self.sessions[session.client_id] = session
 
     def session_deleted(self, client_id: str) -> None:

@@ -133,9 +133,11 @@ class Batch:
                     or self.retained or self.retained_deleted or self.timeline or self.timeline_deleted
                     or self.meta)
 
-    # the recorders keep "put" and "delete" of one key mutually exclusive
+    # the recorders keep "put" and "delete" of one key mutually exclusive, except for sessions: a
+    # session deleted and then put in one batch is a client's new session replacing its old one
+    # (Clean Start 1), and every store applies ``sessions_deleted`` (with the deleted sessions'
+    # deliveries and subscriptions) before ``sessions``
     def put_session(self, s: StoredSession) -> None:
-        self.sessions_deleted.discard(s.client_id)
         self.sessions[s.client_id] = s
 
     def delete_session(self, client_id: str) -> None:
