@@ -11,8 +11,9 @@ One scenario per run; the result is one JSON object on stdout::
 
     python benchmarks/loadgen.py fanin_qos0 --port 1883 --duration 3 --warmup 1 [--broker-pid PID]
 
-Scenarios (see benchmarks/README.md): fanin_qos0, fanout_qos0, fanin_qos1, connect_rate,
-will_punctuality. Throughput is counted at the subscriber(s) over ``--duration`` seconds that
+Scenarios (see benchmarks/README.md): fanin_qos0, fanout_qos0, fanin_qos1, fanin_qos1_persistent,
+latency_qos1, connect_rate, connect_hold, will_punctuality, will_under_load, delayed_will,
+wills_drop_qos1. Throughput is counted at the subscriber(s) over ``--duration`` seconds that
 start after ``--warmup`` seconds of traffic. The process's own CPU use over the same window
 (getrusage) is reported as ``loadgen_cpu_pct`` (100 = one core busy: the load generator may be
 the bottleneck), and with ``--broker-pid`` the broker's CPU use from /proc as ``broker_cpu_pct``.
@@ -409,8 +410,10 @@ class StampedSubscriber(Qos1Subscriber):
         self.dups = 0
         self.bad = 0
         self.record_latency = False
-        self.latency: list[tuple[int, int]] = []
+        # (sequence, arrival - send time in ns, kernel receive time - send time in ns or None)
+        self.latency: list[tuple[int, int, int | None]] = []
         self.now_ns = 0
+        self.kernel_ns: int | None = None  # set by a KernelStampedTransport before each read
 
     def data_received(self, data: bytes) -> None:
         self.now_ns = time.perf_counter_ns()
@@ -428,9 +431,96 @@ class StampedSubscriber(Qos1Subscriber):
         elif mark(self.seen[idx], seq):
             self.unique += 1
             if self.record_latency:
-                self.latency.append((seq, self.now_ns - sent_ns))
+                k = self.kernel_ns
+                self.latency.append((seq, self.now_ns - sent_ns, None if k is None else k - sent_ns))
         else:
             self.dups += 1
+
+
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux; the control message has the same type
+TIMESPEC = struct.Struct("@qq")
+
+
+class KernelStampedTransport:
+    """Just enough of a transport over a plain non-blocking socket read with recvmsg, so that each
+    read comes with the time the kernel received the data (SO_TIMESTAMPNS, CLOCK_REALTIME): the
+    protocol's ``kernel_ns`` is set (converted to the time.perf_counter_ns clock) before each
+    ``data_received``. latency_qos1's subscriber uses it to tell the broker's and the loopback's
+    share of the latency from the load generator's own wake-up delay."""
+
+    def __init__(self, sock: socket.socket, proto: Client):
+        self.sock, self.proto = sock, proto
+        self.loop = asyncio.get_running_loop()
+        self.closing = False
+        self.short_writes = 0
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        self.loop.add_reader(sock.fileno(), self._readable)
+        proto.connection_made(self)
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def write(self, data: bytes) -> None:
+        # PUBACKs and small control packets: the socket buffer always has room for them
+        try:
+            n = self.sock.send(data)
+        except BlockingIOError:
+            n = 0
+        if n < len(data):
+            self.short_writes += 1
+            self.loop.create_task(self.loop.sock_sendall(self.sock, data[n:]))
+
+    def _readable(self) -> None:
+        while True:
+            try:
+                data, anc, _, _ = self.sock.recvmsg(262144, socket.CMSG_SPACE(TIMESPEC.size))
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                self._lost(e)
+                return
+            if not data:
+                self._lost(None)
+                return
+            kernel_ns = None
+            for level, kind, cdata in anc:
+                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(cdata) >= TIMESPEC.size:
+                    sec, nsec = TIMESPEC.unpack_from(cdata)
+                    kernel_ns = sec * 1_000_000_000 + nsec - time.time_ns() + time.perf_counter_ns()
+            self.proto.kernel_ns = kernel_ns
+            self.proto.data_received(data)
+
+    def _lost(self, exc) -> None:
+        if not self.closing:
+            self.close()
+            self.proto.connection_lost(exc)
+
+    def close(self) -> None:
+        if not self.closing:
+            self.closing = True
+            self.loop.remove_reader(self.sock.fileno())
+            self.sock.close()
+
+    abort = close
+
+
+async def connect_kernel_stamped(port: int, factory, connect_bytes: bytes, timeout: float = 10.0) -> Client:
+    """``connect`` with a KernelStampedTransport instead of the event loop's transport."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    await asyncio.wait_for(loop.sock_connect(sock, (HOST, port)), timeout)
+    proto = factory()
+    KernelStampedTransport(sock, proto)
+    proto.transport.write(connect_bytes)
+    rc = await asyncio.wait_for(proto.connack, timeout)
+    if rc != 0:
+        raise RuntimeError(f"{proto.name}: CONNACK refused with code {rc}")
+    return proto
 
 
 class Echo(asyncio.Protocol):
@@ -513,6 +603,24 @@ def rss_kb(pid: int | None) -> int | None:
     return None
 
 
+def run_delay_ns(pid: int | str | None) -> int | None:
+    """Time the process's threads spent runnable but waiting for a CPU (the run queue), in ns:
+    the second field of /proc/PID/task/*/schedstat. None where schedstats are not available."""
+    if not pid:
+        return None
+    total = 0
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    total += int(f.read().split()[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    except OSError:
+        return None
+    return total
+
+
 class Window:
     """Snapshots at the start and the end of the measuring window."""
 
@@ -521,7 +629,8 @@ class Window:
 
     def snap(self, count: int, sent: int = 0) -> dict:
         return {"t": time.monotonic(), "count": count, "sent": sent, "cpu": cpu_self(),
-                "broker_cpu": cpu_of(self.broker_pid), "cores": cores_busy()}
+                "broker_cpu": cpu_of(self.broker_pid), "cores": cores_busy(),
+                "runq": run_delay_ns("self"), "broker_runq": run_delay_ns(self.broker_pid)}
 
     @staticmethod
     def summary(a: dict, b: dict) -> dict:
@@ -536,6 +645,10 @@ class Window:
         }
         if a["broker_cpu"] is not None and b["broker_cpu"] is not None:
             out["broker_cpu_pct"] = round(100 * (b["broker_cpu"] - a["broker_cpu"]) / dt, 1)
+        # how long each process waited for a CPU over the window (others' processes on its core)
+        for name, key in (("loadgen", "runq"), ("broker", "broker_runq")):
+            if a.get(key) is not None and b.get(key) is not None:
+                out[f"{name}_runq_wait_pct"] = round(100 * (b[key] - a[key]) / 1e9 / dt, 2)
         # how busy each core was over the window, whoever used it (other engineers' tests too)
         for cpu, (busy0, total0) in a["cores"].items():
             if cpu in b["cores"]:
@@ -963,7 +1076,7 @@ async def will_punctuality(args) -> dict:
         "delay_ms_max": round(delays[-1], 1) if delays else None,
         "connect_all_s": round(connect_s, 3), "closed_before_silence": gone_early, "waited_s": summary["window_s"],
         "loadgen_cpu_pct": summary["loadgen_cpu_pct"], "broker_cpu_pct": summary["broker_cpu_pct"],
-        **{k: v for k, v in summary.items() if k.endswith("_busy_pct")},
+        **{k: v for k, v in summary.items() if k.endswith(("_busy_pct", "_runq_wait_pct"))},
         "broker_rss_kb_end": rss_kb(args.broker_pid),
         "errors": [e for e in st.errors if "connection lost" not in e][:10],
     }
@@ -1051,15 +1164,17 @@ async def latency_qos1(args) -> dict:
     """One QoS 1 publisher paced at ``--rate`` msg/s (default 1,000; each message written on its
     own at its due time) -> one QoS 1 subscriber that acks every message. Each payload carries its
     send time (time.perf_counter_ns of this process: publisher and subscriber share the clock);
-    latency = arrival at the subscriber (when the event loop hands over the read) - send time. Over
-    the messages sent in the window (after the warm-up): p50 / p99 / max, and lost = sent in the
-    window, not delivered within ``--drain`` s after it. Then, with ``--floor`` > 0, the same pacing
+    latency = arrival at the subscriber (when the event loop hands over the read) - send time, and
+    ``lat_kernel_ms``: the kernel's receive time of the subscriber's read (SO_TIMESTAMPNS) - send
+    time, which leaves out the load generator's own wake-up delay. Over the messages sent in the
+    window (after the warm-up): p50 / p99 / max, and lost = sent in the window, not delivered within
+    ``--drain`` s after it. Then, with ``--floor`` > 0, the same pacing
     through an echo socket inside this process (no broker): what the load generator and the
     loopback alone cost."""
     level = args.mqtt
     st = State()
-    sub = await connect(args.port, lambda: StampedSubscriber(st, "sub", level, 1),
-                        connect_packet("bench-lat-sub", level))
+    sub = await connect_kernel_stamped(args.port, lambda: StampedSubscriber(st, "sub", level, 1),
+                                       connect_packet("bench-lat-sub", level))
     sub.record_latency = True
     await subscribe(sub, "bench/lat", 1, level)
     pub = await connect(args.port, lambda: SeqPublisher(st, "pub", "bench/lat", args.payload, level, 65535, 0),
@@ -1081,17 +1196,24 @@ async def latency_qos1(args) -> dict:
     while time.monotonic() < give_up and sum(seen[seq_a:seq_b]) < seq_b - seq_a:
         await asyncio.sleep(0.01)
     delivered = sum(seen[seq_a:seq_b])
-    lat = [ns / 1e6 for seq, ns in sub.latency if seq_a <= seq < seq_b]
+    if args.latency_trace:  # every message: sequence, latency, latency to the kernel's receive time (ms)
+        with open(args.latency_trace, "w") as f:
+            f.write(f"# window: sequences {seq_a}..{seq_b - 1}; {args.rate:g} msg/s\n")
+            f.writelines(f"{seq} {ns / 1e6:.3f} {'' if kns is None else f'{kns / 1e6:.3f}'}\n"
+                         for seq, ns, kns in sub.latency)
+    lat = [ns / 1e6 for seq, ns, _ in sub.latency if seq_a <= seq < seq_b]
+    lat_kernel = [kns / 1e6 for seq, _, kns in sub.latency if seq_a <= seq < seq_b and kns is not None]
     close_all([pub, sub])
     summary = Window.summary(a, b)
     out = {
         "unit": "ms", "rate_target": args.rate, "sent_rate": round(summary["sent_rate"], 1),
         "sent_in_window": seq_b - seq_a, "delivered_in_window": delivered, "lost": seq_b - seq_a - delivered,
-        **ms_stats("lat_ms", lat), "samples": len(lat), "duplicates": sub.dups,
+        **ms_stats("lat_ms", lat), "samples": len(lat), **ms_stats("lat_kernel_ms", lat_kernel),
+        "kernel_samples": len(lat_kernel), "duplicates": sub.dups, "short_writes": sub.transport.short_writes,
         "acked_by_broker": pub.acked, "payload_bytes": max(args.payload, STAMP.size),
         "pacing": pacing, "window_s": summary["window_s"],
         "loadgen_cpu_pct": summary["loadgen_cpu_pct"], "broker_cpu_pct": summary["broker_cpu_pct"],
-        **{k: v for k, v in summary.items() if k.endswith("_busy_pct")},
+        **{k: v for k, v in summary.items() if k.endswith(("_busy_pct", "_runq_wait_pct"))},
         "broker_rss_kb_end": rss_kb(args.broker_pid),
         "errors": [e for e in st.errors if "connection lost" not in e][:10],
     }
@@ -1183,7 +1305,7 @@ async def connect_hold(args) -> dict:
         "concurrency": args.concurrency, "source_addrs": args.source_addrs, "fd_limit": fd_limit,
         "window_s": summary["window_s"], "loadgen_cpu_pct": summary["loadgen_cpu_pct"],
         "broker_cpu_pct": summary["broker_cpu_pct"],
-        **{k: v for k, v in summary.items() if k.endswith("_busy_pct")},
+        **{k: v for k, v in summary.items() if k.endswith(("_busy_pct", "_runq_wait_pct"))},
         "error_count": len(errors), "errors": errors[:10],
     }
 
@@ -1249,7 +1371,7 @@ async def wills_drop_qos1(args) -> dict:
         "wills_before_drop": early, "strays": obs.strays, **stats, "last_ms": stats["arrival_ms_max"],
         "waited_s": summary["window_s"], "loadgen_cpu_pct": summary["loadgen_cpu_pct"],
         "broker_cpu_pct": summary["broker_cpu_pct"],
-        **{k: v for k, v in summary.items() if k.endswith("_busy_pct")},
+        **{k: v for k, v in summary.items() if k.endswith(("_busy_pct", "_runq_wait_pct"))},
         "broker_rss_kb_end": rss_kb(args.broker_pid),
         "error_count": len(errors), "errors": (errors + [e for e in st.errors if "connection lost" not in e])[:10],
     }
@@ -1303,7 +1425,7 @@ async def delayed_will(args) -> dict:
         **ms_stats("delay_ms", delays, 1),
         "waited_s": summary["window_s"], "loadgen_cpu_pct": summary["loadgen_cpu_pct"],
         "broker_cpu_pct": summary["broker_cpu_pct"],
-        **{k: v for k, v in summary.items() if k.endswith("_busy_pct")},
+        **{k: v for k, v in summary.items() if k.endswith(("_busy_pct", "_runq_wait_pct"))},
         "broker_rss_kb_end": rss_kb(args.broker_pid),
         "error_count": len(errors), "errors": (errors + [e for e in st.errors if "connection lost" not in e])[:10],
     }
@@ -1353,6 +1475,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--rate", type=float, default=1000.0, help="latency_qos1: messages per second")
     p.add_argument("--drain", type=float, default=1.0,
                    help="latency_qos1: wait this long after the window for the window's messages")
+    p.add_argument("--latency-trace", metavar="FILE", help="latency_qos1: write every message's latency to FILE")
     p.add_argument("--floor", type=float, default=1.0,
                    help="latency_qos1: seconds of the loopback-only baseline after the window (0 = none)")
     p.add_argument("--drain-idle", type=float, default=2.0,

@@ -124,7 +124,12 @@ SCENARIOS = {s.name: s for s in [
              [Metric("lat_ms_p50", "latency p50, ms", 3), Metric("lat_ms_p99", "latency p99, ms", 3),
               Metric("lat_ms_max", "latency max, ms", 3),
               Metric("lost", "messages lost (sent in the window, not delivered)", ratio=False),
-              Metric("floor_ms_p99", "load generator's loopback floor p99, ms (no broker)", 3, ratio=False)],
+              Metric("lat_kernel_ms_p99", "latency p99 to the kernel's receive time, ms", 3),
+              Metric("floor_ms_p99", "load generator's loopback floor p99, ms (no broker)", 3, ratio=False),
+              Metric("broker_runq_wait_pct", "broker waiting for its CPU (run queue), % of the window", 2,
+                     ratio=False),
+              Metric("loadgen_runq_wait_pct", "load generator waiting for its CPU, % of the window", 2,
+                     ratio=False)],
              quick_extra=["--floor", "0.5", "--drain", "0.5"]),
     Scenario("connect_rate", "connect_rate", "connection rate: CONNECT with will / CONNACK / DISCONNECT, "
              "128 in parallel", "connects/s", ["--concurrency", "128"]),
