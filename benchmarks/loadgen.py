@@ -1363,6 +1363,11 @@ async def wills_drop_qos1(args) -> dict:
         st.stop = True
         close_all([obs])
     arrivals = [1000 * (t - t_drop) for i, t in obs.arrivals.items() if times[i] is not None]
+    if args.latency_trace:  # every client: index, its close, its will's arrival (ms after the drop began)
+        with open(args.latency_trace, "w") as f:
+            f.writelines(f"{i} {'' if t is None else f'{1000 * (t - t_drop):.3f}'} "
+                         f"{f'{1000 * (obs.arrivals[i] - t_drop):.3f}' if i in obs.arrivals else ''}\n"
+                         for i, t in enumerate(times))
     summary = Window.summary(a, b)
     stats = ms_stats("arrival_ms", arrivals, 1)
     return {
@@ -1475,7 +1480,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--rate", type=float, default=1000.0, help="latency_qos1: messages per second")
     p.add_argument("--drain", type=float, default=1.0,
                    help="latency_qos1: wait this long after the window for the window's messages")
-    p.add_argument("--latency-trace", metavar="FILE", help="latency_qos1: write every message's latency to FILE")
+    p.add_argument("--latency-trace", metavar="FILE", help="latency_qos1: write every message's latency to FILE; "
+                   "wills_drop_qos1: every client's close and will arrival time")
     p.add_argument("--floor", type=float, default=1.0,
                    help="latency_qos1: seconds of the loopback-only baseline after the window (0 = none)")
     p.add_argument("--drain-idle", type=float, default=2.0,
