@@ -23,6 +23,7 @@ import datetime as dt
 import json
 import os
 import platform
+import resource
 import shutil
 import signal
 import socket
@@ -68,14 +69,51 @@ log_dest stderr
 log_type error
 log_type warning
 """
+# wills_5000_qos1: mosquitto as users get it, with its default queue and in-flight limits
+# (max_queued_messages 1000, max_inflight_messages 20): what issue 6 compares against
+MOSQUITTO_CONF_DEFAULT_LIMITS = "".join(
+    line for line in MOSQUITTO_CONF.splitlines(keepends=True)
+    if not line.startswith(("max_queued_messages", "max_inflight_messages", "# QoS 0 to an online",
+                            "# lastwill queues QoS 0", "# outgoing QoS 1/2")))
+
+
+class Metric:
+    """A table row: result key, label ({clients} etc. are filled from the first record), digits,
+    and whether a ratio to the first broker makes sense."""
+
+    def __init__(self, key: str, label: str, digits: int = 0, ratio: bool = True):
+        self.key, self.label, self.digits, self.ratio = key, label, digits, ratio
+
+    def label_for(self, record: dict) -> str:
+        fill = {k: (f"{v:,}" if type(v) is int else v) for k, v in record.items()
+                if isinstance(v, (int, float, str))}
+        try:
+            return self.label.format(**fill)
+        except (KeyError, ValueError, IndexError):
+            return self.label.replace("{", "").replace("}", "")
+
+
+def throughput(metric: str) -> list[Metric]:
+    return [Metric("rate", metric), Metric("rate_per_cpu_s", metric.split("/")[0] + " per broker CPU-second")]
+
+
+def will_delays(what: str = "will delay") -> list[Metric]:
+    return [Metric("delay_ms_p50", f"{what} p50, ms", 1), Metric("delay_ms_p99", f"{what} p99, ms", 1),
+            Metric("delay_ms_max", f"{what} max, ms", 1),
+            Metric("wills_received", "wills received (of {clients})", ratio=False),
+            Metric("connect_all_s", "time to connect the {clients} clients, s", 2)]
 
 
 class Scenario:
-    def __init__(self, name: str, loadgen: str, title: str, metric: str, extra: list[str] | None = None,
-                 quick_extra: list[str] | None = None):
-        self.name, self.loadgen, self.title, self.metric = name, loadgen, title, metric
+    def __init__(self, name: str, loadgen: str, title: str, metric: str | list[Metric],
+                 extra: list[str] | None = None, quick_extra: list[str] | None = None,
+                 mosquitto_conf: str = MOSQUITTO_CONF):
+        self.name, self.loadgen, self.title = name, loadgen, title
+        self.metrics = throughput(metric) if isinstance(metric, str) else metric
+        self.metric = self.metrics[0].label  # the headline
         self.extra = extra or []
         self.quick_extra = quick_extra or []
+        self.mosquitto_conf = mosquitto_conf
 
 
 SCENARIOS = {s.name: s for s in [
@@ -84,12 +122,53 @@ SCENARIOS = {s.name: s for s in [
     Scenario("fanout_qos0", "fanout_qos0", "QoS 0 fan-out: 1 pub -> 100 subs, 64 B", "delivered msg/s"),
     Scenario("fanin_qos1", "fanin_qos1", "QoS 1 fan-in: 10 pub (window 100) -> 1 sub that acks, 64 B",
              "delivered msg/s"),
+    Scenario("fanin_qos1_persistent", "fanin_qos1_persistent",
+             "QoS 1 fan-in to a persistent session (clean session 0, subscribed first); lost = PUBACKed, "
+             "never delivered", throughput("delivered msg/s") + [
+                 Metric("lost", "lost (acked by the broker, never delivered)", ratio=False),
+                 Metric("duplicates", "duplicate deliveries", ratio=False)],
+             quick_extra=["--drain-max", "5"]),
+    Scenario("latency_qos1", "latency_qos1", "QoS 1 latency: 1 pub paced at 1,000 msg/s -> 1 sub that acks",
+             [Metric("lat_ms_p50", "latency p50, ms", 3), Metric("lat_ms_p99", "latency p99, ms", 3),
+              Metric("lat_ms_max", "latency max, ms", 3),
+              Metric("lost", "messages lost (sent in the window, not delivered)", ratio=False),
+              Metric("lat_kernel_ms_p99", "latency p99 to the kernel's receive time, ms", 3),
+              Metric("floor_ms_p99", "load generator's loopback floor p99, ms (no broker)", 3, ratio=False),
+              Metric("broker_runq_wait_pct", "broker waiting for its CPU (run queue), % of the window", 2,
+                     ratio=False),
+              Metric("loadgen_runq_wait_pct", "load generator waiting for its CPU, % of the window", 2,
+                     ratio=False)],
+             quick_extra=["--floor", "0.5", "--drain", "0.5"]),
     Scenario("connect_rate", "connect_rate", "connection rate: CONNECT with will / CONNACK / DISCONNECT, "
              "128 in parallel", "connects/s", ["--concurrency", "128"]),
+    Scenario("connect_hold_5000", "connect_hold", "5,000 connections with wills, 128 in flight, all kept open",
+             [Metric("rate", "connects/s (until the last of {clients} CONNACKs)"),
+              Metric("kib_per_conn", "broker RSS per idle connection, KiB", 2),
+              Metric("rss_before_mib", "broker RSS before, MiB", 1),
+              Metric("rss_held_mib", "broker RSS with the {clients} connected, MiB", 1),
+              Metric("connected", "connected (of {clients})", ratio=False)],
+             ["--clients", "5000", "--concurrency", "128"], ["--hold", "0.5"]),
     Scenario("will_punctuality", "will_punctuality", "will punctuality: 200 clients, keep-alive 1 s, go silent",
-             "will delay after 1.5 s deadline", ["--will-timeout", "8"]),
+             will_delays(), ["--will-timeout", "8"]),
+    Scenario("will_punctuality_1000", "will_punctuality",
+             "will punctuality: 1,000 clients, keep-alive 1 s, go silent", will_delays(),
+             ["--clients", "1000", "--will-timeout", "8"]),
+    Scenario("delayed_will_1000", "delayed_will", "MQTT 5 delayed wills: 1,000 clients, will delay 2 s "
+             "(quick: 1 s), session expiry 60 s, all dropped at once", will_delays("delay after drop + will delay"),
+             ["--clients", "1000", "--concurrency", "128", "--will-timeout", "8"], ["--will-delay", "1"]),
+    Scenario("wills_5000_qos1", "wills_drop_qos1", "5,000 QoS 1 wills at once to a QoS 1 observer "
+             "(mosquitto: default limits)",
+             [Metric("wills_received", "wills received (of {clients})", ratio=False),
+              # no ratios: the brokers may have delivered different numbers of wills
+              Metric("last_ms", "time from the drop to the last will, ms", 1, ratio=False),
+              Metric("arrival_ms_p50", "will arrival p50 after the drop, ms", 1, ratio=False),
+              Metric("arrival_ms_p99", "will arrival p99 after the drop, ms", 1, ratio=False),
+              Metric("drop_s", "time to close the {clients} sockets (load generator), s", 3, ratio=False)],
+             ["--clients", "5000", "--concurrency", "128", "--will-timeout", "10"], ["--will-timeout", "6"],
+             mosquitto_conf=MOSQUITTO_CONF_DEFAULT_LIMITS),
     Scenario("will_under_load", "will_under_load", "will punctuality as above, while the QoS 0 fan-in runs",
-             "will delay after 1.5 s deadline", ["--will-timeout", "8"]),
+             will_delays() + [Metric("background_rate", "fan-in delivered msg/s meanwhile")],
+             ["--will-timeout", "8"]),
     Scenario("fanin_qos0_open", "fanin_qos0", "stress: QoS 0 fan-in, open loop (no end-to-end cap)",
              "delivered msg/s", ["--backlog", "0"]),
 ]}
@@ -189,7 +268,8 @@ def mqtt_ping(port: int, timeout: float = 1.0) -> bool:
 
 
 class BrokerProcess:
-    def __init__(self, kind: str, workdir: Path, wrap: list[str] | None = None):
+    def __init__(self, kind: str, workdir: Path, wrap: list[str] | None = None,
+                 mosquitto_conf: str = MOSQUITTO_CONF):
         self.kind = kind
         self.port = free_port()
         # each instance gets its own working directory: lastwill keeps its data in ./lastwill-data,
@@ -199,7 +279,7 @@ class BrokerProcess:
         self.log_path = self.dir / "broker.log"
         if kind == "mosquitto":
             conf = self.dir / "mosquitto.conf"
-            conf.write_text(MOSQUITTO_CONF.format(port=self.port))
+            conf.write_text(mosquitto_conf.format(port=self.port))
             cmd = ["mosquitto", "-c", str(conf)]
         else:
             cmd = [sys.executable, "-m", "lastwill", "serve", "--listen", f"127.0.0.1:{self.port}",
@@ -282,7 +362,7 @@ class RssWatch(threading.Thread):
 
 def run_one(kind: str, sc: Scenario, args, workdir: Path) -> dict:
     load_before = loadavg()
-    broker = BrokerProcess(kind, workdir)
+    broker = BrokerProcess(kind, workdir, mosquitto_conf=sc.mosquitto_conf)
     watch = RssWatch(broker, args.rss_limit_mb * 1024)
     watch.start()
     cmd = ["taskset", "-c", LOADGEN_CPU, sys.executable, str(LOADGEN), sc.loadgen,
@@ -329,9 +409,7 @@ def run_one(kind: str, sc: Scenario, args, workdir: Path) -> dict:
 def headline(r: dict) -> float | None:
     if "failed" in r:
         return None
-    if r["scenario"].startswith("will_"):
-        return r.get("delay_ms_p50")
-    return r.get("rate")
+    return r.get(SCENARIOS[r["scenario"]].metrics[0].key)
 
 
 def fmt_num(v, digits=0) -> str:
@@ -365,23 +443,19 @@ def summarize(records: list[dict], scenarios: list[str], brokers=BROKERS) -> lis
             "failed": {b: sum(1 for r in per[b] if "failed" in r) for b in brokers},
             "runs": {b: len(per[b]) for b in brokers},
         }
-        if name.startswith("will_"):
-            metrics = [("delay_ms_p50", "will delay p50, ms"), ("delay_ms_p99", "will delay p99, ms"),
-                       ("delay_ms_max", "will delay max, ms"), ("wills_received", "wills received (of 200)")]
-            metrics.append(("connect_all_s", "time to connect the 200 clients, s"))
-            if name == "will_under_load":
-                metrics.append(("background_rate", "fan-in delivered msg/s meanwhile"))
-        else:
-            metrics = [("rate", sc.metric), ("rate_per_cpu_s", sc.metric.split("/")[0] + " per broker CPU-second")]
-        for key, label in metrics:
+        first = next((r for b in brokers for r in per[b] if "failed" not in r), {})
+        for mt in sc.metrics:
+            key = mt.key
+            label = mt.label_for(first)
             vals = {b: m(b, key) for b in brokers}
             spread = {b: (min(xs), max(xs)) if len(xs := [r[key] for r in per[b] if r.get(key) is not None]) > 1
                       else None for b in brokers}
             ratios = {}
             for b in brokers[1:]:
-                ok = key not in ("wills_received",) and vals[brokers[0]] and vals[b] is not None
+                ok = mt.ratio and vals[brokers[0]] and vals[b] is not None
                 ratios[b] = vals[b] / vals[brokers[0]] if ok else None
             rows.append({"scenario": name, "title": sc.title, "metric": label, "key": key,
+                         "digits": mt.digits, "headline": mt is sc.metrics[0] or key == "background_rate",
                          "values": vals, "spread": spread, "ratios": ratios, **common})
     return rows
 
@@ -390,7 +464,7 @@ def cell(row: dict, broker: str, digits: int) -> str:
     """The median, and for the headline metrics the range over runs: '228,462 (227,792–238,263)'."""
     text = fmt_num(row["values"][broker], digits)
     sp = (row.get("spread") or {}).get(broker)
-    if sp and row["key"] in ("rate", "delay_ms_p50", "background_rate"):
+    if sp and row.get("headline", row["key"] in ("rate", "delay_ms_p50", "background_rate")):
         text += f" ({fmt_num(sp[0], digits)}–{fmt_num(sp[1], digits)})"
     return text
 
@@ -416,7 +490,7 @@ def table(rows: list[dict], brokers=BROKERS) -> str:
     for r in rows:
         first = r["scenario"] != last
         last = r["scenario"]
-        digits = 2 if r["key"] == "connect_all_s" else 1 if r["key"].startswith("delay") else 0
+        digits = r.get("digits", 2 if r["key"] == "connect_all_s" else 1 if r["key"].startswith("delay") else 0)
         ratios = r.get("ratios") or {brokers[1]: r.get("ratio")}
 
         def group(d, nd=0):
@@ -443,7 +517,9 @@ def env_block(meta: dict) -> str:
         f"lastwill {m['lastwill']} at {m['git_commit']}"
         + (f" (src/ fingerprint {m['src_sha']})" if m.get("src_sha") else ""),
         "- brokers: " + "; ".join(
-            f"{b}: " + ("mosquitto -c (generated config: MOSQUITTO_CONF in benchmarks/run.py)" if b == "mosquitto" else
+            f"{b}: " + ("mosquitto -c (generated config: MOSQUITTO_CONF in benchmarks/run.py; for wills_5000_qos1 "
+                        "MOSQUITTO_CONF_DEFAULT_LIMITS, i.e. mosquitto's default queue and in-flight limits)"
+                        if b == "mosquitto" else
                         "python -m lastwill serve --log-level warning " + " ".join(LASTWILL_VARIANTS.get(b, []))
                         + ("(defaults: durable, SQLite WAL in its working directory, fsync batch)"
                            if not LASTWILL_VARIANTS.get(b) else ""))
@@ -575,6 +651,11 @@ def main(argv=None) -> int:
             p.error(f"{tool} not found (apt-get install util-linux mosquitto)")
     if (os.cpu_count() or 1) < 2:
         p.error("needs 2 CPUs (broker on CPU 0, load generator on CPU 1)")
+    try:  # thousands of connections (connect_hold_5000, wills_5000_qos1): brokers inherit the limit
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError):
+        pass
     try:  # keep this process off the broker's core
         os.sched_setaffinity(0, {int(LOADGEN_CPU)})
     except OSError:
@@ -596,7 +677,8 @@ def main(argv=None) -> int:
     meta = {"machine": machine_facts(), "load_before": loadavg(), "runs": args.runs, "quick": args.quick,
             "duration": args.duration, "warmup": args.warmup, "scenarios": scenarios, "mqtt": args.mqtt,
             "brokers": list(brokers),
-            "mosquitto_conf": MOSQUITTO_CONF.format(port="PORT")}
+            "mosquitto_conf": MOSQUITTO_CONF.format(port="PORT"),
+            "mosquitto_conf_default_limits": MOSQUITTO_CONF_DEFAULT_LIMITS.format(port="PORT")}
     print(f"{meta['machine']['date_utc']}  load {meta['load_before']}  "
           f"{len(scenarios)} scenario(s) x {len(brokers)} brokers x {args.runs} run(s)", flush=True)
     workdir = Path(tempfile.mkdtemp(prefix="lastwill-bench-"))
@@ -611,8 +693,8 @@ def main(argv=None) -> int:
                 val = headline(r)
                 print(f"  run {run + 1} {name:17s} {kind:15s} "
                       + (f"FAILED: {r['failed']}" if "failed" in r else
-                         f"{fmt_num(val, 1 if name.startswith('will_') else 0):>10s} "
-                         f"{'ms p50' if name.startswith('will_') else SCENARIOS[name].metric}"
+                         f"{fmt_num(val, SCENARIOS[name].metrics[0].digits):>10s} "
+                         f"{SCENARIOS[name].metrics[0].label_for(r)}"
                          f"  rss {r['broker_peak_rss_kb'] / 1024:.0f} MiB"
                          f"  cpu broker {r.get('broker_cpu_pct')}% loadgen {r.get('loadgen_cpu_pct')}%"
                          f" other {r.get('other_cpu_pct')}%")
