@@ -348,6 +348,8 @@ class Phase:
         driver = 100 * (own_cpu_s() - self.d0) / dt_
         busy, total = cores_busy()
         both = 200 * (busy - self.c0[0]) / max(1, total - self.c0[1])  # the two cores, 200 = both busy
+        if dt_ < 0.2:  # a few clock ticks (1/CLK_TCK s each): the percentages would be noise
+            return {"s": dt_, "broker_cpu_pct": None, "driver_cpu_pct": None, "other_cpu_pct": None}
         return {"s": dt_, "broker_cpu_pct": round(broker, 1), "driver_cpu_pct": round(driver, 1),
                 "other_cpu_pct": round(max(0.0, both - broker - driver), 1)}
 
@@ -720,7 +722,7 @@ def tables(meta: dict, records: list[dict]) -> str:
             for key, _, _ in fam.columns:
                 cells.append(" / ".join("—" if r is None else "failed" if "failed" in r else fmt(r.get(key), key)
                                         for r in row.values()))
-            cells.append(" / ".join("—" if r is None or "failed" in r else
+            cells.append(" / ".join("—" if r is None or "failed" in r or r.get("broker_cpu_pct") is None else
                                     f"{r['broker_cpu_pct']:.0f}:{r['driver_cpu_pct']:.0f}:{r.get('other_cpu_pct', 0):.0f}"
                                     for r in row.values()))
             out.append(f"| {size:,} | " + " | ".join(cells) + " |")
