@@ -722,7 +722,8 @@ def tables(meta: dict, records: list[dict]) -> str:
             for key, _, _ in fam.columns:
                 cells.append(" / ".join("—" if r is None else "failed" if "failed" in r else fmt(r.get(key), key)
                                         for r in row.values()))
-            cells.append(" / ".join("—" if r is None or "failed" in r or r.get("broker_cpu_pct") is None else
+            cells.append(" / ".join("—" if r is None or "failed" in r or r.get("broker_cpu_pct") is None
+                                    or r.get("phase_s", 0) < 0.2 else
                                     f"{r['broker_cpu_pct']:.0f}:{r['driver_cpu_pct']:.0f}:{r.get('other_cpu_pct', 0):.0f}"
                                     for r in row.values()))
             out.append(f"| {size:,} | " + " | ".join(cells) + " |")
@@ -885,8 +886,10 @@ def main(argv=None) -> int:
                         continue
                     extra = "  ".join(f"{k}={fmt(r.get(k), k)}" for k, _, _ in fam.columns[1:])
                     print(f"  {name:14s} {size:>8,} {kind:16s} rss/item {r['rss_per_item_kib']:7.2f} KiB  {extra}"
-                          f"  ({r['elapsed_s']:.0f} s, broker cpu {r['broker_cpu_pct']}%, driver cpu "
-                          f"{r['driver_cpu_pct']}%, other {r['other_cpu_pct']}%, load {r['load_after']})"
+                          f"  ({r['elapsed_s']:.0f} s, "
+                          + (f"broker cpu {r['broker_cpu_pct']}%, driver cpu {r['driver_cpu_pct']}%, other "
+                             f"{r['other_cpu_pct']}%, " if r["broker_cpu_pct"] is not None else "")
+                          + f"load {r['load_after']})"
                           + (f"  [{len(r['broker_log_problems'])} broker log problem line(s)]"
                              if r["broker_log_problems"] else ""), flush=True)
     finally:
