@@ -668,7 +668,7 @@ def measure(fam: Family, size: int, kind: str, args, workdir: Path) -> dict:
     try:
         rec.update(run_loop(go()))
     except asyncio.TimeoutError:
-        rec["failed"] = f"timed out after {fam.timeout * args.timeout_scale:.0f} s"
+        rec["failed"] = f"timed out after {fam.timeout * args.timeout_scale:.3g} s"
     except Exception as e:  # recorded, not hidden
         rec["failed"] = f"{type(e).__name__}: {e}"
     except BaseException:  # Ctrl-C: the broker (its own session) must not outlive us
