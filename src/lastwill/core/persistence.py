@@ -208,19 +208,20 @@ def restore(core: BrokerCore, state: StoredState, now: float, wall_now: float, c
             session.username_unknown = True
         else:
             session.username = ss.username
-        session.awaiting_pubrel = set(ss.awaiting_pubrel)
+        for pid in ss.awaiting_pubrel:
+            session.add_awaiting_pubrel(pid)
         for sub in ss.subscriptions:
             opts = SubOptions(sub.qos, sub.no_local, sub.retain_as_published, sub.retain_handling, sub.subscription_id)
-            session.subscriptions[sub.topic_filter] = opts
+            session.set_subscription(sub.topic_filter, opts)
             core.tree.add(ss.client_id, sub.topic_filter, opts)
         items = state.deliveries.get(ss.client_id, [])
         for sd in items:
             d = Delivery(message_from_stored(sd.message, offset), sd.qos, sd.retain, tuple(sd.subscription_ids), sd.seq)
             if sd.packet_id is not None and sd.state in (AWAIT_PUBACK, AWAIT_PUBREC, AWAIT_PUBCOMP):
                 packet = Publish(d.message.topic, d.message.payload, d.qos, d.retain, True, sd.packet_id, {})
-                session.inflight[sd.packet_id] = InFlight(d, packet, sd.state)
+                session.set_inflight(sd.packet_id, InFlight(d, packet, sd.state))
             else:
-                session.queue.append(d)
+                session.enqueue(d)
                 session.queued_bytes += len(d.message.payload) + len(d.message.topic)
         if items:
             session.next_seq = items[-1].seq + 1
