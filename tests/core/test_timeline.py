@@ -374,6 +374,30 @@ def test_bounded_in_clients_forgetting_the_least_recent_and_telling_the_sink():
     assert forgotten == ["b"] and "b" not in t and t.kinds("a") == ["armed", "published"]
 
 
+def test_compact_events_read_back_as_recorded_one_event_and_many():
+    t = Timeline(per_client=3)
+    t.record("a", 1.0, "armed", lambda d: f"{d['topic']} {d['_n']} bytes", "MQTT-3.1.2-7", topic="x/y", qos=1, _n=5)
+    [e] = t.events("a")
+    assert (e.at, e.kind, e.detail, e.rule, e.seq) == (1.0, "armed", "x/y 5 bytes", "MQTT-3.1.2-7", 1)
+    assert e.data == {"topic": "x/y", "qos": 1}  # the "_" keys are the detail's, not data
+    for i in range(4):
+        t.record("a", 2.0 + i, "cancelled", f"c{i}", None, cause="disconnect")
+    assert [e.detail for e in t.events("a")] == ["c1", "c2", "c3"] and t.last_kind("a") == "cancelled"
+    assert [e.data for e in t.events("a")] == [{"cause": "disconnect"}] * 3
+    t.record("b", 9.0, "no-will", "none")
+    assert t.events("b")[0].data == {} and t.kinds("b") == ["no-will"] and len(t) == 2
+
+
+def test_armed_detail_written_from_the_data_is_the_same_in_the_store_MQTT_3_1_2_7():
+    store = MemoryStorage()
+    h = Harness(store=store)
+    h.connect("dev", version=4, will=will(payload=b"12345"))
+    [stored] = store.load().timeline["dev"]
+    [e] = h.core.timeline.events("dev")
+    assert stored.detail == e.detail == "topic 'dead/c' qos 1 retain 0 payload 5 bytes, session expiry 0s"
+    assert stored.data == e.data == {"topic": "dead/c", "qos": 1, "retain": False, "delay": 0, "session_expiry": 0}
+
+
 # ---- kept in the store, with wall-clock times, across restarts ----------------------------------------------
 
 

@@ -29,7 +29,7 @@ from ..storage.base import (
 )
 from .message import Message
 from .sessions import AWAIT_PUBACK, AWAIT_PUBCOMP, AWAIT_PUBREC, NEVER, Delivery, InFlight, Session
-from .timeline import WillEvent
+from .timeline import Record, WillEvent, expand
 from .topics import SubOptions
 from .will import cause_kind
 
@@ -56,7 +56,7 @@ class Recorder:
         self.deliveries: dict[tuple[str, int], tuple[Delivery, int | None, str | None]] = {}
         self.deliveries_deleted: set[tuple[str, int]] = set()
         self.retained: dict[str, Message | None] = {}
-        self.events: list[tuple[str, WillEvent]] = []
+        self.events: list[tuple[str, Record]] = []
         self.timelines_forgotten: set[str] = set()
 
     def __bool__(self) -> bool:
@@ -92,7 +92,7 @@ class Recorder:
         self.retained[topic] = message
 
     # -- what the timeline calls (it is the Timeline's sink) -------------------------------------
-    def timeline_event(self, client_id: str, event: WillEvent) -> None:
+    def timeline_event(self, client_id: str, event: Record) -> None:
         self.events.append((client_id, event))
 
     def timeline_forgotten(self, client_id: str) -> None:
@@ -131,7 +131,8 @@ class Recorder:
                 batch.put_retained(stored_message(message, wall_offset))
         for client_id in self.timelines_forgotten:
             batch.delete_timeline(client_id)
-        for client_id, e in self.events:
+        for client_id, rec in self.events:
+            e = expand(rec)
             batch.put_event(StoredEvent(client_id, e.seq, e.at + wall_offset, e.kind, e.detail, e.rule,
                                         _times(e.data, wall_offset)))
         self._reset()
