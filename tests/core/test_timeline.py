@@ -415,6 +415,24 @@ def test_timeline_committed_with_wall_clock_times():
     assert stored[1].data == {"cause": "eof"}
 
 
+def test_store_trims_a_clients_timeline_when_the_core_drops_its_oldest_event(tmp_path):
+    import sqlite3
+
+    store = SqliteStorage(tmp_path / "data")
+    store.load()
+    h = Harness(store=store)
+    n = TIMELINE_PER_CLIENT // 2 + 3  # two events per connection: the bound is passed by 6
+    for _ in range(n):
+        h.connect("dev", will=will()).disconnect(0)
+    h.connect("quiet", will=will())
+    db = sqlite3.connect(store.path)
+    rows = dict(db.execute("SELECT client_id, count(*) FROM timeline GROUP BY client_id"))
+    first = db.execute("SELECT min(seq) FROM timeline WHERE client_id = 'dev'").fetchone()[0]
+    db.close()
+    assert rows == {"dev": TIMELINE_PER_CLIENT, "quiet": 1}
+    assert first == h.core.timeline.events("dev")[0].seq == 2 * n - TIMELINE_PER_CLIENT + 1
+
+
 @pytest.mark.parametrize("kind", ["memory", "sqlite"])
 def test_history_survives_restarts_with_the_same_wall_times(kind, tmp_path):
     store = MemoryStorage() if kind == "memory" else SqliteStorage(tmp_path / "data")

@@ -149,6 +149,52 @@ def test_deleting_session_deletes_its_deliveries(backend):
     assert state.deliveries == {} and state.sessions == {}
 
 
+def test_subscriptions_replaced_emptied_and_deleted_across_restarts(backend):
+    # the SQLite store skips the DELETE of subscriptions it knows are not there: what it knows must
+    # survive a restart (it is read back from the file) and follow every change
+    b = Batch()
+    b.put_session(session())
+    backend.store.commit(b)
+    backend.restart()
+    b = Batch()
+    b.put_session(session(subscriptions=[StoredSubscription("x/#", 0)]))
+    backend.store.commit(b)
+    assert backend.restart().sessions["c"].subscriptions == [StoredSubscription("x/#", 0)]
+    b = Batch()
+    b.put_session(session(subscriptions=[]))
+    backend.store.commit(b)
+    assert backend.restart().sessions["c"].subscriptions == []
+    b = Batch()
+    b.put_session(session(subscriptions=[StoredSubscription("y", 1)]))
+    backend.store.commit(b)
+    b = Batch()
+    b.delete_session("c")
+    backend.store.commit(b)
+    b = Batch()
+    b.put_session(session(subscriptions=[]))  # the same id again, never subscribed since
+    backend.store.commit(b)
+    assert backend.restart().sessions["c"].subscriptions == []
+
+
+def test_deliveries_deleted_with_their_session_after_a_restart(backend):
+    b = Batch()
+    b.put_session(session())
+    b.put_delivery(StoredDelivery("c", 1, message(), 1, False))
+    b.put_delivery(StoredDelivery("c", 2, message(), 1, False))
+    backend.store.commit(b)
+    backend.restart()
+    b = Batch()
+    b.delete_delivery("c", 1)
+    backend.store.commit(b)
+    b = Batch()
+    b.delete_session("c")
+    backend.store.commit(b)
+    b = Batch()
+    b.put_session(session(client_id="c"))
+    backend.store.commit(b)
+    assert backend.restart().deliveries == {}
+
+
 def test_retained_put_replace_delete(backend):
     b = Batch()
     b.put_retained(message("r/1", b"one", retain=True, expiry_at_wall=99.0, origin="x"))

@@ -90,6 +90,9 @@ class TimelineSink(Protocol):
 
     def timeline_forgotten(self, client_id: str) -> None: ...
 
+    def timeline_trimmed(self, client_id: str) -> None:
+        """The client's oldest event was dropped: the store, which keeps as many, must drop it too."""
+
 
 class Timeline:
     def __init__(self, per_client: int = TIMELINE_PER_CLIENT, max_clients: int = 100_000,
@@ -128,17 +131,22 @@ class Timeline:
         if type(held) is tuple:
             if self.per_client > 1:
                 events[client_id] = [held, rec]
-            else:
-                events[client_id] = rec
-            return
-        held.append(rec)
-        if len(held) > self.per_client:
+                return
+            events[client_id] = rec
+        else:
+            held.append(rec)
+            if len(held) <= self.per_client:
+                return
             del held[0]
+        if self.sink is not None:
+            self.sink.timeline_trimmed(client_id)
 
     def load(self, client_id: str, events: list[WillEvent]) -> None:
         """Put back events the store held (start-up; call in the order of each client's latest event)."""
         for e in events[-self.per_client:]:
             self._add(client_id, make_record(e.seq, e.at, e.kind, e.detail, e.rule, e.data))
+        if len(events) > self.per_client and self.sink is not None:
+            self.sink.timeline_trimmed(client_id)  # the store holds more than it should: trim it
         if events:
             self.last_seq = max(self.last_seq, max(e.seq for e in events))
 

@@ -126,6 +126,10 @@ class Batch:
     # clients whose whole timeline is forgotten (applied before the additions)
     timeline: dict[tuple[str, int], StoredEvent] = field(default_factory=dict)
     timeline_deleted: set[str] = field(default_factory=set)
+    # the clients whose stored timeline may now hold more than TIMELINE_PER_CLIENT events (the core
+    # knows: it keeps as many in memory and says when it dropped one), so that the store trims only
+    # those; None (not known): every client with events in this batch is checked
+    timeline_trim: set[str] | None = None
     meta: dict[str, str] = field(default_factory=dict)
 
     def __bool__(self) -> bool:

@@ -92,6 +92,11 @@ _MIGRATIONS = {
 }
 
 
+# json.dumps(data, default=str) with one encoder made once (json.dumps builds a new one per call when
+# given ``default``: a quarter of a commit's time went there); the output is the same
+_timeline_json = json.JSONEncoder(default=str).encode
+
+
 def _props(props: dict, kind: str = "PUBLISH") -> bytes:
     return encode_properties(props, kind) if props else b""
 
@@ -111,6 +116,10 @@ class SqliteStorage:
         self.path = self.data_dir / DB_NAME
         self.fsync = fsync
         self.db: sqlite3.Connection | None = None
+        # the client ids that have rows in the subscriptions table, in the deliveries table (a client
+        # leaves the second only when its session is deleted): what commit needs not delete
+        self._with_subs: set[str] = set()
+        self._with_deliveries: set[str] = set()
 
     # ---- opening -----------------------------------------------------------------------------
     def load(self) -> StoredState:
@@ -214,14 +223,19 @@ class SqliteStorage:
                                   w_fire, w_cause, w_kind)
             state.sessions[client_id] = StoredSession(client_id, expiry, bool(connected), disc_at, will, [],
                                                       json.loads(awaiting), next_pid, username)
+        with_subs, with_deliveries = self._with_subs, self._with_deliveries
+        with_subs.clear()
+        with_deliveries.clear()
         for row in db.execute("SELECT * FROM subscriptions ORDER BY rowid"):
             client_id, topic_filter, qos, nl, rap, rh, sub_id = row
+            with_subs.add(client_id)  # also without a session row: deleted with the session id
             session = state.sessions.get(client_id)
             if session is not None:
                 session.subscriptions.append(StoredSubscription(topic_filter, qos, bool(nl), bool(rap), rh, sub_id))
         for row in db.execute("SELECT * FROM deliveries ORDER BY client_id, seq"):
             (client_id, seq, qos, retain, sub_ids, pid, st, topic, payload, mqos, mretain, props, origin,
              expiry, is_will) = row
+            with_deliveries.add(client_id)
             msg = StoredMessage(topic, bytes(payload), mqos, bool(mretain), _unprops(props), origin, expiry,
                                 bool(is_will))
             state.deliveries.setdefault(client_id, []).append(
@@ -239,27 +253,53 @@ class SqliteStorage:
 
     # ---- writing -------------------------------------------------------------------------------
     def commit(self, batch: Batch) -> None:
+        """One transaction. Statements that cannot change anything are not run: the DELETE of a
+        session's subscriptions when it has none stored (``_with_subs``), of its deliveries when it
+        never had any (``_with_deliveries``), the trimming of timelines that cannot exceed the bound
+        (``batch.timeline_trim``). This store is the only writer of its file, so what it remembers
+        of the rows it wrote is what the file holds."""
         db = self.db
+        with_subs, with_deliveries = self._with_subs, self._with_deliveries
+        subs_gone: list[str] = []
+        subs_new: set[str] = set()
         try:
             db.execute("BEGIN")
             if batch.sessions_deleted:
                 ids = [(c,) for c in batch.sessions_deleted]
                 db.executemany("DELETE FROM sessions WHERE client_id = ?", ids)
-                db.executemany("DELETE FROM subscriptions WHERE client_id = ?", ids)
-                db.executemany("DELETE FROM deliveries WHERE client_id = ?", ids)
-            for s in batch.sessions.values():
-                w = s.will
-                db.execute("INSERT OR REPLACE INTO sessions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", (
-                    s.client_id, s.expiry_interval, int(s.connected), s.disconnected_at_wall, s.next_packet_id,
-                    json.dumps(s.awaiting_pubrel),
-                    w.topic if w else None, w.payload if w else None, w.qos if w else None,
-                    int(w.retain) if w else None, _props(w.properties, WILL) if w else None,
-                    w.fire_at_wall if w else None, w.cause if w else None, w.cause_kind if w else None,
-                    s.username))
-                db.execute("DELETE FROM subscriptions WHERE client_id = ?", (s.client_id,))
-                db.executemany("INSERT INTO subscriptions VALUES (?,?,?,?,?,?,?)", [
-                    (s.client_id, x.topic_filter, x.qos, int(x.no_local), int(x.retain_as_published),
-                     x.retain_handling, x.subscription_id) for x in s.subscriptions])
+                gone = [(c,) for c in batch.sessions_deleted if c in with_subs]
+                if gone:
+                    db.executemany("DELETE FROM subscriptions WHERE client_id = ?", gone)
+                    subs_gone += [c for (c,) in gone]
+                gone = [(c,) for c in batch.sessions_deleted if c in with_deliveries]
+                if gone:
+                    db.executemany("DELETE FROM deliveries WHERE client_id = ?", gone)
+            if batch.sessions:
+                rows = []
+                replaced = []
+                sub_rows = []
+                for s in batch.sessions.values():
+                    w = s.will
+                    cid = s.client_id
+                    rows.append((
+                        cid, s.expiry_interval, int(s.connected), s.disconnected_at_wall, s.next_packet_id,
+                        json.dumps(s.awaiting_pubrel) if s.awaiting_pubrel else "[]",
+                        w.topic if w else None, w.payload if w else None, w.qos if w else None,
+                        int(w.retain) if w else None, _props(w.properties, WILL) if w else None,
+                        w.fire_at_wall if w else None, w.cause if w else None, w.cause_kind if w else None,
+                        s.username))
+                    if cid in with_subs:  # the subscriptions are stored again in full
+                        replaced.append((cid,))
+                    if s.subscriptions:
+                        subs_new.add(cid)
+                        sub_rows += [(cid, x.topic_filter, x.qos, int(x.no_local), int(x.retain_as_published),
+                                      x.retain_handling, x.subscription_id) for x in s.subscriptions]
+                db.executemany("INSERT OR REPLACE INTO sessions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+                if replaced:
+                    db.executemany("DELETE FROM subscriptions WHERE client_id = ?", replaced)
+                    subs_gone += [c for (c,) in replaced]
+                if sub_rows:
+                    db.executemany("INSERT INTO subscriptions VALUES (?,?,?,?,?,?,?)", sub_rows)
             if batch.deliveries_deleted:
                 db.executemany("DELETE FROM deliveries WHERE client_id = ? AND seq = ?", list(batch.deliveries_deleted))
             if batch.deliveries:
@@ -278,13 +318,18 @@ class SqliteStorage:
                 db.executemany("DELETE FROM timeline WHERE client_id = ?", [(c,) for c in batch.timeline_deleted])
             if batch.timeline:
                 db.executemany("INSERT OR REPLACE INTO timeline VALUES (?,?,?,?,?,?,?)", [
-                    (e.client_id, e.seq, e.at_wall, e.kind, e.detail, e.rule, json.dumps(e.data, default=str))
+                    (e.client_id, e.seq, e.at_wall, e.kind, e.detail, e.rule,
+                     _timeline_json(e.data) if e.data else "{}")
                     for e in batch.timeline.values()])
-                # keep the last TIMELINE_PER_CLIENT events of each client written to
+            trim = batch.timeline_trim
+            if trim is None:  # not known which: every client written to
+                trim = {k[0] for k in batch.timeline}
+            if trim:
+                # keep the last TIMELINE_PER_CLIENT events of each of these clients
                 db.executemany(
                     "DELETE FROM timeline WHERE client_id = ? AND seq <= (SELECT seq FROM timeline "
                     "WHERE client_id = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)",
-                    [(c, c, TIMELINE_PER_CLIENT) for c in {k[0] for k in batch.timeline}])
+                    [(c, c, TIMELINE_PER_CLIENT) for c in trim])
             if batch.meta:
                 db.executemany("INSERT OR REPLACE INTO meta VALUES (?,?)", list(batch.meta.items()))
             db.execute("COMMIT")
@@ -292,6 +337,13 @@ class SqliteStorage:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise StoreError(f"store {self.path}: commit failed: {e}") from None
+        # committed: what the file now holds
+        with_subs.difference_update(subs_gone)
+        with_subs.update(subs_new)
+        if batch.sessions_deleted:
+            with_deliveries.difference_update(batch.sessions_deleted)
+        if batch.deliveries:
+            with_deliveries.update(k[0] for k in batch.deliveries)
 
     def close(self) -> None:
         if self.db is not None:
