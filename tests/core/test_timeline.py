@@ -359,6 +359,7 @@ def test_bounded_per_client_keeping_the_latest():
 
 def test_bounded_in_clients_forgetting_the_least_recent_and_telling_the_sink():
     forgotten = []
+    dropped = []
 
     class Sink:
         def timeline_event(self, client_id, event):
@@ -366,12 +367,19 @@ def test_bounded_in_clients_forgetting_the_least_recent_and_telling_the_sink():
 
         def timeline_forgotten(self, client_id):
             forgotten.append(client_id)
-    t = Timeline(max_clients=2, sink=Sink())
+
+        def timeline_dropped(self, client_id, seqs):
+            dropped.append((client_id, seqs))
+    t = Timeline(max_clients=2, per_client=2, sink=Sink())
     t.record("a", 1.0, "armed", "x")
     t.record("b", 2.0, "armed", "x")
+    t.record("b", 2.5, "cancelled", "x")
     t.record("a", 3.0, "published", "x")  # a is now the most recent
     t.record("c", 4.0, "armed", "x")
     assert forgotten == ["b"] and "b" not in t and t.kinds("a") == ["armed", "published"]
+    assert dropped == [("b", [2, 3])]  # every event of b: the store deletes them by seq
+    t.record("a", 5.0, "no-will", "x")
+    assert dropped[-1] == ("a", [1]) and t.kinds("a") == ["published", "no-will"]  # its oldest
 
 
 def test_compact_events_read_back_as_recorded_one_event_and_many():
@@ -431,6 +439,23 @@ def test_store_trims_a_clients_timeline_when_the_core_drops_its_oldest_event(tmp
     db.close()
     assert rows == {"dev": TIMELINE_PER_CLIENT, "quiet": 1}
     assert first == h.core.timeline.events("dev")[0].seq == 2 * n - TIMELINE_PER_CLIENT + 1
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_store_keeps_the_same_events_when_one_step_records_more_than_the_bound(kind, tmp_path):
+    # a will dropped for 70 offline QoS 0 subscribers: 72 events of its client in one commit, of
+    # which the core keeps the last 64; the store must keep exactly those (by seq)
+    store = MemoryStorage() if kind == "memory" else SqliteStorage(tmp_path / "data")
+    store.load()
+    h = Harness(store=store)
+    for i in range(TIMELINE_PER_CLIENT + 6):
+        w = h.connect(f"w{i}", clean_start=False, session_expiry_interval=1000)
+        w.subscribe("dead/#", qos=0)
+        w.drop("EOF")
+    h.connect("dev", will=will(qos=0)).drop("EOF")
+    kept = [e.seq for e in h.core.timeline.events("dev")]
+    assert len(kept) == TIMELINE_PER_CLIENT and h.core.timeline.kinds("dev")[-1] == "dropped"
+    assert [e.seq for e in store.load().timeline["dev"]] == kept
 
 
 @pytest.mark.parametrize("kind", ["memory", "sqlite"])

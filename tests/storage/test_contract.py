@@ -331,7 +331,7 @@ def test_golden_store_from_schema_1_migrates_to_current(tmp_path):
     assert _schema_version(d) == "1"
     store = SqliteStorage(d)
     state = store.load()
-    assert _schema_version(d) == str(SCHEMA_VERSION) == "3"
+    assert _schema_version(d) == str(SCHEMA_VERSION) == "4"
     # everything written with schema 1 is still there; the user name, never stored, is unknown
     assert state.sessions["c"] == session(username=USERNAME_UNKNOWN)
     assert state.sessions["c"].will.cause_kind is None
@@ -355,7 +355,7 @@ def test_golden_store_from_schema_2_migrates_to_current(tmp_path):
     assert _schema_version(d) == "2"
     store = SqliteStorage(d)
     state = store.load()
-    assert _schema_version(d) == str(SCHEMA_VERSION) == "3"
+    assert _schema_version(d) == str(SCHEMA_VERSION) == "4"
     assert state.sessions["c"] == session(username=USERNAME_UNKNOWN)
     assert [(e.kind, e.data) for e in state.timeline["c"]] == [("armed", {"topic": "dead/c", "qos": 1})]
     b = Batch()
@@ -363,6 +363,56 @@ def test_golden_store_from_schema_2_migrates_to_current(tmp_path):
     store.commit(b)
     store.close()
     assert SqliteStorage(d).load().sessions["c"].username == "bob"
+
+
+def _tables(directory: Path) -> dict[str, str]:
+    db = sqlite3.connect(directory / DB_NAME)
+    try:
+        return dict(db.execute("SELECT name, sql FROM sqlite_master WHERE type IN ('table', 'index') AND sql IS NOT NULL"))
+    finally:
+        db.close()
+
+
+def test_golden_store_from_schema_3_migrates_to_current(tmp_path):
+    """A store written with schema version 3: its sessions and timeline tables are rebuilt in the
+    form that is cheaper to write (sessions WITHOUT ROWID, the timeline in seq order with no index on
+    client_id), keeping every row; then it takes new writes and deletes events by seq."""
+    d = _golden_copy(tmp_path, "v3")
+    assert _schema_version(d) == "3" and "WITHOUT ROWID" not in _tables(d)["sessions"]
+    store = SqliteStorage(d)
+    state = store.load()
+    assert _schema_version(d) == str(SCHEMA_VERSION) == "4"
+    tables = _tables(d)
+    assert "WITHOUT ROWID" in tables["sessions"] and "seq INTEGER PRIMARY KEY" in tables["timeline"]
+    assert not [name for name, sql in tables.items() if "ON timeline" in sql]  # no index to update
+    assert state.sessions["c"] == session(username="alice") and list(state.retained) == ["r"]
+    assert [(e.seq, e.kind, e.data) for e in state.timeline["c"]] == [(1, "armed", {"topic": "dead/c", "qos": 1})]
+    b = Batch()
+    b.put_session(session(username="bob", subscriptions=[]))
+    b.put_event(event(seq=2, kind="cancelled"))
+    b.put_event(event("d", seq=3))
+    b.timeline_dropped = {1}
+    store.commit(b)
+    store.close()
+    state = SqliteStorage(d).load()
+    assert state.sessions["c"].username == "bob" and state.sessions["c"].subscriptions == []
+    assert {c: [e.seq for e in events] for c, events in state.timeline.items()} == {"c": [2], "d": [3]}
+
+
+def test_timeline_events_deleted_by_seq_when_the_batch_names_them(backend):
+    b = Batch()
+    for seq in (1, 2, 3):
+        b.put_event(event(seq=seq))
+    b.put_event(event("other", seq=4))
+    backend.store.commit(b)
+    b = Batch()
+    b.put_event(event(seq=5))
+    b.put_event(event(seq=6))  # added and dropped in the same batch
+    b.delete_timeline("other")
+    b.timeline_dropped = {1, 4, 6}  # the batch says which: those of "other" too
+    backend.store.commit(b)
+    state = backend.restart()
+    assert {c: [e.seq for e in events] for c, events in state.timeline.items()} == {"c": [2, 3, 5]}
 
 
 def test_session_user_name_round_trips(backend):

@@ -41,7 +41,7 @@ log = logging.getLogger("lastwill.store")
 
 class Recorder:
     __slots__ = ("sessions", "sessions_deleted", "deliveries", "deliveries_deleted", "retained", "retained_deleted",
-                 "events", "timelines_forgotten", "timelines_trimmed", "stored")
+                 "events", "timelines_forgotten", "dropped_seqs", "stored")
 
     def __init__(self) -> None:
         # client ids whose session is in the store. A session that ends with its connection
@@ -58,11 +58,11 @@ class Recorder:
         self.retained: dict[str, Message | None] = {}
         self.events: list[tuple[str, Record]] = []
         self.timelines_forgotten: set[str] = set()
-        self.timelines_trimmed: set[str] = set()
+        self.dropped_seqs: set[int] = set()  # seqs of stored timeline events to delete
 
     def __bool__(self) -> bool:
         return bool(self.sessions or self.sessions_deleted or self.deliveries or self.deliveries_deleted
-                    or self.retained or self.events or self.timelines_forgotten)
+                    or self.retained or self.events or self.timelines_forgotten or self.dropped_seqs)
 
     # -- what the core calls --------------------------------------------------------------------
     def session(self, session: Session) -> None:
@@ -101,8 +101,8 @@ class Recorder:
             self.events = [(c, e) for c, e in self.events if c != client_id]
         self.timelines_forgotten.add(client_id)
 
-    def timeline_trimmed(self, client_id: str) -> None:
-        self.timelines_trimmed.add(client_id)
+    def timeline_dropped(self, client_id: str, seqs: list[int]) -> None:
+        self.dropped_seqs.update(seqs)
 
     # -- commit time ---------------------------------------------------------------------------
     def take_batch(self, wall_offset: float) -> Batch:
@@ -135,7 +135,7 @@ class Recorder:
                 batch.put_retained(stored_message(message, wall_offset))
         for client_id in self.timelines_forgotten:
             batch.delete_timeline(client_id)
-        batch.timeline_trim = self.timelines_trimmed  # (a new set after _reset)
+        batch.timeline_dropped = self.dropped_seqs  # (a new set after _reset)
         for client_id, rec in self.events:
             e = expand(rec)
             batch.put_event(StoredEvent(client_id, e.seq, e.at + wall_offset, e.kind, e.detail, e.rule,

@@ -90,8 +90,9 @@ class TimelineSink(Protocol):
 
     def timeline_forgotten(self, client_id: str) -> None: ...
 
-    def timeline_trimmed(self, client_id: str) -> None:
-        """The client's oldest event was dropped: the store, which keeps as many, must drop it too."""
+    def timeline_dropped(self, client_id: str, seqs: list[int]) -> None:
+        """These events of the client were dropped (its oldest beyond the bound, or all of a
+        forgotten client): the store, which keeps the same events, deletes them by seq."""
 
 
 class Timeline:
@@ -123,9 +124,10 @@ class Timeline:
         if held is None:
             events[client_id] = rec
             while len(events) > self.max_clients:
-                forgotten, _ = events.popitem(last=False)
+                forgotten, gone = events.popitem(last=False)
                 if self.sink is not None:
                     self.sink.timeline_forgotten(forgotten)
+                    self.sink.timeline_dropped(forgotten, [r[_SEQ] for r in ((gone,) if type(gone) is tuple else gone)])
             return
         events.move_to_end(client_id)
         if type(held) is tuple:
@@ -133,20 +135,21 @@ class Timeline:
                 events[client_id] = [held, rec]
                 return
             events[client_id] = rec
+            gone = held
         else:
             held.append(rec)
             if len(held) <= self.per_client:
                 return
-            del held[0]
+            gone = held.pop(0)
         if self.sink is not None:
-            self.sink.timeline_trimmed(client_id)
+            self.sink.timeline_dropped(client_id, [gone[_SEQ]])
 
     def load(self, client_id: str, events: list[WillEvent]) -> None:
         """Put back events the store held (start-up; call in the order of each client's latest event)."""
         for e in events[-self.per_client:]:
             self._add(client_id, make_record(e.seq, e.at, e.kind, e.detail, e.rule, e.data))
-        if len(events) > self.per_client and self.sink is not None:
-            self.sink.timeline_trimmed(client_id)  # the store holds more than it should: trim it
+        if len(events) > self.per_client and self.sink is not None:  # the store held more: delete them
+            self.sink.timeline_dropped(client_id, [e.seq for e in events[:-self.per_client]])
         if events:
             self.last_seq = max(self.last_seq, max(e.seq for e in events))
 

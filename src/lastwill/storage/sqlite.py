@@ -13,7 +13,9 @@ transaction (it is either entirely the old schema or entirely the new one).
 
 Schema versions: 1 (sessions, subscriptions, deliveries, retained); 2 adds the ``timeline`` table
 (the last TIMELINE_PER_CLIENT will timeline events of each client) and ``sessions.will_cause_kind``;
-3 adds ``sessions.username`` (what the ACL checks a session's will against, also after a restart).
+3 adds ``sessions.username`` (what the ACL checks a session's will against, also after a restart);
+4 rebuilds ``sessions`` (WITHOUT ROWID) and ``timeline`` (seq order, no index on client_id), which
+are cheaper to write (see _SESSIONS_TABLE).
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ log = logging.getLogger("lastwill.store")
 DB_NAME = "lastwill.db"
 FSYNC_POLICIES = {"always": "FULL", "batch": "NORMAL", "off": "OFF"}
 
-_TIMELINE_TABLE = """
+# the timeline table as schema version 2 made it (migration 2); version 4 rebuilds it
+_TIMELINE_TABLE_V2 = """
 CREATE TABLE timeline (
     client_id TEXT NOT NULL, seq INTEGER NOT NULL, at_wall REAL NOT NULL, kind TEXT NOT NULL,
     detail TEXT NOT NULL, rule TEXT, data TEXT NOT NULL,
@@ -52,9 +55,14 @@ CREATE TABLE timeline (
 );
 """
 
-_SCHEMA = """
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE sessions (
+# Schema version 4: every commit of a CONNECT or DISCONNECT writes a session row and timeline rows,
+# and a commit costs about one page write per b-tree it touches. So: sessions is one b-tree
+# (WITHOUT ROWID, keyed by client id; it was a rowid table plus the index of its primary key), and
+# the timeline is kept in seq order (seq, unique across clients, is the rowid) with no index on
+# client_id: new events are appended to its last page, and events are deleted by seq (the core knows
+# which it dropped: Batch.timeline_dropped); by client id only for other writers (a scan).
+_SESSIONS_TABLE = """
+CREATE TABLE {name} (
     client_id TEXT PRIMARY KEY,
     expiry_interval INTEGER NOT NULL,
     connected INTEGER NOT NULL,
@@ -65,7 +73,21 @@ CREATE TABLE sessions (
     will_fire_at_wall REAL, will_cause TEXT,
     will_cause_kind TEXT,
     username TEXT
+) WITHOUT ROWID;
+"""
+_TIMELINE_TABLE = """
+CREATE TABLE {name} (
+    client_id TEXT NOT NULL, seq INTEGER PRIMARY KEY, at_wall REAL NOT NULL, kind TEXT NOT NULL,
+    detail TEXT NOT NULL, rule TEXT, data TEXT NOT NULL
 );
+"""
+_SESSION_COLUMNS = ("client_id, expiry_interval, connected, disconnected_at_wall, next_packet_id, awaiting_pubrel, "
+                    "will_topic, will_payload, will_qos, will_retain, will_props, will_fire_at_wall, will_cause, "
+                    "will_cause_kind, username")
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+""" + _SESSIONS_TABLE.format(name="sessions") + """
 CREATE TABLE subscriptions (
     client_id TEXT NOT NULL, topic_filter TEXT NOT NULL, qos INTEGER NOT NULL, no_local INTEGER NOT NULL,
     retain_as_published INTEGER NOT NULL, retain_handling INTEGER NOT NULL, subscription_id INTEGER,
@@ -82,13 +104,22 @@ CREATE TABLE retained (
     topic TEXT PRIMARY KEY, payload BLOB NOT NULL, qos INTEGER NOT NULL, props BLOB NOT NULL,
     origin TEXT, expiry_at_wall REAL, is_will INTEGER NOT NULL
 );
-""" + _TIMELINE_TABLE
+""" + _TIMELINE_TABLE.format(name="timeline")
 
 # schema version N-1 -> N, each run in one transaction with the version update
 _MIGRATIONS = {
-    2: "ALTER TABLE sessions ADD COLUMN will_cause_kind TEXT;" + _TIMELINE_TABLE,
+    2: "ALTER TABLE sessions ADD COLUMN will_cause_kind TEXT;" + _TIMELINE_TABLE_V2,
     # the sessions stored so far: user name unknown (NULL would say anonymous): see USERNAME_UNKNOWN
     3: "ALTER TABLE sessions ADD COLUMN username TEXT; UPDATE sessions SET username = char(0) || 'unknown';",
+    # sessions and timeline rebuilt in their cheaper-to-write form (see _SESSIONS_TABLE); seq was
+    # already unique across clients
+    4: _SESSIONS_TABLE.format(name="sessions_v4")
+    + f"INSERT INTO sessions_v4 ({_SESSION_COLUMNS}) SELECT {_SESSION_COLUMNS} FROM sessions; "
+      "DROP TABLE sessions; ALTER TABLE sessions_v4 RENAME TO sessions;"
+    + _TIMELINE_TABLE.format(name="timeline_v4")
+    + "INSERT OR REPLACE INTO timeline_v4 (client_id, seq, at_wall, kind, detail, rule, data) "
+      "SELECT client_id, seq, at_wall, kind, detail, rule, data FROM timeline ORDER BY seq; "
+      "DROP TABLE timeline; ALTER TABLE timeline_v4 RENAME TO timeline;",
 }
 
 
@@ -245,7 +276,7 @@ class SqliteStorage:
             state.retained[topic] = StoredMessage(topic, bytes(payload), qos, True, _unprops(props), origin,
                                                   expiry, bool(is_will))
         for row in db.execute("SELECT client_id, seq, at_wall, kind, detail, rule, data FROM timeline "
-                              "ORDER BY seq"):
+                              "ORDER BY seq"):  # the rowid: no sort
             client_id, seq, at_wall, kind, detail, rule, data = row
             state.timeline.setdefault(client_id, []).append(
                 StoredEvent(client_id, seq, at_wall, kind, detail, rule, json.loads(data)))
@@ -314,22 +345,25 @@ class SqliteStorage:
                 db.executemany("INSERT OR REPLACE INTO retained VALUES (?,?,?,?,?,?,?)", [
                     (m.topic, m.payload, m.qos, _props(m.properties), m.origin, m.expiry_at_wall, int(m.is_will))
                     for m in batch.retained.values()])
-            if batch.timeline_deleted:
+            # timeline_dropped: the events to delete, those of timeline_deleted clients too; an event
+            # may be added and dropped in the same batch (a will dropped for many subscribers at once)
+            dropped = batch.timeline_dropped
+            if dropped is None and batch.timeline_deleted:  # not known which: by client id (a scan)
                 db.executemany("DELETE FROM timeline WHERE client_id = ?", [(c,) for c in batch.timeline_deleted])
             if batch.timeline:
                 db.executemany("INSERT OR REPLACE INTO timeline VALUES (?,?,?,?,?,?,?)", [
                     (e.client_id, e.seq, e.at_wall, e.kind, e.detail, e.rule,
                      _timeline_json(e.data) if e.data else "{}")
-                    for e in batch.timeline.values()])
-            trim = batch.timeline_trim
-            if trim is None:  # not known which: every client written to
-                trim = {k[0] for k in batch.timeline}
-            if trim:
-                # keep the last TIMELINE_PER_CLIENT events of each of these clients
+                    for e in batch.timeline.values() if not dropped or e.seq not in dropped])
+            if dropped:
+                db.executemany("DELETE FROM timeline WHERE seq = ?", [(q,) for q in dropped])
+            elif dropped is None and batch.timeline:
+                # not known which events went beyond the bound: keep the last TIMELINE_PER_CLIENT of
+                # every client written to (a scan of the table each)
                 db.executemany(
                     "DELETE FROM timeline WHERE client_id = ? AND seq <= (SELECT seq FROM timeline "
                     "WHERE client_id = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)",
-                    [(c, c, TIMELINE_PER_CLIENT) for c in trim])
+                    [(c, c, TIMELINE_PER_CLIENT) for c in {k[0] for k in batch.timeline}])
             if batch.meta:
                 db.executemany("INSERT OR REPLACE INTO meta VALUES (?,?)", list(batch.meta.items()))
             db.execute("COMMIT")
