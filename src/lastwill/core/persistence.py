@@ -29,7 +29,7 @@ from ..storage.base import (
 )
 from .message import Message
 from .sessions import AWAIT_PUBACK, AWAIT_PUBCOMP, AWAIT_PUBREC, NEVER, Delivery, InFlight, Session
-from .timeline import Record, WillEvent, expand
+from .timeline import Record, WillEvent, detail_and_data
 from .topics import SubOptions
 from .will import cause_kind
 
@@ -136,10 +136,13 @@ class Recorder:
         for client_id in self.timelines_forgotten:
             batch.delete_timeline(client_id)
         batch.timeline_dropped = self.dropped_seqs  # (a new set after _reset)
-        for client_id, rec in self.events:
-            e = expand(rec)
-            batch.put_event(StoredEvent(client_id, e.seq, e.at + wall_offset, e.kind, e.detail, e.rule,
-                                        _times(e.data, wall_offset)))
+        put_event = batch.put_event
+        for client_id, rec in self.events:  # rec: (seq, at, kind, detail, rule, ...), see timeline.Record
+            detail, data = detail_and_data(rec)
+            for k, v in data.items():  # its times (keys ending in _at) as wall-clock; data is a new dict
+                if k.endswith("_at") and isinstance(v, (int, float)) and not isinstance(v, bool):
+                    data[k] = v + wall_offset
+            put_event(StoredEvent(client_id, rec[0], rec[1] + wall_offset, rec[2], detail, rec[4], data))
         self._reset()
         return batch
 

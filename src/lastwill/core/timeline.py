@@ -72,15 +72,24 @@ def make_record(seq: int, at: float, kind: str, detail: Detail, rule: str | None
     return (seq, at, kind, detail, rule, _keys(tuple(data)), *data.values())
 
 
-def expand(record: Record) -> WillEvent:
-    """The event a record stands for (its detail written, its data a new dict)."""
+def detail_and_data(record: Record) -> tuple[str, dict]:
+    """A record's detail text (written now if it is a function) and its data (a new dict)."""
     keys = record[_KEYS]
+    if not keys:
+        detail = record[_DETAIL]
+        return (detail if isinstance(detail, str) else detail({})), {}
     data = dict(zip(keys, record[_KEYS + 1:], strict=True))
     detail = record[_DETAIL]
     if not isinstance(detail, str):
         detail = detail(data)
     if any(k[:1] == "_" for k in keys):
         data = {k: v for k, v in data.items() if k[:1] != "_"}
+    return detail, data
+
+
+def expand(record: Record) -> WillEvent:
+    """The event a record stands for (its detail written, its data a new dict)."""
+    detail, data = detail_and_data(record)
     return WillEvent(record[_AT], record[_KIND], detail, record[_RULE], data, record[_SEQ])
 
 
