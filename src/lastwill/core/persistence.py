@@ -138,10 +138,7 @@ class Recorder:
         batch.timeline_dropped = self.dropped_seqs  # (a new set after _reset)
         put_event = batch.put_event
         for client_id, rec in self.events:  # rec: (seq, at, kind, detail, rule, ...), see timeline.Record
-            detail, data = detail_and_data(rec)
-            for k, v in data.items():  # its times (keys ending in _at) as wall-clock; data is a new dict
-                if k.endswith("_at") and isinstance(v, (int, float)) and not isinstance(v, bool):
-                    data[k] = v + wall_offset
+            detail, data = detail_and_data(rec, wall_offset)  # its times as wall-clock
             put_event(StoredEvent(client_id, rec[0], rec[1] + wall_offset, rec[2], detail, rec[4], data))
         self._reset()
         return batch

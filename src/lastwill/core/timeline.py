@@ -72,18 +72,38 @@ def make_record(seq: int, at: float, kind: str, detail: Detail, rule: str | None
     return (seq, at, kind, detail, rule, _keys(tuple(data)), *data.values())
 
 
-def detail_and_data(record: Record) -> tuple[str, dict]:
-    """A record's detail text (written now if it is a function) and its data (a new dict)."""
+# per shape of data (its key names): whether some keys are the detail's ("_"), and the keys that
+# are times (ending in "_at": the store keeps them as wall-clock)
+_SHAPES: dict[tuple, tuple[bool, tuple[str, ...]]] = {}
+
+
+def _shape(keys: tuple) -> tuple[bool, tuple[str, ...]]:
+    shape = _SHAPES.get(keys)
+    if shape is None:
+        shape = (any(k[:1] == "_" for k in keys), tuple(k for k in keys if k.endswith("_at")))
+        if len(_SHAPES) < 1024:
+            _SHAPES[keys] = shape
+    return shape
+
+
+def detail_and_data(record: Record, time_offset: float = 0.0) -> tuple[str, dict]:
+    """A record's detail text (written now if it is a function) and its data (a new dict), with the
+    times in it moved by ``time_offset`` (monotonic -> wall-clock for the store)."""
     keys = record[_KEYS]
+    detail = record[_DETAIL]
     if not keys:
-        detail = record[_DETAIL]
         return (detail if isinstance(detail, str) else detail({})), {}
     data = dict(zip(keys, record[_KEYS + 1:], strict=True))
-    detail = record[_DETAIL]
     if not isinstance(detail, str):
         detail = detail(data)
-    if any(k[:1] == "_" for k in keys):
+    private, times = _shape(keys)
+    if private:
         data = {k: v for k, v in data.items() if k[:1] != "_"}
+    if time_offset and times:
+        for k in times:
+            v = data[k]
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                data[k] = v + time_offset
     return detail, data
 
 
