@@ -359,6 +359,7 @@ def test_bounded_per_client_keeping_the_latest():
 
 def test_bounded_in_clients_forgetting_the_least_recent_and_telling_the_sink():
     forgotten = []
+    dropped = []
 
     class Sink:
         def timeline_event(self, client_id, event):
@@ -366,12 +367,43 @@ def test_bounded_in_clients_forgetting_the_least_recent_and_telling_the_sink():
 
         def timeline_forgotten(self, client_id):
             forgotten.append(client_id)
-    t = Timeline(max_clients=2, sink=Sink())
+
+        def timeline_dropped(self, client_id, seqs):
+            dropped.append((client_id, seqs))
+    t = Timeline(max_clients=2, per_client=2, sink=Sink())
     t.record("a", 1.0, "armed", "x")
     t.record("b", 2.0, "armed", "x")
+    t.record("b", 2.5, "cancelled", "x")
     t.record("a", 3.0, "published", "x")  # a is now the most recent
     t.record("c", 4.0, "armed", "x")
     assert forgotten == ["b"] and "b" not in t and t.kinds("a") == ["armed", "published"]
+    assert dropped == [("b", [2, 3])]  # every event of b: the store deletes them by seq
+    t.record("a", 5.0, "no-will", "x")
+    assert dropped[-1] == ("a", [1]) and t.kinds("a") == ["published", "no-will"]  # its oldest
+
+
+def test_compact_events_read_back_as_recorded_one_event_and_many():
+    t = Timeline(per_client=3)
+    t.record("a", 1.0, "armed", lambda d: f"{d['topic']} {d['_n']} bytes", "MQTT-3.1.2-7", topic="x/y", qos=1, _n=5)
+    [e] = t.events("a")
+    assert (e.at, e.kind, e.detail, e.rule, e.seq) == (1.0, "armed", "x/y 5 bytes", "MQTT-3.1.2-7", 1)
+    assert e.data == {"topic": "x/y", "qos": 1}  # the "_" keys are the detail's, not data
+    for i in range(4):
+        t.record("a", 2.0 + i, "cancelled", f"c{i}", None, cause="disconnect")
+    assert [e.detail for e in t.events("a")] == ["c1", "c2", "c3"] and t.last_kind("a") == "cancelled"
+    assert [e.data for e in t.events("a")] == [{"cause": "disconnect"}] * 3
+    t.record("b", 9.0, "no-will", "none")
+    assert t.events("b")[0].data == {} and t.kinds("b") == ["no-will"] and len(t) == 2
+
+
+def test_armed_detail_written_from_the_data_is_the_same_in_the_store_MQTT_3_1_2_7():
+    store = MemoryStorage()
+    h = Harness(store=store)
+    h.connect("dev", version=4, will=will(payload=b"12345"))
+    [stored] = store.load().timeline["dev"]
+    [e] = h.core.timeline.events("dev")
+    assert stored.detail == e.detail == "topic 'dead/c' qos 1 retain 0 payload 5 bytes, session expiry 0s"
+    assert stored.data == e.data == {"topic": "dead/c", "qos": 1, "retain": False, "delay": 0, "session_expiry": 0}
 
 
 # ---- kept in the store, with wall-clock times, across restarts ----------------------------------------------
@@ -389,6 +421,41 @@ def test_timeline_committed_with_wall_clock_times():
     assert stored[0].at_wall == 1000.0 + offset and stored[1].at_wall == 1002.0 + offset
     assert stored[2].data["fire_at"] == 1032.0 + offset  # times in the data are wall-clock too
     assert stored[1].data == {"cause": "eof"}
+
+
+def test_store_trims_a_clients_timeline_when_the_core_drops_its_oldest_event(tmp_path):
+    import sqlite3
+
+    store = SqliteStorage(tmp_path / "data")
+    store.load()
+    h = Harness(store=store)
+    n = TIMELINE_PER_CLIENT // 2 + 3  # two events per connection: the bound is passed by 6
+    for _ in range(n):
+        h.connect("dev", will=will()).disconnect(0)
+    h.connect("quiet", will=will())
+    db = sqlite3.connect(store.path)
+    rows = dict(db.execute("SELECT client_id, count(*) FROM timeline GROUP BY client_id"))
+    first = db.execute("SELECT min(seq) FROM timeline WHERE client_id = 'dev'").fetchone()[0]
+    db.close()
+    assert rows == {"dev": TIMELINE_PER_CLIENT, "quiet": 1}
+    assert first == h.core.timeline.events("dev")[0].seq == 2 * n - TIMELINE_PER_CLIENT + 1
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_store_keeps_the_same_events_when_one_step_records_more_than_the_bound(kind, tmp_path):
+    # a will dropped for 70 offline QoS 0 subscribers: 72 events of its client in one commit, of
+    # which the core keeps the last 64; the store must keep exactly those (by seq)
+    store = MemoryStorage() if kind == "memory" else SqliteStorage(tmp_path / "data")
+    store.load()
+    h = Harness(store=store)
+    for i in range(TIMELINE_PER_CLIENT + 6):
+        w = h.connect(f"w{i}", clean_start=False, session_expiry_interval=1000)
+        w.subscribe("dead/#", qos=0)
+        w.drop("EOF")
+    h.connect("dev", will=will(qos=0)).drop("EOF")
+    kept = [e.seq for e in h.core.timeline.events("dev")]
+    assert len(kept) == TIMELINE_PER_CLIENT and h.core.timeline.kinds("dev")[-1] == "dropped"
+    assert [e.seq for e in store.load().timeline["dev"]] == kept
 
 
 @pytest.mark.parametrize("kind", ["memory", "sqlite"])

@@ -166,6 +166,52 @@ def test_session_deleted_then_put_in_one_batch_replaces_it_without_its_deliverie
     assert [d.message.payload for d in state.deliveries["c"]] == [b"new"]
 
 
+def test_subscriptions_replaced_emptied_and_deleted_across_restarts(backend):
+    # the SQLite store skips the DELETE of subscriptions it knows are not there: what it knows must
+    # survive a restart (it is read back from the file) and follow every change
+    b = Batch()
+    b.put_session(session())
+    backend.store.commit(b)
+    backend.restart()
+    b = Batch()
+    b.put_session(session(subscriptions=[StoredSubscription("x/#", 0)]))
+    backend.store.commit(b)
+    assert backend.restart().sessions["c"].subscriptions == [StoredSubscription("x/#", 0)]
+    b = Batch()
+    b.put_session(session(subscriptions=[]))
+    backend.store.commit(b)
+    assert backend.restart().sessions["c"].subscriptions == []
+    b = Batch()
+    b.put_session(session(subscriptions=[StoredSubscription("y", 1)]))
+    backend.store.commit(b)
+    b = Batch()
+    b.delete_session("c")
+    backend.store.commit(b)
+    b = Batch()
+    b.put_session(session(subscriptions=[]))  # the same id again, never subscribed since
+    backend.store.commit(b)
+    assert backend.restart().sessions["c"].subscriptions == []
+
+
+def test_deliveries_deleted_with_their_session_after_a_restart(backend):
+    b = Batch()
+    b.put_session(session())
+    b.put_delivery(StoredDelivery("c", 1, message(), 1, False))
+    b.put_delivery(StoredDelivery("c", 2, message(), 1, False))
+    backend.store.commit(b)
+    backend.restart()
+    b = Batch()
+    b.delete_delivery("c", 1)
+    backend.store.commit(b)
+    b = Batch()
+    b.delete_session("c")
+    backend.store.commit(b)
+    b = Batch()
+    b.put_session(session(client_id="c"))
+    backend.store.commit(b)
+    assert backend.restart().deliveries == {}
+
+
 def test_retained_put_replace_delete(backend):
     b = Batch()
     b.put_retained(message("r/1", b"one", retain=True, expiry_at_wall=99.0, origin="x"))
@@ -302,7 +348,7 @@ def test_golden_store_from_schema_1_migrates_to_current(tmp_path):
     assert _schema_version(d) == "1"
     store = SqliteStorage(d)
     state = store.load()
-    assert _schema_version(d) == str(SCHEMA_VERSION) == "3"
+    assert _schema_version(d) == str(SCHEMA_VERSION) == "4"
     # everything written with schema 1 is still there; the user name, never stored, is unknown
     assert state.sessions["c"] == session(username=USERNAME_UNKNOWN)
     assert state.sessions["c"].will.cause_kind is None
@@ -326,7 +372,7 @@ def test_golden_store_from_schema_2_migrates_to_current(tmp_path):
     assert _schema_version(d) == "2"
     store = SqliteStorage(d)
     state = store.load()
-    assert _schema_version(d) == str(SCHEMA_VERSION) == "3"
+    assert _schema_version(d) == str(SCHEMA_VERSION) == "4"
     assert state.sessions["c"] == session(username=USERNAME_UNKNOWN)
     assert [(e.kind, e.data) for e in state.timeline["c"]] == [("armed", {"topic": "dead/c", "qos": 1})]
     b = Batch()
@@ -334,6 +380,56 @@ def test_golden_store_from_schema_2_migrates_to_current(tmp_path):
     store.commit(b)
     store.close()
     assert SqliteStorage(d).load().sessions["c"].username == "bob"
+
+
+def _tables(directory: Path) -> dict[str, str]:
+    db = sqlite3.connect(directory / DB_NAME)
+    try:
+        return dict(db.execute("SELECT name, sql FROM sqlite_master WHERE type IN ('table', 'index') AND sql IS NOT NULL"))
+    finally:
+        db.close()
+
+
+def test_golden_store_from_schema_3_migrates_to_current(tmp_path):
+    """A store written with schema version 3: its sessions and timeline tables are rebuilt in the
+    form that is cheaper to write (sessions WITHOUT ROWID, the timeline in seq order with no index on
+    client_id), keeping every row; then it takes new writes and deletes events by seq."""
+    d = _golden_copy(tmp_path, "v3")
+    assert _schema_version(d) == "3" and "WITHOUT ROWID" not in _tables(d)["sessions"]
+    store = SqliteStorage(d)
+    state = store.load()
+    assert _schema_version(d) == str(SCHEMA_VERSION) == "4"
+    tables = _tables(d)
+    assert "WITHOUT ROWID" in tables["sessions"] and "seq INTEGER PRIMARY KEY" in tables["timeline"]
+    assert not [name for name, sql in tables.items() if "ON timeline" in sql]  # no index to update
+    assert state.sessions["c"] == session(username="alice") and list(state.retained) == ["r"]
+    assert [(e.seq, e.kind, e.data) for e in state.timeline["c"]] == [(1, "armed", {"topic": "dead/c", "qos": 1})]
+    b = Batch()
+    b.put_session(session(username="bob", subscriptions=[]))
+    b.put_event(event(seq=2, kind="cancelled"))
+    b.put_event(event("d", seq=3))
+    b.timeline_dropped = {1}
+    store.commit(b)
+    store.close()
+    state = SqliteStorage(d).load()
+    assert state.sessions["c"].username == "bob" and state.sessions["c"].subscriptions == []
+    assert {c: [e.seq for e in events] for c, events in state.timeline.items()} == {"c": [2], "d": [3]}
+
+
+def test_timeline_events_deleted_by_seq_when_the_batch_names_them(backend):
+    b = Batch()
+    for seq in (1, 2, 3):
+        b.put_event(event(seq=seq))
+    b.put_event(event("other", seq=4))
+    backend.store.commit(b)
+    b = Batch()
+    b.put_event(event(seq=5))
+    b.put_event(event(seq=6))  # added and dropped in the same batch
+    b.delete_timeline("other")
+    b.timeline_dropped = {1, 4, 6}  # the batch says which: those of "other" too
+    backend.store.commit(b)
+    state = backend.restart()
+    assert {c: [e.seq for e in events] for c, events in state.timeline.items()} == {"c": [2, 3, 5]}
 
 
 def test_session_user_name_round_trips(backend):

@@ -105,6 +105,9 @@ def _show(text: str) -> str:
     return repr(text if len(text) <= 60 else text[:57] + "...")
 
 
+_NO_BYTES = b""  # Decoder._buf when no partial packet is held
+
+
 class Decoder:
     """Turns a connection's byte stream into packets.
 
@@ -146,7 +149,9 @@ class Decoder:
         self.max_packet_size = max_packet_size
         self.server_side = server_side
         self.protocol_level = protocol_level
-        self._buf = bytearray()
+        # the bytes of an incomplete packet: _NO_BYTES (shared) until one arrives, and again once it is
+        # complete, so that an idle connection holds no buffer
+        self._buf: bytearray | bytes = _NO_BYTES
         self._need = 0  # bytes the buffered partial packet needs in all; 0 = header incomplete
         self._error: MqttError | None = None
 
@@ -165,7 +170,7 @@ class Decoder:
             if len(buf) < self._need:
                 return []  # still inside the same packet: nothing to parse yet
             data = bytes(buf)
-            buf.clear()
+            self._buf = _NO_BYTES
         elif type(data) is not bytes:
             data = bytes(data)
         n = len(data)
@@ -242,10 +247,10 @@ class Decoder:
             if exc.protocol_level in (3, 4) and exc.rule in _V311_RULES:
                 exc.rule = _V311_RULES[exc.rule]
             self._error = exc
-            buf.clear()
+            self._buf = _NO_BYTES
             raise
         if off < n:
-            buf += mv[off:]
+            self._buf = bytearray(mv[off:])
             self._need = need
         return packets
 

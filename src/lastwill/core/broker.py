@@ -56,6 +56,7 @@ from .sessions import (
     AWAIT_PUBREC,
     CLOSED,
     CONNECTED,
+    EMPTY_MAP,
     NEVER,
     NEW,
     Conn,
@@ -819,7 +820,7 @@ class BrokerCore:
         self.timers.cancel(("session", session.client_id))
         for topic_filter in session.subscriptions:
             self.tree.remove(session.client_id, topic_filter)
-        session.subscriptions.clear()
+        session.clear_subscriptions()
         if session.queue or session.inflight:
             log.info("session client_id=%s ended with %d queued and %d in-flight message(s) discarded",
                      session.client_id, len(session.queue), len(session.inflight))
@@ -854,6 +855,8 @@ class BrokerCore:
                     raise MqttError(f"topic alias {alias} outside 1..{cfg.topic_alias_maximum}",
                                     RC_TOPIC_ALIAS_INVALID, "MQTT-3.3.2-8")
                 if topic:
+                    if conn.aliases_in is EMPTY_MAP:
+                        conn.aliases_in = {}
                     conn.aliases_in[alias] = topic  # [MQTT-3.3.2-12] set or replace the mapping
                 else:
                     topic = conn.aliases_in.get(alias)
@@ -874,7 +877,7 @@ class BrokerCore:
         if p.topic:  # max_topic_length, max_topic_levels (a topic from a Topic Alias was checked when set)
             over = self._topic_over_limit(p.topic)
             if over is not None:
-                if "topic_alias" in props:  # no alias to a refused topic
+                if "topic_alias" in props and conn.aliases_in:  # no alias to a refused topic
                     conn.aliases_in.pop(props["topic_alias"], None)
                 self._refuse_publish(conn, p, RC_TOPIC_NAME_INVALID, over[0], now, over[1])
                 return
@@ -932,7 +935,7 @@ class BrokerCore:
         if qos == 1:
             self._send(conn, Puback(p.packet_id))
         elif qos == 2:
-            session.awaiting_pubrel.add(p.packet_id)
+            session.add_awaiting_pubrel(p.packet_id)
             self.recorder.session(session)
             self._send(conn, Pubrec(p.packet_id))
 
@@ -1040,7 +1043,7 @@ class BrokerCore:
                             " (a will)" if message.is_will else "")
             return
         d = Delivery(message, qos, retain, sub_ids)
-        session.queue.append(d)
+        session.enqueue(d)
         session.queued_bytes += size
         if session.expiry_interval:
             self.recorder.delivery(session, d)
@@ -1073,6 +1076,8 @@ class BrokerCore:
                     extra["topic_alias"] = alias
                     topic = ""
                 elif len(conn.aliases_out) < conn.topic_alias_maximum:  # [MQTT-3.1.2-26]
+                    if conn.aliases_out is EMPTY_MAP:
+                        conn.aliases_out = {}
                     alias = conn.aliases_out[topic] = len(conn.aliases_out) + 1
                     extra["topic_alias"] = alias
             if extra:
@@ -1101,7 +1106,7 @@ class BrokerCore:
             return False
         if qos:
             state = AWAIT_PUBACK if qos == 1 else AWAIT_PUBREC
-            session.inflight[pid] = InFlight(d, packet, state)
+            session.set_inflight(pid, InFlight(d, packet, state))
             if session.expiry_interval:
                 self.recorder.delivery(session, d, pid, state)
         elif d.seq:
@@ -1137,6 +1142,8 @@ class BrokerCore:
             if f.state == AWAIT_PUBCOMP:
                 self._send(conn, Pubrel(pid))
             else:
+                if conn.resend is EMPTY_MAP:
+                    conn.resend = {}
                 conn.resend[pid] = None
 
     def _resend_publish(self, conn: Conn, session: Session, pid: int, f: InFlight, now: float) -> None:
@@ -1171,7 +1178,8 @@ class BrokerCore:
         f = session.inflight.get(p.packet_id)
         if f is not None and f.state == AWAIT_PUBACK:
             del session.inflight[p.packet_id]
-            conn.resend.pop(p.packet_id, None)  # acknowledged before it was re-sent
+            if conn.resend:
+                conn.resend.pop(p.packet_id, None)  # acknowledged before it was re-sent
             self.recorder.delivery_done(session, f.delivery)
             if session.queue or conn.resend:
                 self._pump(session, now)
@@ -1185,7 +1193,8 @@ class BrokerCore:
             else:
                 self._send(conn, Pubrel(p.packet_id))
             return
-        conn.resend.pop(p.packet_id, None)  # answered before it was re-sent
+        if conn.resend:
+            conn.resend.pop(p.packet_id, None)  # answered before it was re-sent
         if p.reason_code >= 0x80:  # refused by the receiver: discard, no PUBREL [MQTT-4.3.3-4] [MQTT-4.8.2-6]
             del session.inflight[p.packet_id]
             self.recorder.delivery_done(session, f.delivery)
@@ -1267,7 +1276,7 @@ class BrokerCore:
             granted = min(sub.qos, cfg.maximum_qos)  # [MQTT-3.2.2-10] [MQTT-3.8.4-8] granted may be lower
             opts = SubOptions(granted, sub.no_local, sub.retain_as_published, sub.retain_handling, sub_id)
             existed = sub.topic_filter in session.subscriptions
-            session.subscriptions[sub.topic_filter] = opts  # [MQTT-3.8.4-3] replaces an identical filter
+            session.set_subscription(sub.topic_filter, opts)  # [MQTT-3.8.4-3] replaces an identical filter
             self.tree.add(session.client_id, sub.topic_filter, opts)
             codes.append(granted)
             # retained messages [MQTT-3.3.1-9] [MQTT-3.3.1-10] [MQTT-3.3.1-11]; never to a shared subscription (4.8.2)
@@ -1290,7 +1299,7 @@ class BrokerCore:
         session = conn.session
         codes = []
         for topic_filter in p.topic_filters:
-            if session.subscriptions.pop(topic_filter, None) is not None:
+            if session.subscriptions and session.subscriptions.pop(topic_filter, None) is not None:
                 self.tree.remove(session.client_id, topic_filter)
                 codes.append(RC_SUCCESS)
             else:

@@ -29,7 +29,7 @@ from ..storage.base import (
 )
 from .message import Message
 from .sessions import AWAIT_PUBACK, AWAIT_PUBCOMP, AWAIT_PUBREC, NEVER, Delivery, InFlight, Session
-from .timeline import WillEvent
+from .timeline import Record, WillEvent, detail_and_data
 from .topics import SubOptions
 from .will import cause_kind
 
@@ -41,7 +41,7 @@ log = logging.getLogger("lastwill.store")
 
 class Recorder:
     __slots__ = ("sessions", "sessions_deleted", "deliveries", "deliveries_deleted", "retained", "retained_deleted",
-                 "events", "timelines_forgotten", "stored")
+                 "events", "timelines_forgotten", "dropped_seqs", "stored")
 
     def __init__(self) -> None:
         # client ids whose session is in the store. A session that ends with its connection
@@ -56,12 +56,13 @@ class Recorder:
         self.deliveries: dict[tuple[str, int], tuple[Delivery, int | None, str | None]] = {}
         self.deliveries_deleted: set[tuple[str, int]] = set()
         self.retained: dict[str, Message | None] = {}
-        self.events: list[tuple[str, WillEvent]] = []
+        self.events: list[tuple[str, Record]] = []
         self.timelines_forgotten: set[str] = set()
+        self.dropped_seqs: set[int] = set()  # seqs of stored timeline events to delete
 
     def __bool__(self) -> bool:
         return bool(self.sessions or self.sessions_deleted or self.deliveries or self.deliveries_deleted
-                    or self.retained or self.events or self.timelines_forgotten)
+                    or self.retained or self.events or self.timelines_forgotten or self.dropped_seqs)
 
     # -- what the core calls --------------------------------------------------------------------
     def session(self, session: Session) -> None:
@@ -94,13 +95,16 @@ class Recorder:
         self.retained[topic] = message
 
     # -- what the timeline calls (it is the Timeline's sink) -------------------------------------
-    def timeline_event(self, client_id: str, event: WillEvent) -> None:
+    def timeline_event(self, client_id: str, event: Record) -> None:
         self.events.append((client_id, event))
 
     def timeline_forgotten(self, client_id: str) -> None:
         if any(c == client_id for c, _ in self.events):
             self.events = [(c, e) for c, e in self.events if c != client_id]
         self.timelines_forgotten.add(client_id)
+
+    def timeline_dropped(self, client_id: str, seqs: list[int]) -> None:
+        self.dropped_seqs.update(seqs)
 
     # -- commit time ---------------------------------------------------------------------------
     def take_batch(self, wall_offset: float) -> Batch:
@@ -133,9 +137,11 @@ class Recorder:
                 batch.put_retained(stored_message(message, wall_offset))
         for client_id in self.timelines_forgotten:
             batch.delete_timeline(client_id)
-        for client_id, e in self.events:
-            batch.put_event(StoredEvent(client_id, e.seq, e.at + wall_offset, e.kind, e.detail, e.rule,
-                                        _times(e.data, wall_offset)))
+        batch.timeline_dropped = self.dropped_seqs  # (a new set after _reset)
+        put_event = batch.put_event
+        for client_id, rec in self.events:  # rec: (seq, at, kind, detail, rule, ...), see timeline.Record
+            detail, data = detail_and_data(rec, wall_offset)  # its times as wall-clock
+            put_event(StoredEvent(client_id, rec[0], rec[1] + wall_offset, rec[2], detail, rec[4], data))
         self._reset()
         return batch
 
@@ -210,19 +216,20 @@ def restore(core: BrokerCore, state: StoredState, now: float, wall_now: float, c
             session.username_unknown = True
         else:
             session.username = ss.username
-        session.awaiting_pubrel = set(ss.awaiting_pubrel)
+        for pid in ss.awaiting_pubrel:
+            session.add_awaiting_pubrel(pid)
         for sub in ss.subscriptions:
             opts = SubOptions(sub.qos, sub.no_local, sub.retain_as_published, sub.retain_handling, sub.subscription_id)
-            session.subscriptions[sub.topic_filter] = opts
+            session.set_subscription(sub.topic_filter, opts)
             core.tree.add(ss.client_id, sub.topic_filter, opts)
         items = state.deliveries.get(ss.client_id, [])
         for sd in items:
             d = Delivery(message_from_stored(sd.message, offset), sd.qos, sd.retain, tuple(sd.subscription_ids), sd.seq)
             if sd.packet_id is not None and sd.state in (AWAIT_PUBACK, AWAIT_PUBREC, AWAIT_PUBCOMP):
                 packet = Publish(d.message.topic, d.message.payload, d.qos, d.retain, True, sd.packet_id, {})
-                session.inflight[sd.packet_id] = InFlight(d, packet, sd.state)
+                session.set_inflight(sd.packet_id, InFlight(d, packet, sd.state))
             else:
-                session.queue.append(d)
+                session.enqueue(d)
                 session.queued_bytes += len(d.message.payload) + len(d.message.topic)
         if items:
             session.next_seq = items[-1].seq + 1

@@ -21,14 +21,16 @@ class TimerQueue:
 
     def __init__(self) -> None:
         self._heap: list[tuple[float, int, Hashable]] = []
-        self._live: dict[Hashable, tuple[float, int]] = {}
+        # key -> its live heap entry (the same tuple object: one per timer, not two). An entry in the
+        # heap that is not the one here is stale (cancelled or rescheduled) and skipped
+        self._live: dict[Hashable, tuple[float, int, Hashable]] = {}
         self._seq = itertools.count()
 
     def schedule(self, key: Hashable, deadline: float) -> None:
         """Arm ``key`` at ``deadline``, replacing any earlier schedule of the same key."""
-        seq = next(self._seq)
-        self._live[key] = (deadline, seq)
-        heapq.heappush(self._heap, (deadline, seq, key))
+        entry = (deadline, next(self._seq), key)
+        self._live[key] = entry
+        heapq.heappush(self._heap, entry)
         if len(self._heap) > 64 and len(self._heap) > 4 * len(self._live):
             self._compact()
 
@@ -48,10 +50,9 @@ class TimerQueue:
     def next_deadline(self) -> float | None:
         heap, live = self._heap, self._live
         while heap:
-            deadline, seq, key = heap[0]
-            entry = live.get(key)
-            if entry is not None and entry[1] == seq:
-                return deadline
+            entry = heap[0]
+            if live.get(entry[2]) is entry:
+                return entry[0]
             heapq.heappop(heap)
         return None
 
@@ -60,13 +61,13 @@ class TimerQueue:
         due = []
         heap, live = self._heap, self._live
         while heap and heap[0][0] <= now:
-            deadline, seq, key = heapq.heappop(heap)
-            entry = live.get(key)
-            if entry is not None and entry[1] == seq:
+            entry = heapq.heappop(heap)
+            key = entry[2]
+            if live.get(key) is entry:
                 del live[key]
                 due.append(key)
         return due
 
     def _compact(self) -> None:
-        self._heap = [(d, s, k) for k, (d, s) in self._live.items()]
+        self._heap = list(self._live.values())
         heapq.heapify(self._heap)

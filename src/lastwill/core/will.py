@@ -39,10 +39,21 @@ def will_delay_of(will: Will) -> int:
     return will.properties.get("will_delay_interval", 0)
 
 
-def describe(will: Will) -> str:
-    delay = will_delay_of(will)
-    text = f"topic {will.topic!r} qos {will.qos} retain {int(will.retain)} payload {len(will.payload)} bytes"
+def _describe(topic: str, qos: int, retain: bool, payload_len: int, delay: int) -> str:
+    text = f"topic {topic!r} qos {qos} retain {int(retain)} payload {payload_len} bytes"
     return text + (f" delay {delay}s" if delay else "")
+
+
+def describe(will: Will) -> str:
+    return _describe(will.topic, will.qos, will.retain, len(will.payload), will_delay_of(will))
+
+
+def _armed_detail(d: dict) -> str:
+    """The ``armed`` event's text, written from its data when the event is read: every client with a
+    will keeps this event, so it does not keep the text (see timeline.py)."""
+    expiry = d["session_expiry"]
+    return (f"{_describe(d['topic'], d['qos'], d['retain'], d['_payload'], d['delay'])}, "
+            f"session expiry {'never' if expiry == NEVER else f'{expiry}s'}")
 
 
 # Why a connection ended, as short labels: the timeline's data["cause"] and the metrics' cause label
@@ -145,10 +156,9 @@ class WillKeeper:
         expiry = session.expiry_interval
         if will is not None:
             self.armed += 1
-            self.timeline.record(session.client_id, now, "armed",
-                                 f"{describe(will)}, session expiry {'never' if expiry == NEVER else f'{expiry}s'}",
-                                 "MQTT-3.1.2-7", topic=will.topic, qos=will.qos, retain=will.retain,
-                                 delay=will_delay_of(will), session_expiry=expiry)
+            self.timeline.record(session.client_id, now, "armed", _armed_detail, "MQTT-3.1.2-7",
+                                 topic=will.topic, qos=will.qos, retain=will.retain,
+                                 delay=will_delay_of(will), session_expiry=expiry, _payload=len(will.payload))
         elif self.timeline.last_kind(session.client_id) != "no-will":
             # once per run of CONNECTs without a will: a client that reconnects often without one
             # does not fill its timeline (and the store) with the same line

@@ -52,6 +52,16 @@ class MemoryStorage:
         for (client_id, _seq), e in batch.timeline.items():
             state.timeline.setdefault(client_id, []).append(copy.deepcopy(e))
             touched.add(client_id)
+        if batch.timeline_dropped:  # after the additions: an event may be added and dropped in one batch
+            dropped = batch.timeline_dropped
+            for client_id, events in list(state.timeline.items()):
+                kept = [e for e in events if e.seq not in dropped]
+                if len(kept) != len(events):
+                    if kept:
+                        state.timeline[client_id] = kept
+                    else:
+                        del state.timeline[client_id]
+                        touched.discard(client_id)
         for client_id in touched:
             events = sorted({e.seq: e for e in state.timeline[client_id]}.values(), key=lambda e: e.seq)
             state.timeline[client_id] = events[-TIMELINE_PER_CLIENT:]

@@ -13,7 +13,9 @@ transaction (it is either entirely the old schema or entirely the new one).
 
 Schema versions: 1 (sessions, subscriptions, deliveries, retained); 2 adds the ``timeline`` table
 (the last TIMELINE_PER_CLIENT will timeline events of each client) and ``sessions.will_cause_kind``;
-3 adds ``sessions.username`` (what the ACL checks a session's will against, also after a restart).
+3 adds ``sessions.username`` (what the ACL checks a session's will against, also after a restart);
+4 rebuilds ``sessions`` (WITHOUT ROWID) and ``timeline`` (seq order, no index on client_id), which
+are cheaper to write (see _SESSIONS_TABLE).
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ log = logging.getLogger("lastwill.store")
 DB_NAME = "lastwill.db"
 FSYNC_POLICIES = {"always": "FULL", "batch": "NORMAL", "off": "OFF"}
 
-_TIMELINE_TABLE = """
+# the timeline table as schema version 2 made it (migration 2); version 4 rebuilds it
+_TIMELINE_TABLE_V2 = """
 CREATE TABLE timeline (
     client_id TEXT NOT NULL, seq INTEGER NOT NULL, at_wall REAL NOT NULL, kind TEXT NOT NULL,
     detail TEXT NOT NULL, rule TEXT, data TEXT NOT NULL,
@@ -52,9 +55,14 @@ CREATE TABLE timeline (
 );
 """
 
-_SCHEMA = """
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE sessions (
+# Schema version 4: every commit of a CONNECT or DISCONNECT writes a session row and timeline rows,
+# and a commit costs about one page write per b-tree it touches. So: sessions is one b-tree
+# (WITHOUT ROWID, keyed by client id; it was a rowid table plus the index of its primary key), and
+# the timeline is kept in seq order (seq, unique across clients, is the rowid) with no index on
+# client_id: new events are appended to its last page, and events are deleted by seq (the core knows
+# which it dropped: Batch.timeline_dropped); by client id only for other writers (a scan).
+_SESSIONS_TABLE = """
+CREATE TABLE {name} (
     client_id TEXT PRIMARY KEY,
     expiry_interval INTEGER NOT NULL,
     connected INTEGER NOT NULL,
@@ -65,7 +73,21 @@ CREATE TABLE sessions (
     will_fire_at_wall REAL, will_cause TEXT,
     will_cause_kind TEXT,
     username TEXT
+) WITHOUT ROWID;
+"""
+_TIMELINE_TABLE = """
+CREATE TABLE {name} (
+    client_id TEXT NOT NULL, seq INTEGER PRIMARY KEY, at_wall REAL NOT NULL, kind TEXT NOT NULL,
+    detail TEXT NOT NULL, rule TEXT, data TEXT NOT NULL
 );
+"""
+_SESSION_COLUMNS = ("client_id, expiry_interval, connected, disconnected_at_wall, next_packet_id, awaiting_pubrel, "
+                    "will_topic, will_payload, will_qos, will_retain, will_props, will_fire_at_wall, will_cause, "
+                    "will_cause_kind, username")
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+""" + _SESSIONS_TABLE.format(name="sessions") + """
 CREATE TABLE subscriptions (
     client_id TEXT NOT NULL, topic_filter TEXT NOT NULL, qos INTEGER NOT NULL, no_local INTEGER NOT NULL,
     retain_as_published INTEGER NOT NULL, retain_handling INTEGER NOT NULL, subscription_id INTEGER,
@@ -82,14 +104,28 @@ CREATE TABLE retained (
     topic TEXT PRIMARY KEY, payload BLOB NOT NULL, qos INTEGER NOT NULL, props BLOB NOT NULL,
     origin TEXT, expiry_at_wall REAL, is_will INTEGER NOT NULL
 );
-""" + _TIMELINE_TABLE
+""" + _TIMELINE_TABLE.format(name="timeline")
 
 # schema version N-1 -> N, each run in one transaction with the version update
 _MIGRATIONS = {
-    2: "ALTER TABLE sessions ADD COLUMN will_cause_kind TEXT;" + _TIMELINE_TABLE,
+    2: "ALTER TABLE sessions ADD COLUMN will_cause_kind TEXT;" + _TIMELINE_TABLE_V2,
     # the sessions stored so far: user name unknown (NULL would say anonymous): see USERNAME_UNKNOWN
     3: "ALTER TABLE sessions ADD COLUMN username TEXT; UPDATE sessions SET username = char(0) || 'unknown';",
+    # sessions and timeline rebuilt in their cheaper-to-write form (see _SESSIONS_TABLE); seq was
+    # already unique across clients
+    4: _SESSIONS_TABLE.format(name="sessions_v4")
+    + f"INSERT INTO sessions_v4 ({_SESSION_COLUMNS}) SELECT {_SESSION_COLUMNS} FROM sessions; "
+      "DROP TABLE sessions; ALTER TABLE sessions_v4 RENAME TO sessions;"
+    + _TIMELINE_TABLE.format(name="timeline_v4")
+    + "INSERT OR REPLACE INTO timeline_v4 (client_id, seq, at_wall, kind, detail, rule, data) "
+      "SELECT client_id, seq, at_wall, kind, detail, rule, data FROM timeline ORDER BY seq; "
+      "DROP TABLE timeline; ALTER TABLE timeline_v4 RENAME TO timeline;",
 }
+
+
+# json.dumps(data, default=str) with one encoder made once (json.dumps builds a new one per call when
+# given ``default``: a quarter of a commit's time went there); the output is the same
+_timeline_json = json.JSONEncoder(default=str).encode
 
 
 def _props(props: dict, kind: str = "PUBLISH") -> bytes:
@@ -111,6 +147,10 @@ class SqliteStorage:
         self.path = self.data_dir / DB_NAME
         self.fsync = fsync
         self.db: sqlite3.Connection | None = None
+        # the client ids that have rows in the subscriptions table, in the deliveries table (a client
+        # leaves the second only when its session is deleted): what commit needs not delete
+        self._with_subs: set[str] = set()
+        self._with_deliveries: set[str] = set()
 
     # ---- opening -----------------------------------------------------------------------------
     def load(self) -> StoredState:
@@ -214,14 +254,19 @@ class SqliteStorage:
                                   w_fire, w_cause, w_kind)
             state.sessions[client_id] = StoredSession(client_id, expiry, bool(connected), disc_at, will, [],
                                                       json.loads(awaiting), next_pid, username)
+        with_subs, with_deliveries = self._with_subs, self._with_deliveries
+        with_subs.clear()
+        with_deliveries.clear()
         for row in db.execute("SELECT * FROM subscriptions ORDER BY rowid"):
             client_id, topic_filter, qos, nl, rap, rh, sub_id = row
+            with_subs.add(client_id)  # also without a session row: deleted with the session id
             session = state.sessions.get(client_id)
             if session is not None:
                 session.subscriptions.append(StoredSubscription(topic_filter, qos, bool(nl), bool(rap), rh, sub_id))
         for row in db.execute("SELECT * FROM deliveries ORDER BY client_id, seq"):
             (client_id, seq, qos, retain, sub_ids, pid, st, topic, payload, mqos, mretain, props, origin,
              expiry, is_will) = row
+            with_deliveries.add(client_id)
             msg = StoredMessage(topic, bytes(payload), mqos, bool(mretain), _unprops(props), origin, expiry,
                                 bool(is_will))
             state.deliveries.setdefault(client_id, []).append(
@@ -231,7 +276,7 @@ class SqliteStorage:
             state.retained[topic] = StoredMessage(topic, bytes(payload), qos, True, _unprops(props), origin,
                                                   expiry, bool(is_will))
         for row in db.execute("SELECT client_id, seq, at_wall, kind, detail, rule, data FROM timeline "
-                              "ORDER BY seq"):
+                              "ORDER BY seq"):  # the rowid: no sort
             client_id, seq, at_wall, kind, detail, rule, data = row
             state.timeline.setdefault(client_id, []).append(
                 StoredEvent(client_id, seq, at_wall, kind, detail, rule, json.loads(data)))
@@ -239,27 +284,53 @@ class SqliteStorage:
 
     # ---- writing -------------------------------------------------------------------------------
     def commit(self, batch: Batch) -> None:
+        """One transaction. Statements that cannot change anything are not run: the DELETE of a
+        session's subscriptions when it has none stored (``_with_subs``), of its deliveries when it
+        never had any (``_with_deliveries``), the trimming of timelines that cannot exceed the bound
+        (``batch.timeline_trim``). This store is the only writer of its file, so what it remembers
+        of the rows it wrote is what the file holds."""
         db = self.db
+        with_subs, with_deliveries = self._with_subs, self._with_deliveries
+        subs_gone: list[str] = []
+        subs_new: set[str] = set()
         try:
             db.execute("BEGIN")
             if batch.sessions_deleted:
                 ids = [(c,) for c in batch.sessions_deleted]
                 db.executemany("DELETE FROM sessions WHERE client_id = ?", ids)
-                db.executemany("DELETE FROM subscriptions WHERE client_id = ?", ids)
-                db.executemany("DELETE FROM deliveries WHERE client_id = ?", ids)
-            for s in batch.sessions.values():
-                w = s.will
-                db.execute("INSERT OR REPLACE INTO sessions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", (
-                    s.client_id, s.expiry_interval, int(s.connected), s.disconnected_at_wall, s.next_packet_id,
-                    json.dumps(s.awaiting_pubrel),
-                    w.topic if w else None, w.payload if w else None, w.qos if w else None,
-                    int(w.retain) if w else None, _props(w.properties, WILL) if w else None,
-                    w.fire_at_wall if w else None, w.cause if w else None, w.cause_kind if w else None,
-                    s.username))
-                db.execute("DELETE FROM subscriptions WHERE client_id = ?", (s.client_id,))
-                db.executemany("INSERT INTO subscriptions VALUES (?,?,?,?,?,?,?)", [
-                    (s.client_id, x.topic_filter, x.qos, int(x.no_local), int(x.retain_as_published),
-                     x.retain_handling, x.subscription_id) for x in s.subscriptions])
+                gone = [(c,) for c in batch.sessions_deleted if c in with_subs]
+                if gone:
+                    db.executemany("DELETE FROM subscriptions WHERE client_id = ?", gone)
+                    subs_gone += [c for (c,) in gone]
+                gone = [(c,) for c in batch.sessions_deleted if c in with_deliveries]
+                if gone:
+                    db.executemany("DELETE FROM deliveries WHERE client_id = ?", gone)
+            if batch.sessions:
+                rows = []
+                replaced = []
+                sub_rows = []
+                for s in batch.sessions.values():
+                    w = s.will
+                    cid = s.client_id
+                    rows.append((
+                        cid, s.expiry_interval, int(s.connected), s.disconnected_at_wall, s.next_packet_id,
+                        json.dumps(s.awaiting_pubrel) if s.awaiting_pubrel else "[]",
+                        w.topic if w else None, w.payload if w else None, w.qos if w else None,
+                        int(w.retain) if w else None, _props(w.properties, WILL) if w else None,
+                        w.fire_at_wall if w else None, w.cause if w else None, w.cause_kind if w else None,
+                        s.username))
+                    if cid in with_subs:  # the subscriptions are stored again in full
+                        replaced.append((cid,))
+                    if s.subscriptions:
+                        subs_new.add(cid)
+                        sub_rows += [(cid, x.topic_filter, x.qos, int(x.no_local), int(x.retain_as_published),
+                                      x.retain_handling, x.subscription_id) for x in s.subscriptions]
+                db.executemany("INSERT OR REPLACE INTO sessions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+                if replaced:
+                    db.executemany("DELETE FROM subscriptions WHERE client_id = ?", replaced)
+                    subs_gone += [c for (c,) in replaced]
+                if sub_rows:
+                    db.executemany("INSERT INTO subscriptions VALUES (?,?,?,?,?,?,?)", sub_rows)
             if batch.deliveries_deleted:
                 db.executemany("DELETE FROM deliveries WHERE client_id = ? AND seq = ?", list(batch.deliveries_deleted))
             if batch.deliveries:
@@ -274,13 +345,21 @@ class SqliteStorage:
                 db.executemany("INSERT OR REPLACE INTO retained VALUES (?,?,?,?,?,?,?)", [
                     (m.topic, m.payload, m.qos, _props(m.properties), m.origin, m.expiry_at_wall, int(m.is_will))
                     for m in batch.retained.values()])
-            if batch.timeline_deleted:
+            # timeline_dropped: the events to delete, those of timeline_deleted clients too; an event
+            # may be added and dropped in the same batch (a will dropped for many subscribers at once)
+            dropped = batch.timeline_dropped
+            if dropped is None and batch.timeline_deleted:  # not known which: by client id (a scan)
                 db.executemany("DELETE FROM timeline WHERE client_id = ?", [(c,) for c in batch.timeline_deleted])
             if batch.timeline:
                 db.executemany("INSERT OR REPLACE INTO timeline VALUES (?,?,?,?,?,?,?)", [
-                    (e.client_id, e.seq, e.at_wall, e.kind, e.detail, e.rule, json.dumps(e.data, default=str))
-                    for e in batch.timeline.values()])
-                # keep the last TIMELINE_PER_CLIENT events of each client written to
+                    (e.client_id, e.seq, e.at_wall, e.kind, e.detail, e.rule,
+                     _timeline_json(e.data) if e.data else "{}")
+                    for e in batch.timeline.values() if not dropped or e.seq not in dropped])
+            if dropped:
+                db.executemany("DELETE FROM timeline WHERE seq = ?", [(q,) for q in dropped])
+            elif dropped is None and batch.timeline:
+                # not known which events went beyond the bound: keep the last TIMELINE_PER_CLIENT of
+                # every client written to (a scan of the table each)
                 db.executemany(
                     "DELETE FROM timeline WHERE client_id = ? AND seq <= (SELECT seq FROM timeline "
                     "WHERE client_id = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)",
@@ -292,6 +371,13 @@ class SqliteStorage:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise StoreError(f"store {self.path}: commit failed: {e}") from None
+        # committed: what the file now holds
+        with_subs.difference_update(subs_gone)
+        with_subs.update(subs_new)
+        if batch.sessions_deleted:
+            with_deliveries.difference_update(batch.sessions_deleted)
+        if batch.deliveries:
+            with_deliveries.update(k[0] for k in batch.deliveries)
 
     def close(self) -> None:
         if self.db is not None:
