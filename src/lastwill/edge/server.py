@@ -252,7 +252,10 @@ class Server:
                 transport = transports.get(conn_id)
                 if transport is not None:
                     self.lost_causes.setdefault(conn_id, "closed by the server")
-                    transport.close()
+                    if conn_id in writes:
+                        close_after_last_packet(self.loop, transport)
+                    else:
+                        transport.close()
         self._arm_timer()
 
     def _arm_timer(self) -> None:
@@ -283,3 +286,30 @@ class Server:
         self.fatal.set()
         for transport in list(self.transports.values()):
             transport.abort()
+
+
+# Seconds a connection the server ends after a last packet (DISCONNECT with its reason code, a
+# refusing CONNACK) stays half-open to let the client read that packet.
+CLOSE_LINGER = 2.0
+
+
+def close_after_last_packet(loop: asyncio.AbstractEventLoop, transport) -> None:
+    """Close a connection whose last packet was just written so that the client can read it.
+
+    A plain close() of a socket with unread input makes the kernel send a reset, and a client that
+    has not yet read the DISCONNECT (0x8E takeover, 0x93 Receive Maximum exceeded, a protocol
+    error's reason) or the refusing CONNACK loses it: it sees "connection reset" and no reason
+    [MQTT-3.14.4-1]. So the sending side is shut (FIN after the pending writes), what the client
+    still sends is ignored (the core has already ended the connection, and handled its will, when
+    it decided to close), and the socket is closed when the client closes its side or after
+    CLOSE_LINGER seconds. TLS and WebSocket transports have their own close handshakes.
+    """
+    try:
+        half_close = transport.can_write_eof()
+    except (AttributeError, NotImplementedError):
+        half_close = False
+    if not half_close or transport.is_closing():
+        transport.close()
+        return
+    transport.write_eof()
+    loop.call_later(CLOSE_LINGER, transport.abort)
