@@ -95,7 +95,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
     before that, an upgrade that does not complete within connect_timeout is aborted."""
 
     __slots__ = ("server", "tls", "transport", "ws", "conn_id", "closing", "peer", "sockport",
-                 "cert_user", "_timer")
+                 "cert_user", "_timer", "throttled", "deferred")
 
     def __init__(self, server: Server, tls: bool = False):
         self.server = server
@@ -108,6 +108,8 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         self.sockport = 0
         self.cert_user: str | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self.throttled = False  # paused by the read budget (edge/tcp.py ReadBudget)
+        self.deferred: list[bytes] | None = None  # read, not yet processed (ReadBudget)
 
     # ---- asyncio callbacks -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -129,7 +131,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         return _read_buffer
 
     def buffer_updated(self, nbytes: int) -> None:
-        self.data_received(bytes(_read_buffer[:nbytes]))
+        self.server.reads.received(self, bytes(_read_buffer[:nbytes]), nbytes == READ_CHUNK)
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
@@ -145,6 +147,8 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.deferred is not None:  # what it sent before it went counts first (edge/tcp.py ReadBudget)
+            self.server.reads.process_deferred(self)
         self.closing = True
         if self._timer is not None:
             self._timer.cancel()
