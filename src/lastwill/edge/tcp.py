@@ -31,6 +31,10 @@ _read_buffer = memoryview(bytearray(READ_CHUNK))
 # 50 publishers flooding made one turn process up to 8 MB and last 0.2-0.6 s, and every timer
 # (wills), PINGREQ, CONNECT and will delivery waited for the end of the turn (docs/benchmarks.md).
 TURN_BUDGET = 0.004
+# The smallest read buffer a connection is given: a connection whose bytes are expensive to process
+# (a PUBLISH with many subscribers) gets a buffer sized so that one read takes at most half the
+# budget to process, down to this (ReadBudget.received).
+MIN_READ = 2048
 # Bytes read but not yet processed, all connections together, past which a full read is processed
 # at once whatever the budget (memory stays bounded when thousands of connections flood at once).
 DEFER_LIMIT = 4 * 1024 * 1024
@@ -84,9 +88,20 @@ class ReadBudget:
             return
         proto.data_received(data)
         ended = perf_counter()
-        self.chunk_cost += (ended - started - self.chunk_cost) * 0.125
+        self._measured(proto, len(data), ended - started)
         if ended - self.turn_started >= self.budget:
             self._pause(proto)
+
+    def _measured(self, proto, nbytes: int, cost: float) -> None:
+        """A full read of ``nbytes`` took ``cost`` seconds to process: size the connection's next
+        reads so that one takes at most half the budget (a flooding publisher with many subscribers
+        gets small reads; one with few keeps READ_CHUNK)."""
+        self.chunk_cost += (cost - self.chunk_cost) * 0.125
+        if cost > 0:
+            want = int(nbytes * self.budget / 2 / cost)
+            size = READ_CHUNK if want >= READ_CHUNK else max(MIN_READ, want & ~1023)
+            if size != len(proto.view):
+                proto.resize(size)
 
     def _pause(self, proto) -> None:
         proto.transport.pause_reading()  # (a no-op when paused already, or closing)
@@ -106,7 +121,7 @@ class ReadBudget:
             self.deferred_bytes -= len(data)
             started = perf_counter()
             proto.data_received(data)
-            self.chunk_cost += (perf_counter() - started - self.chunk_cost) * 0.125
+            self._measured(proto, len(data), perf_counter() - started)
 
     def next_turn(self) -> None:
         """A turn starts: serve the longest-waiting connections, as many as the budget fits."""
@@ -128,7 +143,7 @@ class ReadBudget:
 
 
 class MqttProtocol(asyncio.BufferedProtocol):
-    __slots__ = ("server", "transport", "conn_id", "tls", "throttled", "deferred")
+    __slots__ = ("server", "transport", "conn_id", "tls", "throttled", "deferred", "view")
 
     def __init__(self, server: Server, tls: bool = False):
         self.server = server
@@ -137,6 +152,7 @@ class MqttProtocol(asyncio.BufferedProtocol):
         self.tls = tls  # a tls_listen connection: called once the TLS handshake is done
         self.throttled = False  # paused by ReadBudget, queued for its next turn
         self.deferred: list[bytes] | None = None  # read, not yet processed (ReadBudget)
+        self.view = _read_buffer  # what the next read may fill (ReadBudget sizes it)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -158,10 +174,14 @@ class MqttProtocol(asyncio.BufferedProtocol):
         server.run(server.core.open(self.conn_id, server.loop.time(), peer_text, sockport, cert_username=cert_user))
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return _read_buffer
+        return self.view
 
     def buffer_updated(self, nbytes: int) -> None:
-        self.server.reads.received(self, bytes(_read_buffer[:nbytes]), nbytes == READ_CHUNK)
+        view = self.view
+        self.server.reads.received(self, bytes(view[:nbytes]), nbytes == len(view))
+
+    def resize(self, size: int) -> None:
+        self.view = _read_buffer if size >= READ_CHUNK else _read_buffer[:size]
 
     def data_received(self, data: bytes) -> None:
         server = self.server
