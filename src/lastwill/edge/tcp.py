@@ -1,4 +1,7 @@
-"""One TCP connection: an asyncio (buffered) protocol that feeds bytes to the core. No coroutine per read."""
+"""One TCP connection: an asyncio (buffered) protocol that feeds bytes to the core. No coroutine per read.
+
+ReadBudget bounds the read work of one event-loop turn, so that a flood on some connections does not
+delay timers (wills), CONNECTs, PINGREQs and writes on the others."""
 
 from __future__ import annotations
 
@@ -21,9 +24,9 @@ WRITE_HIGH_WATER = 1024 * 1024
 # that does not read the answers to its own requests (PINGRESP, PUBACK, ...) gets here; without this
 # the broker would buffer them without bound (docs/security.md "Slow subscribers")
 UNSENT_HARD_LIMIT = 8 * WRITE_HIGH_WATER
-# At most this much is read from one socket per callback, into one buffer shared by every
-# connection (copied out at once): under a flood, each event-loop turn does a bounded amount of
-# work per publisher, so accepts, CONNACKs, writes and timers are not starved.
+# At most this much is read from one socket per read, into one buffer shared by every connection
+# (copied out at once). libuv repeats the read up to 32 times per readiness while the buffer comes
+# back full, so this alone does not bound a loop turn: ReadBudget does.
 READ_CHUNK = 32 * 1024
 _read_buffer = memoryview(bytearray(READ_CHUNK))
 # Seconds of read processing per event-loop turn, all connections together (ReadBudget). libuv
