@@ -97,6 +97,7 @@ class Security:
         pause = getattr(transport, "pause_reading", None)
         if pause is not None and not transport.is_closing():
             pause()  # what the client sends next waits in the socket until the answer
+            server.reads.held.add(conn_id)  # and the read budget (edge/tcp.py) does not resume it
 
         def check() -> bool:
             if pw is None or conn_id not in server.transports:  # closed while waiting for a thread
@@ -118,6 +119,7 @@ class Security:
             ok = False
         if ok:
             pw.remember(action.username, action.password)
+        server.reads.held.discard(action.conn_id)
         transport = server.transports.get(action.conn_id)
         resume = getattr(transport, "resume_reading", None)
         if resume is not None and not transport.is_closing():

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import bisect
 import logging
+import os
+import socket
 import time
 
 from ..codec.encoder import encode
@@ -13,13 +15,19 @@ from ..core.actions import Authenticate, Close, Send
 from ..core.broker import BrokerCore
 from ..storage.base import Batch, Storage
 from .security import Security
-from .tcp import MqttProtocol
+from .tcp import MqttProtocol, ReadBudget
 from .tls import TlsAcceptor, server_context
 
 log = logging.getLogger("lastwill")
 
 # descriptors kept for anything but client connections (listeners, the store's files, the admin API)
 FD_RESERVE = 64
+
+# New connections per listener per loop turn that the edge accepts itself, on top of libuv's one:
+# libuv (>= 1.45, uvloop 0.23 ships 1.52) accepts a single connection per readiness of a listening
+# socket, i.e. one per loop turn. Under a flood a turn lasts milliseconds, and a burst of new clients
+# waited seconds in the accept queue (docs/benchmarks.md, will_under_load).
+ACCEPT_BATCH = 64
 
 # upper bounds (seconds) of the store commit latency histogram (the admin API's /metrics)
 COMMIT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -52,7 +60,8 @@ class Server:
         self.admin = None  # the admin HTTP API (edge/admin.py), when admin_listen is set
         self.security = Security(self)  # password_file, acl_file: loaded by start(), reload() on SIGHUP
         self._pending: list = []
-        self._flush_scheduled = False
+        self.flush_scheduled = False
+        self.reads = ReadBudget(self)  # bounded read work per loop turn, round-robin (edge/tcp.py)
         self._wall_offset = float("-inf")  # set at the first call of wall_offset()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.transports: dict[int, asyncio.Transport] = {}
@@ -65,6 +74,10 @@ class Server:
         self.handshakes: set[asyncio.Task] = set()  # TLS handshakes under way (edge/tls.py TlsAcceptor)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
+        # (duplicate of a listening socket, protocol factory): the accept queue is drained from these
+        self._accept_socks: list[tuple[socket.socket, object]] = []
+        self._accepted = False  # a listener accepted a connection since the last turn: try for more
+        self._adopting: set[asyncio.Task] = set()  # connections accepted here, being set up by the loop
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -87,9 +100,10 @@ class Server:
             self.run(actions)
         for item in self.config.listen:
             host, port = parse_listen(item)
-            srv = await self.loop.create_server(lambda: MqttProtocol(self), host, port, backlog=4096,
-                                                reuse_address=True)
+            factory = self._listener_factory(lambda: MqttProtocol(self))
+            srv = await self.loop.create_server(factory, host, port, backlog=4096, reuse_address=True)
             self.servers.append(srv)
+            self._drain_accepts_of(srv, factory)
             for sock in srv.sockets:
                 addr = sock.getsockname()
                 self.addresses.append((addr[0], addr[1]))
@@ -117,17 +131,56 @@ class Server:
                     factory = lambda: TlsAcceptor(self, lambda: WebSocketProtocol(self, tls=True))  # noqa: E731
                 else:
                     factory = lambda: WebSocketProtocol(self)  # noqa: E731
+                factory = self._listener_factory(factory)
                 try:
                     srv = await self.loop.create_server(factory, host, port, backlog=4096, reuse_address=True)
                 except OSError as e:
                     e.listen = f"{item} ({key})"  # cli.py names it
                     raise
                 self.servers.append(srv)
+                self._drain_accepts_of(srv, factory)
                 for sock in srv.sockets:
                     addr = sock.getsockname()
                     self.listeners.append((kind, addr[0], addr[1]))
                     log.info("listening on %s:%s (%s%s)", addr[0], addr[1], kind,
                              f", path {cfg.ws_path}" if kind in ("ws", "wss") else "")
+
+    def _listener_factory(self, factory):
+        """The listener's protocol factory, noting that a connection was just accepted."""
+        def made():
+            self._accepted = True
+            return factory()
+        return made
+
+    def _drain_accepts_of(self, srv: asyncio.base_events.Server, factory) -> None:
+        for sock in srv.sockets:
+            dup = socket.socket(sock.family, sock.type, sock.proto, fileno=os.dup(sock.fileno()))
+            dup.setblocking(False)
+            self._accept_socks.append((dup, factory))
+
+    def _accept_more(self) -> None:
+        """Take up to ACCEPT_BATCH more waiting connections from each listener (see ACCEPT_BATCH). They
+        are set up exactly like the ones the loop accepts (same protocol factory, same transport)."""
+        self._accepted = False
+        loop = self.loop
+        for sock, factory in self._accept_socks:
+            for _ in range(ACCEPT_BATCH):
+                try:
+                    conn, _ = sock.accept()
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError:  # EMFILE, ENOBUFS, ...: the loop's own accept reports it; retried next turn
+                    self._accepted = True
+                    break
+                conn.setblocking(False)
+                task = loop.create_task(loop.connect_accepted_socket(factory, conn))
+                self._adopting.add(task)
+                task.add_done_callback(self._adopted)
+
+    def _adopted(self, task: asyncio.Task) -> None:
+        self._adopting.discard(task)
+        if not task.cancelled() and task.exception() is not None:  # the socket died before it was set up
+            log.debug("accepting a connection failed: %r", task.exception())
 
     def _limit_connections(self) -> None:
         """Enforce max_connections below the descriptor limit (RLIMIT_NOFILE, minus FD_RESERVE for the
@@ -153,6 +206,11 @@ class Server:
             self.admin = None
         for srv in self.servers:
             srv.close()
+        for sock, _ in self._accept_socks:
+            sock.close()
+        self._accept_socks = []
+        for task in list(self._adopting):
+            task.cancel()
         for task in list(self.handshakes):  # TLS handshakes under way: those connections never opened
             task.cancel()
         if self.loop is not None:
@@ -183,8 +241,8 @@ class Server:
         """Queue the core's actions; they are carried out once per event-loop turn, after the commit."""
         if actions:
             self._pending.extend(actions)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
             self.loop.call_soon(self._flush)
 
     def wall_offset(self) -> float:
@@ -199,7 +257,7 @@ class Server:
     def _flush(self) -> None:
         """Group commit, then the writes: an acknowledgement never leaves before what it acknowledges
         is durable (PUBACK/PUBREC after the message, CONNACK after the will)."""
-        self._flush_scheduled = False
+        self.flush_scheduled = False
         # the core reads no clock: the wall-clock offset for the next turn's calls ($SYS event times)
         wall_offset = self.core.wall_offset = self.wall_offset()
         if self.storage is not None and not self.fatal.is_set():
@@ -257,6 +315,14 @@ class Server:
                     else:
                         transport.close()
         self._arm_timer()
+        if self._accepted:
+            self._accept_more()
+        # this turn's reads start now (the flush runs before the loop polls its sockets)
+        reads = self.reads
+        reads.next_turn()
+        if reads.waiting and not self.flush_scheduled:  # come back next turn to resume more of them
+            self.flush_scheduled = True
+            self.loop.call_soon(self._flush)
 
     def _arm_timer(self) -> None:
         deadline = self.core.next_deadline()

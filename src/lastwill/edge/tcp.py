@@ -1,9 +1,14 @@
-"""One TCP connection: an asyncio (buffered) protocol that feeds bytes to the core. No coroutine per read."""
+"""One TCP connection: an asyncio (buffered) protocol that feeds bytes to the core. No coroutine per read.
+
+ReadBudget bounds the read work of one event-loop turn, so that a flood on some connections does not
+delay timers (wills), CONNECTs, PINGREQs and writes on the others."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
+from time import perf_counter
 from typing import TYPE_CHECKING
 
 from .tls import cert_username
@@ -19,21 +24,138 @@ WRITE_HIGH_WATER = 1024 * 1024
 # that does not read the answers to its own requests (PINGRESP, PUBACK, ...) gets here; without this
 # the broker would buffer them without bound (docs/security.md "Slow subscribers")
 UNSENT_HARD_LIMIT = 8 * WRITE_HIGH_WATER
-# At most this much is read from one socket per callback, into one buffer shared by every
-# connection (copied out at once): under a flood, each event-loop turn does a bounded amount of
-# work per publisher, so accepts, CONNACKs, writes and timers are not starved.
+# At most this much is read from one socket per read, into one buffer shared by every connection
+# (copied out at once). libuv repeats the read up to 32 times per readiness while the buffer comes
+# back full, so this alone does not bound a loop turn: ReadBudget does.
 READ_CHUNK = 32 * 1024
 _read_buffer = memoryview(bytearray(READ_CHUNK))
+# Seconds of read processing per event-loop turn, all connections together (ReadBudget). libuv
+# reads a readable socket up to 32 times per callback (32 x READ_CHUNK = 1 MiB): without a bound,
+# 50 publishers flooding made one turn process up to 8 MB and last 0.2-0.6 s, and every timer
+# (wills), PINGREQ, CONNECT and will delivery waited for the end of the turn (docs/benchmarks.md).
+TURN_BUDGET = 0.004
+# The smallest read buffer a connection is given: a connection whose bytes are expensive to process
+# (a PUBLISH with many subscribers) gets a buffer sized so that one read takes at most half the
+# budget to process, down to this (ReadBudget.received).
+MIN_READ = 2048
+# Bytes read but not yet processed, all connections together, past which a full read is processed
+# at once whatever the budget (memory stays bounded when thousands of connections flood at once).
+DEFER_LIMIT = 4 * 1024 * 1024
+
+
+class ReadBudget:
+    """Bounded work per event-loop turn, round-robin over the connections that have more to read.
+
+    A read that fills the whole buffer means the socket has more. Once this turn has spent
+    ``budget`` seconds, such a read is kept unprocessed (deferred) and its connection is paused
+    (uv_read_stop, which also ends libuv's read loop for it) and queued, oldest first. At the start
+    of each turn (the end of Server._flush, after the writes) the queue is served in order: deferred
+    bytes are processed and the connection resumed, as long as the budget lasts, at least one
+    connection per turn. A read that does not fill the buffer (a CONNECT, a PINGREQ, a client that is
+    not flooding) is processed at once: it is what must not wait behind bulk traffic. Nothing is
+    dropped or reordered: a connection's bytes are processed in the order they were read (bytes
+    read while older ones wait go behind them), and the rest waits in its socket, where TCP flow
+    control slows the client down, as a slower broker would.
+    """
+
+    __slots__ = ("server", "budget", "turn_started", "waiting", "chunk_cost", "held", "pauses", "deferred_bytes")
+
+    def __init__(self, server: Server, budget: float = TURN_BUDGET) -> None:
+        self.server = server
+        self.budget = budget
+        self.turn_started = 0.0  # perf_counter() when this turn's reads began (the end of Server._flush)
+        self.waiting: deque = deque()  # paused protocols (MqttProtocol, WebSocketProtocol), oldest first
+        self.chunk_cost = budget / 4  # seconds to process one full read buffer (moving average)
+        self.held: set[int] = set()  # paused for a password check (edge/security.py), which resumes them
+        self.pauses = 0  # connections paused for the budget, ever
+        self.deferred_bytes = 0  # read and not yet processed, all connections
+
+    def received(self, proto, data: bytes, full: bool) -> None:
+        """``proto`` read ``data``; ``full``: it filled the read buffer (its socket may have more)."""
+        deferred = proto.deferred
+        if deferred is not None:  # older bytes of this connection wait: these go behind them
+            deferred.append(data)
+            self.deferred_bytes += len(data)
+            self._pause(proto)
+            return
+        if not full:
+            proto.data_received(data)
+            return
+        started = perf_counter()
+        if not self.server.flush_scheduled:  # the first read since the loop was idle: a turn starts
+            self.turn_started = started
+        if started - self.turn_started >= self.budget and self.deferred_bytes < DEFER_LIMIT:
+            proto.deferred = [data]  # this turn's budget is spent: processed at the connection's next turn
+            self.deferred_bytes += len(data)
+            self._pause(proto)
+            return
+        proto.data_received(data)
+        ended = perf_counter()
+        self._measured(proto, len(data), ended - started)
+        if ended - self.turn_started >= self.budget:
+            self._pause(proto)
+
+    def _measured(self, proto, nbytes: int, cost: float) -> None:
+        """A full read of ``nbytes`` took ``cost`` seconds to process: size the connection's next
+        reads so that one takes at most half the budget (a flooding publisher with many subscribers
+        gets small reads; one with few keeps READ_CHUNK)."""
+        self.chunk_cost += (cost - self.chunk_cost) * 0.125
+        if cost > 0:
+            want = int(nbytes * self.budget / 2 / cost)
+            size = READ_CHUNK if want >= READ_CHUNK else max(MIN_READ, want & ~1023)
+            if size != len(proto.view):
+                proto.resize(size)
+
+    def _pause(self, proto) -> None:
+        proto.transport.pause_reading()  # (a no-op when paused already, or closing)
+        if not proto.throttled:
+            proto.throttled = True
+            self.waiting.append(proto)
+            self.pauses += 1
+            self.server.run(())  # a turn comes back for it (Server._flush calls next_turn)
+
+    def process_deferred(self, proto) -> None:
+        """Process the bytes ``proto`` read and has not processed yet (its turn, or it is closing)."""
+        chunks = proto.deferred
+        if chunks is None:
+            return
+        proto.deferred = None
+        for data in chunks:
+            self.deferred_bytes -= len(data)
+            started = perf_counter()
+            proto.data_received(data)
+            self._measured(proto, len(data), perf_counter() - started)
+
+    def next_turn(self) -> None:
+        """A turn starts: serve the longest-waiting connections, as many as the budget fits."""
+        waiting = self.waiting
+        start = perf_counter()
+        if waiting:
+            n = max(1, int(self.budget / self.chunk_cost)) if self.chunk_cost > 0 else len(waiting)
+            while waiting and n > 0:
+                proto = waiting.popleft()
+                proto.throttled = False
+                self.process_deferred(proto)
+                transport = proto.transport
+                if not transport.is_closing() and not (proto.conn_id and proto.conn_id in self.held):
+                    transport.resume_reading()
+                n -= 1
+                if perf_counter() - start >= self.budget:
+                    break
+        self.turn_started = start
 
 
 class MqttProtocol(asyncio.BufferedProtocol):
-    __slots__ = ("server", "transport", "conn_id", "tls")
+    __slots__ = ("server", "transport", "conn_id", "tls", "throttled", "deferred", "view")
 
     def __init__(self, server: Server, tls: bool = False):
         self.server = server
         self.transport: asyncio.Transport | None = None
         self.conn_id = 0
         self.tls = tls  # a tls_listen connection: called once the TLS handshake is done
+        self.throttled = False  # paused by ReadBudget, queued for its next turn
+        self.deferred: list[bytes] | None = None  # read, not yet processed (ReadBudget)
+        self.view = _read_buffer  # what the next read may fill (ReadBudget sizes it)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -55,10 +177,14 @@ class MqttProtocol(asyncio.BufferedProtocol):
         server.run(server.core.open(self.conn_id, server.loop.time(), peer_text, sockport, cert_username=cert_user))
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return _read_buffer
+        return self.view
 
     def buffer_updated(self, nbytes: int) -> None:
-        self.data_received(bytes(_read_buffer[:nbytes]))
+        view = self.view
+        self.server.reads.received(self, bytes(view[:nbytes]), nbytes == len(view))
+
+    def resize(self, size: int) -> None:
+        self.view = _read_buffer if size >= READ_CHUNK else _read_buffer[:size]
 
     def data_received(self, data: bytes) -> None:
         server = self.server
@@ -83,6 +209,8 @@ class MqttProtocol(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         server = self.server
+        if self.deferred is not None:  # what it sent before it went (a DISCONNECT, say) counts first
+            server.reads.process_deferred(self)
         server.transports.pop(self.conn_id, None)
         cause = server.lost_causes.pop(self.conn_id, None)
         if cause is None:

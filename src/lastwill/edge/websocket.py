@@ -95,7 +95,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
     before that, an upgrade that does not complete within connect_timeout is aborted."""
 
     __slots__ = ("server", "tls", "transport", "ws", "conn_id", "closing", "peer", "sockport",
-                 "cert_user", "_timer")
+                 "cert_user", "_timer", "throttled", "deferred", "view")
 
     def __init__(self, server: Server, tls: bool = False):
         self.server = server
@@ -108,6 +108,9 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         self.sockport = 0
         self.cert_user: str | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self.throttled = False  # paused by the read budget (edge/tcp.py ReadBudget)
+        self.deferred: list[bytes] | None = None  # read, not yet processed (ReadBudget)
+        self.view = _read_buffer  # what the next read may fill (ReadBudget sizes it)
 
     # ---- asyncio callbacks -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -126,10 +129,14 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         self._timer = self.server.loop.call_later(self.server.config.connect_timeout, self._upgrade_timeout)
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return _read_buffer
+        return self.view
 
     def buffer_updated(self, nbytes: int) -> None:
-        self.data_received(bytes(_read_buffer[:nbytes]))
+        view = self.view
+        self.server.reads.received(self, bytes(view[:nbytes]), nbytes == len(view))
+
+    def resize(self, size: int) -> None:
+        self.view = _read_buffer if size >= READ_CHUNK else _read_buffer[:size]
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
@@ -145,6 +152,8 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.deferred is not None:  # what it sent before it went counts first (edge/tcp.py ReadBudget)
+            self.server.reads.process_deferred(self)
         self.closing = True
         if self._timer is not None:
             self._timer.cancel()
