@@ -33,7 +33,9 @@ _read_buffer = memoryview(bytearray(READ_CHUNK))
 # reads a readable socket up to 32 times per callback (32 x READ_CHUNK = 1 MiB): without a bound,
 # 50 publishers flooding made one turn process up to 8 MB and last 0.2-0.6 s, and every timer
 # (wills), PINGREQ, CONNECT and will delivery waited for the end of the turn (docs/benchmarks.md).
-TURN_BUDGET = 0.004
+# 2 ms rather than 4: 1,000 keep-alive wills due at once under the fan-in flood came p99 20.6-22.8 ms
+# late instead of 31-44 ms (3 runs each), and fan-in/fan-out throughput did not drop (2 runs each).
+TURN_BUDGET = 0.002
 # The smallest read buffer a connection is given: a connection whose bytes are expensive to process
 # (a PUBLISH with many subscribers) gets a buffer sized so that one read takes at most half the
 # budget to process, down to this (ReadBudget.received).
