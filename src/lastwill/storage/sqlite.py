@@ -335,7 +335,8 @@ class SqliteStorage:
                 db.executemany("DELETE FROM deliveries WHERE client_id = ? AND seq = ?", list(batch.deliveries_deleted))
             if batch.deliveries:
                 db.executemany("INSERT OR REPLACE INTO deliveries VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", [
-                    (d.client_id, d.seq, d.qos, int(d.retain), json.dumps(list(d.subscription_ids)), d.packet_id,
+                    (d.client_id, d.seq, d.qos, int(d.retain),
+                     json.dumps(list(d.subscription_ids)) if d.subscription_ids else "[]", d.packet_id,
                      d.state, m.topic, m.payload, m.qos, int(m.retain), _props(m.properties), m.origin,
                      m.expiry_at_wall, int(m.is_will))
                     for d in batch.deliveries.values() for m in (d.message,)])
