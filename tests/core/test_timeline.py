@@ -55,6 +55,15 @@ def test_refused_connect_recorded_with_its_rule_v5_MQTT_3_2_2_12():
     [e] = h.core.timeline.events("dev")
     assert (e.kind, e.rule) == ("refused", "MQTT-3.2.2-12")
     assert "0x9B will QoS 2 > maximum 1" in e.detail and "nothing of it is stored" in e.detail
+    # the refused will itself is named, so "why no will?" has its answer [MQTT-3.1.2-7]
+    assert "its will (topic 'dead/c' qos 2" in e.detail and "is never published" in e.detail
+
+
+def test_refused_connect_without_will_says_so_MQTT_3_1_2_7():
+    h = Harness()
+    h.connect("dev", authentication_method="SCRAM", expect=0x8C)  # enhanced authentication is not offered
+    [e] = h.core.timeline.events("dev")
+    assert e.kind == "refused" and "it carried no will" in e.detail
 
 
 @pytest.mark.parametrize("kw,rule,text", [

@@ -39,6 +39,7 @@ from ..codec.packets import (
     Subscribe,
     Unsuback,
     Unsubscribe,
+    Will,
 )
 from ..codec.reason_codes import DISCONNECT_CODES
 from ..config import Config
@@ -163,6 +164,7 @@ class BrokerCore:
         self.announce = Announcer(self)  # $SYS events and presence
         self._new_client_id = client_id_factory or _default_client_id
         self._out: list[Action] = []
+        self._connect_will: Will | None = None  # the will of the CONNECT being handled (for _refuse)
         self._share_cursor: dict[str, int] = {}
         self._conn_ids = itertools.count(1)
         self.stats = {"messages_in": 0, "messages_out": 0, "dropped_queue_full": 0,
@@ -492,11 +494,13 @@ class BrokerCore:
         self._send(conn, Connack(reason_code, properties=props))
         log.info("connect refused client_id=%s from %s: 0x%02X %s%s", conn.client_id or "<empty>",
                  conn.peer, reason_code, why, f" [{rule}]" if rule else "")
-        self.wills.refused(conn.client_id, conn.last_activity, f"0x{reason_code:02X} {why}", rule)
+        will, self._connect_will = self._connect_will, None
+        self.wills.refused(conn.client_id, conn.last_activity, f"0x{reason_code:02X} {why}", rule, will)
         self._close(conn, f"CONNECT refused: {why}")
 
     def _on_connect(self, conn: Conn, p: Connect, now: float) -> None:
         cfg = self.config
+        self._connect_will = p.will  # described in the timeline if this CONNECT is refused
         v5 = p.protocol_level == PROTOCOL_5
         conn.protocol_level = p.protocol_level
         conn.client_id = p.client_id
@@ -720,6 +724,7 @@ class BrokerCore:
         if not ok:
             self.stats["auth_refused"] += 1
             v5 = connect.protocol_level == PROTOCOL_5
+            self._connect_will = connect.will
             # [MQTT-3.1.4-2] (3.1.1: [MQTT-3.2.2-5]): CONNACK 0x86 Bad User Name or Password, then close
             self._refuse(conn, RC_BAD_USER_NAME_OR_PASSWORD,
                          f"bad user name or password (user {connect.username!r})",

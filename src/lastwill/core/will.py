@@ -167,12 +167,13 @@ class WillKeeper:
                                  "this connection ends (recorded once until something else happens)",
                                  session_expiry=expiry)
 
-    def refused(self, client_id: str, now: float, why: str, rule: str | None) -> None:
+    def refused(self, client_id: str, now: float, why: str, rule: str | None, will: Will | None = None) -> None:
         """A CONNECT was refused: nothing of it is stored, so no will of it is ever published [MQTT-3.1.2-7]."""
         if client_id:
+            what = f"its will ({describe(will)}) is not stored and is never published" if will is not None \
+                else "it carried no will"
             self.timeline.record(client_id, now, "refused",
-                                 f"CONNECT refused: {why}; nothing of it is stored, so no will of this "
-                                 f"connection is published", rule or "MQTT-3.1.2-7")
+                                 f"CONNECT refused: {why}; nothing of it is stored: {what}", rule or "MQTT-3.1.2-7")
 
     # -- the connection ends ----------------------------------------------------------------
     def discard(self, session: Session, now: float, why: str, rule: str) -> bool:
