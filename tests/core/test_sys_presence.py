@@ -413,14 +413,22 @@ def test_presence_online_again_on_reconnect_within_grace(clean_start):
     h2 = h.restart(downtime=3, **RESTART)
     p = h2.subscriber("presence/dev", client_id="pres")
     dead = h2.subscriber("dead/#", client_id="dead")
-    sysw = sys_watcher(h2, "disconnected")
+    sysw = sys_watcher(h2)
     assert [m.payload for m in p.messages()] == [b"online"]
     h2.advance(5)
     h2.connect("dev", clean_start=clean_start, session_expiry_interval=100)
     assert ("recovered", "dev") not in h2.core.timers
+    # the connection the crash ended is announced, with its will cancelled by the reconnect
+    # [MQTT-3.1.3-9], just before the new connection
+    evs = events(sysw)
+    assert [t.rsplit("/", 1)[1] for t, _ in evs] == ["disconnected", "connected"]
+    gone = only(evs, "dev", "disconnected")
+    assert (gone["reason"], gone["will"]["decision"], gone["will"]["rule"]) == \
+        ("broker_crash", "cancelled", "MQTT-3.1.3-9")
+    assert gone["disconnected_at"] <= only(evs, "dev", "connected")["connected_at"]
     h2.advance(100)
     assert states(p) == [("presence/dev", b"online", False)]  # never offline
-    assert dead.messages() == [] and sysw.messages() == []
+    assert dead.messages() == [] and sysw.messages() == []  # nothing more at the grace period's end
     assert h2.core.retained.get("presence/dev").payload == b"online"
     assert not h2.core.announce.recovering
 

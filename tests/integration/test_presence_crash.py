@@ -57,6 +57,10 @@ def test_presence_reads_offline_after_grace_when_the_client_never_returns_after_
         first = {m.topic: m.payload for m in drain(watch, 0.3)}
         assert first["presence/dev-gone"] == b"online"  # the grace period runs: not yet known to be gone
         back = StepClient(port, "dev-back", version=4, clean=False)  # back within the grace period
+        # the connection the crash ended is announced when it comes back, its will cancelled [MQTT-3.1.3-9]
+        event = json.loads(sysw.get(timeout=3).payload)
+        assert event["clientid"] == "dev-back" and event["reason"] == "broker_crash"
+        assert event["will"] == {"decision": "cancelled", "fire_at": None, "rule": "MQTT-3.1.3-9"}
 
         # dev-gone: offline once the grace period is over, then its will, then the $SYS event
         offline_at = None

@@ -11,10 +11,11 @@
   ``offline`` when the connection ends, whatever the will delay: presence says whether the client
   is connected, the will says what the client wanted said.
 * After a restart, a client that was connected (or whose presence the store still says ``online``)
-  is *recovering* until the recovery grace period ends: reconnecting cancels that; otherwise, at its
-  end, presence turns ``offline`` (its recovered will, due then too unless its Will Delay is longer,
-  follows at once) and a ``disconnected`` event with reason ``broker_crash`` / ``broker_restart`` goes
-  out, when subscribers have had time to come back.
+  is *recovering* until the recovery grace period ends: reconnecting ends that, with a
+  ``disconnected`` event for the connection the restart ended (its will ``cancelled``) just before the
+  ``connected`` one; otherwise, at its end, presence turns ``offline`` (its recovered will, due then too
+  unless its Will Delay is longer, follows at once) and a ``disconnected`` event with reason
+  ``broker_crash`` / ``broker_restart`` goes out, when subscribers have had time to come back.
 
 Times in the payloads are wall-clock milliseconds, ``now + core.wall_offset``: the edge sets the
 offset, the core reads no clock.
@@ -96,8 +97,14 @@ class Announcer:
     def connected(self, conn: Conn, session: Session, p: Connect, now: float) -> None:
         """CONNECT accepted (called after the CONNACK and whatever the resumed session re-sent)."""
         client_id = session.client_id
-        if self.recovering and self.recovering.pop(client_id, None) is not None:
+        entry = self.recovering.pop(client_id, None) if self.recovering else None
+        if entry is not None:
             self.core.timers.cancel(("recovered", client_id))
+            # the connection the restart ended, announced before the new one: its recovered will,
+            # if it had one, was cancelled by this reconnect [MQTT-3.1.3-9]
+            restored_at, reason, had_will = entry
+            self._recovered_disconnected(client_id, restored_at, reason,
+                                         ("cancelled", None, "MQTT-3.1.3-9") if had_will else None, now)
         conn.username = conn.cert_username if conn.cert_username is not None else p.username
         if self.presence_topic:
             self._presence(client_id, ONLINE, now)
@@ -169,6 +176,12 @@ class Announcer:
                 decision = ("deferred", session.will_fire_at, "MQTT-3.1.3-9")
         elif had_will:  # published already (its deadline, kept from before, came first)
             decision = ("published", None, "MQTT-3.1.2-8")
+        self._recovered_disconnected(client_id, restored_at, reason, decision, now)
+
+    def _recovered_disconnected(self, client_id: str, restored_at: float, reason: str,
+                                decision: Decision | None, now: float) -> None:
+        """The $SYS disconnected event of a connection that a crash or restart ended (what the
+        broker knew of that connection did not survive: only the client id, the reason, the will)."""
         if self.sys_events and self._sys_wanted():
             payload = {"clientid": client_id, "username": None, "ipaddress": None, "sockport": None,
                        "protocol": "mqtt", "proto_name": None, "proto_ver": None, "connected_at": None,
