@@ -16,7 +16,7 @@ from lastwill.codec.reason_codes import ReasonCode
 pytestmark = pytest.mark.integration
 
 
-def test_disconnect_reason_readable_while_client_still_sends_MQTT_3_14_4_1(broker):
+def test_disconnect_reason_readable_while_client_still_sends_v5_MQTT_3_14_4_2(broker):
     sock = socket.create_connection(("127.0.0.1", broker.port), timeout=10)
     try:
         hello = encode(Connect(client_id="chatty", protocol_level=PROTOCOL_5), PROTOCOL_5)
@@ -33,4 +33,4 @@ def test_disconnect_reason_readable_while_client_still_sends_MQTT_3_14_4_1(broke
         sock.close()
     packets = Decoder(server_side=False, protocol_level=PROTOCOL_5).feed(received)
     assert [type(p) for p in packets] == [Connack, Disconnect]
-    assert packets[1].reason_code == ReasonCode.MALFORMED_PACKET  # [MQTT-3.14.4-1] the reason reaches the client
+    assert packets[1].reason_code == ReasonCode.MALFORMED_PACKET  # sent, then closed [MQTT-3.14.4-2]: the reason reaches the client

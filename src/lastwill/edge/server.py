@@ -364,9 +364,9 @@ def close_after_last_packet(loop: asyncio.AbstractEventLoop, transport) -> None:
 
     A plain close() of a socket with unread input makes the kernel send a reset, and a client that
     has not yet read the DISCONNECT (0x8E takeover, 0x93 Receive Maximum exceeded, a protocol
-    error's reason) or the refusing CONNACK loses it: it sees "connection reset" and no reason
-    [MQTT-3.14.4-1]. So the sending side is shut (FIN after the pending writes), what the client
-    still sends is ignored (the core has already ended the connection, and handled its will, when
+    error's reason) or the refusing CONNACK loses it: it sees "connection reset" and no reason.
+    The server must close after its DISCONNECT [MQTT-3.14.4-2], so: the sending side is shut (FIN
+    after the pending writes), what the client still sends is ignored (the core has already ended the connection, and handled its will, when
     it decided to close), and the socket is closed when the client closes its side or after
     CLOSE_LINGER seconds. TLS and WebSocket transports have their own close handshakes.
     """
