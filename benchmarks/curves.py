@@ -49,7 +49,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import loadgen  # noqa: E402  (benchmarks/loadgen.py: its minimal MQTT encoder)
 import run as bench  # noqa: E402  (benchmarks/run.py: brokers, machine facts)
+from loadgen import packet, utf8  # noqa: E402
 
 HOST = "127.0.0.1"
 # client sockets are spread over these source addresses, so that the ephemeral ports of one
@@ -67,42 +69,17 @@ FD_RESERVE = 100  # descriptors kept free below RLIMIT_NOFILE (the broker's list
 # minimal MQTT encoding (client -> server)
 # ---------------------------------------------------------------------------------------------
 
-def varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b, n = n & 0x7F, n >> 7
-        out.append(b | 0x80 if n else b)
-        if not n:
-            return bytes(out)
-
-
-def utf8(s: str | bytes) -> bytes:
-    b = s.encode() if isinstance(s, str) else s
-    return len(b).to_bytes(2, "big") + b
-
-
-def packet(first: int, body: bytes) -> bytes:
-    return bytes((first,)) + varint(len(body)) + body
-
-
 def connect_v4(client_id: str, keep_alive: int = 60, will: tuple[str, bytes] | None = None) -> bytes:
     """MQTT 3.1.1 CONNECT, clean session, optional QoS 0 will."""
-    flags = 0x02 | (0x04 if will else 0)
-    body = utf8("MQTT") + bytes((4, flags)) + keep_alive.to_bytes(2, "big") + utf8(client_id)
-    if will:
-        body += utf8(will[0]) + utf8(will[1])
-    return packet(0x10, body)
+    return loadgen.connect_packet(client_id, 4, keep_alive, True, None if will is None else (*will, 0))
 
 
 def connect_v5(client_id: str, keep_alive: int, session_expiry: int, will: tuple[str, bytes],
                will_delay: int) -> bytes:
-    """MQTT 5 CONNECT, Clean Start, Session Expiry Interval (0x11), QoS 0 will with a Will Delay Interval (0x18)."""
-    props = b"\x11" + session_expiry.to_bytes(4, "big")
-    will_props = b"\x18" + will_delay.to_bytes(4, "big")
-    body = (utf8("MQTT") + bytes((5, 0x02 | 0x04)) + keep_alive.to_bytes(2, "big")
-            + varint(len(props)) + props + utf8(client_id)
-            + varint(len(will_props)) + will_props + utf8(will[0]) + utf8(will[1]))
-    return packet(0x10, body)
+    """MQTT 5 CONNECT, Clean Start, Session Expiry Interval, QoS 0 will with a Will Delay Interval."""
+    return loadgen.connect_packet(client_id, 5, keep_alive, True, (*will, 0),
+                                  props=loadgen.prop_u32(loadgen.SESSION_EXPIRY_INTERVAL, session_expiry),
+                                  will_props=loadgen.prop_u32(loadgen.WILL_DELAY_INTERVAL, will_delay))
 
 
 def subscribe_v4(pid: int, filters: list[str], qos: int = 0) -> bytes:
