@@ -147,17 +147,51 @@ class ReadBudget:
         self.turn_started = start
 
 
-class MqttProtocol(asyncio.BufferedProtocol):
-    __slots__ = ("server", "transport", "conn_id", "tls", "throttled", "deferred", "view")
+class BudgetedProtocol(asyncio.BufferedProtocol):
+    """What MqttProtocol and WebSocketProtocol share: reads into the shared buffer, handed to the
+    server's ReadBudget, and the report of a connection's end to the core."""
+
+    __slots__ = ("throttled", "deferred", "view")
+
+    def __init__(self) -> None:
+        self.throttled = False  # paused by ReadBudget, queued for its next turn
+        self.deferred: list[bytes] | None = None  # read, not yet processed (ReadBudget)
+        self.view = _read_buffer  # what the next read may fill (ReadBudget sizes it)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        view = self.view
+        self.server.reads.received(self, bytes(view[:nbytes]), nbytes == len(view))
+
+    def resize(self, size: int) -> None:
+        self.view = _read_buffer if size >= READ_CHUNK else _read_buffer[:size]
+
+    def report_lost(self, exc: Exception | None) -> None:
+        """Tell the core the connection ended, with the cause recorded for it (or ``exc``)."""
+        server = self.server
+        server.transports.pop(self.conn_id, None)
+        cause = server.lost_causes.pop(self.conn_id, None)
+        if cause is None:
+            cause = f"{type(exc).__name__}: {exc}" if exc is not None else "EOF"
+        try:
+            actions = server.core.connection_lost(self.conn_id, cause, server.loop.time())
+        except Exception:
+            log.exception("internal error handling the end of connection %s", self.conn_id)
+            actions = []
+        server.run(actions)
+
+
+class MqttProtocol(BudgetedProtocol):
+    __slots__ = ("server", "transport", "conn_id", "tls")
 
     def __init__(self, server: Server, tls: bool = False):
         self.server = server
         self.transport: asyncio.Transport | None = None
         self.conn_id = 0
         self.tls = tls  # a tls_listen connection: called once the TLS handshake is done
-        self.throttled = False  # paused by ReadBudget, queued for its next turn
-        self.deferred: list[bytes] | None = None  # read, not yet processed (ReadBudget)
-        self.view = _read_buffer  # what the next read may fill (ReadBudget sizes it)
+        super().__init__()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -177,16 +211,6 @@ class MqttProtocol(asyncio.BufferedProtocol):
         local = transport.get_extra_info("sockname")
         sockport = local[1] if isinstance(local, tuple) and len(local) >= 2 else 0
         server.run(server.core.open(self.conn_id, server.loop.time(), peer_text, sockport, cert_username=cert_user))
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return self.view
-
-    def buffer_updated(self, nbytes: int) -> None:
-        view = self.view
-        self.server.reads.received(self, bytes(view[:nbytes]), nbytes == len(view))
-
-    def resize(self, size: int) -> None:
-        self.view = _read_buffer if size >= READ_CHUNK else _read_buffer[:size]
 
     def data_received(self, data: bytes) -> None:
         server = self.server
@@ -210,19 +234,9 @@ class MqttProtocol(asyncio.BufferedProtocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        server = self.server
         if self.deferred is not None:  # what it sent before it went (a DISCONNECT, say) counts first
-            server.reads.process_deferred(self)
-        server.transports.pop(self.conn_id, None)
-        cause = server.lost_causes.pop(self.conn_id, None)
-        if cause is None:
-            cause = f"{type(exc).__name__}: {exc}" if exc is not None else "EOF"
-        try:
-            actions = server.core.connection_lost(self.conn_id, cause, server.loop.time())
-        except Exception:
-            log.exception("internal error handling the end of connection %s", self.conn_id)
-            actions = []
-        server.run(actions)
+            self.server.reads.process_deferred(self)
+        self.report_lost(exc)
 
     def pause_writing(self) -> None:
         self.server.core.writing_paused(self.conn_id)

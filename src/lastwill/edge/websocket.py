@@ -31,7 +31,7 @@ from wsproto.events import (
 )
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
-from .tcp import READ_CHUNK, UNSENT_HARD_LIMIT, WRITE_HIGH_WATER, not_reading
+from .tcp import UNSENT_HARD_LIMIT, WRITE_HIGH_WATER, BudgetedProtocol, not_reading
 from .tls import cert_username
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -39,7 +39,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger("lastwill")
 
-_read_buffer = memoryview(bytearray(READ_CHUNK))  # shared by every WebSocket connection, copied out at once
 
 SUBPROTOCOL = "mqtt"
 SUBPROTOCOL_V31 = "mqttv3.1"  # what MQTT 3.1 clients (before the WebSocket section of 3.1.1) offer
@@ -90,12 +89,12 @@ class WebSocketTransport:
         return self.proto.transport.get_write_buffer_size()
 
 
-class WebSocketProtocol(asyncio.BufferedProtocol):
+class WebSocketProtocol(BudgetedProtocol):
     """One WebSocket connection. The core knows it (``conn_id`` != 0) once the upgrade is accepted;
     before that, an upgrade that does not complete within connect_timeout is aborted."""
 
     __slots__ = ("server", "tls", "transport", "ws", "conn_id", "closing", "peer", "sockport",
-                 "cert_user", "_timer", "throttled", "deferred", "view")
+                 "cert_user", "_timer")
 
     def __init__(self, server: Server, tls: bool = False):
         self.server = server
@@ -108,9 +107,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         self.sockport = 0
         self.cert_user: str | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self.throttled = False  # paused by the read budget (edge/tcp.py ReadBudget)
-        self.deferred: list[bytes] | None = None  # read, not yet processed (ReadBudget)
-        self.view = _read_buffer  # what the next read may fill (ReadBudget sizes it)
+        super().__init__()
 
     # ---- asyncio callbacks -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -127,16 +124,6 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
                 transport.abort()
                 return
         self._timer = self.server.loop.call_later(self.server.config.connect_timeout, self._upgrade_timeout)
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return self.view
-
-    def buffer_updated(self, nbytes: int) -> None:
-        view = self.view
-        self.server.reads.received(self, bytes(view[:nbytes]), nbytes == len(view))
-
-    def resize(self, size: int) -> None:
-        self.view = _read_buffer if size >= READ_CHUNK else _read_buffer[:size]
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
@@ -158,19 +145,8 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self.conn_id == 0:
-            return
-        server = self.server
-        server.transports.pop(self.conn_id, None)
-        cause = server.lost_causes.pop(self.conn_id, None)
-        if cause is None:
-            cause = f"{type(exc).__name__}: {exc}" if exc is not None else "EOF"
-        try:
-            actions = server.core.connection_lost(self.conn_id, cause, server.loop.time())
-        except Exception:
-            log.exception("internal error handling the end of connection %s", self.conn_id)
-            actions = []
-        server.run(actions)
+        if self.conn_id:
+            self.report_lost(exc)
 
     def pause_writing(self) -> None:
         if self.conn_id:
