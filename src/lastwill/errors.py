@@ -12,11 +12,21 @@ class MqttError(Exception):
 
     reason_code: int = 0x80
 
-    def __init__(self, message: str, reason_code: int | None = None, rule: str | None = None):
+    def __init__(self, message: str, reason_code: int | None = None, rule: str | None = None,
+                 *, send_disconnect: bool = True):
         super().__init__(message)
         if reason_code is not None:
             self.reason_code = reason_code
         self.rule = rule
+        # MQTT 5: whether the server sends DISCONNECT with the reason code before it closes
+        # (4.13.1 allows either; a second CONNECT is closed without one: see core/disconnect.py)
+        self.send_disconnect = send_disconnect
+        # set by the decoder: the whole packets decoded before the bad bytes (acted on before the
+        # connection closes), the packet type of the bad one, and the protocol level the CONNECT
+        # asked for (None: not known)
+        self.packets: list = []
+        self.packet_type = None
+        self.protocol_level: int | None = None
 
     def __str__(self) -> str:
         base = super().__str__()

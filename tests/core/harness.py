@@ -25,6 +25,9 @@ from lastwill.codec.packets import (
 from lastwill.config import Config
 from lastwill.core.actions import Authenticate, Close, Send
 from lastwill.core.broker import BrokerCore
+from lastwill.core.causes import Cause, ConnectionEnded, lost, lost_because
+
+_CLOSED_BY_SERVER = lost_because(Cause.NETWORK_ERROR, "closed by server")
 
 
 class Client:
@@ -70,10 +73,12 @@ class Client:
     def ping(self) -> None:
         self.send(Pingreq())
 
-    def drop(self, cause: str = "EOF") -> None:
-        """The network connection ends without DISCONNECT."""
-        self.h.dispatch(self.h.core.connection_lost(self.conn_id, cause, self.h.clock.now))
-        self.closed = self.closed or cause
+    def drop(self, how: BaseException | ConnectionEnded | None = None) -> None:
+        """The network connection ends without DISCONNECT: how the edge would report it (an exception
+        the transport gave, an end it named, or None: EOF)."""
+        ended = how if isinstance(how, ConnectionEnded) else lost(how)
+        self.h.dispatch(self.h.core.connection_lost(self.conn_id, ended, self.h.clock.now))
+        self.closed = self.closed or ended.detail
 
     def ack_all(self) -> None:
         """Acknowledge every QoS 1/2 PUBLISH in the inbox (full QoS 2 handshake)."""
@@ -173,7 +178,7 @@ class Harness:
                     client.closed = a.reason
                     closed.append(a.conn_id)
         for conn_id in closed:  # the edge reports every close back to the core
-            self.dispatch(self.core.connection_lost(conn_id, "closed by server", self.clock.now))
+            self.dispatch(self.core.connection_lost(conn_id, _CLOSED_BY_SERVER, self.clock.now))
         for conn_id, ok in answers:  # the password checks come back (the edge: from its threads)
             self.dispatch(self.core.authenticated(conn_id, ok, self.clock.now))
         self.commit()

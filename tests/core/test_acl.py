@@ -182,8 +182,8 @@ def test_connection_lost_while_the_password_check_runs():
 
 
 def test_too_many_packets_while_the_password_check_runs_closes(monkeypatch):
-    from lastwill.core import broker
-    monkeypatch.setattr(broker, "_MAX_HELD", 3)
+    from lastwill.core import connection
+    monkeypatch.setattr(connection, "MAX_HELD", 3)
     h = node()
     h.hold_auth = True
     c = h.open()

@@ -247,7 +247,7 @@ def test_core_survives_mutated_sessions_from_several_connections(sessions, wills
     for i, (client, _) in enumerate(streams):
         if client.closed is None:
             if (drop_how + i) % 2:
-                client.drop("ConnectionResetError: fuzz")
+                client.drop(ConnectionResetError("fuzz"))
             else:
                 world.h.advance(0)  # timers due now
                 client.drop()

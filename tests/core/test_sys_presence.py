@@ -12,6 +12,8 @@ import pytest
 from lastwill.cli import build_parser, config_from_args
 from lastwill.codec.packets import Connect, Pubrel
 from lastwill.config import Config, load_config
+from lastwill.core.causes import PEER_CLOSED
+from lastwill.core.timers import TimerKind
 from lastwill.errors import ConfigError
 from lastwill.storage.memory import MemoryStorage
 from tests.core.harness import Harness, will
@@ -86,7 +88,7 @@ def test_sys_disconnected_will_published_at_once_MQTT_3_1_2_8():
     w = sys_watcher(h, "disconnected")
     c = h.connect("dev", version=4, will=will())
     h.advance(4)
-    c.drop("EOF (peer closed its side)")
+    c.drop(PEER_CLOSED)
     p = only(events(w), "dev", "disconnected")
     assert p["reason"] == "tcp_closed"
     assert (p["connected_at"], p["disconnected_at"], p["ts"]) == (T0, T0 + 4000, T0 + 4000)
@@ -101,7 +103,7 @@ def test_sys_disconnected_will_deferred_with_fire_at_v5_MQTT_3_1_3_9(delay, expi
     dead = h.subscriber("dead/#", client_id="dead")
     c = h.connect("dev", will=will(will_delay_interval=delay), session_expiry_interval=expiry)
     h.advance(1)
-    c.drop("ConnectionResetError: [Errno 104] Connection reset by peer")
+    c.drop(ConnectionResetError(104, "Connection reset by peer"))
     p = only(events(w), "dev", "disconnected")
     assert p["reason"] == "sock_error"
     assert p["will"] == {"decision": "deferred", "fire_at": T0 + 1000 + wait * 1000, "rule": "MQTT-3.1.3-9"}
@@ -125,7 +127,7 @@ def test_sys_disconnected_without_will_says_none(how):
     h = sys_node()
     w = sys_watcher(h, "disconnected")
     c = h.connect("dev")
-    c.disconnect(0) if how == "disconnect" else c.drop("EOF")
+    c.disconnect(0) if how == "disconnect" else c.drop()
     p = only(events(w), "dev", "disconnected")
     assert p["reason"] == ("normal" if how == "disconnect" else "tcp_closed")
     assert p["will"] == {"decision": "none", "fire_at": None, "rule": None}
@@ -159,7 +161,7 @@ def test_hash_and_plus_subscribers_never_get_sys_events_MQTT_4_7_2_1():
     plus = h.subscriber("+/brokers/#", client_id="plus")
     w = h.subscriber("$SYS/#", client_id="sys")
     c = h.connect("dev", will=will(topic="t/dev"))
-    c.drop("EOF")
+    c.drop()
     assert [m.topic for m in hash_.messages()] == ["t/dev"]  # the will only
     assert plus.messages() == []
     assert [t for t, _ in events(w)] == [f"$SYS/brokers/{NODE}/clients/dev/connected",
@@ -169,13 +171,13 @@ def test_hash_and_plus_subscribers_never_get_sys_events_MQTT_4_7_2_1():
 def test_sys_events_off_publishes_nothing():
     h = sys_node(sys_events=False)
     w = h.subscriber("$SYS/#", client_id="sys")
-    h.connect("dev", will=will()).drop("EOF")
+    h.connect("dev", will=will()).drop()
     assert w.messages() == []
 
 
 def test_sys_event_late_subscriber_gets_nothing_not_retained():
     h = sys_node()
-    h.connect("dev").drop("EOF")
+    h.connect("dev").drop()
     late = h.subscriber("$SYS/#", client_id="late")
     assert late.messages() == []
 
@@ -184,10 +186,10 @@ def test_no_sys_payload_built_without_a_sys_subscriber(monkeypatch):
     h = sys_node()
     built = []
     monkeypatch.setattr(h.core.announce, "_sys", lambda *a: built.append(a))
-    h.connect("dev").drop("EOF")
+    h.connect("dev").drop()
     assert built == []
     h.subscriber("$share/g/$SYS/#", client_id="shared")
-    h.connect("dev2").drop("EOF")
+    h.connect("dev2").drop()
     assert [a[:2] for a in built] == [("dev2", "connected"), ("dev2", "disconnected")]
 
 
@@ -205,7 +207,7 @@ def test_client_id_with_wildcard_gets_no_event_and_no_presence(client_id):
     p = h.subscriber("presence/#", client_id="pres")
     p.messages()
     w.messages()
-    h.connect(client_id).drop("EOF")
+    h.connect(client_id).drop()
     assert w.messages() == [] and p.messages() == []
 
 
@@ -275,7 +277,7 @@ def test_presence_online_then_offline_at_connection_end_not_at_will_delay():
     assert states(p) == [("presence/pres", b"online", True)]  # retained: sent on subscribe
     c = h.connect("dev", will=will(will_delay_interval=30), session_expiry_interval=100)
     assert states(p) == [("presence/dev", b"online", False)]
-    c.drop("EOF")
+    c.drop()
     assert states(p) == [("presence/dev", b"offline", False)]  # at once, whatever the will delay
     m = h.core.retained.get("presence/dev")
     assert m.payload == b"offline" and m.qos == 1 and m.origin is None
@@ -284,7 +286,7 @@ def test_presence_online_then_offline_at_connection_end_not_at_will_delay():
 def test_presence_retained_for_late_subscribers():
     h = presence_node()
     h.connect("a")
-    h.connect("b").drop("EOF")
+    h.connect("b").drop()
     late = h.subscriber("presence/+", client_id="late")
     assert sorted(states(late)) == [("presence/a", b"online", True), ("presence/b", b"offline", True),
                                     ("presence/late", b"online", True)]
@@ -296,7 +298,7 @@ def test_presence_goes_before_the_will_and_the_sys_event():
     w = h.subscriber("$SYS/#", client_id="sys")
     all_.messages()
     w.messages()
-    h.connect("dev", will=will(topic="dead/dev")).drop("EOF")
+    h.connect("dev", will=will(topic="dead/dev")).drop()
     assert [(m.topic, m.payload) for m in all_.messages()] == [
         ("presence/dev", b"online"), ("presence/dev", b"offline"), ("dead/dev", b"gone")]
     assert [t.rsplit("/", 1)[1] for t, _ in events(w)] == ["connected", "disconnected"]
@@ -314,13 +316,13 @@ def test_presence_takeover_ends_online():
 def test_presence_off_by_default():
     h = Harness()
     p = h.subscriber("#", client_id="all")
-    h.connect("dev").drop("EOF")
+    h.connect("dev").drop()
     assert p.messages() == [] and len(h.core.retained) == 0
 
 
 def test_presence_topic_pattern_with_suffix():
     h = Harness(presence_topic="devices/{client_id}/state")
-    h.connect("dev").drop("EOF")
+    h.connect("dev").drop()
     assert h.core.retained.get("devices/dev/state").payload == b"offline"
 
 
@@ -328,8 +330,8 @@ def test_presence_qos1_queued_for_offline_persistent_subscriber():
     h = presence_node()
     s = h.connect("s", clean_start=False, session_expiry_interval=100)
     s.subscribe("presence/dev", qos=1)
-    s.drop("EOF")
-    h.connect("dev").drop("EOF")
+    s.drop()
+    h.connect("dev").drop()
     back = h.connect("s", clean_start=False)
     assert [(m.payload, m.qos) for m in back.messages()] == [(b"online", 1), (b"offline", 1)]
 
@@ -417,7 +419,7 @@ def test_presence_online_again_on_reconnect_within_grace(clean_start):
     assert [m.payload for m in p.messages()] == [b"online"]
     h2.advance(5)
     h2.connect("dev", clean_start=clean_start, session_expiry_interval=100)
-    assert ("recovered", "dev") not in h2.core.timers
+    assert (TimerKind.RECOVERED, "dev") not in h2.core.timers
     # the connection the crash ended is announced, with its will cancelled by the reconnect
     # [MQTT-3.1.3-9], just before the new connection
     evs = events(sysw)
@@ -492,7 +494,7 @@ def test_crash_recovery_without_presence_or_sys_events_schedules_nothing():
     h.connect("dev")
     h2 = h.restart(downtime=1, sys_events=False)
     assert not h2.core.announce.recovering
-    assert ("recovered", "dev") not in h2.core.timers
+    assert (TimerKind.RECOVERED, "dev") not in h2.core.timers
 
 
 # ---- the will cause User Property ----------------------------------------------------------------------
@@ -514,9 +516,9 @@ def test_will_cause_user_property_after_own_properties_v5_MQTT_3_1_3_10(how, cau
     v4 = h.subscriber("dead/#", client_id="v4", version=4)
     c = h.connect("dev", keep_alive=2, will=will(user_property=list(OWN), content_type="text/plain"))
     if how == "eof":
-        c.drop("EOF (peer closed its side)")
+        c.drop(PEER_CLOSED)
     elif how == "reset":
-        c.drop("ConnectionResetError: [Errno 104] Connection reset by peer")
+        c.drop(ConnectionResetError(104, "Connection reset by peer"))
     elif how == "keep_alive":
         h.advance(3)
     elif how == "takeover":
@@ -535,16 +537,16 @@ def test_will_cause_user_property_after_own_properties_v5_MQTT_3_1_3_10(how, cau
 def test_will_cause_property_off_by_default_v5_MQTT_3_1_3_10():
     h = Harness()
     v5 = h.subscriber("dead/#", client_id="v5")
-    h.connect("dev", will=will(user_property=list(OWN))).drop("EOF")
+    h.connect("dev", will=will(user_property=list(OWN))).drop()
     assert v5.messages()[0].properties["user_property"] == OWN
-    h.connect("dev2", will=will()).drop("EOF")
+    h.connect("dev2", will=will()).drop()
     assert "user_property" not in v5.messages()[0].properties
 
 
 def test_will_cause_property_alone_and_on_deferred_will():
     h = cause_node()
     v5 = h.subscriber("dead/#", client_id="v5")
-    h.connect("dev", will=will(will_delay_interval=5), session_expiry_interval=60).drop("EOF")
+    h.connect("dev", will=will(will_delay_interval=5), session_expiry_interval=60).drop()
     h.advance(5)
     assert v5.messages()[0].properties["user_property"] == [("lastwill-cause", "eof")]
 
@@ -562,8 +564,8 @@ def test_will_cause_property_kept_for_queued_delivery():
     h = Harness(store=MemoryStorage(), will_cause_property=True)
     s = h.connect("s", clean_start=False, session_expiry_interval=100)
     s.subscribe("dead/#", qos=1)
-    s.drop("EOF")
-    h.connect("dev", will=will()).drop("EOF")
+    s.drop()
+    h.connect("dev", will=will()).drop()
     h2 = h.restart(downtime=1, will_cause_property=True)
     back = h2.connect("s", clean_start=False)
     assert [tuple(p) for p in back.messages()[0].properties["user_property"]] == [("lastwill-cause", "eof")]
@@ -577,7 +579,7 @@ def test_will_cause_property_kept_for_queued_delivery():
 def test_deferred_will_names_what_decided_v5_MQTT_3_1_3_9(caplog, delay, expiry, why):
     h = Harness()
     dead = h.subscriber("dead/#")
-    h.connect("dev", will=will(will_delay_interval=delay), session_expiry_interval=expiry).drop("EOF")
+    h.connect("dev", will=will(will_delay_interval=delay), session_expiry_interval=expiry).drop()
     with caplog.at_level(logging.INFO, logger="lastwill.will"):
         h.advance(min(delay, expiry))
     assert dead.payloads() == [b"gone"]

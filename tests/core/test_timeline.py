@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from lastwill.codec.packets import Connect, Disconnect, Publish, Subscribe, Subscription
+from lastwill.core.causes import CAUSES, PEER_CLOSED, Cause, lost
 from lastwill.core.timeline import Timeline
-from lastwill.core.will import CAUSES, cause_kind
 from lastwill.storage.base import TIMELINE_PER_CLIENT
 from lastwill.storage.memory import MemoryStorage
 from lastwill.storage.sqlite import SqliteStorage
@@ -96,15 +96,15 @@ def test_refused_connect_leaves_the_connected_clients_will_armed_MQTT_3_1_4_2():
 
 
 def _eof(h, c):
-    c.drop("EOF (peer closed its side)")
+    c.drop(PEER_CLOSED)
 
 
 def _reset(h, c):
-    c.drop("ConnectionResetError: [Errno 104] Connection reset by peer")
+    c.drop(ConnectionResetError(104, "Connection reset by peer"))
 
 
 def _network_error(h, c):
-    c.drop("TimeoutError: [Errno 110] Connection timed out")
+    c.drop(TimeoutError(110, "Connection timed out"))
 
 
 def _keep_alive(h, c):
@@ -197,10 +197,12 @@ def test_clean_shutdown_keeping_wills_then_restart_told_apart_from_a_crash():
 def test_every_cause_label_is_described():
     assert {"eof", "reset", "network_error", "keep_alive", "protocol_error", "takeover", "server_shutdown",
             "disconnect_with_will", "disconnect_error", "broker_crash", "broker_restart",
-            "internal_error"} == set(CAUSES)
-    assert cause_kind("connection lost: internal error in the broker") == "internal_error"
-    assert cause_kind("connection lost: BrokenPipeError: [Errno 32] Broken pipe") == "reset"
-    assert cause_kind("EOF") == "eof"
+            "internal_error", "not_reading"} == set(CAUSES)
+    # how a socket ended, told by the exception's type (or errno), never by its text
+    assert lost(BrokenPipeError(32, "Broken pipe")).cause is Cause.RESET
+    assert lost(OSError(104, "Connection reset by peer")).cause is Cause.RESET
+    assert lost(TimeoutError(110, "Connection timed out")).cause is Cause.NETWORK_ERROR
+    assert lost(None).cause is Cause.EOF
 
 
 # ---- deferred -----------------------------------------------------------------------------------
@@ -210,7 +212,7 @@ def test_deferred_says_until_when_and_which_bound_MQTT_3_1_3_9():
     h = Harness()
     c = h.connect("dev", will=will(will_delay_interval=10), session_expiry_interval=100)
     h.advance(3)
-    c.drop("EOF")
+    c.drop()
     e = h.core.timeline.events("dev")[-1]
     assert (e.kind, e.rule, e.data["fire_at"], e.data["wait"]) == ("deferred", "MQTT-3.1.3-9", h.now + 10, 10)
     assert e.detail == ("published in 10s unless the client reconnects first; the will delay decides "
@@ -220,7 +222,7 @@ def test_deferred_says_until_when_and_which_bound_MQTT_3_1_3_9():
 def test_deferred_bounded_by_session_expiry_MQTT_3_1_3_9():
     h = Harness()
     c = h.connect("dev", will=will(will_delay_interval=100), session_expiry_interval=7)
-    c.drop("EOF")
+    c.drop()
     e = h.core.timeline.events("dev")[-1]
     assert e.data["fire_at"] == h.now + 7 and "in 7s" in e.detail and "the session expiry decides" in e.detail
 
@@ -238,7 +240,7 @@ def test_cancelled_by_normal_disconnect_MQTT_3_14_4_3():
 
 def test_cancelled_by_reconnect_before_the_delay_MQTT_3_1_3_9():
     h = Harness()
-    h.connect("dev", will=will(will_delay_interval=10), session_expiry_interval=100).drop("EOF")
+    h.connect("dev", will=will(will_delay_interval=10), session_expiry_interval=100).drop()
     h.advance(4)
     h.connect("dev", clean_start=False, will=will(payload=b"new"))
     kinds = h.core.timeline.kinds("dev")
@@ -265,7 +267,7 @@ def test_cancelled_by_reconnect_within_the_recovery_grace():
 def test_published_to_nobody_says_so_MQTT_3_1_2_8():
     h = Harness()
     h.subscriber("other/#")
-    h.connect("dev", will=will()).drop("EOF")
+    h.connect("dev", will=will()).drop()
     e = h.core.timeline.events("dev")[-1]
     assert (e.kind, e.data["receivers"], e.data["topic"]) == ("published", 0, "dead/c")
     assert "no subscription matched it: nobody received it" in e.detail
@@ -274,7 +276,7 @@ def test_published_to_nobody_says_so_MQTT_3_1_2_8():
 
 def test_published_retained_to_nobody_says_it_is_kept_MQTT_3_1_2_15():
     h = Harness()
-    h.connect("dev", will=will(retain=True)).drop("EOF")
+    h.connect("dev", will=will(retain=True)).drop()
     e = h.core.timeline.events("dev")[-1]
     assert "nobody received it; kept as the retained message of its topic" in e.detail
 
@@ -284,7 +286,7 @@ def test_published_counts_receivers_MQTT_3_1_2_8():
     h.subscriber("dead/#", client_id="w1")
     h.subscriber("dead/c", client_id="w2")
     h.subscriber("$share/g/dead/#", client_id="w3")
-    h.connect("dev", will=will()).drop("EOF")
+    h.connect("dev", will=will()).drop()
     e = h.core.timeline.events("dev")[-1]
     assert e.data["receivers"] == 3 and "to 3 subscriber(s)" in e.detail
     assert e.rule == "MQTT-3.1.2-8"
@@ -297,7 +299,7 @@ def test_published_counts_receivers_MQTT_3_1_2_8():
 def _offline_subscriber(h: Harness, qos: int = 1, **kw):
     w = h.connect("w", clean_start=False, session_expiry_interval=1000, **kw)
     w.subscribe("dead/#", qos=qos)
-    w.drop("EOF")
+    w.drop()
 
 
 def test_dropped_by_a_full_queue_after_published():
@@ -306,7 +308,7 @@ def test_dropped_by_a_full_queue_after_published():
     filler = h.connect("filler")
     filler.publish("dead/x", b"1", qos=1)
     filler.publish("dead/x", b"2", qos=1)
-    h.connect("dev", will=will()).drop("EOF")
+    h.connect("dev", will=will()).drop()
     events = h.core.timeline.events("dev")
     assert [e.kind for e in events] == ["armed", "connection-ended", "published", "dropped"]
     assert events[2].data["receivers"] == 1
@@ -318,7 +320,7 @@ def test_dropped_by_a_full_queue_after_published():
 def test_dropped_when_expired_before_the_subscriber_came_back_MQTT_3_3_2_5():
     h = Harness()
     _offline_subscriber(h)
-    h.connect("dev", will=will(message_expiry_interval=5)).drop("EOF")
+    h.connect("dev", will=will(message_expiry_interval=5)).drop()
     h.advance(10)
     back = h.connect("w", clean_start=False)
     assert back.messages() == []
@@ -330,7 +332,7 @@ def test_dropped_when_expired_before_the_subscriber_came_back_MQTT_3_3_2_5():
 def test_dropped_when_larger_than_the_subscribers_maximum_packet_size_MQTT_3_1_2_24():
     h = Harness()
     h.subscriber("dead/#", maximum_packet_size=64)
-    h.connect("dev", will=will(payload=b"x" * 200)).drop("EOF")
+    h.connect("dev", will=will(payload=b"x" * 200)).drop()
     e = h.core.timeline.events("dev")[-1]
     assert (e.kind, e.data["reason"], e.rule) == ("dropped", "too_large", "MQTT-3.1.2-24")
     assert "Maximum Packet Size 64" in e.detail
@@ -339,7 +341,7 @@ def test_dropped_when_larger_than_the_subscribers_maximum_packet_size_MQTT_3_1_2
 def test_dropped_qos0_to_an_offline_subscriber():
     h = Harness()
     _offline_subscriber(h, qos=0)
-    h.connect("dev", will=will(qos=0)).drop("EOF")
+    h.connect("dev", will=will(qos=0)).drop()
     e = h.core.timeline.events("dev")[-1]
     assert (e.kind, e.data["reason"]) == ("dropped", "offline_qos0")
     assert h.core.wills.dropped_by_reason == {"offline_qos0": 1}
@@ -423,7 +425,7 @@ def test_timeline_committed_with_wall_clock_times():
     h = Harness(store=store)
     c = h.connect("dev", will=will(will_delay_interval=30), session_expiry_interval=100)
     h.advance(2)
-    c.drop("EOF")
+    c.drop()
     stored = store.load().timeline["dev"]
     assert [e.kind for e in stored] == ["armed", "connection-ended", "deferred"]
     offset = h.clock.wall_offset
@@ -460,8 +462,8 @@ def test_store_keeps_the_same_events_when_one_step_records_more_than_the_bound(k
     for i in range(TIMELINE_PER_CLIENT + 6):
         w = h.connect(f"w{i}", clean_start=False, session_expiry_interval=1000)
         w.subscribe("dead/#", qos=0)
-        w.drop("EOF")
-    h.connect("dev", will=will(qos=0)).drop("EOF")
+        w.drop()
+    h.connect("dev", will=will(qos=0)).drop()
     kept = [e.seq for e in h.core.timeline.events("dev")]
     assert len(kept) == TIMELINE_PER_CLIENT and h.core.timeline.kinds("dev")[-1] == "dropped"
     assert [e.seq for e in store.load().timeline["dev"]] == kept
@@ -474,7 +476,7 @@ def test_history_survives_restarts_with_the_same_wall_times(kind, tmp_path):
         store.load()
     h = Harness(store=store)
     c = h.connect("dev", will=will(will_delay_interval=60), session_expiry_interval=600)
-    c.drop("EOF")
+    c.drop()
     walls = [e.at + h.clock.wall_offset for e in h.core.timeline.events("dev")]
     fire_wall = h.core.timeline.events("dev")[-1].data["fire_at"] + h.clock.wall_offset
     if kind == "sqlite":
@@ -508,7 +510,7 @@ def test_restored_clients_keep_their_recency_order():
 
 def test_no_events_recorded_for_the_store_when_not_persisting():
     h = Harness()
-    h.connect("dev", will=will()).drop("EOF")
+    h.connect("dev", will=will()).drop()
     assert h.core.take_batch(0.0) is None and h.core.timeline.kinds("dev")
 
 

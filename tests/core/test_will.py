@@ -76,7 +76,7 @@ def test_will_published_on_connection_lost_MQTT_3_1_2_8(version):
     h = Harness()
     watcher = h.subscriber("dead/#", version=version)
     c = h.connect("dev", version=version, will=will(qos=1))
-    c.drop("EOF")
+    c.drop()
     msgs = watcher.messages()
     assert [(m.topic, m.payload, m.qos, m.retain) for m in msgs] == [("dead/c", b"gone", 1, False)]
     assert h.core.timeline.kinds("dev") == ["armed", "connection-ended", "published"]
@@ -86,7 +86,7 @@ def test_will_published_once_only_v5_MQTT_3_1_2_10():
     h = Harness()
     watcher = h.subscriber("dead/#")
     c = h.connect("dev", will=will(), session_expiry_interval=60)
-    c.drop("reset")
+    c.drop(ConnectionResetError())
     h.advance(120)  # session expiry passes too: nothing more
     assert len(watcher.messages()) == 1
     assert h.core.sessions.get("dev") is None
@@ -99,7 +99,7 @@ def test_no_will_after_normal_disconnect_MQTT_3_14_4_3(version):
     c = h.connect("dev", version=version, will=will())
     c.disconnect(0)
     assert c.closed
-    c.drop("EOF")  # the socket closing afterwards changes nothing
+    c.drop()  # the socket closing afterwards changes nothing
     h.advance(1000)
     assert watcher.messages() == []
     assert h.core.timeline.kinds("dev") == ["armed", "cancelled"]
@@ -174,7 +174,7 @@ def test_will_on_packet_cut_off_midway_v5_MQTT_3_1_2_8():
     c = h.connect("dev", will=will())
     c.send_bytes(b"\x30\x10\x00\x03a/b")  # a PUBLISH announcing 16 bytes, only 5 arrive
     assert watcher.messages() == []
-    c.drop("EOF mid-packet")
+    c.drop()
     assert [m.payload for m in watcher.messages()] == [b"gone"]
 
 
@@ -568,5 +568,5 @@ def test_will_not_published_when_disconnect_normal_then_socket_reset_v311_MQTT_3
     watcher = h.subscriber("#", version=4)
     c = h.connect("dev", version=4, will=will())
     c.send(Disconnect())
-    c.drop("reset")
+    c.drop(ConnectionResetError())
     assert watcher.messages() == []

@@ -242,7 +242,7 @@ class Decoder:
             ptype = first >> 4 if first >= 0 else 0
             exc.packets = packets
             exc.packet_type = PacketType(ptype) if ptype else None
-            if not hasattr(exc, "protocol_level"):
+            if exc.protocol_level is None:
                 exc.protocol_level = level
             if exc.protocol_level in (3, 4) and exc.rule in _V311_RULES:
                 exc.rule = _V311_RULES[exc.rule]

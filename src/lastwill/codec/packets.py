@@ -13,9 +13,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-PROTOCOL_31 = 3  # "MQIsdp"
-PROTOCOL_311 = 4
-PROTOCOL_5 = 5
+
+class ProtocolLevel(IntEnum):
+    """The Protocol Level byte of CONNECT (3.1.2.2)."""
+
+    V31 = 3  # MQTT 3.1, protocol name "MQIsdp"
+    V311 = 4
+    V5 = 5
+
+
+PROTOCOL_31 = ProtocolLevel.V31
+PROTOCOL_311 = ProtocolLevel.V311
+PROTOCOL_5 = ProtocolLevel.V5
 
 
 class PacketType(IntEnum):

@@ -25,37 +25,24 @@ from __future__ import annotations
 
 import json
 import logging
-import re
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable
 
-from ..codec.reason_codes import ReasonCode
+from ..codec.packets import Connect
+from ..config import Config
+from .causes import Cause, ConnectionEnded
 from .message import Message
+from .sessions import Conn, Session
+from .timers import TimerKind, TimerQueue
 from .topics import TopicError, validate_topic_name
-from .will import Decision, cause_kind
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ..codec.packets import Connect
-    from .broker import BrokerCore
-    from .sessions import Conn, Session
+from .will import WillDecision, WillKeeper, WillOutcome
 
 log = logging.getLogger("lastwill")
 
 ONLINE, OFFLINE = b"online", b"offline"
 
-# lastwill's cause labels (will.CAUSES) as EMQX's disconnect reasons
-_EMQX_REASONS = {
-    "eof": "tcp_closed",
-    "reset": "sock_error",
-    "network_error": "sock_error",
-    "keep_alive": "keepalive_timeout",
-    "takeover": "takenover",
-    "disconnect_with_will": "disconnect_with_will_message",
-    "server_shutdown": "server_shutting_down",
-    "internal_error": "internal_error",
-    "broker_crash": "broker_crash",
-    "broker_restart": "broker_restart",
-}
-_CODE = re.compile(r"0x([0-9A-Fa-f]{2})")
+# enum members used below, bound once: on Python 3.11 an attribute lookup on an Enum class costs
+# ~0.5 us (its metaclass has __getattr__); timer kinds as plain ints (they are hashed in timer keys)
+_RECOVERED = TimerKind.RECOVERED.value
 
 
 def is_sys_topic(topic: str) -> bool:
@@ -63,35 +50,35 @@ def is_sys_topic(topic: str) -> bool:
     return topic == "$SYS" or topic.startswith("$SYS/")
 
 
-def emqx_reason(cause: str, normal: bool) -> str:
-    """The ``reason`` of a disconnected event, named as EMQX names it (snake case)."""
-    if normal:
-        return "normal"
-    kind = cause_kind(cause)
-    if kind in ("protocol_error", "disconnect_error"):  # the reason code's name: malformed_packet, ...
-        m = _CODE.search(cause)
-        if m is not None:
-            try:
-                return ReasonCode(int(m.group(1), 16)).name.lower()
-            except ValueError:
-                return f"reason_code_0x{m.group(1).lower()}"
-        return kind
-    return _EMQX_REASONS.get(kind, kind)
+_CANCELLED = WillDecision(WillOutcome.CANCELLED, None, "MQTT-3.1.3-9")
+_PUBLISHED = WillDecision(WillOutcome.PUBLISHED, None, "MQTT-3.1.2-8")
 
 
 class Announcer:
-    def __init__(self, core: BrokerCore):
-        cfg = core.config
-        self.core = core
+    """``publish(message, now)``: the router; ``wanted(first_level)``: whether any subscription lies
+    under a first topic level; ``sessions(client_id)``: the session, if any."""
+
+    def __init__(self, config: Config, timers: TimerQueue, wills: WillKeeper,
+                 publish: Callable[[Message, float], int], wanted: Callable[[str], bool],
+                 sessions: Callable[[str], Session | None]):
+        cfg = config
+        self.timers = timers
+        self.wills = wills
+        self.publish = publish
+        self.wanted = wanted
+        self.sessions = sessions
+        # wall-clock seconds = monotonic now + wall_offset: the edge sets it (the core reads no clock)
+        self.wall_offset = 0.0
         self.sys_events = cfg.sys_events
         self.node = cfg.node_name
         self.presence_topic = cfg.presence_topic
         self._p_prefix, _, self._p_suffix = cfg.presence_topic.partition("{client_id}")
-        # client id -> (restored at, reason, had a will) while its recovery grace period runs
-        self.recovering: dict[str, tuple[float, str, bool]] = {}
+        # client id -> (restored at, why, had a will) while its recovery grace period runs
+        self.recovering: dict[str, tuple[float, Cause, bool]] = {}
+        timers.register(_RECOVERED, self.recovery_ended)
 
     def wall_ms(self, mono: float) -> int:
-        return int(round((mono + self.core.wall_offset) * 1000))
+        return int(round((mono + self.wall_offset) * 1000))
 
     # -- connections ---------------------------------------------------------------------------
     def connected(self, conn: Conn, session: Session, p: Connect, now: float) -> None:
@@ -99,12 +86,12 @@ class Announcer:
         client_id = session.client_id
         entry = self.recovering.pop(client_id, None) if self.recovering else None
         if entry is not None:
-            self.core.timers.cancel(("recovered", client_id))
+            self.timers.cancel((_RECOVERED, client_id))
             # the connection the restart ended, announced before the new one: its recovered will,
             # if it had one, was cancelled by this reconnect [MQTT-3.1.3-9]
             restored_at, reason, had_will = entry
             self._recovered_disconnected(client_id, restored_at, reason,
-                                         ("cancelled", None, "MQTT-3.1.3-9") if had_will else None, now)
+                                         _CANCELLED if had_will else None, now)
         conn.username = conn.cert_username if conn.cert_username is not None else p.username
         if self.presence_topic:
             self._presence(client_id, ONLINE, now)
@@ -119,12 +106,12 @@ class Announcer:
         if self.presence_topic:
             self._presence(client_id, OFFLINE, now)
 
-    def disconnected(self, conn: Conn, session: Session, now: float, cause: str, normal: bool,
-                     decision: Decision | None) -> None:
+    def disconnected(self, conn: Conn, session: Session, now: float, ended: ConnectionEnded,
+                     decision: WillDecision | None) -> None:
         """The connection ended and the will rule has decided: the $SYS disconnected event."""
         if self.sys_events and self._sys_wanted():
             payload = self._common(conn, session.client_id, now)
-            payload.update(reason=emqx_reason(cause, normal), disconnected_at=self.wall_ms(now),
+            payload.update(reason=ended.emqx_reason(), disconnected_at=self.wall_ms(now),
                            will=self._will(decision))
             self._sys(session.client_id, "disconnected", payload, now)
 
@@ -134,23 +121,23 @@ class Announcer:
         recovered, so that at the same deadline presence goes first)."""
         if not (self.presence_topic or self.sys_events):
             return
-        self.recovering[client_id] = (now, "broker_crash" if crashed else "broker_restart", False)
-        self.core.timers.schedule(("recovered", client_id), now + grace)
+        self.recovering[client_id] = (now, Cause.BROKER_CRASH if crashed else Cause.BROKER_RESTART, False)
+        self.timers.schedule((_RECOVERED, client_id), now + grace)
 
-    def restored(self, now: float, grace: float, crashed: bool) -> None:
+    def restored(self, now: float, grace: float, crashed: bool, retained: Iterable[tuple[str, Message]]) -> None:
         """End of restore: presence the store still says ``online`` (the broker stopped before it
-        could say otherwise, maybe during an earlier grace period) recovers too; note who had a will."""
-        core = self.core
+        could say otherwise, maybe during an earlier grace period) recovers too; note who had a will.
+        ``retained``: the retained messages, by topic."""
         if self.presence_topic:
             prefix, suffix = self._p_prefix, self._p_suffix
-            for topic, msg in list(core.retained.items()):
+            for topic, msg in list(retained):
                 if msg.origin is None and msg.payload == ONLINE and topic.startswith(prefix) \
                         and topic.endswith(suffix) and len(topic) >= len(prefix) + len(suffix):
                     client_id = topic[len(prefix):len(topic) - len(suffix)]
                     if client_id not in self.recovering:
                         self.recovering_client(client_id, now, grace, crashed)
         for client_id, (at, reason, _) in self.recovering.items():
-            session = core.sessions.get(client_id)
+            session = self.sessions(client_id)
             self.recovering[client_id] = (at, reason, session is not None and session.will is not None)
 
     def recovery_ended(self, client_id: str, now: float) -> None:
@@ -160,26 +147,26 @@ class Announcer:
         if entry is None:
             return
         restored_at, reason, had_will = entry
-        core = self.core
-        session = core.sessions.get(client_id)
+        session = self.sessions(client_id)
         if session is not None and session.conn is not None:  # pragma: no cover - connected() cancels
             return
         log.info("client_id=%s did not reconnect within the recovery grace period%s", client_id,
                  ": presence offline" if self.presence_topic else "")
         self.offline(client_id, now)
-        decision: Decision | None = None
-        if session is not None and session.will is not None and session.will_fire_at is not None:
-            if session.will_fire_at <= now:
-                core.wills.timer_fired(session, now)
-                decision = ("published", None, "MQTT-3.1.2-8")
+        decision: WillDecision | None = None
+        status = self.wills.status(session)
+        if status.fire_at is not None:
+            if status.fire_at <= now:
+                self.wills.timer_fired(session, now)
+                decision = _PUBLISHED
             else:  # a Will Delay longer than the grace period
-                decision = ("deferred", session.will_fire_at, "MQTT-3.1.3-9")
+                decision = WillDecision(WillOutcome.DEFERRED, status.fire_at, "MQTT-3.1.3-9")
         elif had_will:  # published already (its deadline, kept from before, came first)
-            decision = ("published", None, "MQTT-3.1.2-8")
+            decision = _PUBLISHED
         self._recovered_disconnected(client_id, restored_at, reason, decision, now)
 
-    def _recovered_disconnected(self, client_id: str, restored_at: float, reason: str,
-                                decision: Decision | None, now: float) -> None:
+    def _recovered_disconnected(self, client_id: str, restored_at: float, reason: Cause,
+                                decision: WillDecision | None, now: float) -> None:
         """The $SYS disconnected event of a connection that a crash or restart ended (what the
         broker knew of that connection did not survive: only the client id, the reason, the will)."""
         if self.sys_events and self._sys_wanted():
@@ -191,7 +178,7 @@ class Announcer:
 
     # -- plumbing ----------------------------------------------------------------------------------
     def _sys_wanted(self) -> bool:
-        return self.core.tree.has_child("$SYS")  # nobody subscribed under $SYS: build nothing
+        return self.wanted("$SYS")  # nobody subscribed under $SYS: build nothing
 
     def _common(self, conn: Conn, client_id: str, now: float) -> dict:
         host = conn.peer.rpartition(":")[0] if ":" in conn.peer else conn.peer
@@ -200,22 +187,23 @@ class Announcer:
                 "proto_name": "MQIsdp" if conn.protocol_level == 3 else "MQTT", "proto_ver": conn.protocol_level,
                 "connected_at": self.wall_ms(conn.connected_at), "ts": self.wall_ms(now)}
 
-    def _will(self, decision: Decision | None) -> dict:
+    def _will(self, decision: WillDecision | None) -> dict:
         if decision is None:
             return {"decision": "none", "fire_at": None, "rule": None}
-        kind, fire_at, rule = decision
-        return {"decision": kind, "fire_at": None if fire_at is None else self.wall_ms(fire_at), "rule": rule}
+        fire_at = decision.fire_at
+        return {"decision": decision.outcome.value, "fire_at": None if fire_at is None else self.wall_ms(fire_at),
+                "rule": decision.rule}
 
     def _sys(self, client_id: str, event: str, payload: dict, now: float) -> None:
         topic = f"$SYS/brokers/{self.node}/clients/{client_id}/{event}"
         if self._valid(topic):
             data = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-            self.core._route(Message(topic, data, 0, False), now)
+            self.publish(Message(topic, data, 0, False), now)
 
     def _presence(self, client_id: str, state: bytes, now: float) -> None:
         topic = self._p_prefix + client_id + self._p_suffix
         if self._valid(topic):
-            self.core._route(Message(topic, state, 1, True), now)  # retained: late subscribers see it
+            self.publish(Message(topic, state, 1, True), now)  # retained: late subscribers see it
 
     @staticmethod
     def _valid(topic: str) -> bool:

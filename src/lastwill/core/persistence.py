@@ -13,9 +13,7 @@ times, and the times in their data, as wall-clock).
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
-from ..codec.packets import Publish, Will
 from ..storage.base import (
     USERNAME_UNKNOWN,
     Batch,
@@ -23,20 +21,38 @@ from ..storage.base import (
     StoredEvent,
     StoredMessage,
     StoredSession,
-    StoredState,
     StoredSubscription,
     StoredWill,
 )
 from .message import Message
-from .sessions import AWAIT_PUBACK, AWAIT_PUBCOMP, AWAIT_PUBREC, NEVER, Delivery, InFlight, Session
-from .timeline import Record, WillEvent, detail_and_data
-from .topics import SubOptions
-from .will import cause_kind
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .broker import BrokerCore
+from .sessions import Delivery, Session
+from .timeline import TIME_KEYS, Record, detail_and_data
 
 log = logging.getLogger("lastwill.store")
+
+
+class NoRecorder:
+    """Stands in for the Recorder when nothing is persisted: every call is a no-op."""
+
+    __slots__ = ()
+
+    def __bool__(self) -> bool:
+        return False
+
+    def session(self, session) -> None:
+        pass
+
+    def session_deleted(self, client_id) -> None:
+        pass
+
+    def delivery(self, session, d, packet_id=None, state=None) -> None:
+        pass
+
+    def delivery_done(self, session, d) -> None:
+        pass
+
+    def retained_changed(self, topic, message) -> None:
+        pass
 
 
 class Recorder:
@@ -146,120 +162,43 @@ class Recorder:
         return batch
 
 
-def _wall(mono: float | None, offset: float) -> float | None:
+def to_wall(mono: float | None, offset: float) -> float | None:
     return None if mono is None else mono + offset
 
 
-def _mono(wall: float | None, offset: float) -> float | None:
+def to_monotonic(wall: float | None, offset: float) -> float | None:
     return None if wall is None else wall - offset
 
 
-def _times(data: dict, offset: float) -> dict:
-    """A timeline event's data with its times (keys ending in ``_at``) moved by ``offset``."""
-    if not any(k.endswith("_at") for k in data):
+def times_moved(data: dict, offset: float) -> dict:
+    """A timeline event's data with its times (``timeline.TIME_KEYS``) moved by ``offset``."""
+    if not any(k in TIME_KEYS for k in data):
         return dict(data)
-    return {k: v + offset if k.endswith("_at") and isinstance(v, (int, float)) and not isinstance(v, bool)
+    return {k: v + offset if k in TIME_KEYS and isinstance(v, (int, float)) and not isinstance(v, bool)
             else v for k, v in data.items()}
 
 
 def stored_message(m: Message, offset: float) -> StoredMessage:
     return StoredMessage(m.topic, m.payload, m.qos, m.retain, m.properties, m.origin,
-                         _wall(m.expiry_at, offset), m.is_will)
+                         to_wall(m.expiry_at, offset), m.is_will)
 
 
 def message_from_stored(sm: StoredMessage, offset: float) -> Message:
     return Message(sm.topic, sm.payload, sm.qos, sm.retain, sm.properties, sm.origin,
-                   _mono(sm.expiry_at_wall, offset), sm.is_will)
+                   to_monotonic(sm.expiry_at_wall, offset), sm.is_will)
 
 
 def snapshot_session(s: Session, offset: float) -> StoredSession:
     will = None
     if s.will is not None:
-        w = s.will
-        will = StoredWill(w.topic, w.payload, w.qos, w.retain, w.properties, _wall(s.will_fire_at, offset),
-                          s.will_cause, s.will_cause_kind)
+        state = s.will
+        w = state.message
+        ended = state.ended
+        will = StoredWill(w.topic, w.payload, w.qos, w.retain, w.properties, to_wall(state.fire_at, offset),
+                          ended.detail if ended is not None else None,
+                          ended.cause.value if ended is not None else None)
     subs = [StoredSubscription(f, o.qos, o.no_local, o.retain_as_published, o.retain_handling, o.subscription_id)
             for f, o in s.subscriptions.items()]
-    return StoredSession(s.client_id, s.expiry_interval, s.conn is not None, _wall(s.disconnected_at, offset),
+    return StoredSession(s.client_id, s.expiry_interval, s.conn is not None, to_wall(s.disconnected_at, offset),
                          will, subs, sorted(s.awaiting_pubrel), s.next_packet_id,
                          USERNAME_UNKNOWN if s.username_unknown else s.username)
-
-
-def restore(core: BrokerCore, state: StoredState, now: float, wall_now: float, crashed: bool) -> None:
-    """Rebuild the core from the store, at start-up (``now`` monotonic, ``wall_now`` wall-clock).
-
-    Sessions that were connected when the broker stopped lost their connection without DISCONNECT:
-    after a crash, or after a shutdown that kept their wills, their wills are recovered as pending,
-    published after the recovery grace period unless the client reconnects first (see will.py).
-    Their presence, which the store still says ``online``, waits for the grace period too (announce.py).
-    """
-    offset = wall_now - now
-    grace = core.config.recovery_grace
-    # the will timelines first, so that what restoring the sessions records comes after them;
-    # clients in the order of their latest event, so that the least recently active go first
-    for client_id, events in sorted(state.timeline.items(), key=lambda item: item[1][-1].seq if item[1] else 0):
-        core.timeline.load(client_id, [WillEvent(e.at_wall - offset, e.kind, e.detail, e.rule,
-                                                 _times(e.data, -offset), e.seq) for e in events])
-    for sm in state.retained.values():
-        m = message_from_stored(sm, offset)
-        if m.expired(now):
-            core.recorder.retained_changed(m.topic, None)
-            continue
-        core.retained.store(m)
-        if m.expiry_at is not None:
-            core.timers.schedule(("retained", m.topic), m.expiry_at)
-    for ss in state.sessions.values():
-        session = Session(ss.client_id, ss.expiry_interval)
-        session.next_packet_id = ss.next_packet_id
-        # its will, and its deliveries, are checked against the ACL as this user
-        if ss.username == USERNAME_UNKNOWN:  # stored before user names were: checked as anonymous
-            session.username_unknown = True
-        else:
-            session.username = ss.username
-        for pid in ss.awaiting_pubrel:
-            session.add_awaiting_pubrel(pid)
-        for sub in ss.subscriptions:
-            opts = SubOptions(sub.qos, sub.no_local, sub.retain_as_published, sub.retain_handling, sub.subscription_id)
-            session.set_subscription(sub.topic_filter, opts)
-            core.tree.add(ss.client_id, sub.topic_filter, opts)
-        items = state.deliveries.get(ss.client_id, [])
-        for sd in items:
-            d = Delivery(message_from_stored(sd.message, offset), sd.qos, sd.retain, tuple(sd.subscription_ids), sd.seq)
-            if sd.packet_id is not None and sd.state in (AWAIT_PUBACK, AWAIT_PUBREC, AWAIT_PUBCOMP):
-                packet = Publish(d.message.topic, d.message.payload, d.qos, d.retain, True, sd.packet_id, {})
-                session.set_inflight(sd.packet_id, InFlight(d, packet, sd.state))
-            else:
-                session.enqueue(d)
-                session.queued_bytes += len(d.message.payload) + len(d.message.topic)
-        if items:
-            session.next_seq = items[-1].seq + 1
-        core.sessions[ss.client_id] = session
-        if ss.will is not None:
-            w = ss.will
-            session.will = Will(w.topic, w.payload, w.qos, w.retain, w.properties)
-            session.will_cause = w.cause
-            session.will_cause_kind = w.cause_kind or (cause_kind(w.cause) if w.cause else None)
-            session.will_fire_at = _mono(w.fire_at_wall, offset)
-        disconnected_at = _mono(ss.disconnected_at_wall, offset)
-        if ss.connected:
-            # its connection ended when the broker stopped, without DISCONNECT
-            why = "broker crashed while the client was connected" if crashed else \
-                "broker shut down while the client was connected"
-            # presence (the store still says online) and the $SYS event wait for the grace period too
-            core.announce.recovering_client(ss.client_id, now, grace, crashed)
-            core.wills.recovered(session, now, grace, why, "broker_crash" if crashed else "broker_restart")
-            session.disconnected_at = now
-            if session.expiry_interval != NEVER:
-                core.timers.schedule(("session", ss.client_id), now + max(session.expiry_interval, grace))
-        else:
-            session.disconnected_at = disconnected_at
-            if session.will is not None and session.will_fire_at is not None:
-                core.wills.restored_pending(session, now)
-            if session.expiry_interval != NEVER and disconnected_at is not None:
-                core.timers.schedule(("session", ss.client_id), disconnected_at + session.expiry_interval)
-        core.recorder.stored.add(ss.client_id)
-        core.recorder.session(session)
-    core.announce.restored(now, grace, crashed)
-    log.info("restored %d session(s), %d retained message(s), %d queued or in-flight message(s), "
-             "%d client timeline(s)%s", len(state.sessions), len(state.retained),
-             sum(len(v) for v in state.deliveries.values()), len(state.timeline), " after a crash" if crashed else "")

@@ -1,29 +1,42 @@
 """Sessions and connections as the core sees them: plain state, no I/O.
 
 A ``Session`` outlives its network connections (Clean Start 0 / Session Expiry Interval); a
-``Conn`` is one network connection. The rules that move them live in ``broker.py`` and, for the
-will, in ``will.py``.
+``Conn`` is one network connection. The rules that move them live in the handler modules
+(``connection.py``, ``connect.py``, ``publish.py``, ...) and, for the will, in ``will.py``.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from enum import StrEnum
 from types import MappingProxyType
 
-from ..codec.packets import Publish, Will
+from ..codec.packets import PROTOCOL_311, Publish, Will
+from .causes import ConnectionEnded
 from .message import Message
 from .topics import SubOptions
 
 NEVER = 0xFFFFFFFF  # Session Expiry Interval meaning "does not expire"
 
-# states of a Conn
-NEW, CONNECTED, CLOSED = "new", "connected", "closed"
-# the CONNECT waits for the edge to check its password (an Authenticate action)
-AUTHENTICATING = "authenticating"
 
-# states of an outbound QoS 1/2 delivery
-AWAIT_PUBACK, AWAIT_PUBREC, AWAIT_PUBCOMP = "puback", "pubrec", "pubcomp"
+class ConnState(StrEnum):
+    NEW = "new"  # no CONNECT accepted yet
+    AUTHENTICATING = "authenticating"  # the CONNECT waits for the edge to check its password
+    CONNECTED = "connected"
+    CLOSED = "closed"
+
+
+class AckState(StrEnum):
+    """Where an outbound QoS 1/2 delivery stands (the values are what the store keeps)."""
+
+    AWAIT_PUBACK = "puback"
+    AWAIT_PUBREC = "pubrec"
+    AWAIT_PUBCOMP = "pubcomp"
+
+
+NEW, AUTHENTICATING, CONNECTED, CLOSED = ConnState.NEW, ConnState.AUTHENTICATING, ConnState.CONNECTED, ConnState.CLOSED
+AWAIT_PUBACK, AWAIT_PUBREC, AWAIT_PUBCOMP = AckState.AWAIT_PUBACK, AckState.AWAIT_PUBREC, AckState.AWAIT_PUBCOMP
 
 # Shared, immutable empty containers: a Session or Conn holds these until it first needs a real one
 # (an idle connection with a will never does). An empty deque costs ~760 bytes, a set ~216, a dict
@@ -53,7 +66,39 @@ class Delivery:
 class InFlight:
     delivery: Delivery
     packet: Publish  # as last sent (packet_id set)
-    state: str
+    state: AckState
+
+
+@dataclass(slots=True, eq=False)
+class WillState:
+    """A session's Will Message while it is stored [MQTT-3.1.2-7], and where it stands. Changed only
+    by core/will.py (``WillKeeper``); read through ``WillKeeper.status``."""
+
+    message: Will
+    fire_at: float | None = None  # set while pending after the connection ended (monotonic deadline)
+    ended: ConnectionEnded | None = None  # how the connection ended (once it has)
+    recovered: bool = False  # pending because the broker stopped while the client was connected
+
+    # the will's own fields, read as the Will's
+    @property
+    def topic(self) -> str:
+        return self.message.topic
+
+    @property
+    def payload(self) -> bytes:
+        return self.message.payload
+
+    @property
+    def qos(self) -> int:
+        return self.message.qos
+
+    @property
+    def retain(self) -> bool:
+        return self.message.retain
+
+    @property
+    def properties(self) -> dict:
+        return self.message.properties
 
 
 @dataclass(slots=True, eq=False)
@@ -63,12 +108,7 @@ class Session:
     # the containers below start as the shared empties above; the methods at the end make real ones
     subscriptions: dict[str, SubOptions] = field(default_factory=_empty_map)
     conn: Conn | None = None
-    # the will: the CONNECT's Will Message while it is stored [MQTT-3.1.2-7]
-    will: Will | None = None
-    will_fire_at: float | None = None  # set while a will is pending after the connection ended
-    will_cause: str | None = None  # why the connection ended (for the timeline)
-    will_cause_kind: str | None = None  # the same as a short label, one of will.CAUSES (for counters)
-    will_recovered: bool = False  # pending because the broker stopped while the client was connected
+    will: WillState | None = None  # the CONNECT's Will Message while it is stored (core/will.py)
     disconnected_at: float | None = None  # when the last connection ended (for session expiry)
     queue: deque[Delivery] = EMPTY_QUEUE  # type: ignore[assignment]
     inflight: dict[int, InFlight] = field(default_factory=_empty_map)
@@ -129,8 +169,8 @@ class Session:
 class Conn:
     conn_id: int
     peer: str = ""
-    state: str = NEW
-    protocol_level: int = 4
+    state: ConnState = NEW
+    protocol_level: int = PROTOCOL_311
     client_id: str = ""
     session: Session | None = None
     keep_alive: int = 0  # the value in force (the client's, or the Server Keep Alive)

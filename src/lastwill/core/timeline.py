@@ -4,16 +4,16 @@ Events are kept in memory, bounded per client (the last ``TIMELINE_PER_CLIENT``)
 of clients (the client with the oldest latest event is forgotten first). ``at`` is the core's
 monotonic ``now``; the edge converts it for display, the recorder for the store (wall-clock).
 
-Kinds (``will.py`` records them):
+Kinds (``EventKind``; ``will.py`` records them):
 
 * ``armed``: the CONNECT was accepted with a will [MQTT-3.1.2-7]; ``no-will``: accepted without one;
   ``refused``: a CONNECT was refused, so nothing of it is stored;
 * ``connection-ended``: the connection ended without DISCONNECT 0x00 (``data["cause"]`` says how:
-  see ``will.CAUSES``); ``restored``: the broker restarted and found the will;
+  a ``causes.Cause`` value); ``restored``: the broker restarted and found the will;
 * ``deferred``: the will waits for its Will Delay or the recovery grace period (``data["fire_at"]``);
-* ``cancelled``: discarded unpublished (``data["cause"]``: disconnect, reconnect, ...);
+* ``cancelled``: discarded unpublished (``data["cause"]``: a ``will.CancelCause`` value);
 * ``published``: sent (``data["receivers"]``: how many subscriptions got it, maybe 0);
-* ``dropped``: its delivery to one subscriber was dropped (``data["reason"]``: queue_full, ...);
+* ``dropped``: its delivery to one subscriber was dropped (``data["reason"]``: a ``will.DropReason``);
 * ``denied``: due, but not published: the ACL (acl_file) does not let its client publish on the
   will topic any more (``data["reason"]``: not_authorized); it is gone, as if published.
 
@@ -34,15 +34,36 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Protocol, Union
 
 from ..storage.base import TIMELINE_PER_CLIENT
 
 
+class EventKind(StrEnum):
+    """What happened to a will. The values are what the store, the admin API and ``explain`` show."""
+
+    ARMED = "armed"
+    NO_WILL = "no-will"
+    REFUSED = "refused"
+    CONNECTION_ENDED = "connection-ended"
+    RESTORED = "restored"
+    DEFERRED = "deferred"
+    CANCELLED = "cancelled"
+    PUBLISHED = "published"
+    DROPPED = "dropped"
+    DENIED = "denied"
+
+
+# The keys of an event's data that hold a time: monotonic in memory, wall-clock in the store and in
+# the admin API (the only one today: a deferred will's deadline)
+TIME_KEYS = frozenset({"fire_at"})
+
+
 @dataclass(slots=True, frozen=True)
 class WillEvent:
     at: float
-    kind: str
+    kind: EventKind | str  # str: read back from a store, compares equal to its EventKind
     detail: str
     rule: str | None = None
     data: dict = field(default_factory=dict, compare=False)
@@ -73,14 +94,14 @@ def make_record(seq: int, at: float, kind: str, detail: Detail, rule: str | None
 
 
 # per shape of data (its key names): whether some keys are the detail's ("_"), and the keys that
-# are times (ending in "_at": the store keeps them as wall-clock)
+# are times (TIME_KEYS: the store keeps them as wall-clock)
 _SHAPES: dict[tuple, tuple[bool, tuple[str, ...]]] = {}
 
 
 def _shape(keys: tuple) -> tuple[bool, tuple[str, ...]]:
     shape = _SHAPES.get(keys)
     if shape is None:
-        shape = (any(k[:1] == "_" for k in keys), tuple(k for k in keys if k.endswith("_at")))
+        shape = (any(k[:1] == "_" for k in keys), tuple(k for k in keys if k in TIME_KEYS))
         if len(_SHAPES) < 1024:
             _SHAPES[keys] = shape
     return shape
@@ -135,7 +156,7 @@ class Timeline:
         # deque would cost ~600 bytes per client even when it holds one event)
         self._events: OrderedDict[str, Record | list[Record]] = OrderedDict()
 
-    def record(self, client_id: str, at: float, kind: str, detail: Detail, rule: str | None = None,
+    def record(self, client_id: str, at: float, kind: EventKind, detail: Detail, rule: str | None = None,
                **data) -> None:
         """Add an event. ``detail``: its text, or a function of its data (including the keys that
         start with "_", which are kept for it only) that writes the text when the event is read."""
@@ -191,7 +212,7 @@ class Timeline:
     def events(self, client_id: str) -> list[WillEvent]:
         return [expand(r) for r in self._records(client_id)]
 
-    def last_kind(self, client_id: str) -> str | None:
+    def last_kind(self, client_id: str) -> EventKind | str | None:
         records = self._records(client_id)
         return records[-1][_KIND] if records else None
 

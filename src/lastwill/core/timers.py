@@ -1,7 +1,8 @@
 """One queue of timers ordered by absolute deadline.
 
 Keep-alive, connect timeout, will delay, session expiry and retained-message expiry all live here,
-keyed by a hashable key such as ``("will", client_id)``. Rescheduling or cancelling a key is O(log n)
+keyed by ``(TimerKind, ident)``, e.g. ``(TimerKind.WILL, client_id)``. Each module that owns a kind
+registers its handler (``register``); ``fire_due`` calls them, earliest deadline first. Rescheduling or cancelling a key is O(log n)
 with lazy deletion: stale heap entries are skipped when they surface. The edge keeps one timer
 armed at ``next_deadline()``.
 
@@ -13,13 +14,28 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
+from enum import IntEnum
+
+
+class TimerKind(IntEnum):
+    KEEP_ALIVE = 1  # ident: conn_id (core/connection.py)
+    CONNECT = 2  # no CONNECT (or no password answer) within connect_timeout; ident: conn_id
+    WILL = 3  # a pending will is due; ident: client_id (core/will.py)
+    SESSION = 4  # an offline session expires; ident: client_id (core/ownership.py)
+    RETAINED = 5  # a retained message expires; ident: topic (core/routing.py)
+    RECOVERED = 6  # the recovery grace period after a restart ends; ident: client_id (core/announce.py)
+
+
+TimerKey = tuple[TimerKind, Hashable]
+TimerHandler = Callable[[Hashable, float], None]
 
 
 class TimerQueue:
-    __slots__ = ("_heap", "_live", "_seq")
+    __slots__ = ("_heap", "_live", "_seq", "_handlers")
 
     def __init__(self) -> None:
+        self._handlers: dict[TimerKind, TimerHandler] = {}
         self._heap: list[tuple[float, int, Hashable]] = []
         # key -> its live heap entry (the same tuple object: one per timer, not two). An entry in the
         # heap that is not the one here is stale (cancelled or rescheduled) and skipped
@@ -67,6 +83,16 @@ class TimerQueue:
                 del live[key]
                 due.append(key)
         return due
+
+    def register(self, kind: TimerKind, handler: TimerHandler) -> None:
+        """``handler(ident, now)`` runs when a timer of ``kind`` is due."""
+        self._handlers[kind] = handler
+
+    def fire_due(self, now: float) -> None:
+        """Run the handler of every timer due at ``now``, earliest first."""
+        handlers = self._handlers
+        for kind, ident in self.pop_due(now):
+            handlers[kind](ident, now)
 
     def _compact(self) -> None:
         self._heap = list(self._live.values())

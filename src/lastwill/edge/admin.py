@@ -19,20 +19,19 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
-from ..config import parse_listen
-from ..core.sessions import CONNECTED, NEVER
-from ..core.will import CANCEL_CAUSES, CAUSES, DROP_REASONS
-from .server import COMMIT_BUCKETS, CommitStats
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .server import Server
+from ..config import Config, parse_listen
+from ..core.causes import CAUSES
+from ..core.queries import BrokerView
+from ..core.timeline import TIME_KEYS, EventKind, WillEvent
+from ..core.will import CANCEL_CAUSES, DROP_REASONS, WillPhase, WillStatus
+from .commits import COMMIT_BUCKETS, CommitStats
 
 log = logging.getLogger("lastwill.admin")
 
@@ -41,6 +40,9 @@ PROTOCOLS = {3: "3.1", 4: "3.1.1", 5: "5.0"}
 LIMITS = ("max_connections", "connect_timeout", "max_packet_size", "max_topic_length", "max_topic_levels",
           "max_subscriptions_per_client", "max_publish_rate", "max_queued_messages", "max_queued_bytes",
           "unsent_bytes")
+
+# (monotonic now as the core sees it, offset to add to get wall-clock time)
+Clock = Callable[[], tuple[float, float]]
 
 
 def iso(wall: float) -> str:
@@ -52,12 +54,13 @@ def _json(data, status: int = 200) -> web.Response:
 
 
 class AdminServer:
-    def __init__(self, server: Server):
-        self.server = server
-        self.listen = server.config.admin_listen
-        self.token = server.config.admin_token
+    def __init__(self, config: Config, view: BrokerView, clock: Clock, commit_stats: CommitStats):
+        self.view = view
+        self.clock = clock
+        self.listen = config.admin_listen
+        self.token = config.admin_token
         self.registry = CollectorRegistry()
-        self.registry.register(BrokerCollector(server))
+        self.registry.register(BrokerCollector(view, commit_stats))
         self.runner: web.AppRunner | None = None
         self.addresses: list[tuple[str, int]] = []
 
@@ -120,80 +123,63 @@ class AdminServer:
                     headers={"WWW-Authenticate": 'Bearer realm="lastwill"'})
         return await handler(request)
 
-    # ---- clock -----------------------------------------------------------------------------------
-    def _clock(self) -> tuple[float, float]:
-        """(monotonic now as the core sees it, offset to add to get wall-clock time)."""
-        return self.server.loop.time(), self.server.wall_offset()
-
     # ---- views --------------------------------------------------------------------------------------
     async def clients(self, request: web.Request) -> web.Response:
-        now, offset = self._clock()
+        now, offset = self.clock()
         out = []
-        for conn in self.server.core.conns.values():
-            session = conn.session
-            if conn.state != CONNECTED or session is None:
-                continue
+        for c in self.view.clients():
             out.append({
-                "client_id": conn.client_id, "peer": conn.peer,
-                "protocol": PROTOCOLS.get(conn.protocol_level, str(conn.protocol_level)),
-                "protocol_level": conn.protocol_level, "keep_alive": conn.keep_alive,
-                "connected_since": iso(conn.connected_at + offset), "connected_since_epoch": conn.connected_at + offset,
-                "connected_for": round(now - conn.connected_at, 3), "will": session.will is not None,
+                "client_id": c.client_id, "peer": c.peer,
+                "protocol": PROTOCOLS.get(c.protocol_level, str(c.protocol_level)),
+                "protocol_level": c.protocol_level, "keep_alive": c.keep_alive,
+                "connected_since": iso(c.connected_at + offset), "connected_since_epoch": c.connected_at + offset,
+                "connected_for": round(now - c.connected_at, 3), "will": c.will.phase is not WillPhase.NONE,
             })
         out.sort(key=lambda c: c["client_id"])
         return _json({"now": now + offset, "count": len(out), "clients": out})
 
     async def sessions(self, request: web.Request) -> web.Response:
-        now, offset = self._clock()
+        now, offset = self.clock()
         out = []
-        for s in self.server.core.sessions.values():
-            expires_in = None
-            if s.conn is None and s.expiry_interval != NEVER and s.disconnected_at is not None:
-                expires_in = round(max(0.0, s.disconnected_at + s.expiry_interval - now), 3)
+        for s in self.view.sessions():
             out.append({
-                "client_id": s.client_id, "connected": s.conn is not None,
-                "expiry_interval": None if s.expiry_interval == NEVER else s.expiry_interval,  # null: never
-                "expires_in": expires_in, "subscriptions": len(s.subscriptions), "queued": len(s.queue),
-                "inflight": len(s.inflight), "dropped": s.dropped, "will": _will_state(s),
+                "client_id": s.client_id, "connected": s.connected,
+                "expiry_interval": s.expiry_interval,  # null: never
+                "expires_in": None if s.expires_at is None else round(max(0.0, s.expires_at - now), 3),
+                "subscriptions": s.subscriptions, "queued": s.queued,
+                "inflight": s.inflight, "dropped": s.dropped, "will": s.will.phase.value,
             })
         out.sort(key=lambda s: s["client_id"])
         return _json({"now": now + offset, "count": len(out), "sessions": out})
 
     async def wills(self, request: web.Request) -> web.Response:
-        now, offset = self._clock()
-        out = []
-        armed = 0
-        for s in self.server.core.sessions.values():
-            if s.will is None:
-                continue
-            if s.will_fire_at is None:
-                armed += 1
-                continue
-            out.append(_pending(s, now, offset))
+        now, offset = self.clock()
+        pending, armed = self.view.pending_wills()
+        out = [_pending(client_id, status, now, offset) for client_id, status in pending]
         out.sort(key=lambda w: (w["fire_at_epoch"], w["client_id"]))
         return _json({"now": now + offset, "count": len(out), "armed": armed, "wills": out})
 
     async def timeline(self, request: web.Request) -> web.Response:
         client_id = request.match_info["client_id"]  # percent-decoded by aiohttp
-        core = self.server.core
-        session = core.sessions.get(client_id)
-        if session is None and client_id not in core.timeline:
+        view = self.view
+        if not view.known(client_id):
             raise web.HTTPNotFound(text=f"unknown client {client_id!r}: no session and no will timeline")
-        now, offset = self._clock()
-        events = core.timeline.events(client_id)
+        now, offset = self.clock()
+        events = view.timeline(client_id)
+        session = view.session(client_id)
         conn = session.conn if session is not None else None
+        status = session.will if session is not None else view.will(client_id)
         body = {
             "client_id": client_id, "now": now + offset,
             "connected": conn is not None, "peer": conn.peer if conn is not None else None,
             "protocol": PROTOCOLS.get(conn.protocol_level) if conn is not None else None,
-            "session": session is not None, "will": _will_state(session),
-            "pending": _pending(session, now, offset) if session is not None and session.will_fire_at is not None
-            and session.will is not None else None,
-            "summary": summary(session, events),
+            "session": session is not None, "will": status.phase.value,
+            "pending": _pending(client_id, status, now, offset) if status.phase is WillPhase.PENDING else None,
+            "summary": summary(status, conn is not None, events),
             "events": [{
                 "seq": e.seq, "time": iso(e.at + offset), "at": e.at + offset, "kind": e.kind,
                 "detail": e.detail, "rule": e.rule,
-                "data": {k: (v + offset if k.endswith("_at") and isinstance(v, (int, float)) else v)
+                "data": {k: (v + offset if k in TIME_KEYS and isinstance(v, (int, float)) else v)
                          for k, v in e.data.items()},
             } for e in events],
         }
@@ -204,39 +190,39 @@ class AdminServer:
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def _will_state(session) -> str:
-    if session is None or session.will is None:
-        return "none"
-    return "pending" if session.will_fire_at is not None else "armed"
-
-
-def _pending(s, now: float, offset: float) -> dict:
-    w = s.will
+def _pending(client_id: str, status: WillStatus, now: float, offset: float) -> dict:
+    w = status.will
+    ended = status.ended
     return {
-        "client_id": s.client_id, "topic": w.topic, "qos": w.qos, "retain": w.retain,
-        "fire_at": iso(s.will_fire_at + offset), "fire_at_epoch": s.will_fire_at + offset,
-        "seconds_left": round(max(0.0, s.will_fire_at - now), 3),
-        "cause": s.will_cause, "cause_kind": s.will_cause_kind, "recovered": s.will_recovered,
+        "client_id": client_id, "topic": w.topic, "qos": w.qos, "retain": w.retain,
+        "fire_at": iso(status.fire_at + offset), "fire_at_epoch": status.fire_at + offset,
+        "seconds_left": round(max(0.0, status.fire_at - now), 3),
+        "cause": ended.detail if ended is not None else None,
+        "cause_kind": ended.cause.value if ended is not None else None, "recovered": status.recovered,
     }
 
 
-def summary(session, events) -> str:
+_DECISIVE = (EventKind.PUBLISHED, EventKind.CANCELLED, EventKind.NO_WILL, EventKind.REFUSED, EventKind.ARMED,
+             EventKind.DENIED)
+
+
+def summary(status: WillStatus, connected: bool, events: list[WillEvent]) -> str:
     """One sentence: where the client's will stands, and why (what `lastwill explain` prints first)."""
-    if session is not None and session.will is not None:
-        if session.will_fire_at is not None:
-            return (f"the will on {session.will.topic!r} is pending: it is published at the time shown unless "
-                    f"the client reconnects first")
-        return (f"connected with a will on {session.will.topic!r}: it is published if the connection ends "
+    if status.phase is WillPhase.PENDING:
+        return (f"the will on {status.will.topic!r} is pending: it is published at the time shown unless "
+                f"the client reconnects first")
+    if status.phase is WillPhase.ARMED:
+        return (f"connected with a will on {status.will.topic!r}: it is published if the connection ends "
                 f"without DISCONNECT 0x00")
-    decisive = [e for e in events if e.kind in ("published", "cancelled", "no-will", "refused", "armed", "denied")]
-    if session is not None and session.conn is not None and decisive and decisive[-1].kind != "refused":
+    decisive = [e for e in events if e.kind in _DECISIVE]
+    if connected and decisive and decisive[-1].kind != EventKind.REFUSED:
         return "connected without a will: nothing is published when this connection ends"
     if not decisive:
         return "no will recorded for this client"
     last = decisive[-1]
-    if last.kind == "published":
+    if last.kind == EventKind.PUBLISHED:
         topic = last.data.get("topic", "its topic")
-        drops = [e for e in events if e.kind == "dropped" and e.seq > last.seq]
+        drops = [e for e in events if e.kind == EventKind.DROPPED and e.seq > last.seq]
         if not last.data.get("receivers"):
             text = f"the will was published on {topic!r}, but no subscription matched it: nobody received it"
         else:
@@ -244,13 +230,13 @@ def summary(session, events) -> str:
         if drops:
             text += f"; {len(drops)} delivery(ies) dropped afterwards (see 'dropped')"
         return text
-    if last.kind == "cancelled":
+    if last.kind == EventKind.CANCELLED:
         return f"the will was cancelled, never published: {last.detail}"
-    if last.kind == "denied":
+    if last.kind == EventKind.DENIED:
         return f"the will was due but not published: the ACL denied it ({last.detail})"
-    if last.kind == "refused":
+    if last.kind == EventKind.REFUSED:
         return "the last CONNECT was refused: nothing of it was stored, so no will of it was published"
-    if last.kind == "no-will":
+    if last.kind == EventKind.NO_WILL:
         return "the last connection had no will: nothing was to be published"
     return "the will was armed; the broker saw nothing more of it"
 
@@ -258,55 +244,44 @@ def summary(session, events) -> str:
 class BrokerCollector:
     """Reads the core's counters at scrape time: nothing is counted for the metrics on the hot path."""
 
-    def __init__(self, server: Server):
-        self.server = server
+    def __init__(self, view: BrokerView, commits: CommitStats):
+        self.view = view
+        self.commits = commits
 
     def collect(self):
-        server = self.server
-        core = server.core
-        w = core.wills
-        stats = core.stats
-        sessions = core.sessions.values()
-        held = pending = queued = inflight = 0
-        for s in sessions:
-            if s.will is not None:
-                if s.will_fire_at is None:
-                    held += 1
-                else:
-                    pending += 1
-            queued += len(s.queue)
-            inflight += len(s.inflight)
-
+        c = self.view.counters()
+        totals = self.view.totals()
+        stats = c.stats
         yield CounterMetricFamily("lastwill_wills_armed", "Wills stored with an accepted CONNECT [MQTT-3.1.2-7]",
-                                  value=w.armed)
+                                  value=c.wills_armed)
         yield GaugeMetricFamily("lastwill_wills_held",
                                 "Wills of connected clients, published if the connection ends without DISCONNECT 0x00",
-                                value=held)
+                                value=totals.wills_held)
         yield GaugeMetricFamily("lastwill_wills_pending",
-                                "Wills waiting for their Will Delay or the recovery grace period", value=pending)
+                                "Wills waiting for their Will Delay or the recovery grace period",
+                                value=totals.wills_pending)
         yield _labelled(CounterMetricFamily, "lastwill_wills_published",
                         "Wills published, by why the client's connection ended", "cause", CAUSES,
-                        w.published_by_cause)
+                        c.wills_published_by_cause)
         yield CounterMetricFamily("lastwill_wills_published_unreceived",
-                                  "Wills published that no subscription matched", value=w.published_unreceived)
+                                  "Wills published that no subscription matched", value=c.wills_published_unreceived)
         yield _labelled(CounterMetricFamily, "lastwill_wills_cancelled",
-                        "Wills discarded unpublished, by cause", "cause", CANCEL_CAUSES, w.cancelled_by_cause)
+                        "Wills discarded unpublished, by cause", "cause", CANCEL_CAUSES, c.wills_cancelled_by_cause)
         yield _labelled(CounterMetricFamily, "lastwill_wills_dropped",
                         "Deliveries of published wills to one subscriber that were dropped, by reason",
-                        "reason", DROP_REASONS, w.dropped_by_reason)
+                        "reason", DROP_REASONS, c.wills_dropped_by_reason)
         yield CounterMetricFamily("lastwill_wills_denied",
                                   "Wills due but not published: the ACL (acl_file) denied them at publication",
-                                  value=w.denied)
+                                  value=c.wills_denied)
         yield CounterMetricFamily("lastwill_connects_refused_auth",
                                   "CONNECTs refused by authentication or authorization (password, anonymous, will ACL)",
                                   value=stats.get("auth_refused", 0))
         yield CounterMetricFamily("lastwill_publish_denied",
                                   "PUBLISH packets from clients dropped because the ACL (acl_file) denied them",
                                   value=stats.get("publish_denied", 0))
-        yield GaugeMetricFamily("lastwill_connections", "Connected MQTT clients",
-                                value=sum(1 for c in core.conns.values() if c.state == CONNECTED))
+        yield GaugeMetricFamily("lastwill_connections", "Connected MQTT clients", value=totals.connections)
         yield CounterMetricFamily("lastwill_connects", "CONNECTs accepted", value=stats.get("connects", 0))
-        yield GaugeMetricFamily("lastwill_sessions", "Sessions (connected or not)", value=len(core.sessions))
+        yield GaugeMetricFamily("lastwill_sessions", "Sessions (connected or not)", value=totals.sessions)
         yield CounterMetricFamily("lastwill_messages_received", "PUBLISH packets received from clients",
                                   value=stats["messages_in"])
         yield CounterMetricFamily("lastwill_messages_sent", "PUBLISH packets sent to clients",
@@ -318,14 +293,14 @@ class BrokerCollector:
         yield dropped
         yield _labelled(CounterMetricFamily, "lastwill_limit_hits",
                         "Times a limit was enforced (docs/security.md 'Limits'), by the setting", "limit",
-                        LIMITS, core.limit_hits)
-        yield GaugeMetricFamily("lastwill_messages_queued", "Messages queued for sessions", value=queued)
+                        LIMITS, c.limit_hits)
+        yield GaugeMetricFamily("lastwill_messages_queued", "Messages queued for sessions", value=totals.queued)
         yield GaugeMetricFamily("lastwill_messages_inflight", "QoS 1/2 messages sent and not yet acknowledged",
-                                value=inflight)
-        yield GaugeMetricFamily("lastwill_retained_messages", "Retained messages", value=len(core.retained))
+                                value=totals.inflight)
+        yield GaugeMetricFamily("lastwill_retained_messages", "Retained messages", value=c.retained)
         yield GaugeMetricFamily("lastwill_timeline_clients", "Clients with a will timeline in memory",
-                                value=len(core.timeline))
-        commits: CommitStats = server.commit_stats
+                                value=c.timeline_clients)
+        commits = self.commits
         cumulative, buckets = 0, []
         for bound, n in zip((*COMMIT_BUCKETS, float("inf")), commits.buckets, strict=True):
             cumulative += n

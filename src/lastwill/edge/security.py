@@ -11,22 +11,41 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from ..auth import Acl, AuthFileError, PasswordFile
+from ..config import Config
 from ..core.actions import Authenticate
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .server import Server
 
 log = logging.getLogger("lastwill.auth")
 
 
+class AuthHost(Protocol):
+    """What password checks and ACL reloads need of the server."""
+
+    config: Config
+    loop: asyncio.AbstractEventLoop | None
+
+    def set_acl(self, acl: Acl | None) -> None:
+        """The core checks these rules from now on."""
+
+    def answer(self, conn_id: int, ok: bool) -> None:
+        """The password check of the connection's CONNECT is done: the core goes on with it."""
+
+    def hold_reading(self, conn_id: int) -> None:
+        """Stop reading the connection until ``release_reading`` (the read budget does not resume it)."""
+
+    def release_reading(self, conn_id: int) -> None: ...
+
+    def is_open(self, conn_id: int) -> bool: ...
+
+
 class Security:
-    def __init__(self, server: Server):
+    def __init__(self, server: AuthHost):
         self.server = server
         self.config = server.config
         self.passwords: PasswordFile | None = None
@@ -75,7 +94,7 @@ class Security:
 
     def _use_acl(self, acl: Acl, reloaded: bool = False) -> None:
         self.acl = acl
-        self.server.core.set_acl(acl)
+        self.server.set_acl(acl)
         log.info("%s acl_file %r: %s", "reloaded" if reloaded else "loaded", acl.path, acl.summary())
 
     # -- password checks ----------------------------------------------------------------------------
@@ -91,16 +110,12 @@ class Security:
         pw = self.passwords
         conn_id = action.conn_id
         if pw is not None and pw.cached(action.username, action.password):
-            server.run(server.core.authenticated(conn_id, True, server.loop.time()))
+            server.answer(conn_id, True)
             return
-        transport = server.transports.get(conn_id)
-        pause = getattr(transport, "pause_reading", None)
-        if pause is not None and not transport.is_closing():
-            pause()  # what the client sends next waits in the socket until the answer
-            server.reads.held.add(conn_id)  # and the read budget (edge/tcp.py) does not resume it
+        server.hold_reading(conn_id)  # what the client sends next waits in the socket until the answer
 
         def check() -> bool:
-            if pw is None or conn_id not in server.transports:  # closed while waiting for a thread
+            if pw is None or not server.is_open(conn_id):  # closed while waiting for a thread
                 return False
             return pw.verify(action.username, action.password)
 
@@ -119,13 +134,9 @@ class Security:
             ok = False
         if ok:
             pw.remember(action.username, action.password)
-        server.reads.held.discard(action.conn_id)
-        transport = server.transports.get(action.conn_id)
-        resume = getattr(transport, "resume_reading", None)
-        if resume is not None and not transport.is_closing():
-            resume()
+        server.release_reading(action.conn_id)
         if server.loop is not None and not server.loop.is_closed():
-            server.run(server.core.authenticated(action.conn_id, ok, server.loop.time()))
+            server.answer(action.conn_id, ok)
 
     def close(self) -> None:
         if self._executor is not None:

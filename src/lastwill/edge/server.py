@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import bisect
 import logging
 import os
 import socket
 import time
 
+from ..auth import Acl
 from ..codec.encoder import encode
 from ..config import Config, parse_listen
 from ..core.actions import Authenticate, Close, Send
 from ..core.broker import BrokerCore
+from ..core.causes import Cause, ConnectionEnded, lost, lost_because
 from ..storage.base import Batch, Storage
+from .budget import ReadBudget
+from .commits import CommitStats
 from .security import Security
-from .tcp import MqttProtocol, ReadBudget
+from .tcp import UNSENT_HARD_LIMIT, MqttProtocol
 from .tls import TlsAcceptor, server_context
 
 log = logging.getLogger("lastwill")
@@ -29,24 +32,8 @@ FD_RESERVE = 64
 # waited seconds in the accept queue (docs/benchmarks.md, will_under_load).
 ACCEPT_BATCH = 64
 
-# upper bounds (seconds) of the store commit latency histogram (the admin API's /metrics)
-COMMIT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-
-
-class CommitStats:
-    """Cumulative store commit latencies as histogram buckets: updated once per commit, read at scrape."""
-
-    __slots__ = ("count", "total", "buckets")
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.total = 0.0
-        self.buckets = [0] * (len(COMMIT_BUCKETS) + 1)  # the last one: above every bound
-
-    def add(self, seconds: float) -> None:
-        self.count += 1
-        self.total += seconds
-        self.buckets[bisect.bisect_left(COMMIT_BUCKETS, seconds)] += 1
+_CLOSED_BY_SERVER = lost_because(Cause.NETWORK_ERROR, "closed by the server")
+_INTERNAL_ERROR = lost_because(Cause.INTERNAL_ERROR, "internal error in the broker")
 
 
 class Server:
@@ -61,11 +48,12 @@ class Server:
         self.security = Security(self)  # password_file, acl_file: loaded by start(), reload() on SIGHUP
         self._pending: list = []
         self.flush_scheduled = False
-        self.reads = ReadBudget(self)  # bounded read work per loop turn, round-robin (edge/tcp.py)
+        # bounded read work per loop turn, round-robin (edge/budget.py)
+        self.reads = ReadBudget(lambda: self.flush_scheduled, lambda: self.run(()))
         self._wall_offset = float("-inf")  # set at the first call of wall_offset()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.transports: dict[int, asyncio.Transport] = {}
-        self.lost_causes: dict[int, str] = {}
+        self.lost_causes: dict[int, ConnectionEnded] = {}  # how a connection ends, known before it is lost
         self.servers: list[asyncio.base_events.Server] = []
         self.addresses: list[tuple[str, int]] = []  # the plain MQTT listeners (listen)
         # every listener: (kind, host, port), kind "mqtt", "mqtts", "ws" or "wss" (Config.listeners())
@@ -113,7 +101,8 @@ class Server:
         if self.config.admin_listen:
             from .admin import AdminServer  # aiohttp is imported only when the admin API is on
 
-            self.admin = AdminServer(self)
+            self.admin = AdminServer(self.config, self.core.view,
+                                     lambda: (self.loop.time(), self.wall_offset()), self.commit_stats)
             await self.admin.start()
 
     async def _start_tls_ws_listeners(self) -> None:
@@ -245,6 +234,76 @@ class Server:
             self.flush_scheduled = True
             self.loop.call_soon(self._flush)
 
+    # ---- what connections ask (edge/host.py ConnectionHost, edge/security.py AuthHost) -----------
+    def open_connection(self, transport, peer: str, sockport: int, cert_username: str | None) -> int:
+        conn_id = self.core.new_conn_id()
+        self.transports[conn_id] = transport
+        self.run(self.core.open(conn_id, self.loop.time(), peer, sockport, cert_username=cert_username))
+        return conn_id
+
+    def feed(self, conn_id: int, data: bytes) -> bool:
+        try:
+            actions = self.core.data_received(conn_id, data, self.loop.time())
+        except Exception:  # a bug in the core must cost one connection, never the broker
+            log.exception("internal error handling data from connection %s; closing it", conn_id)
+            self.lost_causes[conn_id] = _INTERNAL_ERROR
+            return False
+        self.run(actions)
+        return True
+
+    def ending(self, conn_id: int, ended: ConnectionEnded) -> None:
+        self.lost_causes.setdefault(conn_id, ended)
+
+    def lost(self, conn_id: int, exc: BaseException | None) -> None:
+        self.transports.pop(conn_id, None)
+        ended = self.lost_causes.pop(conn_id, None) or lost(exc)
+        try:
+            actions = self.core.connection_lost(conn_id, ended, self.loop.time())
+        except Exception:
+            log.exception("internal error handling the end of connection %s", conn_id)
+            actions = []
+        self.run(actions)
+
+    def writing_paused(self, conn_id: int) -> None:
+        self.core.writing_paused(conn_id)
+
+    def writing_resumed(self, conn_id: int) -> None:
+        self.run(self.core.writing_resumed(conn_id, self.loop.time()))
+
+    def reading_enough(self, conn_id: int, transport) -> bool:
+        unsent = transport.get_write_buffer_size()
+        if unsent <= UNSENT_HARD_LIMIT + self.config.max_packet_size:
+            return True
+        # it keeps sending but does not read: its unsent bytes are dropped (abort)
+        view = self.core.view
+        self.core.count_limit("unsent_bytes")
+        log.warning("client_id=%s from %s closed: it keeps sending but does not read (%d bytes unsent to it)",
+                    view.client_id_of(conn_id) or f"<conn {conn_id}>", view.peer_of(conn_id) or "?", unsent)
+        self.lost_causes[conn_id] = lost_because(Cause.NOT_READING, f"not reading its socket ({unsent} bytes unsent)")
+        transport.abort()
+        return False
+
+    def set_acl(self, acl: Acl | None) -> None:
+        self.core.set_acl(acl)
+
+    def answer(self, conn_id: int, ok: bool) -> None:
+        self.run(self.core.authenticated(conn_id, ok, self.loop.time()))
+
+    def hold_reading(self, conn_id: int) -> None:
+        transport = self.transports.get(conn_id)
+        if transport is not None and not transport.is_closing():
+            transport.pause_reading()
+            self.reads.held.add(conn_id)
+
+    def release_reading(self, conn_id: int) -> None:
+        self.reads.held.discard(conn_id)
+        transport = self.transports.get(conn_id)
+        if transport is not None and not transport.is_closing():
+            transport.resume_reading()
+
+    def is_open(self, conn_id: int) -> bool:
+        return conn_id in self.transports
+
     def wall_offset(self) -> float:
         """Wall-clock time minus the loop's monotonic time. Kept stable (so that an event's wall time
         is the same in every answer and every commit) unless the wall clock was stepped by more than
@@ -309,7 +368,7 @@ class Server:
             for conn_id in closes:
                 transport = transports.get(conn_id)
                 if transport is not None:
-                    self.lost_causes.setdefault(conn_id, "closed by the server")
+                    self.lost_causes.setdefault(conn_id, _CLOSED_BY_SERVER)
                     if conn_id in writes:
                         close_after_last_packet(self.loop, transport)
                     else:

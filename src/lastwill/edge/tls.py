@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from typing import Protocol
 
 from ..config import Config
 from ..errors import ConfigError
@@ -99,6 +100,15 @@ def server_context(config: Config) -> ssl.SSLContext:
     return ctx
 
 
+class TlsHost(Protocol):
+    """What a TLS handshake needs of the server."""
+
+    config: Config
+    loop: asyncio.AbstractEventLoop
+    ssl_context: ssl.SSLContext | None
+    handshakes: set[asyncio.Task]  # those under way (the server cancels them when it stops)
+
+
 class TlsAcceptor(asyncio.Protocol):
     """A new connection on a TLS listener: runs the TLS handshake (``loop.start_tls``, bounded by
     connect_timeout), then hands the TLS transport to the listener's protocol (``MqttProtocol`` or
@@ -108,7 +118,7 @@ class TlsAcceptor(asyncio.Protocol):
 
     __slots__ = ("server", "make_protocol", "transport", "early")
 
-    def __init__(self, server, make_protocol):
+    def __init__(self, server: TlsHost, make_protocol):
         self.server = server
         self.make_protocol = make_protocol
         self.transport = None
@@ -196,11 +206,11 @@ def common_name(peercert: dict | None) -> str | None:
     return None
 
 
-def cert_username(server, transport) -> tuple[bool, str | None]:
+def cert_username(config: Config, transport) -> tuple[bool, str | None]:
     """For a new connection on a TLS listener: (accepted, the certificate's CN when
     tls_cert_cn_as_username is on). A verified certificate without a CN cannot name a user: the
     connection is refused (False) with a log line."""
-    if not server.config.tls_cert_cn_as_username:
+    if not config.tls_cert_cn_as_username:
         return True, None
     cn = common_name(transport.get_extra_info("peercert"))
     if not cn:

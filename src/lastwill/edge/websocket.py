@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import http
 import logging
-from typing import TYPE_CHECKING
 
 from wsproto import ConnectionType, WSConnection
 from wsproto.connection import ConnectionState
@@ -31,11 +30,10 @@ from wsproto.events import (
 )
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
-from .tcp import UNSENT_HARD_LIMIT, WRITE_HIGH_WATER, BudgetedProtocol, not_reading
+from ..core.causes import PEER_CLOSED, Cause, lost_because
+from .host import ConnectionHost
+from .tcp import WRITE_HIGH_WATER, BudgetedProtocol, peer_and_port
 from .tls import cert_username
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .server import Server
 
 log = logging.getLogger("lastwill")
 
@@ -93,11 +91,11 @@ class WebSocketProtocol(BudgetedProtocol):
     """One WebSocket connection. The core knows it (``conn_id`` != 0) once the upgrade is accepted;
     before that, an upgrade that does not complete within connect_timeout is aborted."""
 
-    __slots__ = ("server", "tls", "transport", "ws", "conn_id", "closing", "peer", "sockport",
+    __slots__ = ("host", "tls", "transport", "ws", "conn_id", "closing", "peer", "sockport",
                  "cert_user", "_timer")
 
-    def __init__(self, server: Server, tls: bool = False):
-        self.server = server
+    def __init__(self, host: ConnectionHost, tls: bool = False):
+        self.host = host
         self.tls = tls
         self.transport: asyncio.Transport | None = None
         self.ws = WSConnection(ConnectionType.SERVER)
@@ -113,17 +111,14 @@ class WebSocketProtocol(BudgetedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_HIGH_WATER // 4)
-        peer = transport.get_extra_info("peername")
-        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else str(peer or "")
-        local = transport.get_extra_info("sockname")
-        self.sockport = local[1] if isinstance(local, tuple) and len(local) >= 2 else 0
+        self.peer, self.sockport = peer_and_port(transport)
         if self.tls:
-            accepted, self.cert_user = cert_username(self.server, transport)
+            accepted, self.cert_user = cert_username(self.host.config, transport)
             if not accepted:
                 self.closing = True
                 transport.abort()
                 return
-        self._timer = self.server.loop.call_later(self.server.config.connect_timeout, self._upgrade_timeout)
+        self._timer = self.host.loop.call_later(self.host.config.connect_timeout, self._upgrade_timeout)
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
@@ -135,27 +130,26 @@ class WebSocketProtocol(BudgetedProtocol):
 
     def eof_received(self) -> bool:
         if self.conn_id:
-            self.server.lost_causes.setdefault(self.conn_id, "EOF (peer closed its side)")
+            self.host.ending(self.conn_id, PEER_CLOSED)
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.deferred is not None:  # what it sent before it went counts first (edge/tcp.py ReadBudget)
-            self.server.reads.process_deferred(self)
+            self.host.reads.process_deferred(self)
         self.closing = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         if self.conn_id:
-            self.report_lost(exc)
+            self.host.lost(self.conn_id, exc)
 
     def pause_writing(self) -> None:
         if self.conn_id:
-            self.server.core.writing_paused(self.conn_id)
+            self.host.writing_paused(self.conn_id)
 
     def resume_writing(self) -> None:
         if self.conn_id:
-            server = self.server
-            server.run(server.core.writing_resumed(self.conn_id, server.loop.time()))
+            self.host.writing_resumed(self.conn_id)
 
     # ---- the HTTP upgrade --------------------------------------------------------------------
     def _handshake(self, data: bytes) -> None:
@@ -169,7 +163,7 @@ class WebSocketProtocol(BudgetedProtocol):
             self._refuse(400, f"not a WebSocket upgrade request: {e}")
 
     def _upgrade(self, request: Request) -> None:
-        config = self.server.config
+        config = self.host.config
         path = request.target.split("?", 1)[0]
         if path not in (config.ws_path, "/"):
             self._refuse(404, f"no WebSocket endpoint at {path!r}: MQTT is at {config.ws_path!r}")
@@ -188,13 +182,9 @@ class WebSocketProtocol(BudgetedProtocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        server = self.server
-        self.conn_id = server.core.new_conn_id()
-        server.transports[self.conn_id] = WebSocketTransport(self)
+        self.conn_id = self.host.open_connection(WebSocketTransport(self), self.peer, self.sockport, self.cert_user)
         log.debug("WebSocket connection %s from %s: path %s, subprotocol %s", self.conn_id, self.peer, path,
                   subprotocol)
-        server.run(server.core.open(self.conn_id, server.loop.time(), self.peer, self.sockport,
-                                    cert_username=self.cert_user))
 
     def _refuse(self, status: int, why: str) -> None:
         log.info("WebSocket upgrade from %s refused: %s %s", self.peer, status, why)
@@ -209,7 +199,7 @@ class WebSocketProtocol(BudgetedProtocol):
         self._timer = None
         if self.conn_id == 0 and not self.closing:
             log.info("WebSocket connection from %s closed: no upgrade request within %ss (connect_timeout)",
-                     self.peer, self.server.config.connect_timeout)
+                     self.peer, self.host.config.connect_timeout)
             self.closing = True
             self.transport.abort()
 
@@ -234,15 +224,15 @@ class WebSocketProtocol(BudgetedProtocol):
                 return
             if isinstance(event, TextMessage):
                 # [MQTT-6.0.0-1] MQTT Control Packets only in binary frames: anything else closes
-                self._fail(1003, "protocol error: a WebSocket text frame (MQTT is sent in binary frames) "
-                                 "[MQTT-6.0.0-1]")
+                self._fail(1003, "protocol error: a WebSocket text frame (MQTT is sent in binary frames)",
+                           "MQTT-6.0.0-1")
                 return
             if isinstance(event, Ping):
                 self.transport.write(ws.send(event.response()))
             elif isinstance(event, CloseConnection):
                 if ws.state is ConnectionState.REMOTE_CLOSING:  # the peer sent a Close frame
-                    self.server.lost_causes.setdefault(
-                        self.conn_id, f"EOF (WebSocket Close frame from the peer, code {event.code})")
+                    self.host.ending(self.conn_id, lost_because(
+                        Cause.EOF, f"EOF (WebSocket Close frame from the peer, code {event.code})"))
                     self.transport.write(ws.send(event.response()))
                     self.closing = True
                     self.transport.close()
@@ -253,24 +243,17 @@ class WebSocketProtocol(BudgetedProtocol):
             self._feed(b"".join(chunks))
 
     def _feed(self, data: bytes) -> None:
-        server = self.server
-        unsent = self.transport.get_write_buffer_size()
-        if unsent > UNSENT_HARD_LIMIT + server.config.max_packet_size:  # sends, never reads (tcp.py)
+        host = self.host
+        if not host.reading_enough(self.conn_id, self.transport):  # sends, never reads (tcp.py)
             self.closing = True
-            not_reading(server, self.conn_id, self.transport, unsent)
             return
-        try:
-            actions = server.core.data_received(self.conn_id, data, server.loop.time())
-        except Exception:  # a bug in the core must cost one connection, never the broker
-            log.exception("internal error handling data from connection %s; closing it", self.conn_id)
-            server.lost_causes[self.conn_id] = "internal error in the broker"
+        if not host.feed(self.conn_id, data):  # a bug in the core must cost one connection, never the broker
             self.close(1011)
-            return
-        server.run(actions)
 
-    def _fail(self, code: int, cause: str) -> None:
-        log.info("connection %s from %s closed: %s", self.conn_id, self.peer, cause)
-        self.server.lost_causes.setdefault(self.conn_id, cause)
+    def _fail(self, code: int, cause: str, rule: str | None = None) -> None:
+        """A WebSocket protocol error: Close frame with ``code``; the MQTT connection ends (its will follows)."""
+        log.info("connection %s from %s closed: %s%s", self.conn_id, self.peer, cause, f" [{rule}]" if rule else "")
+        self.host.ending(self.conn_id, lost_because(Cause.PROTOCOL_ERROR, cause, rule))
         self.close(code)
 
     def close(self, code: int) -> None:

@@ -1,0 +1,72 @@
+"""Acknowledgements from a client: PUBACK, PUBREC, PUBCOMP for what the server sent (4.3.2, 4.3.3), and
+PUBREL for a QoS 2 message the client sent (the server answers PUBCOMP)."""
+
+from __future__ import annotations
+
+from ..codec.packets import PROTOCOL_5, Puback, Pubcomp, Pubrec, Pubrel
+from ..codec.reason_codes import ReasonCode
+from .delivery import Deliverer
+from .outbox import Outbox
+from .persistence import Recorder
+from .sessions import AWAIT_PUBACK, AWAIT_PUBCOMP, Conn
+
+
+class AckHandler:
+    __slots__ = ("outbox", "recorder", "deliverer")
+
+    def __init__(self, outbox: Outbox, recorder: Recorder, deliverer: Deliverer) -> None:
+        self.outbox = outbox
+        self.recorder = recorder
+        self.deliverer = deliverer
+
+    def on_puback(self, conn: Conn, p: Puback, now: float) -> None:
+        session = conn.session
+        f = session.inflight.get(p.packet_id)
+        if f is not None and f.state == AWAIT_PUBACK:
+            del session.inflight[p.packet_id]
+            if conn.resend:
+                conn.resend.pop(p.packet_id, None)  # acknowledged before it was re-sent
+            self.recorder.delivery_done(session, f.delivery)
+            if session.queue or conn.resend:
+                self.deliverer.pump(session, now)
+
+    def on_pubrec(self, conn: Conn, p: Pubrec, now: float) -> None:
+        session = conn.session
+        f = session.inflight.get(p.packet_id)
+        if f is None or f.state == AWAIT_PUBACK:
+            if conn.protocol_level == PROTOCOL_5:
+                self.outbox.send(conn, Pubrel(p.packet_id, ReasonCode.PACKET_IDENTIFIER_NOT_FOUND))
+            else:
+                self.outbox.send(conn, Pubrel(p.packet_id))
+            return
+        if conn.resend:
+            conn.resend.pop(p.packet_id, None)  # answered before it was re-sent
+        if p.reason_code >= 0x80:  # refused by the receiver: discard, no PUBREL [MQTT-4.3.3-4] [MQTT-4.8.2-6]
+            del session.inflight[p.packet_id]
+            self.recorder.delivery_done(session, f.delivery)
+            self.deliverer.pump(session, now)
+            return
+        f.state = AWAIT_PUBCOMP
+        if f.delivery.seq:
+            self.recorder.delivery(session, f.delivery, p.packet_id, AWAIT_PUBCOMP)
+        self.outbox.send(conn, Pubrel(p.packet_id))
+
+    def on_pubcomp(self, conn: Conn, p: Pubcomp, now: float) -> None:
+        session = conn.session
+        f = session.inflight.get(p.packet_id)
+        if f is not None and f.state == AWAIT_PUBCOMP:
+            del session.inflight[p.packet_id]
+            self.recorder.delivery_done(session, f.delivery)
+            if session.queue or conn.resend:
+                self.deliverer.pump(session, now)
+
+    def on_pubrel(self, conn: Conn, p: Pubrel, now: float) -> None:
+        session = conn.session
+        if p.packet_id in session.awaiting_pubrel:
+            session.awaiting_pubrel.discard(p.packet_id)
+            self.recorder.session(session)
+            self.outbox.send(conn, Pubcomp(p.packet_id))
+        elif conn.protocol_level == PROTOCOL_5:
+            self.outbox.send(conn, Pubcomp(p.packet_id, ReasonCode.PACKET_IDENTIFIER_NOT_FOUND))
+        else:
+            self.outbox.send(conn, Pubcomp(p.packet_id))

@@ -1,0 +1,343 @@
+"""CONNECT: validate, authenticate, take over, negotiate, reply (3.1, 3.2; MQTT 3.1.1 3.1, 3.2).
+
+Nothing of a CONNECT is stored before it is accepted, so the will of a refused CONNECT is never
+published [MQTT-3.1.2-7]; a refusal is a CONNACK with the reason code (or, in 3.1.1 where no return
+code fits, a close) and a line on the client's will timeline.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..codec.packets import PROTOCOL_5, Connack, Connect, Disconnect, Will
+from ..codec.reason_codes import ReasonCode
+from ..config import Config
+from ..errors import MqttError
+from .access import Access, AuthOutcome
+from .announce import Announcer, is_sys_topic
+from .causes import Cause, ConnectionEnded
+from .connection import Connections
+from .delivery import Deliverer
+from .limits import Limits
+from .outbox import Outbox
+from .ownership import SessionOwnership
+from .sessions import AUTHENTICATING, CLOSED, CONNECTED, NEVER, NEW, Conn, Session
+from .topics import TopicError, validate_topic_name
+from .will import WillKeeper, describe
+
+log = logging.getLogger("lastwill")
+
+_TAKEN_OVER = ConnectionEnded(Cause.TAKEOVER, "session taken over by a new connection", "MQTT-3.1.4-3")
+
+# enum members used below, bound once: on Python 3.11 an attribute lookup on an Enum class costs
+# ~0.5 us (its metaclass has __getattr__); timer kinds as plain ints (they are hashed in timer keys)
+_ACCEPTED = AuthOutcome.ACCEPTED
+_BAD_AUTHENTICATION_METHOD = ReasonCode.BAD_AUTHENTICATION_METHOD
+_BAD_USER_NAME_OR_PASSWORD = ReasonCode.BAD_USER_NAME_OR_PASSWORD
+_CLIENT_IDENTIFIER_NOT_VALID = ReasonCode.CLIENT_IDENTIFIER_NOT_VALID
+_NOT_AUTHORIZED = ReasonCode.NOT_AUTHORIZED
+_QOS_NOT_SUPPORTED = ReasonCode.QOS_NOT_SUPPORTED
+_REFUSED = AuthOutcome.REFUSED
+_RETAIN_NOT_SUPPORTED = ReasonCode.RETAIN_NOT_SUPPORTED
+_SESSION_TAKEN_OVER = ReasonCode.SESSION_TAKEN_OVER
+_SUCCESS = ReasonCode.SUCCESS
+_TOPIC_NAME_INVALID = ReasonCode.TOPIC_NAME_INVALID
+
+
+class Refused(Exception):
+    """A CONNECT is refused: CONNACK ``reason_code`` (None: close without CONNACK, for what MQTT 3.1.1
+    has no return code for), ``why`` for the log and the timeline, and the rule."""
+
+    def __init__(self, reason_code: int | None, why: str, rule: str | None = None):
+        super().__init__(why)
+        self.reason_code = reason_code
+        self.why = why
+        self.rule = rule
+
+
+@dataclass(slots=True)
+class Grant:
+    """What the server grants a CONNECT (MQTT 5 may lower what the client asked for)."""
+
+    requested_expiry: int
+    expiry: int
+    keep_alive: int
+    server_keep_alive: int | None
+
+
+class ConnectHandler:
+    __slots__ = ("config", "outbox", "connections", "sessions", "wills", "access", "limits", "announce",
+                 "deliverer", "stats", "new_client_id")
+
+    def __init__(self, config: Config, outbox: Outbox, connections: Connections, sessions: SessionOwnership,
+                 wills: WillKeeper, access: Access, limits: Limits, announce: Announcer, deliverer: Deliverer,
+                 stats: dict[str, int], new_client_id: Callable[[], str]) -> None:
+        self.config = config
+        self.outbox = outbox
+        self.connections = connections
+        self.sessions = sessions
+        self.wills = wills
+        self.access = access
+        self.limits = limits
+        self.announce = announce
+        self.deliverer = deliverer
+        self.stats = stats
+        self.new_client_id = new_client_id
+
+    def on_connect(self, conn: Conn, p: Connect, now: float) -> None:
+        try:
+            assigned = self._validate(conn, p, now)
+            if not self._authenticate(conn, p):
+                return  # waiting for the password check: authenticated() comes back here
+            self._authorize_will(conn, p)
+        except Refused as r:
+            self._refuse(conn, r, p.will, now)
+            return
+        grant = self._grant(conn, p)
+        # -- accepted from here on
+        self.connections.connect_accepted(conn)
+        self._take_over(conn, now)
+        session, session_present = self._open_session(conn, p, grant, now)
+        self._reply(conn, p, session, session_present, grant, assigned)
+        self.connections.start_keep_alive(conn, now)
+        if session_present:
+            self.deliverer.resend_inflight(conn, session)
+            self.deliverer.pump(session, now)
+        self.announce.connected(conn, session, p, now)  # presence online, $SYS connected
+
+    # -- the steps ---------------------------------------------------------------------------------
+    def _validate(self, conn: Conn, p: Connect, now: float) -> str | None:
+        """The CONNECT's own fields. Returns the client identifier the server assigned, if it did."""
+        v5 = p.protocol_level == PROTOCOL_5
+        conn.protocol_level = p.protocol_level
+        conn.client_id = p.client_id
+        if conn.decoder.protocol_level is None:  # a CONNECT handed in already decoded
+            conn.decoder.protocol_level = p.protocol_level
+        if v5:
+            props = p.properties
+            conn.request_problem_information = props.get("request_problem_information", 1) == 1
+            conn.maximum_packet_size = props.get("maximum_packet_size")  # known before any refusal [MQTT-3.2.2-19]
+            if "authentication_method" in props:
+                # enhanced authentication is not offered: refuse the method [MQTT-4.12.0-1]
+                raise Refused(_BAD_AUTHENTICATION_METHOD, "authentication method not supported",
+                              "MQTT-4.12.0-1")
+        assigned = self._client_id(conn, p)
+        if p.will is not None:
+            self._validate_will(conn.client_id, p.will, v5, now)  # before anything is stored [MQTT-3.1.2-7]
+        return assigned
+
+    def _client_id(self, conn: Conn, p: Connect) -> str | None:
+        if p.client_id:
+            return None
+        if p.protocol_level == PROTOCOL_5:
+            conn.client_id = self.new_client_id()  # [MQTT-3.2.2-16] returned in CONNACK
+            return conn.client_id
+        if p.clean_start and p.protocol_level == 4:
+            conn.client_id = self.new_client_id()  # [MQTT-3.1.3-6] [MQTT-3.1.3-7]
+            return None
+        # [MQTT-3.1.3-8] empty id with Clean Session 0: CONNACK 0x02, then close
+        raise Refused(_CLIENT_IDENTIFIER_NOT_VALID, "empty client id needs clean session 1", "MQTT-3.1.3-8")
+
+    def _validate_will(self, client_id: str, will: Will, v5: bool, now: float) -> None:
+        try:
+            validate_topic_name(will.topic)
+            over = self.limits.topic_over_limit(will.topic)
+            if over is not None:  # max_topic_length, max_topic_levels: refused like an invalid topic
+                self.limits.hit(over[0], client_id, now, "client_id=%s will topic refused: %s", client_id, over[1])
+                raise TopicError(over[1])
+        except TopicError as e:
+            # 3.1.1 has no return code for it: close without CONNACK
+            raise Refused(_TOPIC_NAME_INVALID if v5 else None, f"will topic: {e}", e.rule) from None
+        if will.qos > self.config.maximum_qos:
+            # [MQTT-3.2.2-12] a will QoS above the server's maximum: CONNACK 0x9B
+            # (3.1.1 has no return code for it: close without CONNACK [MQTT-3.2.2-6])
+            why = f"will QoS {will.qos} > maximum {self.config.maximum_qos}"
+            raise Refused(_QOS_NOT_SUPPORTED, why, "MQTT-3.2.2-12") if v5 else \
+                Refused(None, why, "MQTT-3.2.2-6")
+        if will.retain and not self.config.retain_available:
+            # [MQTT-3.2.2-13] will retain without retain support: CONNACK 0x9A (3.1.1: close [MQTT-3.2.2-6])
+            raise Refused(_RETAIN_NOT_SUPPORTED, "will retain not supported", "MQTT-3.2.2-13") if v5 \
+                else Refused(None, "will retain not supported", "MQTT-3.2.2-6")
+        if is_sys_topic(will.topic):
+            # $SYS is the broker's: a will there could forge its events (README "$SYS events").
+            # CONNACK 0x87 Not authorized (3.1.1: return code 5)
+            raise Refused(_NOT_AUTHORIZED, f"will topic {will.topic!r}: $SYS topics are the broker's")
+
+    def _authenticate(self, conn: Conn, p: Connect) -> bool:
+        """Who the client is (password_file). False: parked until the edge has checked the password."""
+        result = self.access.authenticate(conn, p)
+        if result.outcome is _ACCEPTED:
+            return True
+        if result.outcome is _REFUSED:
+            self.stats["auth_refused"] += 1
+            raise Refused(result.reason_code, result.why, self._auth_rule(p))
+        conn.state = AUTHENTICATING
+        conn.held = [p]
+        self.outbox.authenticate(conn.conn_id, p.username, p.password)
+        return False
+
+    @staticmethod
+    def _auth_rule(p: Connect) -> str:
+        return "MQTT-3.1.4-2" if p.protocol_level == PROTOCOL_5 else "MQTT-3.2.2-5"
+
+    def _authorize_will(self, conn: Conn, p: Connect) -> None:
+        will = p.will
+        if will is not None and not self.access.may_publish(conn.username, conn.client_id, will.topic):
+            # a will its client may not publish is refused with the CONNECT: CONNACK 0x87 Not authorized
+            # (3.1.1: return code 5), rather than accepted and dropped when the client dies
+            self.stats["auth_refused"] += 1
+            raise Refused(_NOT_AUTHORIZED, f"not authorized to publish the will on {will.topic!r} "
+                                                     f"(acl_file, user {conn.username!r})", self._auth_rule(p))
+
+    def _grant(self, conn: Conn, p: Connect) -> Grant:
+        """Session expiry and keep-alive as granted; what the client said it can take."""
+        cfg = self.config
+        v5 = p.protocol_level == PROTOCOL_5
+        if v5:
+            requested_expiry = p.properties.get("session_expiry_interval", 0)
+        else:
+            requested_expiry = 0 if p.clean_start else NEVER
+        keep_alive = p.keep_alive
+        server_keep_alive = None
+        if v5 and (keep_alive > cfg.max_keep_alive or (keep_alive == 0 and not cfg.allow_zero_keep_alive)):
+            keep_alive = server_keep_alive = cfg.max_keep_alive  # [MQTT-3.2.2-21] the client must use it
+        grant = Grant(requested_expiry, min(requested_expiry, cfg.max_session_expiry), keep_alive, server_keep_alive)
+        conn.keep_alive = keep_alive
+        conn.connect_expiry_interval = grant.expiry
+        if v5:
+            conn.receive_maximum = p.properties.get("receive_maximum", 65535)
+            conn.topic_alias_maximum = p.properties.get("topic_alias_maximum", 0) if cfg.outbound_topic_aliases else 0
+        return grant
+
+    def _take_over(self, conn: Conn, now: float) -> None:
+        """An existing connection with this client id is taken over [MQTT-3.1.4-3]."""
+        session = self.sessions.get(conn.client_id)
+        if session is None or session.conn is None:
+            return
+        old = session.conn
+        if old.protocol_level == PROTOCOL_5:
+            self.outbox.send(old, Disconnect(_SESSION_TAKEN_OVER))  # [MQTT-3.1.4-3] 0x8E
+        log.info("client_id=%s taken over by a new connection from %s", conn.client_id, conn.peer)
+        self.connections.end(old, now, _TAKEN_OVER)
+
+    def _open_session(self, conn: Conn, p: Connect, grant: Grant, now: float) -> tuple[Session, bool]:
+        """The session this connection takes up: resumed, or new. Returns it and Session Present."""
+        client_id = conn.client_id
+        session = self.sessions.get(client_id)  # (it may have ended with a taken-over connection)
+        if session is not None and session.username != conn.username and not session.username_unknown and \
+                (self.access.acl is not None or self.access.passwords):
+            # a session is not handed to another user (its subscriptions, queued messages, will):
+            # it ends as with Clean Start 1, its pending will published now (docs/security.md)
+            log.info("client_id=%s: the session of user %r is not resumed by user %r; it ends",
+                     client_id, session.username, conn.username)
+            self.sessions.end(session, now, f"session of user {session.username!r} ended by a CONNECT of "
+                                            f"user {conn.username!r} with the same client id", "MQTT-3.1.2-4")
+            session = None
+        if session is not None and session.will is not None and session.will.recovered:
+            # its connection was ended by the broker stopping, not by the client: any reconnect
+            # within the recovery grace period proves it alive and cancels the recovered will
+            self.wills.resume(session, now)
+        if session is not None and p.clean_start:
+            # [MQTT-3.1.2-4] Clean Start 1 discards the existing session; its pending will fires now
+            self.sessions.end(session, now, "session ended by a new connection with Clean Start 1", "MQTT-3.1.2-4")
+            session = None
+        session_present = session is not None  # [MQTT-3.2.2-3] the server has this session
+        if session is None:
+            session = self.sessions.create(client_id)
+        else:
+            self.sessions.resumed(session)
+            self.wills.resume(session, now)  # [MQTT-3.1.3-9] reconnected before the will fired
+        session.expiry_interval = grant.expiry
+        session.username = conn.username  # stored with the session: its will is checked against it
+        session.username_unknown = False
+        session.conn = conn
+        session.disconnected_at = None
+        conn.session = session
+        conn.state = CONNECTED
+        conn.connected_at = now
+        conn.publish_tokens, conn.publish_tokens_at = max(self.config.max_publish_rate, 1.0), now  # a full bucket
+        self.stats["connects"] += 1
+        self.wills.arm(session, p.will, now)  # records the session: durable before CONNACK
+        return session, session_present
+
+    def _reply(self, conn: Conn, p: Connect, session: Session, session_present: bool, grant: Grant,
+               assigned: str | None) -> None:
+        """CONNACK [MQTT-3.2.0-1] is the first packet the server sends."""
+        ack_props = self._connack_properties(grant, assigned) if p.protocol_level == PROTOCOL_5 else {}
+        self.outbox.send(conn, Connack(_SUCCESS, session_present, ack_props))
+        log.info("connect client_id=%s from %s proto=%s clean_start=%d keep_alive=%s session_expiry=%s "
+                 "session_present=%d will=%s", conn.client_id, conn.peer, p.protocol_level, p.clean_start,
+                 grant.keep_alive, "never" if grant.expiry == NEVER else grant.expiry, session_present,
+                 describe(p.will) if p.will else "none")
+
+    def _connack_properties(self, grant: Grant, assigned: str | None) -> dict:
+        cfg = self.config
+        ack_props: dict = {}
+        if assigned is not None:
+            ack_props["assigned_client_identifier"] = assigned
+        if grant.expiry != grant.requested_expiry:
+            ack_props["session_expiry_interval"] = grant.expiry
+        if grant.server_keep_alive is not None:
+            ack_props["server_keep_alive"] = grant.server_keep_alive
+        if cfg.receive_maximum != 65535:
+            ack_props["receive_maximum"] = cfg.receive_maximum
+        if cfg.maximum_qos < 2:
+            ack_props["maximum_qos"] = cfg.maximum_qos
+        if not cfg.retain_available:
+            ack_props["retain_available"] = 0
+        ack_props["maximum_packet_size"] = cfg.max_packet_size
+        if cfg.topic_alias_maximum:
+            ack_props["topic_alias_maximum"] = cfg.topic_alias_maximum
+        if not cfg.wildcard_subscription_available:
+            ack_props["wildcard_subscription_available"] = 0
+        if not cfg.subscription_identifier_available:
+            ack_props["subscription_identifier_available"] = 0
+        if not cfg.shared_subscription_available:
+            ack_props["shared_subscription_available"] = 0
+        return ack_props
+
+    # -- refusing -------------------------------------------------------------------------------------
+    def _refuse(self, conn: Conn, r: Refused, will: Will | None, now: float) -> None:
+        """CONNACK with the reason (or, without one, a bare close), close; nothing stored, nothing published."""
+        if r.reason_code is None:  # 3.1.1: no return code for it
+            log.info("connect refused client_id=%s: %s [%s]", conn.client_id, r.why, r.rule)
+            self.wills.refused(conn.client_id, now, r.why, r.rule)
+            self.connections.close(conn, f"CONNECT refused: {r.why}")
+            return
+        props = self.outbox.reason(conn, r.why) if conn.protocol_level == PROTOCOL_5 else {}
+        self.outbox.send(conn, Connack(r.reason_code, properties=props))
+        log.info("connect refused client_id=%s from %s: 0x%02X %s%s", conn.client_id or "<empty>",
+                 conn.peer, r.reason_code, r.why, f" [{r.rule}]" if r.rule else "")
+        self.wills.refused(conn.client_id, conn.last_activity, f"0x{r.reason_code:02X} {r.why}", r.rule, will)
+        self.connections.close(conn, f"CONNECT refused: {r.why}")
+
+    # -- the password check's answer --------------------------------------------------------------------
+    def authenticated(self, conn_id: int, ok: bool, now: float) -> None:
+        """The edge's answer to ``Authenticate``: the CONNECT goes on, or is refused with CONNACK 0x86
+        (3.1.1: return code 4), the same answer whether the user is unknown or the password wrong."""
+        conn = self.connections.conns.get(conn_id)
+        if conn is None or conn.state != AUTHENTICATING:
+            return  # closed meanwhile
+        connect, *held = conn.held
+        conn.held = None
+        conn.state = NEW
+        if not ok:
+            self.stats["auth_refused"] += 1
+            # [MQTT-3.1.4-2] (3.1.1: [MQTT-3.2.2-5]): CONNACK 0x86 Bad User Name or Password, then close
+            self._refuse(conn, Refused(_BAD_USER_NAME_OR_PASSWORD,
+                                       f"bad user name or password (user {connect.username!r})",
+                                       self._auth_rule(connect)), connect.will, now)
+            return
+        conn.auth_done = True
+        for item in (connect, *held):  # in the order they arrived
+            if conn.state == CLOSED:
+                break
+            if isinstance(item, MqttError):
+                self.connections.protocol_error(conn, item, now)
+                break
+            try:
+                self.connections.dispatch(conn, item, now)
+            except MqttError as err:
+                self.connections.protocol_error(conn, err, now)

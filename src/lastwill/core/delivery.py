@@ -1,0 +1,205 @@
+"""Delivery: a message on its way to one session. Sent now when the client can take it, queued
+otherwise (bounded by max_queued_messages / max_queued_bytes), moved into flight as the client's
+Receive Maximum allows, re-sent on a resumed session.
+
+Which sessions get a message is routing's business (core/routing.py); this module takes one
+(session, message, QoS, flags) at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ..codec.encoder import encode
+from ..codec.packets import PROTOCOL_5, Publish, Pubrel
+from ..config import Config
+from .actions import Send
+from .limits import Limits
+from .message import Message
+from .outbox import Outbox
+from .persistence import Recorder
+from .sessions import AWAIT_PUBACK, AWAIT_PUBCOMP, AWAIT_PUBREC, EMPTY_MAP, Conn, Delivery, InFlight, Session
+from .will import DropReason, WillKeeper
+
+log = logging.getLogger("lastwill")
+
+# enum members used below, bound once: on Python 3.11 an attribute lookup on an Enum class costs
+# ~0.5 us (its metaclass has __getattr__); timer kinds as plain ints (they are hashed in timer keys)
+_EXPIRED = DropReason.EXPIRED
+_OFFLINE_QOS0 = DropReason.OFFLINE_QOS0
+_QUEUE_FULL = DropReason.QUEUE_FULL
+_TOO_LARGE = DropReason.TOO_LARGE
+
+
+class Deliverer:
+    __slots__ = ("config", "outbox", "recorder", "wills", "limits", "stats")
+
+    def __init__(self, config: Config, outbox: Outbox, recorder: Recorder, wills: WillKeeper, limits: Limits,
+                 stats: dict[str, int]) -> None:
+        self.config = config
+        self.outbox = outbox
+        self.recorder = recorder  # (a NoRecorder when nothing is persisted)
+        self.wills = wills  # told when a will's delivery is dropped
+        self.limits = limits
+        self.stats = stats
+
+    def deliver(self, session: Session, message: Message, qos: int, retain: bool,
+                 sub_ids: tuple[int, ...], now: float) -> None:
+        conn = session.conn
+        if conn is not None and not conn.paused and \
+                (qos == 0 or (not session.queue and len(session.inflight) < conn.receive_maximum)):
+            self.transmit(conn, session, Delivery(message, qos, retain, sub_ids), now)
+            return
+        # a slow subscriber (its socket buffer is full: conn.paused) gets its messages, QoS 0 too,
+        # through the session queue, which is bounded by max_queued_messages: beyond that they
+        # are dropped and counted, never buffered without bound
+        if qos == 0 and conn is None and not self.config.queue_qos0:
+            if message.is_will:
+                self.wills.delivery_dropped(message, session.client_id, _OFFLINE_QOS0, now)
+            return
+        size = len(message.payload) + len(message.topic)
+        over_bytes = session.queued_bytes + size > self.config.max_queued_bytes
+        if over_bytes or len(session.queue) >= self.config.max_queued_messages:
+            session.dropped += 1
+            self.stats["dropped_queue_bytes" if over_bytes else "dropped_queue_full"] += 1
+            limit = "max_queued_bytes" if over_bytes else "max_queued_messages"
+            self.limits.count(limit)
+            if message.is_will:
+                self.wills.delivery_dropped(message, session.client_id, _QUEUE_FULL, now,
+                                            f"its queue is full ({len(session.queue)} messages, "
+                                            f"{session.queued_bytes} bytes, {limit})")
+            if session.dropped == 1 or session.dropped % 1000 == 0:
+                log.warning("client_id=%s queue full (%d messages, %d bytes; %s): %d message(s) dropped so far%s",
+                            session.client_id, len(session.queue), session.queued_bytes, limit, session.dropped,
+                            " (a will)" if message.is_will else "")
+            return
+        d = Delivery(message, qos, retain, sub_ids)
+        session.enqueue(d)
+        session.queued_bytes += size
+        if session.expiry_interval:
+            self.recorder.delivery(session, d)
+
+    def transmit(self, conn: Conn, session: Session, d: Delivery, now: float) -> bool:
+        """Send one delivery now. Returns False if it was dropped (expired or too large)."""
+        message = d.message
+        if message.expiry_at is not None and now >= message.expiry_at:
+            self.stats["dropped_expired"] += 1  # [MQTT-3.3.2-5] an expired message is not delivered
+            if message.is_will:
+                self.wills.delivery_dropped(message, session.client_id, _EXPIRED, now,
+                                            "its Message Expiry Interval passed before it could be sent",
+                                            "MQTT-3.3.2-5")
+            self.recorder.delivery_done(session, d)
+            return False
+        v5 = conn.protocol_level == PROTOCOL_5
+        topic = message.topic
+        if v5:
+            props = message.properties
+            extra = None
+            if message.expiry_at is not None:
+                extra = {"message_expiry_interval": message.remaining_expiry(now)}  # [MQTT-3.3.2-6]
+            if d.subscription_ids:
+                extra = extra or {}
+                extra["subscription_identifier"] = list(d.subscription_ids)  # [MQTT-3.3.4-3]
+            if conn.topic_alias_maximum:
+                alias = conn.aliases_out.get(topic)
+                extra = extra or {}
+                if alias is not None:
+                    extra["topic_alias"] = alias
+                    topic = ""
+                elif len(conn.aliases_out) < conn.topic_alias_maximum:  # [MQTT-3.1.2-26]
+                    if conn.aliases_out is EMPTY_MAP:
+                        conn.aliases_out = {}
+                    alias = conn.aliases_out[topic] = len(conn.aliases_out) + 1
+                    extra["topic_alias"] = alias
+            if extra:
+                props = {**props, **extra}
+        else:
+            props = {}
+        qos = d.qos
+        if qos:
+            pid = session.allocate_packet_id()
+            packet = Publish(topic, message.payload, qos, d.retain, False, pid, props)
+        else:
+            packet = Publish(topic, message.payload, 0, d.retain, False, None, props)
+        if conn.maximum_packet_size is not None and \
+                len(encode(packet, conn.protocol_level)) > conn.maximum_packet_size:
+            # [MQTT-3.1.2-24] [MQTT-3.1.2-25] too large for this client: discarded for it, not sent
+            self.stats["dropped_too_large"] += 1
+            if message.is_will:
+                self.wills.delivery_dropped(message, session.client_id, _TOO_LARGE, now,
+                                            f"larger than its Maximum Packet Size {conn.maximum_packet_size}",
+                                            "MQTT-3.1.2-24")
+            log.info("client_id=%s: message on %r dropped, larger than the client's Maximum Packet Size %d",
+                     session.client_id, message.topic, conn.maximum_packet_size)
+            if "topic_alias" in props and topic:  # the alias was not established after all
+                conn.aliases_out.pop(topic, None)
+            self.recorder.delivery_done(session, d)  # a queued one is gone from the store too
+            return False
+        if qos:
+            state = AWAIT_PUBACK if qos == 1 else AWAIT_PUBREC
+            session.set_inflight(pid, InFlight(d, packet, state))
+            if session.expiry_interval:
+                self.recorder.delivery(session, d, pid, state)
+        elif d.seq:
+            self.recorder.delivery_done(session, d)
+        self.outbox.actions.append(Send(conn.conn_id, packet))
+        self.stats["messages_out"] += 1
+        return True
+
+    def pump(self, session: Session, now: float) -> None:
+        """Move queued deliveries into flight while the client's Receive Maximum allows [MQTT-4.9.0-2]."""
+        conn = session.conn
+        if conn is None or conn.paused:
+            return
+        resend = conn.resend
+        # held-back re-sends first, while the send quota allows: the in-flight ones not held count
+        # against the client's Receive Maximum [MQTT-4.9.0-1]
+        while resend and len(session.inflight) - len(resend) < conn.receive_maximum:
+            pid = next(iter(resend))
+            del resend[pid]
+            self._resend_publish(conn, session, pid, session.inflight[pid], now)
+        queue = session.queue
+        while queue and (queue[0].qos == 0 or len(session.inflight) < conn.receive_maximum):
+            d = queue.popleft()
+            session.queued_bytes -= len(d.message.payload) + len(d.message.topic)
+            self.transmit(conn, session, d, now)
+
+    def resend_inflight(self, conn: Conn, session: Session) -> None:
+        """On a resumed session, resend unacknowledged PUBLISH (DUP 1) and PUBREL [MQTT-4.4.0-1].
+
+        PUBRELs go at once; the PUBLISHes are held in ``conn.resend`` and sent by ``_pump`` (called
+        next) within the new connection's Receive Maximum [MQTT-4.9.0-1]."""
+        for pid, f in session.inflight.items():
+            if f.state == AWAIT_PUBCOMP:
+                self.outbox.send(conn, Pubrel(pid))
+            else:
+                if conn.resend is EMPTY_MAP:
+                    conn.resend = {}
+                conn.resend[pid] = None
+
+    def _resend_publish(self, conn: Conn, session: Session, pid: int, f: InFlight, now: float) -> None:
+        old = f.packet
+        d = f.delivery
+        props: dict = {}
+        if conn.protocol_level == PROTOCOL_5:
+            # the message's properties as forwarded the first time [MQTT-3.3.2-17] [MQTT-3.3.2-20] (also for a
+            # delivery restored from the store, whose packet was not kept), with the expiry counted down to
+            # now [MQTT-3.3.2-6] and its subscription identifiers [MQTT-3.3.4-3]; no topic alias: aliases
+            # do not survive the connection [MQTT-3.3.2-7]
+            props = dict(d.message.properties)
+            remaining = d.message.remaining_expiry(now)
+            if remaining is not None:
+                props["message_expiry_interval"] = remaining
+            if d.subscription_ids:
+                props["subscription_identifier"] = list(d.subscription_ids)
+        f.packet = Publish(d.message.topic, old.payload, old.qos, old.retain, True,
+                           pid, props)  # [MQTT-3.3.1-1] DUP 1 on a re-delivery
+        if conn.maximum_packet_size is not None and \
+                len(encode(f.packet, conn.protocol_level)) > conn.maximum_packet_size:
+            # the new connection allows less: discarded as if sent [MQTT-3.1.2-24] [MQTT-3.1.2-25]
+            del session.inflight[pid]
+            self.recorder.delivery_done(session, f.delivery)  # or a restart would bring it back
+            self.stats["dropped_too_large"] += 1
+            return
+        self.outbox.send(conn, f.packet)
+
