@@ -75,7 +75,7 @@ class Announcer:
         self._p_prefix, _, self._p_suffix = cfg.presence_topic.partition("{client_id}")
         # client id -> (restored at, why, had a will) while its recovery grace period runs
         self.recovering: dict[str, tuple[float, Cause, bool]] = {}
-        timers.register(_RECOVERED, self.recovery_ended)
+        timers.register(TimerKind.RECOVERED, self.recovery_ended)
 
     def wall_ms(self, mono: float) -> int:
         return int(round((mono + self.wall_offset) * 1000))

@@ -96,14 +96,15 @@ class BrokerCore:
         self.access = access = Access(cfg, lambda cid: s.username if (s := by_id.get(cid)) is not None else None)
         self.tree = SubscriptionTree()
         self.retained = RetainedStore()
-        # the will keeper publishes through the router, which it is built before: a late-bound call
-        self.wills = wills = WillKeeper(timers, self.timeline,
-                                        LocalWillFiring(lambda m, now: self.router.route(m, now)),
-                                        recorder.session, cause_property=cfg.will_cause_property,
-                                        authorize=access.will_denied)
+        # the will keeper publishes through the router, which needs it (to tell it of dropped will
+        # deliveries): the firing gets the router once it is built
+        firing = LocalWillFiring()
+        self.wills = wills = WillKeeper(timers, self.timeline, firing, recorder.session,
+                                        cause_property=cfg.will_cause_property, authorize=access.will_denied)
         self.deliverer = deliverer = Deliverer(cfg, outbox, recorder, wills, limits, stats)
         self.router = router = LocalRouter(self.tree, self.retained, by_id, deliverer, access, wills,
                                            recorder, timers, stats)
+        firing.publish = router.route
         self.ownership = sessions = LocalSessions(by_id, router, wills, timers, recorder)
         wills.register_timers(by_id.get)
         self.announce = announce = Announcer(cfg, timers, wills, router.route, router.has_subscribers_under,
@@ -181,7 +182,7 @@ class BrokerCore:
         # cert_username: the Common Name of the client's verified TLS certificate, when
         # tls_cert_cn_as_username is on (edge/tls.py); see Conn.cert_username
         self.connections.open(conn_id, now, peer, sockport, cert_username)
-        return self.outbox.take()
+        return self.outbox.take() if self.outbox.actions else []
 
     def data_received(self, conn_id: int, data: bytes, now: float) -> list[Action]:
         conn = self.connections.conns.get(conn_id)
@@ -221,7 +222,7 @@ class BrokerCore:
 
     def connection_lost(self, conn_id: int, ended: ConnectionEnded, now: float) -> list[Action]:
         self.connections.lost(conn_id, ended, now)
-        return self.outbox.take()
+        return self.outbox.take() if self.outbox.actions else []
 
     def authenticated(self, conn_id: int, ok: bool, now: float) -> list[Action]:
         """The edge's answer to an ``Authenticate`` action (see ConnectHandler.authenticated)."""

@@ -91,17 +91,17 @@ class ConnectHandler:
             assigned = self._validate(conn, p, now)
             if not self._authenticate(conn, p):
                 return  # waiting for the password check: authenticated() comes back here
-            self._authorize_will(conn, p)
+            if p.will is not None and self.access.acl is not None:
+                self._authorize_will(conn, p)
         except Refused as r:
             self._refuse(conn, r, p.will, now)
             return
         grant = self._grant(conn, p)
         # -- accepted from here on
-        self.connections.connect_accepted(conn)
         self._take_over(conn, now)
         session, session_present = self._open_session(conn, p, grant, now)
         self._reply(conn, p, session, session_present, grant, assigned)
-        self.connections.start_keep_alive(conn, now)
+        self.connections.accepted(conn, now)  # no connect timeout; keep-alive from now on
         if session_present:
             self.deliverer.resend_inflight(conn, session)
             self.deliverer.pump(session, now)
@@ -123,14 +123,13 @@ class ConnectHandler:
                 # enhanced authentication is not offered: refuse the method [MQTT-4.12.0-1]
                 raise Refused(_BAD_AUTHENTICATION_METHOD, "authentication method not supported",
                               "MQTT-4.12.0-1")
-        assigned = self._client_id(conn, p)
+        assigned = self._client_id(conn, p) if not p.client_id else None
         if p.will is not None:
             self._validate_will(conn.client_id, p.will, v5, now)  # before anything is stored [MQTT-3.1.2-7]
         return assigned
 
     def _client_id(self, conn: Conn, p: Connect) -> str | None:
-        if p.client_id:
-            return None
+        """An empty client identifier: one is assigned, or the CONNECT refused."""
         if p.protocol_level == PROTOCOL_5:
             conn.client_id = self.new_client_id()  # [MQTT-3.2.2-16] returned in CONNACK
             return conn.client_id
@@ -184,7 +183,7 @@ class ConnectHandler:
 
     def _authorize_will(self, conn: Conn, p: Connect) -> None:
         will = p.will
-        if will is not None and not self.access.may_publish(conn.username, conn.client_id, will.topic):
+        if not self.access.may_publish(conn.username, conn.client_id, will.topic):
             # a will its client may not publish is refused with the CONNECT: CONNACK 0x87 Not authorized
             # (3.1.1: return code 5), rather than accepted and dropped when the client dies
             self.stats["auth_refused"] += 1

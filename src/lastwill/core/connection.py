@@ -21,6 +21,7 @@ from ..codec.packets import PROTOCOL_5, Connack, Connect, Disconnect, Packet
 from ..codec.reason_codes import DISCONNECT_CODES, ReasonCode
 from ..config import Config
 from ..errors import MqttError, ProtocolError, UnsupportedProtocolVersion
+from .actions import Close
 from .announce import Announcer
 from .causes import Cause, ConnectionEnded
 from .limits import Limits
@@ -71,8 +72,8 @@ class Connections:
         # CONNECT handler of a NEW one
         self.handlers: dict[type, Handler] = {}
         self.on_connect: Handler | None = None
-        timers.register(_TK_KEEP_ALIVE, self._keep_alive_check)
-        timers.register(_CONNECT, self._connect_timeout)
+        timers.register(TimerKind.KEEP_ALIVE, self._keep_alive_check)
+        timers.register(TimerKind.CONNECT, self._connect_timeout)
 
     # -- opening --------------------------------------------------------------------------------
     def open(self, conn_id: int, now: float, peer: str, sockport: int, cert_username: str | None) -> None:
@@ -90,12 +91,10 @@ class Connections:
         self.conns[conn_id] = conn
         self.timers.schedule((_CONNECT, conn_id), now + self.config.connect_timeout)
 
-    def connect_accepted(self, conn: Conn) -> None:
-        """Its CONNECT is accepted: no connect timeout any more."""
+    def accepted(self, conn: Conn, now: float) -> None:
+        """Its CONNECT was accepted: no connect timeout any more; the connection ends if nothing
+        arrives for 1.5 x Keep Alive (0: never) [MQTT-3.1.2-22]."""
         self.timers.cancel((_CONNECT, conn.conn_id))
-
-    def start_keep_alive(self, conn: Conn, now: float) -> None:
-        """[MQTT-3.1.2-22] the connection ends if nothing arrives for 1.5 x Keep Alive (0: never)."""
         if conn.keep_alive:
             self.timers.schedule((_TK_KEEP_ALIVE, conn.conn_id), now + conn.keep_alive * 1.5)
 
@@ -174,7 +173,7 @@ class Connections:
             conn.state = CLOSED
             self.timers.cancel((_TK_KEEP_ALIVE, conn.conn_id))
             self.timers.cancel((_CONNECT, conn.conn_id))
-        self.outbox.close(conn.conn_id, reason)
+        self.outbox.actions.append(Close(conn.conn_id, reason))
 
     def lost(self, conn_id: int, ended: ConnectionEnded, now: float) -> None:
         """The socket closed under us."""

@@ -41,7 +41,7 @@ class SessionOwnership(Protocol):
 
 
 class LocalSessions:
-    __slots__ = ("by_id", "router", "wills", "timers", "recorder")
+    __slots__ = ("by_id", "router", "wills", "timers", "recorder", "get")
 
     def __init__(self, by_id: dict[str, Session], router: Router, wills: WillKeeper, timers: TimerQueue,
                  recorder: Recorder) -> None:
@@ -50,10 +50,8 @@ class LocalSessions:
         self.wills = wills
         self.timers = timers
         self.recorder = recorder
-        timers.register(_SESSION, self._expired)
-
-    def get(self, client_id: str) -> Session | None:
-        return self.by_id.get(client_id)
+        self.get = by_id.get  # client id -> its session, or None (SessionOwnership.get)
+        timers.register(TimerKind.SESSION, self._expired)
 
     def __iter__(self) -> Iterator[Session]:
         return iter(self.by_id.values())

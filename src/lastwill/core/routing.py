@@ -45,7 +45,7 @@ class Router(Protocol):
 
 class LocalRouter:
     __slots__ = ("tree", "retained", "sessions", "deliverer", "access", "wills", "recorder", "timers",
-                 "stats", "_share_cursor", "deliver")
+                 "stats", "_share_cursor", "deliver", "has_subscribers_under")
 
     def __init__(self, tree: SubscriptionTree, retained: RetainedStore, sessions: Mapping[str, Session],
                  deliverer: Deliverer, access: Access, wills: WillKeeper, recorder: Recorder, timers: TimerQueue,
@@ -61,7 +61,9 @@ class LocalRouter:
         self.timers = timers
         self.stats = stats
         self._share_cursor: dict[str, int] = {}
-        timers.register(_RETAINED, self._retained_expired)
+        # (the tree's own method: the $SYS announcer asks on every connect and disconnect)
+        self.has_subscribers_under = tree.has_child
+        timers.register(TimerKind.RETAINED, self._retained_expired)
 
     # -- subscriptions -------------------------------------------------------------------------------
     def subscribe(self, client_id: str, topic_filter: str, options: SubOptions) -> None:
@@ -69,9 +71,6 @@ class LocalRouter:
 
     def unsubscribe(self, client_id: str, topic_filter: str) -> bool:
         return self.tree.remove(client_id, topic_filter)
-
-    def has_subscribers_under(self, first_level: str) -> bool:
-        return self.tree.has_child(first_level)
 
     def retained_matching(self, topic_filter: str, now: float) -> list[Message]:
         return self.retained.matching(topic_filter, now)

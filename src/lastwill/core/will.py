@@ -156,8 +156,8 @@ class LocalWillFiring:
 
     __slots__ = ("publish",)
 
-    def __init__(self, publish: Callable[[Message, float], int]) -> None:
-        self.publish = publish
+    def __init__(self, publish: Callable[[Message, float], int] | None = None) -> None:
+        self.publish = publish  # the router's route (set once the router is built)
 
     def claim(self, client_id: str, state: WillState, now: float) -> bool:
         return True
@@ -217,7 +217,7 @@ class WillKeeper:
 
     def register_timers(self, sessions: Callable[[str], Session | None]) -> None:
         """The will timer fires ``timer_fired`` with the session (``sessions``: client id -> session)."""
-        self.timers.register(_WILL, lambda client_id, now: self.timer_fired(sessions(client_id), now))
+        self.timers.register(TimerKind.WILL, lambda client_id, now: self.timer_fired(sessions(client_id), now))
 
     # -- the query -----------------------------------------------------------------------------
     @staticmethod

@@ -44,17 +44,18 @@ class ReadBudget:
     control slows the client down, as a slower broker would.
     """
 
-    __slots__ = ("turn_running", "request_turn", "budget", "turn_started", "waiting", "chunk_cost", "held", "pauses",
-                 "deferred_bytes")
+    __slots__ = ("turn_running", "request_turn", "budget", "clock", "turn_started", "waiting", "chunk_cost", "held",
+                 "pauses", "deferred_bytes")
 
     def __init__(self, turn_running: Callable[[], bool], request_turn: Callable[[], None],
-                 budget: float = TURN_BUDGET) -> None:
+                 budget: float = TURN_BUDGET, clock: Callable[[], float] = perf_counter) -> None:
         # whether the server's end-of-turn flush is already scheduled (a turn is under way), and how
         # to ask for one (Server._flush calls next_turn)
         self.turn_running = turn_running
         self.request_turn = request_turn
         self.budget = budget
-        self.turn_started = 0.0  # perf_counter() when this turn's reads began (the end of Server._flush)
+        self.clock = clock  # seconds, for what reads cost (tests give a fake one)
+        self.turn_started = 0.0  # clock() when this turn's reads began (the end of Server._flush)
         self.waiting: deque = deque()  # paused protocols (MqttProtocol, WebSocketProtocol), oldest first
         self.chunk_cost = budget / 4  # seconds to process one full read buffer (moving average)
         self.held: set[int] = set()  # paused for a password check (edge/security.py), which resumes them
@@ -72,7 +73,7 @@ class ReadBudget:
         if not full:
             proto.data_received(data)
             return
-        started = perf_counter()
+        started = self.clock()
         if not self.turn_running():  # the first read since the loop was idle: a turn starts
             self.turn_started = started
         if started - self.turn_started >= self.budget and self.deferred_bytes < DEFER_LIMIT:
@@ -81,7 +82,7 @@ class ReadBudget:
             self._pause(proto)
             return
         proto.data_received(data)
-        ended = perf_counter()
+        ended = self.clock()
         self._measured(proto, len(data), ended - started)
         if ended - self.turn_started >= self.budget:
             self._pause(proto)
@@ -113,14 +114,14 @@ class ReadBudget:
         proto.deferred = None
         for data in chunks:
             self.deferred_bytes -= len(data)
-            started = perf_counter()
+            started = self.clock()
             proto.data_received(data)
-            self._measured(proto, len(data), perf_counter() - started)
+            self._measured(proto, len(data), self.clock() - started)
 
     def next_turn(self) -> None:
         """A turn starts: serve the longest-waiting connections, as many as the budget fits."""
         waiting = self.waiting
-        start = perf_counter()
+        start = self.clock()
         if waiting:
             n = max(1, int(self.budget / self.chunk_cost)) if self.chunk_cost > 0 else len(waiting)
             while waiting and n > 0:
@@ -131,6 +132,6 @@ class ReadBudget:
                 if not transport.is_closing() and not (proto.conn_id and proto.conn_id in self.held):
                     transport.resume_reading()
                 n -= 1
-                if perf_counter() - start >= self.budget:
+                if self.clock() - start >= self.budget:
                     break
         self.turn_started = start
