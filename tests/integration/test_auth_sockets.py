@@ -22,6 +22,7 @@ from lastwill.cli import main
 from lastwill.codec.encoder import encode
 from lastwill.codec.packets import Connect, Pingreq, Will
 from tests.integration.test_durability import BrokerProcess, free_port, wait_until
+from tests.rawclient import RawSocket
 
 pytestmark = pytest.mark.integration
 
@@ -73,16 +74,13 @@ def paho(port: int, client_id: str, user: str | None = None, password: str | Non
 
 def raw_connack(port: int, connect: Connect) -> tuple[bytes, float]:
     """Send one CONNECT on a plain socket; return the CONNACK's bytes and how long the answer took."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+    c = RawSocket(port, timeout=10)
+    try:
         started = time.perf_counter()
-        s.sendall(encode(connect, connect.protocol_level))
-        data = b""
-        while len(data) < 2 or len(data) < 2 + data[1]:
-            chunk = s.recv(256)
-            if not chunk:
-                break
-            data += chunk
-        return data, time.perf_counter() - started
+        c.send(encode(connect, connect.protocol_level))
+        return c.read(), time.perf_counter() - started
+    finally:
+        c.close()
 
 
 # ==== authentication ==============================================================================

@@ -21,7 +21,8 @@ import pytest
 
 from lastwill.codec.encoder import encode
 from lastwill.codec.packets import Connect, Pingreq, Publish, Will
-from tests.integration.serve import RawClient, ServeProcess
+from tests.integration.serve import ServeProcess
+from tests.rawclient import RawClient
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ import pytest
 
 from lastwill.codec.encoder import encode
 from lastwill.codec.packets import Connect, Disconnect, Publish, Will
-from tests.integration.serve import RawClient
+from tests.rawclient import RawClient
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,8 @@ import pytest
 
 from lastwill.codec.encoder import encode
 from lastwill.codec.packets import Pingreq, Publish, Will
-from tests.integration.serve import RawClient, ServeProcess
+from tests.integration.serve import ServeProcess
+from tests.rawclient import RawClient
 
 pytestmark = pytest.mark.integration
 
@@ -210,7 +211,8 @@ def test_client_that_sends_but_never_reads_is_closed_memory_bounded(serve):
 
 def test_websocket_client_that_sends_but_never_reads_is_closed(broker_factory):
     """The same rule on a ws_listen connection: PINGREQs in binary frames, never a read."""
-    from tests.integration.transports import RawWebSocket, connect_packet
+    from tests.integration.transports import RawWebSocket
+    from tests.rawbytes import connect_packet
 
     b = broker_factory(ws_listen=["127.0.0.1:0"])
     port = b.broker.ports("ws")[0]

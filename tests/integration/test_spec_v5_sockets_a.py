@@ -7,76 +7,20 @@ DISCONNECT reason code before the close.
 
 from __future__ import annotations
 
-import socket
+from functools import partial
 
 import pytest
 
 from lastwill.codec.primitives import encode_varint
-from tests.rawbytes import packet, props, s, u16
+from tests.rawbytes import connect_packet, packet, props, read_vbi, s, u16
+from tests.rawclient import RawSocket
 
-
-def connect(client_id: str, *, clean: bool = True, properties: bytes = b"\x00") -> bytes:
-    flags = 0x02 if clean else 0
-    return packet(0x10, s("MQTT") + bytes((5, flags)) + u16(0) + properties + s(client_id))
+# this file's CONNECTs: MQTT 5.0, keep-alive 0
+connect = partial(connect_packet, version=5, keep_alive=0)
 
 
 def session_expiry(seconds: int) -> bytes:
     return b"\x11" + seconds.to_bytes(4, "big")
-
-
-class Wire:
-    """A raw TCP MQTT client: send bytes, read whole packets as bytes."""
-
-    def __init__(self, port: int):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-        self.buf = b""
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def _need(self, n: int) -> bool:
-        while len(self.buf) < n:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                return False
-            self.buf += chunk
-        return True
-
-    def read(self) -> bytes | None:
-        """One whole packet (fixed header included), or None at EOF."""
-        if not self._need(2):
-            return None
-        i = 1
-        while True:
-            if not self._need(i + 1):
-                return None
-            if not self.buf[i] & 0x80:
-                break
-            i += 1
-        length, rl = read_vbi(self.buf, 1)
-        total = 1 + len(rl) + length
-        if not self._need(total):
-            return None
-        pkt, self.buf = self.buf[:total], self.buf[total:]
-        return pkt
-
-    def eof(self) -> bool:
-        return not self._need(len(self.buf) + 1)
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-def read_vbi(data: bytes, off: int) -> tuple[int, bytes]:
-    start = off
-    value = shift = 0
-    while True:
-        b = data[off]
-        off += 1
-        value |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return value, data[start:off]
-        shift += 7
 
 
 def assert_minimal(encoded: bytes) -> None:
@@ -88,8 +32,8 @@ def assert_minimal(encoded: bytes) -> None:
 def wires(broker):
     made = []
 
-    def make() -> Wire:
-        w = Wire(broker.port)
+    def make() -> RawSocket:
+        w = RawSocket(broker.port)
         made.append(w)
         return w
     yield make
@@ -99,13 +43,13 @@ def wires(broker):
 
 def test_wire_connack_flags_reserved_bits_zero_v5_MQTT_3_2_2_1(wires):
     a = wires()
-    a.send(connect("wire-a", clean=False, properties=props(session_expiry(60))))
+    a.send(connect("wire-a", flags=0x00, properties=props(session_expiry(60))))
     ack = a.read()
     assert ack[0] == 0x20 and ack[2] == 0x00 and ack[3] == 0x00  # no session yet: flags 0
     a.send(b"\xe0\x00")
-    assert a.eof()
+    assert a.closed_by_server()
     b = wires()
-    b.send(connect("wire-a", clean=False))
+    b.send(connect("wire-a", flags=0x00))
     ack = b.read()
     assert ack[0] == 0x20 and ack[2] == 0x01 and ack[3] == 0x00  # Session Present only; bits 7-1 zero
 
@@ -152,7 +96,7 @@ def test_wire_ill_formed_utf8_gets_disconnect_0x81_then_close_v5_MQTT_1_5_4_1(wi
     c.send(packet(0x32, s(b"a\xed\xa0\x80") + u16(1) + b"\x00" + b"x"))
     d = c.read()
     assert d[0] == 0xE0 and d[2] == 0x81  # DISCONNECT, Malformed Packet
-    assert c.eof()
+    assert c.closed_by_server()
 
 
 def test_wire_never_beyond_client_maximum_packet_size_v5_MQTT_3_1_2_24_MQTT_3_2_2_19(wires):
@@ -161,7 +105,7 @@ def test_wire_never_beyond_client_maximum_packet_size_v5_MQTT_3_1_2_24_MQTT_3_2_
     c.send(connect("wire-m", properties=props(b"\x27" + limit.to_bytes(4, "big"), b"\x15" + s("SCRAM-SHA-1"))))
     ack = c.read()
     assert ack[0] == 0x20 and ack[3] == 0x8C and len(ack) <= limit
-    assert c.eof()
+    assert c.closed_by_server()
     d = wires()
     limit = 60
     d.send(connect("wire-n", properties=props(b"\x27" + limit.to_bytes(4, "big"))))
@@ -179,4 +123,4 @@ def test_wire_never_beyond_client_maximum_packet_size_v5_MQTT_3_1_2_24_MQTT_3_2_
     d.send(b"\x41\x02\x00\x01")  # PUBACK with a reserved flag set: DISCONNECT 0x81, small enough
     disc = d.read()
     assert disc[0] == 0xE0 and disc[2] == 0x81 and len(disc) <= limit
-    assert d.eof()
+    assert d.closed_by_server()

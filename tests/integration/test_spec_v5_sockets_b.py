@@ -5,7 +5,6 @@ stream of bytes, whatever the segmentation; and a complete MQTT 5 session with p
 from __future__ import annotations
 
 import queue
-import socket
 import threading
 import time
 
@@ -14,7 +13,6 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from lastwill.codec.decoder import Decoder
 from lastwill.codec.encoder import encode
 from lastwill.codec.packets import (
     Connack,
@@ -29,40 +27,9 @@ from lastwill.codec.packets import (
     Subscribe,
     Subscription,
 )
+from tests.rawclient import RawClient
 
 pytestmark = pytest.mark.integration
-
-
-class RawClient:
-    """A bare TCP socket speaking MQTT 5 through lastwill's own codec (client side)."""
-
-    def __init__(self, port: int):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.decoder = Decoder(server_side=False, protocol_level=5)
-        self.received: list = []
-
-    def send_in_pieces(self, data: bytes, size: int, pause: float = 0.0) -> None:
-        for i in range(0, len(data), size):
-            self.sock.sendall(data[i:i + size])
-            if pause:
-                time.sleep(pause)
-
-    def read_until(self, count: int, timeout: float = 5.0) -> list:
-        deadline = time.monotonic() + timeout
-        while len(self.received) < count and time.monotonic() < deadline:
-            self.sock.settimeout(max(0.05, deadline - time.monotonic()))
-            try:
-                chunk = self.sock.recv(65536)
-            except TimeoutError:
-                break
-            if not chunk:
-                break
-            self.received.extend(self.decoder.feed(chunk))
-        return self.received
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def _session_bytes(n: int) -> bytes:
@@ -82,7 +49,7 @@ def _session_bytes(n: int) -> bytes:
 @pytest.mark.parametrize("piece", [1, 7, 1000])
 def test_v5_stream_split_at_any_byte_processed_in_order_MQTT_4_2_1_MQTT_4_2_0_1(broker, piece):
     n = 24
-    c = RawClient(broker.port)
+    c = RawClient(broker.port, level=5, nodelay=True)
     try:
         c.send_in_pieces(_session_bytes(n), piece)
         # CONNACK, SUBACK, per PUBLISH: its echo (+ PUBACK / PUBREC), and PINGRESP
@@ -104,7 +71,7 @@ def test_v5_stream_split_at_any_byte_processed_in_order_MQTT_4_2_1_MQTT_4_2_0_1(
 
 def test_v5_packets_split_across_slow_segments_MQTT_4_2_1_MQTT_4_2_0_1(broker):
     """A packet arriving in pieces, with pauses between them, is read as one packet."""
-    c = RawClient(broker.port)
+    c = RawClient(broker.port, level=5, nodelay=True)
     try:
         c.send_in_pieces(encode(Connect(client_id="slow", protocol_level=5, keep_alive=30), 5), 3, pause=0.02)
         assert isinstance(c.read_until(1)[0], Connack)

@@ -22,7 +22,8 @@ from lastwill.config import Config, load_config
 from lastwill.edge.tls import server_context
 from lastwill.errors import ConfigError
 from tests.integration.certs import make_certs
-from tests.integration.transports import Client, client_tls_context, connect_packet, wait_log
+from tests.integration.transports import Client, client_tls_context, wait_log
+from tests.rawbytes import connect_packet
 
 pytestmark = pytest.mark.integration
 

@@ -19,21 +19,13 @@ import pytest
 from wsproto.events import BytesMessage, TextMessage
 
 from tests.integration.certs import make_certs
-from tests.integration.transports import (
-    DISCONNECT,
-    Client,
-    RawWebSocket,
-    connect_packet,
-    publish_packet,
-    subscribe_packet,
-    wait_log,
-)
+from tests.integration.transports import Client, RawWebSocket, wait_log
+from tests.rawbytes import DISCONNECT, PINGREQ, PINGRESP, connect_packet, publish_packet, subscribe_packet
 
 pytestmark = pytest.mark.integration
 
 MQTTJS = Path(__file__).parent / "mqttjs"
 CONNACK_OK_V311 = b"\x20\x02\x00\x00"
-PINGREQ, PINGRESP = b"\xc0\x00", b"\xd0\x00"
 
 
 @pytest.fixture(scope="module")

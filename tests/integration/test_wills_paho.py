@@ -142,16 +142,15 @@ def test_paho_qos_round_trip(broker, version):
 
 def _raw_client_with_will(port: int, client_id: str, topic: str):
     """A raw TCP client that sends an MQTT 3.1.1 CONNECT with a will and waits for its CONNACK."""
-    import socket
-
     from lastwill.codec.encoder import encode
     from lastwill.codec.packets import Connect, Will
+    from tests.rawclient import RawSocket
 
-    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-    sock.sendall(encode(Connect(client_id=client_id, protocol_level=4, keep_alive=60,
-                                will=Will(topic, b"gone", 1, False)), 4))
-    assert sock.recv(4) == b"\x20\x02\x00\x00"  # CONNACK, accepted
-    return sock
+    c = RawSocket(port)
+    c.send(encode(Connect(client_id=client_id, protocol_level=4, keep_alive=60,
+                          will=Will(topic, b"gone", 1, False)), 4))
+    assert c.read() == b"\x20\x02\x00\x00"  # CONNACK, accepted
+    return c.sock
 
 
 def test_half_close_publishes_will_v311_MQTT_3_1_2_8(broker, observer_factory):

@@ -1,6 +1,7 @@
 """Helpers for the TLS and WebSocket tests: a paho-mqtt client over any transport (TCP, TLS,
 WebSockets, WebSockets over TLS) driven step by step, a raw WebSocket client (wsproto) for the
-frame-level rules, and waiting for a broker log line."""
+frame-level rules, and waiting for a broker log line. The MQTT bytes they send by hand come from
+tests/rawbytes.py."""
 
 from __future__ import annotations
 
@@ -102,43 +103,6 @@ def client_tls_context(certs, cert: bool = True) -> ssl.SSLContext:
     if cert:
         ctx.load_cert_chain(str(certs.client_cert), str(certs.client_key))
     return ctx
-
-
-# ---- MQTT packets, by hand --------------------------------------------------------------------
-def connect_packet(client_id: str, version: int = 4, will: tuple[str, bytes] | None = None,
-                   keep_alive: int = 60) -> bytes:
-    """A CONNECT (3.1.1 or 5.0, clean start) with an optional QoS 0 will."""
-    def s(b: bytes) -> bytes:
-        return len(b).to_bytes(2, "big") + b
-    flags = 0x02 | (0x04 if will else 0)
-    var = s(b"MQTT") + bytes([version, flags]) + keep_alive.to_bytes(2, "big") + (b"\x00" if version == 5 else b"")
-    payload = s(client_id.encode())
-    if will:
-        payload += (b"\x00" if version == 5 else b"") + s(will[0].encode()) + s(will[1])
-    return fixed(0x10, var + payload)
-
-
-def subscribe_packet(packet_id: int, topic: str, qos: int = 0, version: int = 4) -> bytes:
-    body = packet_id.to_bytes(2, "big") + (b"\x00" if version == 5 else b"")
-    body += len(topic.encode()).to_bytes(2, "big") + topic.encode() + bytes([qos])
-    return fixed(0x82, body)
-
-
-def publish_packet(topic: str, payload: bytes, version: int = 4) -> bytes:
-    body = len(topic.encode()).to_bytes(2, "big") + topic.encode() + (b"\x00" if version == 5 else b"") + payload
-    return fixed(0x30, body)
-
-
-def fixed(first: int, body: bytes) -> bytes:
-    n, out = len(body), bytearray([first])
-    while True:
-        b, n = n % 128, n // 128
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out) + body
-
-
-DISCONNECT = b"\xe0\x00"
 
 
 class RawWebSocket:
