@@ -21,7 +21,8 @@ from lastwill.codec.encoder import encode
 from lastwill.codec.packets import Connect, Publish, Will
 from lastwill.config import Config
 from lastwill.edge.server import Server
-from lastwill.edge.tcp import MqttProtocol, ReadBudget
+from lastwill.edge.budget import ReadBudget
+from lastwill.edge.tcp import MqttProtocol
 
 
 class Handle:
@@ -235,10 +236,8 @@ class Edge:
     def __init__(self, config: Config | None = None, budget: float | None = None):
         self.clock = FakeClock()
         self.loop = FakeLoop(self.clock)
-        self.server = Server(config or Config())
+        self.server = Server(config or Config(), **({} if budget is None else {"turn_budget": budget}))
         self.server.loop = self.loop  # what Server.start() sets (it also opens the listeners)
-        if budget is not None:
-            self.server.reads = ReadBudget(self.server, budget=budget)
         self.events: list[tuple[str, str]] = []  # (peer, transport call), every peer, in order
         self._ports = itertools.count(40000)
 

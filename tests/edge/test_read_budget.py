@@ -7,7 +7,7 @@ comes near it. A read that does not fill the buffer is always processed at once.
 from __future__ import annotations
 
 from lastwill.codec.packets import Subscribe, Subscription, Will
-from lastwill.edge.tcp import DEFER_LIMIT
+from lastwill.edge.budget import DEFER_LIMIT
 
 from .fakes import Edge, filler, publish_stream, sequence
 

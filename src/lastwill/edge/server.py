@@ -15,7 +15,7 @@ from ..core.actions import Authenticate, Close, Send
 from ..core.broker import BrokerCore
 from ..core.causes import Cause, ConnectionEnded, lost, lost_because
 from ..storage.base import Batch, Storage
-from .budget import ReadBudget
+from .budget import TURN_BUDGET, ReadBudget
 from .commits import CommitStats
 from .security import Security
 from .tcp import UNSENT_HARD_LIMIT, MqttProtocol
@@ -37,7 +37,8 @@ _INTERNAL_ERROR = lost_because(Cause.INTERNAL_ERROR, "internal error in the brok
 
 
 class Server:
-    def __init__(self, config: Config, core: BrokerCore | None = None, storage: Storage | None = None):
+    def __init__(self, config: Config, core: BrokerCore | None = None, storage: Storage | None = None,
+                 turn_budget: float = TURN_BUDGET):
         self.config = config
         self.storage = storage
         self.core = core or BrokerCore(config, persist=storage is not None)
@@ -49,7 +50,7 @@ class Server:
         self._pending: list = []
         self.flush_scheduled = False
         # bounded read work per loop turn, round-robin (edge/budget.py)
-        self.reads = ReadBudget(lambda: self.flush_scheduled, lambda: self.run(()))
+        self.reads = ReadBudget(lambda: self.flush_scheduled, lambda: self.run(()), turn_budget)
         self._wall_offset = float("-inf")  # set at the first call of wall_offset()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.transports: dict[int, asyncio.Transport] = {}
