@@ -20,8 +20,8 @@ from lastwill.codec.decoder import Decoder
 from lastwill.codec.encoder import encode
 from lastwill.codec.packets import Connect, Publish, Will
 from lastwill.config import Config
-from lastwill.edge.server import Server
 from lastwill.edge.budget import ReadBudget
+from lastwill.edge.server import Server
 from lastwill.edge.tcp import MqttProtocol
 
 
