@@ -7,7 +7,6 @@ from functools import partial
 import pytest
 
 from lastwill.codec.packets import Pingreq
-from lastwill.core.broker import BrokerCore
 from tests.rawbytes import DISCONNECT, PINGREQ, PINGRESP, connect_packet, publish_packet, subscribe_packet
 from tests.rawclient import RawSocket
 
@@ -71,15 +70,15 @@ def test_plain_client_needs_no_extension_to_interoperate_v311_MQTT_7_0_0_2(raw):
 def test_transient_error_closes_only_that_connection_v311_MQTT_4_8_0_2(broker, raw):
     """An error while processing one client's packet (here: simulated memory exhaustion in the PINGREQ
     handler, for that client only) closes that client's connection; the others carry on."""
-    core = broker.broker.core
-    original = BrokerCore._handlers[Pingreq]
+    handlers = broker.broker.core.connections.handlers
+    original = handlers[Pingreq]
 
-    def flaky(self, conn, packet, now):
+    def flaky(conn, packet, now):
         if conn.client_id == "victim":
             raise MemoryError("simulated transient error")
-        return original(self, conn, packet, now)
+        return original(conn, packet, now)
 
-    broker.call(lambda: setattr(core, "_handlers", {**BrokerCore._handlers, Pingreq: flaky}))
+    broker.call(lambda: handlers.__setitem__(Pingreq, flaky))
     watcher = raw("watcher")
     watcher.send(subscribe_packet(1, "dead/#", 1))
     assert watcher.read() == b"\x90\x03\x00\x01\x01"
