@@ -1264,7 +1264,7 @@ def test_unsubscribe_matches_filters_character_by_character_v311_MQTT_3_10_4_1()
     c = connect311(h)
     c.subscribe("a/+", qos=0)
     c.subscribe("A/b", qos=0)
-    for near_miss in ("a/b", "a/#", "a/+/", "A/B", "a/ +"):
+    for near_miss in ("a/b", "a/#", "a/+/", "A/B", "a /+"):  # ("a/ +" is invalid: the connection closes)
         c.send_bytes(unsubscribe_bytes(1, near_miss))
     assert set(h.core.sessions["c"].subscriptions) == {"a/+", "A/b"}
     p = connect311(h, "p")

@@ -389,9 +389,13 @@ def test_qos2_publish_unacknowledged_until_pubrec_v5_MQTT_4_3_3_3():
     s.subscribe("t", qos=2)
     h.connect("p").publish("t", b"x", qos=2)
     (m,) = s.messages()
+    # neither acknowledges it; each is also a protocol error that ends the connection (tests/core/test_ack_kind.py)
     s.send(Puback(m.packet_id))  # not a PUBREC
+    assert s.closed
+    s = h.connect("s", clean_start=False, session_expiry_interval=100)
+    s.messages()
     s.send(Pubcomp(m.packet_id))  # not a PUBREC
-    s.drop()
+    assert s.closed
     s2 = h.connect("s", clean_start=False)
     (again,) = s2.messages()
     assert (again.packet_id, again.qos, again.dup) == (m.packet_id, 2, True)

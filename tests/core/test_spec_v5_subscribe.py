@@ -10,6 +10,7 @@ import unicodedata
 
 from lastwill.codec.encoder import encode
 from lastwill.codec.packets import Puback, Pubcomp, Pubrec, Subscribe, Subscription, Unsubscribe
+from lastwill.config import MAX_PACKET_LIMIT
 from tests.core.harness import Harness
 
 # 3.9.3 Table 3-8 Subscribe Reason Codes
@@ -197,8 +198,9 @@ def test_suback_code_is_granted_qos_or_failure_v5_MQTT_3_8_4_7():
     p.publish("two", b"a", qos=1)
     p.publish("zero", b"b", qos=1)
     assert [(m.topic, m.qos) for m in c.messages()] == [("two", 1), ("zero", 0)]
-    # a failed subscription does not exist
-    assert c.unsubscribe("bad/#/x") == [0x11]
+    # a failed subscription does not exist (and the invalid filter is refused by UNSUBSCRIBE too)
+    assert "bad/#/x" not in h.core.sessions["c"].subscriptions
+    assert c.unsubscribe("bad/#/x") == [0x8F]
 
 
 # ---- 3.9: SUBACK ---------------------------------------------------------------------------------
@@ -230,7 +232,8 @@ def _audit_sizes(c, limit: int, kind: str) -> list:
 
 
 def test_suback_properties_never_exceed_client_maximum_packet_size_v5_MQTT_3_9_2_1_MQTT_3_9_2_2():
-    h = Harness(shared_subscription_available=False)
+    # a CONNACK of 12 bytes at most (the client must get one to send SUBSCRIBE [MQTT-3.1.2-24])
+    h = Harness(shared_subscription_available=False, receive_maximum=65535, topic_alias_maximum=0)
     c = h.connect("c", maximum_packet_size=12, request_problem_information=1)
     c.send(Subscribe(1, [Subscription("a/#/b", 1)]))  # failures the broker could explain
     c.send(Subscribe(2, [Subscription("$share/g/t", 1)]))
@@ -330,7 +333,8 @@ def test_unsuback_uses_unsubscribe_reason_codes_v5_MQTT_3_11_3_2():
 
 
 def test_unsuback_properties_never_exceed_client_maximum_packet_size_v5_MQTT_3_11_2_1_MQTT_3_11_2_2():
-    h = Harness()
+    # a CONNACK of 8 bytes at most (the client must get one to send UNSUBSCRIBE [MQTT-3.1.2-24])
+    h = Harness(receive_maximum=65535, topic_alias_maximum=0, max_packet_size=MAX_PACKET_LIMIT)
     c = h.connect("c", maximum_packet_size=8, request_problem_information=1)
     c.send(Unsubscribe(1, ["never-subscribed"]))  # 0x11: the broker could explain it
     c.send(Unsubscribe(2, ["bad/#/x"]))

@@ -1,5 +1,6 @@
 """Test certificates, made with the openssl command (Debian's openssl package; scripts/test.sh installs
-it): a CA, a server certificate for localhost and 127.0.0.1, client certificates, and bad ones.
+it): a CA, a server certificate for localhost and 127.0.0.1, client certificates, and bad ones (another
+CA's, an expired one).
 
 ``make_certs(folder)`` returns a ``Certs`` with the paths. P-256 keys: quick to generate.
 """
@@ -34,6 +35,8 @@ class Certs:
     rogue_ca: Path  # another CA, not trusted by the broker
     rogue_cert: Path  # CN=sensor-7 too, signed by rogue_ca
     rogue_key: Path
+    expired_cert: Path  # CN=old-sensor, signed by ca, valid only on 2020-01-01
+    expired_key: Path
     other_key: Path  # a key that matches none of the certificates
     encrypted_key: Path  # server_key, encrypted with the passphrase "secret"
 
@@ -62,6 +65,22 @@ def _leaf(name: str, subject: str, ca: str, usage: str, san: str, cwd: Path) -> 
              "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.ext", cwd=cwd)
 
 
+def _expired_leaf(name: str, subject: str, ca: str, cwd: Path) -> None:
+    """A client certificate signed by ``ca`` that expired long ago (``openssl ca`` sets the dates)."""
+    _key(f"{name}.key", cwd)
+    _openssl("req", "-new", "-key", f"{name}.key", "-out", f"{name}.csr", "-subj", subject, cwd=cwd)
+    (cwd / f"{name}.ext").write_text(LEAF_EXT.format(usage="clientAuth", san=""))
+    db = cwd / f"{name}-ca"
+    db.mkdir(exist_ok=True)
+    (db / "index.txt").write_text("")
+    (db / "serial").write_text("1000\n")
+    (db / "ca.cnf").write_text(f"[ca]\ndefault_ca = d\n[d]\ndatabase = {db}/index.txt\nnew_certs_dir = {db}\n"
+                               f"serial = {db}/serial\ndefault_md = sha256\npolicy = p\n[p]\ncommonName = supplied\n")
+    _openssl("ca", "-batch", "-config", str(db / "ca.cnf"), "-cert", f"{ca}.crt", "-keyfile", f"{ca}.key",
+             "-in", f"{name}.csr", "-out", f"{name}.crt", "-startdate", "20200101000000Z",
+             "-enddate", "20200102000000Z", "-extfile", f"{name}.ext", "-notext", cwd=cwd)
+
+
 def make_certs(folder: Path) -> Certs:
     if shutil.which("openssl") is None:
         raise RuntimeError("the openssl command is missing: scripts/test.sh installs Debian's openssl package")
@@ -72,6 +91,7 @@ def make_certs(folder: Path) -> Certs:
     _leaf("client", "/O=acme/CN=sensor-7", "ca", "clientAuth", "", folder)
     _leaf("no-cn", "/O=acme", "ca", "clientAuth", "", folder)
     _leaf("rogue", "/CN=sensor-7", "rogue-ca", "clientAuth", "", folder)
+    _expired_leaf("expired", "/CN=old-sensor", "ca", folder)
     _key("other.key", folder)
     _openssl("pkey", "-in", "server.key", "-aes256", "-passout", "pass:secret", "-out", "encrypted.key", cwd=folder)
     return Certs(
@@ -80,5 +100,6 @@ def make_certs(folder: Path) -> Certs:
         client_cert=folder / "client.crt", client_key=folder / "client.key",
         no_cn_cert=folder / "no-cn.crt", no_cn_key=folder / "no-cn.key",
         rogue_ca=folder / "rogue-ca.crt", rogue_cert=folder / "rogue.crt", rogue_key=folder / "rogue.key",
+        expired_cert=folder / "expired.crt", expired_key=folder / "expired.key",
         other_key=folder / "other.key", encrypted_key=folder / "encrypted.key",
     )

@@ -186,6 +186,84 @@ def test_tls_client_certificate_from_another_ca_refused(tls_broker, certs, lastw
     wait_log(lastwill_log, "CERTIFICATE_VERIFY_FAILED")
 
 
+# ---- a refused client certificate: the client is told why, with a TLS alert (RFC 8446 6.2) --------
+def tls_alert(port: int, ctx: ssl.SSLContext) -> ssl.SSLError:
+    """Connect, then send a CONNECT and read: the TLS alert the broker sent, as the client's SSLError.
+    (TLS 1.2: it comes during the handshake. TLS 1.3: the client's side of the handshake is done
+    before the server checks the certificate, so it comes at the first read.)"""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        tls = ctx.wrap_socket(sock, server_hostname="localhost")
+        tls.sendall(connect_packet("alerted"))
+        data = tls.recv(4)
+    except ssl.SSLError as e:
+        return e
+    finally:
+        sock.close()
+    raise AssertionError(f"no TLS alert: the client read {data!r} (b'': a plain end of file)")
+
+
+def tls12(ctx: ssl.SSLContext) -> ssl.SSLContext:
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
+@pytest.mark.parametrize("tls_version,reason", [
+    ("1.3", "TLSV13_ALERT_CERTIFICATE_REQUIRED"),  # certificate_required (116)
+    ("1.2", "SSLV3_ALERT_HANDSHAKE_FAILURE"),  # TLS 1.2 has no certificate_required: handshake_failure (40)
+])
+def test_tls_alert_sent_to_a_client_without_a_required_certificate(tls_broker, certs, lastwill_log, tls_version,
+                                                                   reason):
+    b = tls_broker(tls_ca=str(certs.ca), tls_require_client_cert=True)
+    ctx = client_tls_context(certs, cert=False)
+    if tls_version == "1.2":
+        tls12(ctx)
+    err = tls_alert(mqtts_port(b), ctx)
+    assert err.reason == reason, err
+    wait_log(lastwill_log, "PEER_DID_NOT_RETURN_A_CERTIFICATE: the client sent no certificate")
+
+
+@pytest.mark.parametrize("tls_version", ["1.3", "1.2"])
+def test_tls_alert_sent_to_a_client_with_an_expired_certificate(tls_broker, certs, lastwill_log, tls_version):
+    b = tls_broker(tls_ca=str(certs.ca), tls_require_client_cert=True)
+    ctx = client_tls_context(certs, cert=False)
+    ctx.load_cert_chain(str(certs.expired_cert), str(certs.expired_key))
+    if tls_version == "1.2":
+        tls12(ctx)
+    err = tls_alert(mqtts_port(b), ctx)
+    assert err.reason == "SSLV3_ALERT_CERTIFICATE_EXPIRED", err  # certificate_expired (45)
+    wait_log(lastwill_log, "CERTIFICATE_VERIFY_FAILED (certificate has expired)")
+
+
+@pytest.mark.parametrize("tls_version", ["1.3", "1.2"])
+def test_tls_alert_sent_to_a_client_with_an_untrusted_certificate(tls_broker, certs, lastwill_log, tls_version):
+    b = tls_broker(tls_ca=str(certs.ca), tls_require_client_cert=True)
+    ctx = client_tls_context(certs, cert=False)
+    ctx.load_cert_chain(str(certs.rogue_cert), str(certs.rogue_key))
+    if tls_version == "1.2":
+        tls12(ctx)
+    err = tls_alert(mqtts_port(b), ctx)
+    assert err.reason == "TLSV1_ALERT_UNKNOWN_CA", err  # unknown_ca (48)
+    wait_log(lastwill_log, "CERTIFICATE_VERIFY_FAILED (unable to get local issuer certificate)")
+    # and the broker goes on: a client with a good certificate is served
+    with raw_tls(mqtts_port(b), client_tls_context(certs, cert=True)) as tls:
+        assert connack_or_error(tls) == CONNACK_OK_V311
+
+
+def test_tls_alert_sent_to_a_client_offering_only_tls_1_1(tls_broker, certs, lastwill_log):
+    b = tls_broker()
+    old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    old.load_verify_locations(str(certs.ca))
+    old.set_ciphers("DEFAULT:@SECLEVEL=0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        old.minimum_version = ssl.TLSVersion.TLSv1_1
+        old.maximum_version = ssl.TLSVersion.TLSv1_1
+    err = tls_alert(mqtts_port(b), old)
+    assert err.reason == "TLSV1_ALERT_PROTOCOL_VERSION", err  # protocol_version (70)
+    wait_log(lastwill_log, "UNSUPPORTED_PROTOCOL")
+
+
 def test_tls_client_certificate_optional_when_not_required(tls_broker, certs):
     b = tls_broker(tls_ca=str(certs.ca))
     with raw_tls(mqtts_port(b), client_tls_context(certs, cert=False)) as tls:

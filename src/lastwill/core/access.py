@@ -63,7 +63,14 @@ class Access:
             return AuthResult(AuthOutcome.REFUSED, ReasonCode.NOT_AUTHORIZED,
                               "clients without a user name are not allowed (allow_anonymous)")
         if not self.passwords:
-            return ACCEPTED  # the user name is taken as given (docs/security.md)
+            if self.anonymous_allowed:
+                return ACCEPTED  # the user name is taken as given (docs/security.md)
+            # anonymous clients are not allowed and no user name can be verified: the name alone is no
+            # proof, so every CONNECT is refused, as mosquitto does (start-up warns: edge/security.py)
+            # [MQTT-3.1.4-2] (3.1.1: [MQTT-3.2.2-5])
+            return AuthResult(AuthOutcome.REFUSED, ReasonCode.NOT_AUTHORIZED,
+                              "no password_file to verify user names, and anonymous clients are not allowed "
+                              "(allow_anonymous)")
         return CHECKING
 
     # -- authorization -------------------------------------------------------------------------------

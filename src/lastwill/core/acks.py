@@ -5,10 +5,20 @@ from __future__ import annotations
 
 from ..codec.packets import PROTOCOL_5, Puback, Pubcomp, Pubrec, Pubrel
 from ..codec.reason_codes import ReasonCode
+from ..errors import ProtocolError
 from .delivery import Deliverer
 from .outbox import Outbox
 from .persistence import Recorder
-from .sessions import AWAIT_PUBACK, AWAIT_PUBCOMP, Conn
+from .sessions import AWAIT_PUBACK, AWAIT_PUBCOMP, AckState, Conn
+
+
+def _wrong_ack(conn: Conn, kind: str, packet_id: int, state: AckState) -> ProtocolError:
+    """A packet identifier in flight acknowledged with another kind than the one it awaits (``state``):
+    a protocol violation. MQTT 5: DISCONNECT 0x82 Protocol Error, then close [MQTT-4.13.1-1]; 3.1.1:
+    close [MQTT-4.8.0-1]. Not a normal disconnect: the will is published [MQTT-3.1.2-8]."""
+    v5 = conn.protocol_level == PROTOCOL_5
+    return ProtocolError(f"{kind} for packet id {packet_id}, which awaits {state.value.upper()}",
+                         rule="MQTT-4.13.1-1" if v5 else "MQTT-4.8.0-1")
 
 
 class AckHandler:
@@ -29,16 +39,20 @@ class AckHandler:
             self.recorder.delivery_done(session, f.delivery)
             if session.queue or conn.resend:
                 self.deliverer.pump(session, now)
+        elif f is not None:  # a QoS 2 message (unknown ids are ignored: a duplicate, a resumed session)
+            raise _wrong_ack(conn, "PUBACK", p.packet_id, f.state)
 
     def on_pubrec(self, conn: Conn, p: Pubrec, now: float) -> None:
         session = conn.session
         f = session.inflight.get(p.packet_id)
-        if f is None or f.state == AWAIT_PUBACK:
+        if f is None:  # not in flight (a duplicate, a resumed session): PUBREL all the same
             if conn.protocol_level == PROTOCOL_5:
                 self.outbox.send(conn, Pubrel(p.packet_id, ReasonCode.PACKET_IDENTIFIER_NOT_FOUND))
             else:
                 self.outbox.send(conn, Pubrel(p.packet_id))
             return
+        if f.state == AWAIT_PUBACK:  # a QoS 1 message (a repeated PUBREC for PUBCOMP gets PUBREL again)
+            raise _wrong_ack(conn, "PUBREC", p.packet_id, f.state)
         if conn.resend:
             conn.resend.pop(p.packet_id, None)  # answered before it was re-sent
         if p.reason_code >= 0x80:  # refused by the receiver: discard, no PUBREL [MQTT-4.3.3-4] [MQTT-4.8.2-6]
@@ -59,6 +73,8 @@ class AckHandler:
             self.recorder.delivery_done(session, f.delivery)
             if session.queue or conn.resend:
                 self.deliverer.pump(session, now)
+        elif f is not None:  # QoS 1, or QoS 2 before PUBREL (unknown ids are ignored)
+            raise _wrong_ack(conn, "PUBCOMP", p.packet_id, f.state)
 
     def on_pubrel(self, conn: Conn, p: Pubrel, now: float) -> None:
         session = conn.session

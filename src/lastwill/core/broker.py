@@ -101,7 +101,7 @@ class BrokerCore:
         firing = LocalWillFiring()
         self.wills = wills = WillKeeper(timers, self.timeline, firing, recorder.session,
                                         cause_property=cfg.will_cause_property, authorize=access.will_denied)
-        self.deliverer = deliverer = Deliverer(cfg, outbox, recorder, wills, limits, stats)
+        self.deliverer = deliverer = Deliverer(cfg, outbox, recorder, wills, limits, access, stats)
         self.router = router = LocalRouter(self.tree, self.retained, by_id, deliverer, access, wills,
                                            recorder, timers, stats)
         firing.publish = router.route

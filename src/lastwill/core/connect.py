@@ -13,13 +13,14 @@ from dataclasses import dataclass
 
 from ..codec.packets import PROTOCOL_5, Connack, Connect, Disconnect, Will
 from ..codec.reason_codes import ReasonCode
-from ..config import Config
+from ..config import MAX_PACKET_LIMIT, Config
 from ..errors import MqttError
 from .access import Access, AuthOutcome
 from .announce import Announcer, is_sys_topic
 from .causes import Cause, ConnectionEnded
 from .connection import Connections
 from .delivery import Deliverer
+from .fit import fit, size
 from .limits import Limits
 from .outbox import Outbox
 from .ownership import SessionOwnership
@@ -43,6 +44,7 @@ _REFUSED = AuthOutcome.REFUSED
 _RETAIN_NOT_SUPPORTED = ReasonCode.RETAIN_NOT_SUPPORTED
 _SESSION_TAKEN_OVER = ReasonCode.SESSION_TAKEN_OVER
 _SUCCESS = ReasonCode.SUCCESS
+_PACKET_TOO_LARGE = ReasonCode.PACKET_TOO_LARGE
 _TOPIC_NAME_INVALID = ReasonCode.TOPIC_NAME_INVALID
 
 
@@ -93,14 +95,15 @@ class ConnectHandler:
                 return  # waiting for the password check: authenticated() comes back here
             if p.will is not None and self.access.acl is not None:
                 self._authorize_will(conn, p)
+            grant = self._grant(conn, p)
+            ack_props = self._accepting_connack(conn, p, grant, assigned)
         except Refused as r:
             self._refuse(conn, r, p.will, now)
             return
-        grant = self._grant(conn, p)
         # -- accepted from here on
         self._take_over(conn, now)
         session, session_present = self._open_session(conn, p, grant, now)
-        self._reply(conn, p, session, session_present, grant, assigned)
+        self._reply(conn, p, session_present, grant, ack_props)
         self.connections.accepted(conn, now)  # no connect timeout; keep-alive from now on
         if session_present:
             self.deliverer.resend_inflight(conn, session)
@@ -261,10 +264,24 @@ class ConnectHandler:
         self.wills.arm(session, p.will, now)  # records the session: durable before CONNACK
         return session, session_present
 
-    def _reply(self, conn: Conn, p: Connect, session: Session, session_present: bool, grant: Grant,
-               assigned: str | None) -> None:
+    def _accepting_connack(self, conn: Conn, p: Connect, grant: Grant, assigned: str | None) -> dict:
+        """The properties of the CONNACK that accepts the CONNECT. It must fit in the client's Maximum
+        Packet Size [MQTT-3.1.2-24]: if it cannot, even without Reason String and User Properties, the
+        CONNECT is refused before anything is stored (no will [MQTT-3.1.2-7]), with CONNACK 0x95 Packet
+        too large if that one fits (Outbox.send), else with no CONNACK at all."""
+        if p.protocol_level != PROTOCOL_5:
+            return {}
+        ack_props = self._connack_properties(grant, assigned)
+        maximum = conn.maximum_packet_size
+        if maximum is not None:
+            accepting = Connack(_SUCCESS, False, ack_props)
+            if fit(accepting, PROTOCOL_5, maximum) is None:
+                raise Refused(_PACKET_TOO_LARGE, f"the CONNACK accepting it ({size(accepting, PROTOCOL_5)} bytes) "
+                                                 f"exceeds the client's Maximum Packet Size {maximum}", "MQTT-3.1.2-24")
+        return ack_props
+
+    def _reply(self, conn: Conn, p: Connect, session_present: bool, grant: Grant, ack_props: dict) -> None:
         """CONNACK [MQTT-3.2.0-1] is the first packet the server sends."""
-        ack_props = self._connack_properties(grant, assigned) if p.protocol_level == PROTOCOL_5 else {}
         self.outbox.send(conn, Connack(_SUCCESS, session_present, ack_props))
         log.info("connect client_id=%s from %s proto=%s clean_start=%d keep_alive=%s session_expiry=%s "
                  "session_present=%d will=%s", conn.client_id, conn.peer, p.protocol_level, p.clean_start,
@@ -286,7 +303,8 @@ class ConnectHandler:
             ack_props["maximum_qos"] = cfg.maximum_qos
         if not cfg.retain_available:
             ack_props["retain_available"] = 0
-        ack_props["maximum_packet_size"] = cfg.max_packet_size
+        if cfg.max_packet_size < MAX_PACKET_LIMIT:  # absent: no limit beyond the protocol's (3.2.2.3.6)
+            ack_props["maximum_packet_size"] = cfg.max_packet_size
         if cfg.topic_alias_maximum:
             ack_props["topic_alias_maximum"] = cfg.topic_alias_maximum
         if not cfg.wildcard_subscription_available:

@@ -24,6 +24,7 @@ from ..errors import MqttError, ProtocolError, UnsupportedProtocolVersion
 from .actions import Close
 from .announce import Announcer
 from .causes import Cause, ConnectionEnded
+from .fit import TooLargeForClient
 from .limits import Limits
 from .outbox import Outbox
 from .ownership import SessionOwnership
@@ -139,7 +140,8 @@ class Connections:
             return
         who = conn.client_id or f"<conn {conn.conn_id} from {conn.peer}>"
         log.warning("client_id=%s protocol error 0x%02X: %s", who, err.reason_code, err)
-        if err.reason_code == _PACKET_TOO_LARGE:  # above max_packet_size (the decoder's check)
+        if err.reason_code == _PACKET_TOO_LARGE and not isinstance(err, TooLargeForClient):
+            # above max_packet_size (the decoder's check), not an answer too large for the client
             self.limits.count("max_packet_size")
         if conn.state == NEW:
             self._refuse_malformed_connect(conn, err)

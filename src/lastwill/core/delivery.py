@@ -13,6 +13,7 @@ import logging
 from ..codec.encoder import encode
 from ..codec.packets import PROTOCOL_5, Publish, Pubrel
 from ..config import Config
+from .access import Access
 from .actions import Send
 from .limits import Limits
 from .message import Message
@@ -29,18 +30,20 @@ _EXPIRED = DropReason.EXPIRED
 _OFFLINE_QOS0 = DropReason.OFFLINE_QOS0
 _QUEUE_FULL = DropReason.QUEUE_FULL
 _TOO_LARGE = DropReason.TOO_LARGE
+_NOT_AUTHORIZED = DropReason.NOT_AUTHORIZED
 
 
 class Deliverer:
-    __slots__ = ("config", "outbox", "recorder", "wills", "limits", "stats")
+    __slots__ = ("config", "outbox", "recorder", "wills", "limits", "access", "stats")
 
     def __init__(self, config: Config, outbox: Outbox, recorder: Recorder, wills: WillKeeper, limits: Limits,
-                 stats: dict[str, int]) -> None:
+                 access: Access, stats: dict[str, int]) -> None:
         self.config = config
         self.outbox = outbox
         self.recorder = recorder  # (a NoRecorder when nothing is persisted)
         self.wills = wills  # told when a will's delivery is dropped
         self.limits = limits
+        self.access = access  # acl_file, checked again when a queued or in-flight message is sent
         self.stats = stats
 
     def deliver(self, session: Session, message: Message, qos: int, retain: bool,
@@ -152,17 +155,42 @@ class Deliverer:
         if conn is None or conn.paused:
             return
         resend = conn.resend
+        acl = self.access.acl  # acl_file: checked again as each one is sent (it may have been reloaded since)
+        denied = self.stats["dropped_not_authorized"]
         # held-back re-sends first, while the send quota allows: the in-flight ones not held count
         # against the client's Receive Maximum [MQTT-4.9.0-1]
         while resend and len(session.inflight) - len(resend) < conn.receive_maximum:
             pid = next(iter(resend))
             del resend[pid]
-            self._resend_publish(conn, session, pid, session.inflight[pid], now)
+            f = session.inflight[pid]
+            if acl is not None and self._read_revoked(session, f.delivery, now):
+                del session.inflight[pid]  # discarded as if its delivery had completed
+                continue
+            self._resend_publish(conn, session, pid, f, now)
         queue = session.queue
         while queue and (queue[0].qos == 0 or len(session.inflight) < conn.receive_maximum):
             d = queue.popleft()
             session.queued_bytes -= len(d.message.payload) + len(d.message.topic)
+            if acl is not None and self._read_revoked(session, d, now):
+                continue
             self.transmit(conn, session, d, now)
+        if acl is not None and self.stats["dropped_not_authorized"] != denied:
+            log.info("client_id=%s user=%r: %d queued or unacknowledged message(s) dropped: acl_file no longer "
+                     "lets it read their topics", session.client_id, session.username,
+                     self.stats["dropped_not_authorized"] - denied)
+
+    def _read_revoked(self, session: Session, d: Delivery, now: float) -> bool:
+        """The ACL in force no longer lets ``session`` read ``d`` (queued or sent before a reload of
+        acl_file): True, and the delivery is dropped: counted, removed from the store, and a will's
+        written on its timeline, as for a delivery denied when the message was routed (routing.py)."""
+        message = d.message
+        if self.access.may_read(session.client_id, message.topic):
+            return False
+        self.stats["dropped_not_authorized"] += 1
+        self.recorder.delivery_done(session, d)
+        if message.is_will:
+            self.wills.delivery_dropped(message, session.client_id, _NOT_AUTHORIZED, now)
+        return True
 
     def resend_inflight(self, conn: Conn, session: Session) -> None:
         """On a resumed session, resend unacknowledged PUBLISH (DUP 1) and PUBREL [MQTT-4.4.0-1].

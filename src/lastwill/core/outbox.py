@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from ..codec.encoder import encode
 from ..codec.packets import Packet, Publish
 from .actions import Action, Authenticate, Close, Send
+from .fit import fit, not_sent
 from .sessions import Conn
-
-_DROPPABLE = ("reason_string", "user_property")
 
 
 class Outbox:
@@ -23,14 +21,17 @@ class Outbox:
         return out
 
     def send(self, conn: Conn, packet: Packet) -> None:
-        """Send a packet the broker generated itself (not a PUBLISH: see core/delivery.py)."""
-        if conn.maximum_packet_size is not None and type(packet) is not Publish:
-            props = getattr(packet, "properties", None)
-            if props and ("reason_string" in props or "user_property" in props) and \
-                    len(encode(packet, conn.protocol_level)) > conn.maximum_packet_size:
-                # no Reason String / User Property that would take the packet beyond the client's
-                # Maximum Packet Size [MQTT-3.1.2-24] [MQTT-3.2.2-19] [MQTT-3.2.2-20] [MQTT-3.14.2-3]
-                packet.properties = {k: v for k, v in props.items() if k not in _DROPPABLE}
+        """Send a packet the broker generated itself (not a PUBLISH: see core/delivery.py). Raises
+        fit.TooLargeForClient for an answer the client waits for that cannot fit its Maximum Packet Size."""
+        maximum = conn.maximum_packet_size
+        if maximum is not None and type(packet) is not Publish:
+            # never above the client's Maximum Packet Size [MQTT-3.1.2-24]: without Reason String / User
+            # Property if that fits [MQTT-3.2.2-19] [MQTT-3.2.2-20] [MQTT-3.14.2-3] ..., else not at all
+            fitted = fit(packet, conn.protocol_level, maximum)
+            if fitted is None:
+                not_sent(conn.client_id or f"<conn {conn.conn_id}>", packet, conn.protocol_level, maximum)
+                return  # a CONNACK or DISCONNECT: the connection closes next (an acknowledgement raised)
+            packet = fitted
         self.actions.append(Send(conn.conn_id, packet))
 
     def close(self, conn_id: int, reason: str) -> None:

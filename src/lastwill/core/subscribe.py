@@ -16,7 +16,7 @@ from .outbox import Outbox
 from .persistence import Recorder
 from .routing import Router
 from .sessions import Conn
-from .topics import SubOptions, TopicError, parse_shared, validate_topic_filter
+from .topics import SubOptions, TopicError, validate_filter
 
 log = logging.getLogger("lastwill")
 
@@ -46,8 +46,7 @@ class SubscribeHandler:
         retained_to_send: list[tuple[Message, SubOptions]] = []
         for sub in p.subscriptions:
             try:
-                group, inner = parse_shared(sub.topic_filter)
-                validate_topic_filter(inner)
+                group, inner = validate_filter(sub.topic_filter)  # the same check as UNSUBSCRIBE's
             except TopicError as e:
                 log.info("client_id=%s subscribe %r refused: %s [%s]", session.client_id, sub.topic_filter, e, e.rule)
                 codes.append(ReasonCode.TOPIC_FILTER_INVALID)  # 3.1.1: 0x80 Failure
@@ -106,9 +105,22 @@ class SubscribeHandler:
 
     def on_unsubscribe(self, conn: Conn, p: Unsubscribe, now: float) -> None:
         session = conn.session
+        v5 = conn.protocol_level == PROTOCOL_5
+        invalid = set()
+        for topic_filter in p.topic_filters:
+            try:
+                validate_filter(topic_filter)  # the same check as SUBSCRIBE's
+            except TopicError as e:
+                if not v5:  # 3.1.1: no reason code to say it, a protocol violation [MQTT-4.8.0-1]
+                    raise ProtocolError(f"UNSUBSCRIBE {topic_filter[:200]!r}: {e}", rule=e.rule) from None
+                log.info("client_id=%s unsubscribe %r refused: %s [%s]", session.client_id, topic_filter[:200],
+                         e, e.rule)
+                invalid.add(topic_filter)
         codes = []
         for topic_filter in p.topic_filters:
-            if session.subscriptions and session.subscriptions.pop(topic_filter, None) is not None:
+            if topic_filter in invalid:
+                codes.append(ReasonCode.TOPIC_FILTER_INVALID)  # as SUBSCRIBE answers it [MQTT-4.7.1-1] [MQTT-4.7.1-2]
+            elif session.subscriptions and session.subscriptions.pop(topic_filter, None) is not None:
                 self.router.unsubscribe(session.client_id, topic_filter)
                 codes.append(ReasonCode.SUCCESS)
             else:

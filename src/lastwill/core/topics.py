@@ -66,6 +66,17 @@ def parse_shared(topic_filter: str) -> tuple[str | None, str]:
     return group, inner
 
 
+def validate_filter(topic_filter: str) -> tuple[str | None, str]:
+    """The one check of a Topic Filter as SUBSCRIBE and UNSUBSCRIBE carry it, shared subscriptions
+    included: (group, filter) as ``parse_shared`` splits it; raises TopicError (with the rule broken)
+    for an invalid one. SUBSCRIBE answers it with 0x8F (3.1.1: 0x80), UNSUBSCRIBE with 0x8F (3.1.1:
+    the connection is closed [MQTT-4.8.0-1], its UNSUBACK having no reason codes)."""
+    group, inner = parse_shared(topic_filter)
+    if group is None:  # (parse_shared checked a shared subscription's filter)
+        validate_topic_filter(inner)
+    return group, inner
+
+
 def topic_matches(topic_filter: str, topic: str) -> bool:
     """True if ``topic`` matches ``topic_filter`` (a plain filter, not $share)."""
     if topic.startswith("$") and topic_filter[:1] in ("+", "#"):

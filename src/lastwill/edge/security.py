@@ -61,6 +61,12 @@ class Security:
             self._use_passwords(PasswordFile.load(cfg.password_file))
         if cfg.acl_file:
             self._use_acl(Acl.load(cfg.acl_file))
+        if not cfg.password_file and not cfg.anonymous_allowed():
+            # allow_anonymous = false and nothing to verify a user name against (mosquitto's behaviour)
+            who = "every CONNECT without a client certificate naming the user (tls_cert_cn_as_username)" \
+                if cfg.tls_cert_cn_as_username else "every CONNECT"
+            log.warning("allow_anonymous is false and password_file is not set: no user name can be verified, so "
+                        "%s is refused (0x87 Not authorized, 3.1.1 return code 5)", who)
         if cfg.acl_file and not cfg.password_file and not cfg.tls_cert_cn_as_username:
             log.warning("acl_file is set without password_file: user names are not verified, so a client can "
                         "claim any user's rules (docs/security.md)")

@@ -19,7 +19,8 @@ from .budget import TURN_BUDGET, ReadBudget
 from .commits import CommitStats
 from .security import Security
 from .tcp import UNSENT_HARD_LIMIT, MqttProtocol
-from .tls import TlsAcceptor, server_context
+from .tls import server_context
+from .tlsconn import TlsAcceptor
 
 log = logging.getLogger("lastwill")
 
@@ -60,7 +61,7 @@ class Server:
         # every listener: (kind, host, port), kind "mqtt", "mqtts", "ws" or "wss" (Config.listeners())
         self.listeners: list[tuple[str, str, int]] = []
         self.ssl_context = None  # for tls_listen and wss_listen (edge/tls.py)
-        self.handshakes: set[asyncio.Task] = set()  # TLS handshakes under way (edge/tls.py TlsAcceptor)
+        self.handshakes: set = set()  # TLS handshakes under way (edge/tlsconn.py TlsAcceptor; cancel() ends one)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         # (duplicate of a listening socket, protocol factory): the accept queue is drained from these
@@ -201,8 +202,8 @@ class Server:
         self._accept_socks = []
         for task in list(self._adopting):
             task.cancel()
-        for task in list(self.handshakes):  # TLS handshakes under way: those connections never opened
-            task.cancel()
+        for handshake in list(self.handshakes):  # TLS handshakes under way: those connections never opened
+            handshake.cancel()
         if self.loop is not None:
             keep = self.storage is not None and self.config.shutdown_wills == "keep"
             self.run(self.core.shutdown(self.loop.time(), keep_wills=keep))

@@ -1,4 +1,5 @@
-"""TLS for the tls_listen and wss_listen listeners: the server's SSLContext, built once at start-up.
+"""TLS for the tls_listen and wss_listen listeners: the server's SSLContext, built once at start-up
+(the TLS layer of each connection is edge/tlsconn.py).
 
 A certificate or key that cannot be used stops start-up with a ConfigError naming the key and the
 file (a missing file, not PEM, an encrypted key, a key that does not match the certificate).
@@ -6,10 +7,8 @@ file (a missing file, not PEM, an encrypted key, a key that does not match the c
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import ssl
-from typing import Protocol
 
 from ..config import Config
 from ..errors import ConfigError
@@ -98,103 +97,6 @@ def server_context(config: Config) -> ssl.SSLContext:
              f"{'required' if config.tls_require_client_cert else 'optional'}, CAs from {ca}"
              + ("; the certificate's CN is the user name" if config.tls_cert_cn_as_username else ""))
     return ctx
-
-
-class TlsHost(Protocol):
-    """What a TLS handshake needs of the server."""
-
-    config: Config
-    loop: asyncio.AbstractEventLoop
-    ssl_context: ssl.SSLContext | None
-    handshakes: set[asyncio.Task]  # those under way (the server cancels them when it stops)
-
-
-class TlsAcceptor(asyncio.Protocol):
-    """A new connection on a TLS listener: runs the TLS handshake (``loop.start_tls``, bounded by
-    connect_timeout), then hands the TLS transport to the listener's protocol (``MqttProtocol`` or
-    ``WebSocketProtocol``). Used instead of ``create_server(ssl=...)`` so that a failed handshake
-    (TLS below 1.2, no or an untrusted client certificate, not TLS at all, too slow) is logged with
-    the peer and the reason; the core never hears of such a connection."""
-
-    __slots__ = ("server", "make_protocol", "transport", "early")
-
-    def __init__(self, server: TlsHost, make_protocol):
-        self.server = server
-        self.make_protocol = make_protocol
-        self.transport = None
-        self.early: list[bytes] = []
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
-        # the ClientHello is for the TLS layer: start_tls resumes reading once it is in place.
-        # (asyncio honours this at once; uvloop starts reading after connection_made returns: see
-        # data_received)
-        transport.pause_reading()
-        task = self.server.loop.create_task(self._handshake(transport))
-        self.server.handshakes.add(task)
-        task.add_done_callback(self.server.handshakes.discard)
-
-    def data_received(self, data: bytes) -> None:
-        # bytes read before the handshake task started (uvloop): kept for the TLS layer
-        self.early.append(data)
-        self.transport.pause_reading()
-
-    def eof_received(self) -> bool:
-        return False
-
-    def _hand_over_early(self, transport) -> None:
-        """Give the bytes read early to the TLS layer start_tls installed, before its connection_made
-        runs (it buffers them and starts the handshake with them), so before anything read later."""
-        data, self.early = b"".join(self.early), []
-        tls_layer = transport.get_protocol()
-        if not data or tls_layer is self:
-            return
-        if hasattr(tls_layer, "get_buffer"):  # both loops' TLS layers are buffered protocols
-            view = memoryview(data)
-            while view:
-                buf = tls_layer.get_buffer(len(view))
-                n = min(len(buf), len(view))
-                buf[:n] = view[:n]
-                tls_layer.buffer_updated(n)
-                view = view[n:]
-        else:  # pragma: no cover
-            tls_layer.data_received(data)
-
-    async def _handshake(self, transport) -> None:
-        server = self.server
-        peer = transport.get_extra_info("peername")
-        peer_text = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else str(peer or "")
-        if transport.is_closing():  # the peer went away before the handshake began
-            return
-        protocol = self.make_protocol()
-        # runs before the connection_made that start_tls schedules (call_soon order)
-        server.loop.call_soon(self._hand_over_early, transport)
-        try:
-            tls_transport = await server.loop.start_tls(transport, protocol, server.ssl_context, server_side=True,
-                                                        ssl_handshake_timeout=server.config.connect_timeout)
-        except asyncio.CancelledError:  # the broker is stopping
-            transport.abort()
-            raise
-        except (OSError, TimeoutError, ConnectionError) as e:  # ssl.SSLError is an OSError
-            if isinstance(e, TimeoutError) or "timed out" in str(e) or "taking longer" in str(e):
-                why = f"no TLS handshake within {server.config.connect_timeout}s (connect_timeout)"
-            else:
-                reason = getattr(e, "reason", None)
-                why = reason or getattr(e, "strerror", None) or str(e) or type(e).__name__
-                if getattr(e, "verify_message", None):
-                    why += f" ({e.verify_message})"
-                if reason in HINTS:
-                    why += f": {HINTS[reason]}"
-            log.info("TLS handshake with %s failed, connection closed: %s", peer_text, why)
-            transport.abort()
-            return
-        except Exception as e:  # never let a handshake take the listener down
-            log.warning("TLS handshake with %s failed, connection closed: %s: %s", peer_text, type(e).__name__, e)
-            transport.abort()
-            return
-        if tls_transport is None or tls_transport.is_closing():
-            return
-        protocol.connection_made(tls_transport)
 
 
 def common_name(peercert: dict | None) -> str | None:
