@@ -66,3 +66,13 @@ async def check_invariants(engine: RedisEngine, strict: bool = False) -> None:
 def will(topic: str = "dead/x", payload: bytes = b"gone", qos: int = 1, retain: bool = False, delay: int = 0,
          message_expiry: int | None = None, v5: bool = True) -> WillSpec:
     return WillSpec(topic, payload, qos, retain, b"", delay if v5 else 0, message_expiry, 5 if v5 else 4)
+
+
+async def advance(engine: RedisEngine, ms: int, *epochs: int, step: int = 1000) -> None:
+    """Move the engine clock by ``ms`` while the nodes of ``epochs`` keep beating (a beat per step)."""
+    while ms > 0:
+        d = min(step, ms)
+        await engine.advance_clock(d)
+        for e in epochs:
+            await engine.heartbeat(e)
+        ms -= d

@@ -14,6 +14,7 @@ The data model, each script's contract and what is guaranteed: docs/cluster.md.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -544,9 +545,15 @@ class NodeChannel:
 
     async def get(self, timeout: float) -> Doorbell | Kicked | None:
         """The next event, or None when none came within ``timeout`` seconds."""
-        msg = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=timeout)
-        if msg is None or msg.get("type") != "message":
-            return None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:  # (subscribe confirmations come through as None)
+            msg = await self._pubsub.get_message(ignore_subscribe_messages=True,
+                                                 timeout=max(0.0, deadline - loop.time()))
+            if msg is not None and msg.get("type") == "message":
+                break
+            if loop.time() >= deadline:
+                return None
         channel, data = _s(msg["channel"]), msg["data"]
         if channel == self._ctl:
             cid, _, gen = _s(data).rpartition("\0")
