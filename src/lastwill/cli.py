@@ -12,16 +12,18 @@ import signal
 import sys
 from collections.abc import Mapping
 
-from . import __version__
+from . import __version__, logs
 from .config import (
     ADMIN_ENV,
     CONFIG_ENV,
     DOCS,
     SCHEMA,
+    SETTINGS,
     Config,
     Kind,
     Loaded,
     Setting,
+    format_value,
     load,
     stray_environment,
     suggest,
@@ -173,7 +175,26 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None
     return load_from_args(args, environ).config
 
 
-async def _serve(config: Config) -> int:
+def log_start(loaded: Loaded) -> None:
+    """The version, and the settings that are not defaults with where each came from (the admin token
+    hidden), at start-up; structured as fields in the JSON log."""
+    import platform
+
+    log.info("lastwill %s starting (Python %s, pid %d)", __version__, platform.python_version(), os.getpid(),
+             extra={"version": __version__, "python": platform.python_version(), "pid": os.getpid()})
+    config = loaded.config
+    shown = {}
+    for key in loaded.origin:
+        value = getattr(config, key)
+        shown[key] = "<hidden>" if SETTINGS[key].secret else value
+    text = ", ".join(f"{key}={format_value(value) if isinstance(value, list) else value} ({loaded.origin[key]})"
+                     for key, value in shown.items())
+    store = "in memory" if config.memory else f"store in {config.data_dir} (fsync {config.fsync})"
+    log.info("settings: %s, log %s to %s; not defaults: %s", store, config.log_format, config.log_file or "stderr",
+             text or "none", extra={"settings": shown, "origin": dict(loaded.origin)})
+
+
+async def _serve(config: Config, log_handler: logging.Handler | None = None) -> int:
     from .broker import Broker
 
     broker = Broker(config)
@@ -190,6 +211,8 @@ async def _serve(config: Config) -> int:
     gc.set_threshold(50_000, 20, 50)
 
     def reload() -> None:  # SIGHUP: password_file and acl_file again, connections kept (edge/security.py)
+        if logs.reopen(log_handler):  # log_file: after logrotate moved it away
+            log.info("SIGHUP: log_file %s opened again", config.log_file)
         log.info("SIGHUP: reloading password_file and acl_file")
         broker.reload()
     loop.add_signal_handler(signal.SIGHUP, reload)
@@ -248,15 +271,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lastwill: {e}", file=sys.stderr)
         return 2
     config = loaded.config
-    logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        handler = logs.configure(config)
+    except ConfigError as e:
+        print(f"lastwill: {e}", file=sys.stderr)
+        return 2
+    log_start(loaded)
     for warning in stray_environment(os.environ):
         log.warning("%s", warning)
     if args.command == "serve":
         raise_descriptor_limit()
         _install_loop()
         try:
-            return asyncio.run(_serve(config))
+            return asyncio.run(_serve(config, handler))
         except StoreError as e:
             print(f"lastwill: {e}", file=sys.stderr)
             return 1

@@ -136,6 +136,12 @@ class Config:
                                        "the next start, or publish them")
     # ---- logging
     log_level: str = setting("info", choices=("debug", "info", "warning", "error"), help="least severe log level")
+    log_format: str = setting("text", choices=("text", "json"),
+                              help="text: a line per event (time level logger: message); json: a JSON object "
+                                   "per line with the same fields, and structured fields where there are some")
+    log_file: str = setting("", metavar="FILE", shown="stderr",
+                            help="append the log to this file instead of stderr; opened again on SIGHUP "
+                                 "(for logrotate)")
     # ---- the admin HTTP API (JSON, Prometheus /metrics). Clients send "Authorization: Bearer <token>"
     admin_listen: str = setting("", metavar="HOST:PORT", shown="off",
                                 help="the admin HTTP API and /metrics on HOST:PORT")
@@ -197,7 +203,7 @@ class Config:
         if isinstance(self.recovery_grace, bool) or not isinstance(self.recovery_grace, (int, float)) \
                 or not 0 <= self.recovery_grace <= 86400:
             raise bad_value("recovery_grace", f"expected seconds from 0 to 86400, got {self.recovery_grace!r}")
-        for key in ("admin_listen", "admin_token"):
+        for key in ("admin_listen", "admin_token", "log_file"):
             if not isinstance(getattr(self, key), str):
                 raise bad_value(key, f"expected a string, got {getattr(self, key)!r}")
         if not isinstance(self.node_name, str) or not self.node_name or len(self.node_name) > 255 \

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import signal
 import socket
 import subprocess
@@ -203,3 +205,87 @@ def test_bad_environment_value_is_named(capsys, monkeypatch):
     assert main(["serve"]) == 2
     assert capsys.readouterr().err == "lastwill: environment variable LASTWILL_MAX_KEEP_ALIVE: expected an integer, " \
                                       "got '5m'\n"
+
+
+# ---- the operator's log ---------------------------------------------------------------------------
+def start_serve(*args: str, env: dict | None = None) -> tuple[subprocess.Popen, int]:
+    import os
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "lastwill", "serve", "--listen", f"127.0.0.1:{port}", *args],
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc, port
+        except OSError:
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline, "broker did not start"
+            time.sleep(0.05)
+
+
+def stop_serve(proc: subprocess.Popen) -> str:
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    return err
+
+
+def test_text_log_lines_and_the_start_up_summary(tmp_path):
+    from lastwill import __version__
+
+    proc, port = start_serve("--data-dir", str(tmp_path / "data"), "--max-keep-alive", "300",
+                             env={"LASTWILL_ADMIN_TOKEN": "s3cret", "LASTWILL_MAX_KEEPALIVE": "1"})
+    err = stop_serve(proc)
+    lines = err.splitlines()
+    stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} "
+    assert re.fullmatch(stamp + rf"INFO lastwill: lastwill {re.escape(__version__)} starting \(Python "
+                        rf"\d+\.\d+\.\d+, pid {proc.pid}\)", lines[0]), lines[0]
+    assert re.fullmatch(stamp + "INFO lastwill: settings: store in " + re.escape(str(tmp_path / "data")) +
+                        r" \(fsync batch\), log text to stderr; not defaults: admin_token=<hidden> "
+                        r"\(LASTWILL_ADMIN_TOKEN\), listen=127\.0\.0\.1:\d+ \(--listen\), max_keep_alive=300 "
+                        r"\(--max-keep-alive\), data_dir=\S+ \(--data-dir\)", lines[1]), lines[1]
+    assert re.fullmatch(stamp + "WARNING lastwill: environment variable LASTWILL_MAX_KEEPALIVE is not a setting "
+                        r"\(ignored\); did you mean LASTWILL_MAX_KEEP_ALIVE\?", lines[2]), lines[2]
+    assert any(re.fullmatch(stamp + rf"INFO lastwill: listening on 127\.0\.0\.1:{port}", line) for line in lines)
+    assert "s3cret" not in err
+
+
+def test_json_log_file_one_object_per_line_reopened_on_sighup(tmp_path):
+    log_file = tmp_path / "lastwill.log"
+    proc, port = start_serve("--memory", "--log-format", "JSON", "--log-file", str(log_file),
+                             env={"LASTWILL_ADMIN_TOKEN": "s3cret"})
+    try:
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="json-log")
+        assert c.connect("127.0.0.1", port) == 0
+        c.loop(0.5)
+        c.disconnect()
+        deadline = time.monotonic() + 5
+        while "disconnect client_id=json-log" not in log_file.read_text():
+            assert time.monotonic() < deadline, log_file.read_text()
+            time.sleep(0.05)
+        log_file.rename(tmp_path / "lastwill.log.1")
+        proc.send_signal(signal.SIGHUP)
+        while not log_file.exists() or "reloading" not in log_file.read_text():
+            assert time.monotonic() < deadline + 5, "no new log file after SIGHUP"
+            time.sleep(0.05)
+    finally:
+        err = stop_serve(proc)
+    assert err == ""  # everything went to the file
+    first = [json.loads(line) for line in (tmp_path / "lastwill.log.1").read_text().splitlines()]
+    second = [json.loads(line) for line in log_file.read_text().splitlines()]
+    for rec in first + second:
+        assert list(rec)[:4] == ["time", "level", "logger", "message"], rec
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d", rec["time"])
+    start, settings = first[0], first[1]
+    assert start["message"].startswith("lastwill ") and start["pid"] == proc.pid and "version" in start
+    assert settings["settings"]["admin_token"] == "<hidden>" and settings["settings"]["memory"] is True
+    assert settings["origin"] == {"admin_token": "LASTWILL_ADMIN_TOKEN", "listen": "--listen", "memory": "--memory",
+                                  "log_format": "--log-format", "log_file": "--log-file"}
+    assert any(r["logger"] == "lastwill" and r["message"].startswith("connect client_id=json-log from 127.0.0.1:")
+               for r in first)
+    assert [r["message"] for r in second][:2] == [f"SIGHUP: log_file {log_file} opened again",
+                                                  "SIGHUP: reloading password_file and acl_file"]
+    assert second[-1]["message"] == "shutting down"
+    assert "s3cret" not in (tmp_path / "lastwill.log.1").read_text()
