@@ -194,28 +194,53 @@ def log_start(loaded: Loaded) -> None:
              text or "none", extra={"settings": shown, "origin": dict(loaded.origin)})
 
 
-async def _serve(config: Config, log_handler: logging.Handler | None = None) -> int:
+class EarlySighup:
+    """Notes a SIGHUP that arrives before the event loop handles it (``systemctl reload`` just after
+    ``start``: with Type=exec systemd considers the service started as soon as it is executed), so that
+    it is done once the broker has started instead of killing the process (SIGHUP's default action)."""
+
+    def __init__(self) -> None:
+        self.seen = False
+        signal.signal(signal.SIGHUP, self._note)
+
+    def _note(self, signum, frame) -> None:
+        self.seen = True
+
+
+async def _serve(config: Config, log_handler: logging.Handler | None = None,
+                 early: EarlySighup | None = None) -> int:
     from .broker import Broker
 
     broker = Broker(config)
-    # signal handlers first: a SIGTERM that arrives while the listeners start still stops cleanly
+    # signal handlers first: a SIGTERM that arrives while the listeners start still stops cleanly, and
+    # a SIGHUP (systemctl reload) is done once they have started instead of killing the process
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    started = False
+    reload_pending = early is not None and early.seen
+
+    def reload() -> None:  # SIGHUP: password_file and acl_file again, connections kept (edge/security.py)
+        nonlocal reload_pending
+        if not started:
+            reload_pending = True
+            return
+        if logs.reopen(log_handler):  # log_file: after logrotate moved it away
+            log.info("SIGHUP: log_file %s opened again", config.log_file)
+        log.info("SIGHUP: reloading password_file and acl_file")
+        broker.reload()
+    loop.add_signal_handler(signal.SIGHUP, reload)
     await broker.start()
+    started = True
+    if reload_pending:
+        reload()
     # The broker allocates many short-lived objects without reference cycles; the default gen-0
     # threshold (700) made the collector take about a quarter of the CPU under load
     # (docs/benchmarks.md). Freeze what start-up created and collect far less often.
     gc.freeze()
     gc.set_threshold(50_000, 20, 50)
 
-    def reload() -> None:  # SIGHUP: password_file and acl_file again, connections kept (edge/security.py)
-        if logs.reopen(log_handler):  # log_file: after logrotate moved it away
-            log.info("SIGHUP: log_file %s opened again", config.log_file)
-        log.info("SIGHUP: reloading password_file and acl_file")
-        broker.reload()
-    loop.add_signal_handler(signal.SIGHUP, reload)
     fatal = broker.server.fatal
     await asyncio.wait([asyncio.ensure_future(stop.wait()), asyncio.ensure_future(fatal.wait())],
                        return_when=asyncio.FIRST_COMPLETED)
@@ -276,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"lastwill: {e}", file=sys.stderr)
         return 2
+    early = EarlySighup() if args.command == "serve" else None
     log_start(loaded)
     for warning in stray_environment(os.environ):
         log.warning("%s", warning)
@@ -283,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         raise_descriptor_limit()
         _install_loop()
         try:
-            return asyncio.run(_serve(config, handler))
+            return asyncio.run(_serve(config, handler, early))
         except StoreError as e:
             print(f"lastwill: {e}", file=sys.stderr)
             return 1

@@ -289,3 +289,27 @@ def test_json_log_file_one_object_per_line_reopened_on_sighup(tmp_path):
                                                   "SIGHUP: reloading password_file and acl_file"]
     assert second[-1]["message"] == "shutting down"
     assert "s3cret" not in (tmp_path / "lastwill.log.1").read_text()
+
+
+def test_sighup_during_start_up_is_done_once_started(tmp_path):
+    """systemctl reload right after start (Type=exec): a SIGHUP that arrives while the broker starts
+    (after its first log line, before the event loop handles signals) must not kill it."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "lastwill", "serve", "--listen", f"127.0.0.1:{port}",
+                             "--data-dir", str(tmp_path / "data")], stderr=subprocess.PIPE, text=True)
+    try:
+        first = proc.stderr.readline()
+        assert " starting (Python " in first, first
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                assert proc.poll() is None, f"killed by the SIGHUP: {proc.returncode}"
+                assert time.monotonic() < deadline, "broker did not start"
+                time.sleep(0.05)
+    finally:
+        err = first + stop_serve(proc)
+    assert err.index("listening on") < err.index("SIGHUP: reloading password_file and acl_file")
