@@ -78,15 +78,16 @@ def test_log_file_in_json_and_opened_again_after_logrotate(tmp_path):
     with bare_root() as root:
         handler = configure(Config(log_file=str(path), log_format="json", log_level="debug").validate())
         assert root.handlers == [handler] and root.level == logging.DEBUG
-        logging.getLogger("lastwill.will").debug("will client_id=%s armed", "a")
+        # loggers of this test's own (other tests may leave a level on lastwill's)
+        logging.getLogger("logtest.will").debug("will client_id=%s armed", "a")
         path.rename(tmp_path / "lastwill.log.1")  # what logrotate does, then it sends SIGHUP
-        logging.getLogger("lastwill").info("still the old file until reopened")
+        logging.getLogger("logtest").info("still the old file until reopened")
         assert reopen(handler)
-        logging.getLogger("lastwill").warning("in the new file")
+        logging.getLogger("logtest").warning("in the new file")
     old = [json.loads(line) for line in (tmp_path / "lastwill.log.1").read_text().splitlines()]
     new = [json.loads(line) for line in path.read_text().splitlines()]
     assert [(r["logger"], r["level"], r["message"]) for r in old] == [
-        ("lastwill.will", "DEBUG", "will client_id=a armed"), ("lastwill", "INFO", "still the old file until reopened")]
+        ("logtest.will", "DEBUG", "will client_id=a armed"), ("logtest", "INFO", "still the old file until reopened")]
     assert [r["message"] for r in new] == ["in the new file"]
 
 

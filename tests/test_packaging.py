@@ -39,7 +39,8 @@ def test_wheel_ships_py_typed_and_the_package(wheel):
     names = wheel.namelist()
     assert "lastwill/py.typed" in names and wheel.read("lastwill/py.typed") == b""
     for module in ("lastwill/__init__.py", "lastwill/config.py", "lastwill/logs.py", "lastwill/core/will.py",
-                   "lastwill/edge/server.py", "lastwill/storage/sqlite.py"):
+                   "lastwill/edge/server.py", "lastwill/storage/sqlite.py", "lastwill/testing/__init__.py",
+                   "lastwill/testing/plugin.py"):
         assert module in names
     assert not [n for n in names if n.startswith(("tests/", "benchmarks/", "contrib/"))]
 
@@ -62,4 +63,7 @@ def test_wheel_metadata(wheel):
     urls = dict(u.split(", ", 1) for u in meta.get_all("Project-URL"))
     assert urls["MQTT 5.0 specification"].startswith("https://docs.oasis-open.org/mqtt/mqtt/v5.0/")
     (entry_points,) = [n for n in wheel.namelist() if n.endswith(".dist-info/entry_points.txt")]
-    assert "lastwill = lastwill.cli:main" in wheel.read(entry_points).decode()
+    text = wheel.read(entry_points).decode()
+    assert "[console_scripts]\nlastwill = lastwill.cli:main" in text
+    assert "[pytest11]\nlastwill = lastwill.testing.plugin" in text  # the lastwill_broker fixtures
+    assert "Framework :: Pytest" in classifiers
