@@ -5,12 +5,14 @@ cost of logging on the connect path).
     .venv/bin/python benchmarks/log_cost.py [--lines N] [--repeats R] [--cpu C]
 
 Logs the line core/broker.py writes for every accepted CONNECT (the same format string and
-arguments) N times through the root logger into a file in a temporary directory, in three set-ups:
+arguments) N times through the "lastwill" logger, in five set-ups:
 
-- ``basicConfig``: what ``lastwill serve`` did before log_format existed (logging.basicConfig with
-  the text format, a StreamHandler);
-- ``text``: ``lastwill.logs.configure`` with log_format = "text" (the same handler and formatter);
-- ``json``: ``lastwill.logs.configure`` with log_format = "json".
+- ``before``: what ``lastwill serve`` did before log_format existed (logging.basicConfig to stderr
+  with the text format);
+- ``text``, ``json``: ``lastwill.logs.configure`` with that log_format, to stderr (the default);
+- ``text-file``, ``json-file``: the same with log_file.
+
+stderr (file descriptor 2) goes to a file in a temporary directory while it runs, as log_file does.
 
 Prints the median over R repeats of the time per line in microseconds (and the min), one process,
 pinned to one CPU when ``--cpu`` is given. Nothing else runs on that loop; on a busy machine, run it
@@ -29,7 +31,7 @@ import tempfile
 import time
 
 from lastwill.config import Config
-from lastwill.logs import TEXT_FORMAT, configure
+from lastwill.logs import configure
 
 FMT = ("connect client_id=%s from %s proto=%s clean_start=%d keep_alive=%s session_expiry=%s "
        "session_present=%d will=%s")
@@ -45,10 +47,11 @@ def reset_root() -> None:
 
 def setup(kind: str, path: str) -> None:
     reset_root()
-    if kind == "basicConfig":
-        logging.basicConfig(level="INFO", stream=open(path, "a"), format=TEXT_FORMAT)
+    if kind == "before":
+        logging.basicConfig(level="INFO", stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     else:
-        configure(Config(log_format=kind, log_file=path).validate())
+        log_format, _, to_file = kind.partition("-")
+        configure(Config(log_format=log_format, log_file=path if to_file else "").validate())
 
 
 def measure(kind: str, lines: int, directory: str) -> float:
@@ -61,7 +64,8 @@ def measure(kind: str, lines: int, directory: str) -> float:
         info(FMT, *ARGS)
     elapsed = time.perf_counter_ns() - start
     reset_root()
-    os.unlink(path)
+    if os.path.exists(path):
+        os.unlink(path)
     return elapsed / lines / 1000.0
 
 
@@ -73,12 +77,19 @@ def main() -> int:
     args = parser.parse_args()
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})
-    kinds = ("basicConfig", "text", "json")
+    kinds = ("before", "text", "json", "text-file", "json-file")
     results: dict[str, list[float]] = {k: [] for k in kinds}
     with tempfile.TemporaryDirectory() as directory:
-        for _ in range(args.repeats):  # interleaved, so that every set-up sees the same machine
-            for kind in kinds:
-                results[kind].append(measure(kind, args.lines, directory))
+        saved = os.dup(2)
+        with open(os.path.join(directory, "stderr"), "w") as err:
+            os.dup2(err.fileno(), 2)
+        try:
+            for _ in range(args.repeats):  # interleaved, so that every set-up sees the same machine
+                for kind in kinds:
+                    results[kind].append(measure(kind, args.lines, directory))
+                os.truncate(os.path.join(directory, "stderr"), 0)
+        finally:
+            os.dup2(saved, 2)
     print(f"log_cost: {args.lines} lines x {args.repeats} repeats, Python {platform.python_version()}, "
           f"{platform.machine()}, cpu {args.cpu if args.cpu is not None else 'any'}, "
           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
