@@ -41,17 +41,30 @@ MAX_RECORDS = 100_000  # the oldest records are dropped beyond this (a load test
 
 
 class _Capture(logging.Handler):
-    """Keeps the records logged on one thread (the broker's), and wakes those waiting for one."""
+    """Keeps the records logged on one thread (the broker's), and wakes those waiting for one.
+
+    A record is kept once the logging call that made it has returned, i.e. once every other handler
+    (pytest's, on the root logger) has had it too: on the broker's loop it is kept by a callback run
+    after the current one. So a test that waited for a record and then fails finds it in pytest's
+    report of its call."""
 
     def __init__(self, level: int) -> None:
         super().__init__(level)
         self.thread_id: int | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.records: collections.deque[logging.LogRecord] = collections.deque(maxlen=MAX_RECORDS)
         self.changed = threading.Condition()
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.thread != self.thread_id:
             return
+        loop = self.loop
+        if loop is not None and loop.is_running():
+            loop.call_soon(self.keep, record)
+        else:
+            self.keep(record)
+
+    def keep(self, record: logging.LogRecord) -> None:
         with self.changed:
             self.records.append(record)
             self.changed.notify_all()
@@ -116,6 +129,8 @@ class BrokerThread:
         except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
             self.loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self.loop)
+        if self._capture is not None:
+            self._capture.loop = self.loop
         try:
             self.broker = Broker(self.config)
             self.loop.run_until_complete(self.broker.start())
