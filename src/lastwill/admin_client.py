@@ -11,9 +11,10 @@ import os
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Mapping
 from datetime import datetime
 
-from .config import load_config, parse_listen
+from .config import ADMIN_ENV, CONFIG_ENV, load, parse_listen
 
 DEFAULT_ADMIN = "http://127.0.0.1:8080"
 TOKEN_ENV = "LASTWILL_ADMIN_TOKEN"
@@ -24,21 +25,25 @@ class AdminError(Exception):
 
 
 # ---- where and how to ask ------------------------------------------------------------------------
-def admin_target(admin: str | None, token: str | None, config_path: str | None) -> tuple[str, str | None]:
-    """(base URL, token) from the flags, else the config file's admin_listen/admin_token, else defaults."""
-    cfg_token = None
-    url = admin
-    if config_path is not None:
-        config = load_config(config_path)
-        cfg_token = config.admin_token or None
-        if url is None and config.admin_listen:
-            host, port = parse_listen(config.admin_listen, "admin_listen")
-            host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
-            url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+def admin_target(admin: str | None, token: str | None, config_path: str | None,
+                 environ: Mapping[str, str] | None = None) -> tuple[str, str | None]:
+    """(base URL, token) of the running broker's admin API.
+
+    The URL: ``admin`` (--admin), else $LASTWILL_ADMIN, else the broker's own admin_listen, else
+    DEFAULT_ADMIN. The token: ``token`` (--token), else the broker's admin_token. The broker's settings
+    are read as ``lastwill serve`` reads them: the config file (``config_path``, else $LASTWILL_CONFIG)
+    under the LASTWILL_<KEY> variables (so $LASTWILL_ADMIN_TOKEN wins over the file's admin_token)."""
+    environ = os.environ if environ is None else environ
+    config = load(config_path or environ.get(CONFIG_ENV) or None, environ).config
+    url = admin or environ.get(ADMIN_ENV) or None
+    if url is None and config.admin_listen:
+        host, port = parse_listen(config.admin_listen, "admin_listen")
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+        url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
     url = url or DEFAULT_ADMIN
     if "://" not in url:
         url = "http://" + url
-    return url.rstrip("/"), token or cfg_token or os.environ.get(TOKEN_ENV) or None
+    return url.rstrip("/"), token or config.admin_token or None
 
 
 def fetch(base: str, path: str, token: str | None, timeout: float = 10.0) -> dict:

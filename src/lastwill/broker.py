@@ -13,7 +13,9 @@ from .storage.sqlite import SqliteStorage
 class Broker:
     """An MQTT broker running on the current asyncio loop.
 
-    ``Broker(config)`` or ``Broker(listen=[...], **settings)``; settings are the keys of ``Config``.
+    ``Broker(config)`` or ``Broker(listen=[...], **settings)``; settings are the keys of ``Config``
+    (docs/configuration.md). A bad value or an unknown key raises ``ConfigError`` naming it, as
+    ``lastwill serve`` reports a config file's.
     After ``start()`` (or entering the context), ``port`` and ``addresses`` tell where it listens
     (use port 0 in tests).
     """

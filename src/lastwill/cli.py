@@ -5,85 +5,139 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import gc
 import logging
+import os
 import signal
 import sys
+from collections.abc import Mapping
 
-from . import __version__
-from .config import Config, load_config
+from . import __version__, logs
+from .config import (
+    ADMIN_ENV,
+    CONFIG_ENV,
+    DOCS,
+    SCHEMA,
+    SETTINGS,
+    Config,
+    Kind,
+    Loaded,
+    Setting,
+    format_value,
+    load,
+    stray_environment,
+    suggest,
+)
 from .errors import ConfigError
 from .storage.base import StoreError
 
 log = logging.getLogger("lastwill")
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+class Parser(argparse.ArgumentParser):
+    """argparse with errors the way lastwill prints them: the error on one line first, then a short
+    usage line (not the whole usage of every flag); ``flags`` is every option string added, for the
+    "did you mean" of an unknown flag."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)  # a flag is spelled in full: adding one never breaks another
+        self.flags: list[str] = []
+        self.commands: dict[str, Parser] = {}
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args, **kwargs):
+        action = super().add_argument(*args, **kwargs)
+        self.flags.extend(action.option_strings)
+        return action
+
+    def error(self, message: str):  # type: ignore[override]
+        usage = " ".join(self.format_usage().split())
+        self.exit(2, f"{self.prog}: {message}\n{usage} ('{self.prog} --help' for more)\n")
+
+    def unknown(self, extras: list[str]) -> None:
+        """Refuse arguments this command does not take, suggesting the closest flag."""
+        word = next((e for e in extras if e.startswith("-")), extras[0])
+        if not word.startswith("-"):
+            self.error(f"unexpected argument {word!r}")
+        flag = word.split("=", 1)[0]
+        longer = [f for f in self.flags if f.startswith(flag)]  # an abbreviation (not accepted: allow_abbrev)
+        near = longer[0] if len(longer) == 1 else suggest(flag, self.flags)
+        self.error(f"unknown flag {flag}" + (f"; did you mean {near}?" if near else ""))
+
+
+SERVE_USAGE = "lastwill serve [--config FILE] [--SETTING VALUE ...]"
+SERVE_DESCRIPTION = (
+    "Run the broker. Every setting below can be given three ways: as a flag, as a key of the TOML file "
+    "given to --config (the flag's name with '_' for '-': max_keep_alive = 300), or as an environment "
+    "variable LASTWILL_<KEY> (LASTWILL_MAX_KEEP_ALIVE=300; lists comma-separated, booleans true or false). "
+    "A flag wins over the environment, which wins over the file. Enumerations are case-insensitive. "
+    f"{DOCS} describes every setting.")
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per Config key, so that a flag can set everything the TOML file can."""
-    for f in dataclasses.fields(Config):
-        if f.name == "listen":
-            parser.add_argument("--listen", action="append", metavar="HOST:PORT",
-                                help="listen on HOST:PORT (repeatable; default 127.0.0.1:1883; --listen '' "
-                                     "for no plain MQTT listener)")
-        elif f.type in ("list[str]", list[str]):  # tls_listen, ws_listen, wss_listen, ...
-            parser.add_argument(_flag(f.name), dest=f.name, action="append", metavar="VALUE",
-                                help="repeatable")
-        elif f.type in ("bool", bool, "bool | None"):  # allow_anonymous: None = unset
-            parser.add_argument(_flag(f.name), dest=f.name, action=argparse.BooleanOptionalAction,
-                                default=None)
-        elif f.type in ("int", int):
-            parser.add_argument(_flag(f.name), dest=f.name, type=_typed(f.name, int), metavar="N")
-        elif f.type in ("float", float):
-            parser.add_argument(_flag(f.name), dest=f.name, type=_typed(f.name, float),
-                                metavar="PER_SECOND" if f.name.endswith("_rate") else "SECONDS")
+    """One flag per setting of the schema (config.SCHEMA), with its help, default and choices."""
+    for s in SCHEMA:
+        limits = f"; from {s.bounds[0]} to {s.bounds[1]}" if s.bounds is not None else ""
+        text = f"{s.help} (default: {s.default_text()}{limits})".replace("%", "%%")
+        if s.kind is Kind.LIST:
+            parser.add_argument(s.flag, dest=s.name, action="append", metavar=s.metavar or "VALUE", help=text)
+        elif s.kind in (Kind.BOOL, Kind.OPTIONAL_BOOL):  # allow_anonymous: None = unset
+            parser.add_argument(s.flag, dest=s.name, action=argparse.BooleanOptionalAction, default=None,
+                                help=text)
+        elif s.kind in (Kind.INT, Kind.FLOAT):
+            parser.add_argument(s.flag, dest=s.name, type=_typed(s), help=text,
+                                metavar=s.metavar or ("N" if s.kind is Kind.INT else "SECONDS"))
+        elif s.kind is Kind.CHOICE:
+            parser.add_argument(s.flag, dest=s.name, metavar="{" + ",".join(s.choices) + "}", help=text)
         else:
-            parser.add_argument(_flag(f.name), dest=f.name, metavar="VALUE")
+            parser.add_argument(s.flag, dest=s.name, metavar=s.metavar or "VALUE", help=text)
 
 
-def _typed(name: str, kind: type):
+def _typed(s: Setting):
     def convert(text: str):
         try:
-            return kind(text)
-        except ValueError:
-            what = "an integer" if kind is int else "a number"
-            raise argparse.ArgumentTypeError(f"flag {_flag(name)}: expected {what}, got {text!r}") from None
+            return s.parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
     return convert
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lastwill", description="MQTT broker with exact, visible wills")
+def build_parser() -> Parser:
+    parser = Parser(prog="lastwill", description="MQTT broker with exact, visible wills")
     parser.add_argument("--version", action="version", version=f"lastwill {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run the broker")
-    serve.add_argument("--config", metavar="FILE", help="TOML file with any of the settings below")
+
+    def command(name: str, **kwargs) -> Parser:
+        parser.commands[name] = sub.add_parser(name, **kwargs)
+        return parser.commands[name]
+
+    serve = command("serve", help="run the broker", usage=SERVE_USAGE, description=SERVE_DESCRIPTION)
+    serve.add_argument("--config", metavar="FILE",
+                       help=f"TOML file with any of the settings below (default: ${CONFIG_ENV}, else none)")
     _add_config_flags(serve)
-    _add_admin_commands(sub)
+    _add_admin_commands(command)
     from .demo import add_arguments as add_demo_arguments
-    add_demo_arguments(sub.add_parser("demo", help="run the seed scenario and the will cases against a broker"))
+    add_demo_arguments(command("demo", help="run the seed scenario and the will cases against a broker"))
     from .passwd import add_arguments as add_passwd_arguments
-    add_passwd_arguments(sub.add_parser("passwd", help="add, change or delete a user of a password file"))
+    add_passwd_arguments(command("passwd", help="add, change or delete a user of a password file"))
     return parser
 
 
-def _add_admin_commands(sub) -> None:
-    explain = sub.add_parser("explain", help="print a client's will timeline from a running broker",
+def _add_admin_commands(command) -> None:
+    explain = command("explain", help="print a client's will timeline from a running broker",
                              description="Print the will timeline of CLIENT_ID from a running broker (its admin "
                                          "API, see admin_listen): every event of its will, with the time, the "
                                          "time since the previous event, and the rule that decided it.")
     explain.add_argument("client_id", metavar="CLIENT_ID")
-    wills = sub.add_parser("wills", help="list the pending wills of a running broker, with their countdown")
+    wills = command("wills", help="list the pending wills of a running broker, with their countdown")
     for p in (explain, wills):
         p.add_argument("--admin", metavar="URL",
-                       help="the broker's admin API (default: from --config's admin_listen, else "
-                            "http://127.0.0.1:8080)")
+                       help=f"the broker's admin API (default: ${ADMIN_ENV}, else the broker's admin_listen "
+                            f"from --config and $LASTWILL_ADMIN_LISTEN, else http://127.0.0.1:8080)")
         p.add_argument("--token", metavar="T",
-                       help="bearer token (default: --config's admin_token, else $LASTWILL_ADMIN_TOKEN)")
-        p.add_argument("--config", metavar="FILE", help="the broker's TOML config, for admin_listen and admin_token")
+                       help="bearer token (default: $LASTWILL_ADMIN_TOKEN, else --config's admin_token)")
+        p.add_argument("--config", metavar="FILE",
+                       help=f"the broker's TOML config, for admin_listen and admin_token (default: ${CONFIG_ENV})")
         p.add_argument("--json", action="store_true", help="print the API's JSON instead of text")
 
 
@@ -106,34 +160,87 @@ def _ask(args: argparse.Namespace) -> int:
     return 0
 
 
-def config_from_args(args: argparse.Namespace) -> Config:
-    overrides = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(Config)}
-    for name, value in overrides.items():
+def load_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Loaded:
+    """The settings of ``lastwill serve``: defaults < --config file (or $LASTWILL_CONFIG) < LASTWILL_<KEY>
+    variables of ``environ`` (os.environ by default) < flags."""
+    environ = os.environ if environ is None else environ
+    flags = {s.name: getattr(args, s.name, None) for s in SCHEMA}
+    for name, value in flags.items():
         if isinstance(value, list):  # a repeatable flag: '' stands for none (--listen '')
-            overrides[name] = [item for item in value if item != ""]
-    return load_config(args.config, **overrides)
+            flags[name] = [item for item in value if item != ""]
+    return load(args.config or environ.get(CONFIG_ENV) or None, environ, flags)
 
 
-async def _serve(config: Config) -> int:
+def config_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Config:
+    return load_from_args(args, environ).config
+
+
+def log_start(loaded: Loaded) -> None:
+    """The version, and the settings that are not defaults with where each came from (the admin token
+    hidden), at start-up; structured as fields in the JSON log."""
+    import platform
+
+    log.info("lastwill %s starting (Python %s, pid %d)", __version__, platform.python_version(), os.getpid(),
+             extra={"version": __version__, "python": platform.python_version(), "pid": os.getpid()})
+    config = loaded.config
+    shown = {}
+    for key in loaded.origin:
+        value = getattr(config, key)
+        shown[key] = "<hidden>" if SETTINGS[key].secret else value
+    text = ", ".join(f"{key}={format_value(value) if isinstance(value, list) else value} ({loaded.origin[key]})"
+                     for key, value in shown.items())
+    store = "in memory" if config.memory else f"store in {config.data_dir} (fsync {config.fsync})"
+    log.info("settings: %s, log %s to %s; not defaults: %s", store, config.log_format, config.log_file or "stderr",
+             text or "none", extra={"settings": shown, "origin": dict(loaded.origin)})
+
+
+class EarlySighup:
+    """Notes a SIGHUP that arrives before the event loop handles it (``systemctl reload`` just after
+    ``start``: with Type=exec systemd considers the service started as soon as it is executed), so that
+    it is done once the broker has started instead of killing the process (SIGHUP's default action)."""
+
+    def __init__(self) -> None:
+        self.seen = False
+        signal.signal(signal.SIGHUP, self._note)
+
+    def _note(self, signum, frame) -> None:
+        self.seen = True
+
+
+async def _serve(config: Config, log_handler: logging.Handler | None = None,
+                 early: EarlySighup | None = None) -> int:
     from .broker import Broker
 
     broker = Broker(config)
-    # signal handlers first: a SIGTERM that arrives while the listeners start still stops cleanly
+    # signal handlers first: a SIGTERM that arrives while the listeners start still stops cleanly, and
+    # a SIGHUP (systemctl reload) is done once they have started instead of killing the process
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    started = False
+    reload_pending = early is not None and early.seen
+
+    def reload() -> None:  # SIGHUP: password_file and acl_file again, connections kept (edge/security.py)
+        nonlocal reload_pending
+        if not started:
+            reload_pending = True
+            return
+        if logs.reopen(log_handler):  # log_file: after logrotate moved it away
+            log.info("SIGHUP: log_file %s opened again", config.log_file)
+        log.info("SIGHUP: reloading password_file and acl_file")
+        broker.reload()
+    loop.add_signal_handler(signal.SIGHUP, reload)
     await broker.start()
+    started = True
+    if reload_pending:
+        reload()
     # The broker allocates many short-lived objects without reference cycles; the default gen-0
     # threshold (700) made the collector take about a quarter of the CPU under load
     # (docs/benchmarks.md). Freeze what start-up created and collect far less often.
     gc.freeze()
     gc.set_threshold(50_000, 20, 50)
 
-    def reload() -> None:  # SIGHUP: password_file and acl_file again, connections kept (edge/security.py)
-        log.info("SIGHUP: reloading password_file and acl_file")
-        broker.reload()
-    loop.add_signal_handler(signal.SIGHUP, reload)
     fatal = broker.server.fatal
     await asyncio.wait([asyncio.ensure_future(stop.wait()), asyncio.ensure_future(fatal.wait())],
                        return_when=asyncio.FIRST_COMPLETED)
@@ -172,7 +279,9 @@ def _install_loop() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        parser.commands[args.command].unknown(extras)
     if args.command in ("explain", "wills"):
         return _ask(args)
     if args.command == "demo":
@@ -182,17 +291,25 @@ def main(argv: list[str] | None = None) -> int:
         from .passwd import run as run_passwd
         return run_passwd(args)
     try:
-        config = config_from_args(args)
+        loaded = load_from_args(args)
     except ConfigError as e:
         print(f"lastwill: {e}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = loaded.config
+    try:
+        handler = logs.configure(config)
+    except ConfigError as e:
+        print(f"lastwill: {e}", file=sys.stderr)
+        return 2
+    early = EarlySighup() if args.command == "serve" else None
+    log_start(loaded)
+    for warning in stray_environment(os.environ):
+        log.warning("%s", warning)
     if args.command == "serve":
         raise_descriptor_limit()
         _install_loop()
         try:
-            return asyncio.run(_serve(config))
+            return asyncio.run(_serve(config, handler, early))
         except StoreError as e:
             print(f"lastwill: {e}", file=sys.stderr)
             return 1

@@ -1,4 +1,9 @@
-"""Configuration: one dataclass, filled from defaults, a TOML file, then command-line flags.
+"""Configuration: one dataclass, filled from defaults, a TOML file, ``LASTWILL_<KEY>`` environment
+variables, then command-line flags (each one wins over the one before).
+
+The dataclass is the schema: each field carries its help text, its choices and its bounds
+(``setting(...)``), and ``SCHEMA`` describes every key once for the flags of ``lastwill serve``
+(cli.py), the environment variables, the validation below and docs/configuration.md.
 
 Every error names the key and what was expected, e.g.
 ``config key 'receive_maximum': expected an integer from 1 to 65535, got 0``.
@@ -7,9 +12,13 @@ Every error names the key and what was expected, e.g.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import enum
 import ipaddress
+import re
 import socket
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +30,11 @@ UINT32_MAX = 0xFFFFFFFF
 LISTEN_KEYS = ("listen", "tls_listen", "ws_listen", "wss_listen")
 LISTENER_KINDS = ("mqtt", "mqtts", "ws", "wss")
 MAX_PACKET_LIMIT = 268_435_460  # largest MQTT packet: 1 + 4 + 268,435,455
+ENV_PREFIX = "LASTWILL_"
+# environment variables of the lastwill command that are not settings
+CONFIG_ENV = "LASTWILL_CONFIG"  # the --config file of serve, explain and wills
+ADMIN_ENV = "LASTWILL_ADMIN"  # the admin API's URL for explain and wills (their --admin)
+DOCS = "docs/configuration.md"
 
 
 def default_node_name() -> str:
@@ -29,161 +43,185 @@ def default_node_name() -> str:
     return "lastwill@" + "".join("_" if c in "/+#\x00" else c for c in host)
 
 
+def setting(default: Any = dataclasses.MISSING, *, help: str, factory: Any = None, choices: tuple[str, ...] = (),
+            bounds: tuple[float, float] | None = None, metavar: str | None = None, shown: str | None = None,
+            secret: bool = False) -> Any:
+    """A field of Config with its description: ``help`` (one sentence or two, shown by --help and in
+    docs/configuration.md), ``choices`` (an enumeration, matched case-insensitively), ``bounds`` (the
+    range of an integer, checked by validate()), ``metavar`` (the flag's placeholder), ``shown`` (the
+    default as text, when the value itself would not say it), ``secret`` (never logged)."""
+    meta = {"help": help, "choices": choices, "bounds": bounds, "metavar": metavar, "shown": shown,
+            "secret": secret}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
 @dataclass
 class Config:
-    # listeners: "HOST:PORT" (IPv6 as "[::1]:1883")
-    listen: list[str] = field(default_factory=lambda: ["127.0.0.1:1883"])
-    # TLS and WebSocket listeners (docs/security.md "TLS", "WebSockets"): MQTT over TLS (tls_listen),
-    # MQTT over WebSockets (ws_listen) and over WebSockets over TLS (wss_listen). One certificate
-    # (tls_cert, tls_key: PEM files, the key unencrypted) serves tls_listen and wss_listen. tls_ca: PEM
-    # file of the CAs that sign client certificates; when set, clients are asked for one, and
-    # tls_require_client_cert refuses the TLS handshake without one; tls_cert_cn_as_username makes the
-    # certificate's Common Name the connection's user name (Conn.cert_username, for authentication).
-    # ws_path: the HTTP path of the WebSocket listeners ("/" is accepted too). TLS 1.2 at least.
-    tls_listen: list[str] = field(default_factory=list)
-    tls_cert: str = ""
-    tls_key: str = ""
-    tls_ca: str = ""
-    tls_require_client_cert: bool = False
-    tls_cert_cn_as_username: bool = False
-    ws_listen: list[str] = field(default_factory=list)
-    wss_listen: list[str] = field(default_factory=list)
-    ws_path: str = "/mqtt"
-    # protocol limits advertised in CONNACK and enforced
-    max_packet_size: int = 1_048_576
-    receive_maximum: int = 1024
-    maximum_qos: int = 2
-    retain_available: bool = True
-    topic_alias_maximum: int = 64
-    outbound_topic_aliases: bool = True
-    wildcard_subscription_available: bool = True
-    subscription_identifier_available: bool = True
-    shared_subscription_available: bool = True
+    # ---- listeners: "HOST:PORT" (IPv6 as "[::1]:1883"). One certificate (tls_cert, tls_key) serves
+    # tls_listen and wss_listen (docs/security.md "TLS", "WebSockets")
+    listen: list[str] = setting(factory=lambda: ["127.0.0.1:1883"], metavar="HOST:PORT",
+                                help="plain MQTT listener, HOST:PORT (IPv6 as [::1]:1883); repeatable; "
+                                     "'' for none")
+    tls_listen: list[str] = setting(factory=list, metavar="HOST:PORT",
+                                    help="MQTT over TLS listener (needs tls_cert and tls_key); repeatable")
+    tls_cert: str = setting("", metavar="FILE", help="the server's certificate, a PEM file")
+    tls_key: str = setting("", metavar="FILE", help="the private key of tls_cert, a PEM file, unencrypted")
+    tls_ca: str = setting("", metavar="FILE",
+                          help="PEM file of the CAs that sign client certificates; set: clients are asked for one")
+    tls_require_client_cert: bool = setting(False, help="refuse a TLS client without a valid certificate "
+                                                        "(needs tls_ca)")
+    tls_cert_cn_as_username: bool = setting(False, help="the client certificate's Common Name is the user name "
+                                                        "(needs tls_require_client_cert)")
+    ws_listen: list[str] = setting(factory=list, metavar="HOST:PORT",
+                                   help="MQTT over WebSockets listener; repeatable")
+    wss_listen: list[str] = setting(factory=list, metavar="HOST:PORT",
+                                    help="MQTT over WebSockets over TLS listener (needs tls_cert and tls_key); "
+                                         "repeatable")
+    ws_path: str = setting("/mqtt", metavar="PATH", help="the HTTP path of the WebSocket listeners ('/' is "
+                                                         "accepted too)")
+    # ---- protocol limits advertised in CONNACK and enforced
+    max_packet_size: int = setting(1_048_576, bounds=(64, MAX_PACKET_LIMIT), metavar="BYTES",
+                                   help="largest packet, both ways (MQTT 5 Maximum Packet Size)")
+    receive_maximum: int = setting(1024, bounds=(1, 65535),
+                                   help="QoS 1 and 2 messages a client may have unacknowledged (MQTT 5 Receive "
+                                        "Maximum)")
+    maximum_qos: int = setting(2, bounds=(0, 2), help="highest QoS the broker accepts (MQTT 5 Maximum QoS)")
+    retain_available: bool = setting(True, help="accept retained messages")
+    topic_alias_maximum: int = setting(64, bounds=(0, 65535), help="topic aliases a client may use (MQTT 5)")
+    outbound_topic_aliases: bool = setting(True, help="use topic aliases when sending to MQTT 5 clients")
+    wildcard_subscription_available: bool = setting(True, help="accept subscriptions with + and #")
+    subscription_identifier_available: bool = setting(True, help="accept MQTT 5 subscription identifiers")
+    shared_subscription_available: bool = setting(True, help="accept $share/ subscriptions")
     # keep-alive: a client asking for more than this (or for 0 when zero is not allowed) is told
     # the server's value in CONNACK (MQTT 5 Server Keep Alive)
-    max_keep_alive: int = 65535
-    allow_zero_keep_alive: bool = True
-    connect_timeout: float = 10.0
-    # limits against hostile or broken clients (docs/security.md "Limits"; 0: no limit where allowed).
-    # max_connections: open network connections, counted at accept (those still to send CONNECT too);
-    # one more is closed at once. Also kept below the descriptor limit (edge/server.py)
-    max_connections: int = 100_000
-    max_topic_length: int = 4096  # bytes, of a PUBLISH topic, a will topic, a subscription's filter
-    max_topic_levels: int = 128  # "a/b/c" has 3; at most 512: the subscription trie is walked recursively
-    max_subscriptions_per_client: int = 10_000  # per session
-    max_publish_rate: float = 0.0  # PUBLISH packets per second per connection (token bucket); 0 = off
-    # sessions
-    max_session_expiry: int = UINT32_MAX  # seconds; UINT32_MAX means "never expires" is allowed
-    max_queued_messages: int = 100_000  # per session; beyond this, new messages are dropped and counted
-    max_queued_bytes: int = 16 * 1024 * 1024  # per session (topics + payloads); the same, counted in bytes
-    queue_qos0: bool = False  # queue QoS 0 messages for offline sessions (mosquitto's default: no)
-    # persistence (see README "Durability")
-    data_dir: str = "./lastwill-data"
-    memory: bool = False  # keep nothing across restarts
-    fsync: str = "batch"  # always | batch | off
-    recovery_grace: float = 30.0  # seconds a client has to reconnect after a restart before its will fires
-    shutdown_wills: str = "keep"  # keep | publish: wills of clients connected at a clean shutdown
-    # logging
-    log_level: str = "info"
-    # the admin HTTP API (JSON, Prometheus /metrics): "HOST:PORT", empty = off. admin_token: required
-    # when admin_listen is not a loopback address; clients send "Authorization: Bearer <token>"
-    admin_listen: str = ""
-    admin_token: str = ""
-    # what the broker publishes about its clients (see README "$SYS events, presence, will cause"):
-    # $SYS/brokers/<node_name>/clients/<client id>/connected|disconnected (JSON, EMQX's fields plus
-    # the will decision); presence_topic: a retained online/offline per client ("{client_id}" is
-    # replaced), empty = off; will_cause_property: wills carry User Property ("lastwill-cause", cause)
-    sys_events: bool = True
-    node_name: str = field(default_factory=default_node_name)
-    presence_topic: str = ""
-    will_cause_property: bool = False
-    # authentication and authorization (docs/security.md "Authentication", "Authorization"):
-    # password_file: "user:hash" lines (lastwill passwd, or mosquitto_passwd's $7$/$6$); acl_file:
-    # mosquitto's ACL syntax, anything not granted is denied; both reloaded on SIGHUP.
-    # allow_anonymous: clients without a user name; unset: allowed only when every listener is on
-    # a loopback address (start-up is refused when no client could authenticate on a non-loopback one)
-    password_file: str = ""
-    acl_file: str = ""
-    allow_anonymous: bool | None = None
+    max_keep_alive: int = setting(65535, bounds=(1, 65535), metavar="SECONDS",
+                                  help="largest Keep Alive a client may ask for; MQTT 5 clients asking for more "
+                                       "are told this one")
+    allow_zero_keep_alive: bool = setting(True, help="let clients ask for Keep Alive 0 (no keep-alive)")
+    connect_timeout: float = setting(10.0, metavar="SECONDS",
+                                     help="close a connection that sends no CONNECT within this time")
+    # ---- limits against hostile or broken clients (docs/security.md "Limits"; 0: no limit where allowed).
+    # max_connections is counted at accept (connections still to send CONNECT too) and kept below the
+    # descriptor limit (edge/server.py)
+    max_connections: int = setting(100_000, bounds=(0, 100_000_000),
+                                   help="open network connections; one more is closed at once (0: no limit)")
+    max_topic_length: int = setting(4096, bounds=(1, 65535), metavar="BYTES",
+                                    help="longest topic of a PUBLISH, a will or a subscription filter")
+    # the subscription trie is walked recursively: at most 512
+    max_topic_levels: int = setting(128, bounds=(1, 512), help="most levels in a topic ('a/b/c' has 3)")
+    max_subscriptions_per_client: int = setting(10_000, bounds=(1, 100_000_000), help="subscriptions per session")
+    max_publish_rate: float = setting(0.0, metavar="PER_SECOND",
+                                      help="PUBLISH packets per second per connection (token bucket; 0: no limit)")
+    # ---- sessions
+    max_session_expiry: int = setting(UINT32_MAX, bounds=(0, UINT32_MAX), metavar="SECONDS",
+                                      help="longest session expiry granted; 4294967295 allows 'never expires'")
+    max_queued_messages: int = setting(100_000, bounds=(0, 100_000_000),
+                                       help="messages queued per session; more are dropped, counted and logged")
+    max_queued_bytes: int = setting(16 * 1024 * 1024, bounds=(0, 2**62), metavar="BYTES",
+                                    help="bytes (topics and payloads) queued per session; the same")
+    queue_qos0: bool = setting(False, help="queue QoS 0 messages for offline sessions (mosquitto's default: no)")
+    # ---- persistence (README "Durability")
+    data_dir: str = setting("./lastwill-data", metavar="DIR", help="directory of the store (lastwill.db)")
+    memory: bool = setting(False, help="keep nothing across restarts (no store)")
+    fsync: str = setting("batch", choices=("always", "batch", "off"),
+                         help="always: fsync every commit (survives power loss); batch: hand every commit to the "
+                              "OS before acknowledging (survives a crash of the broker); off: leave it to the OS")
+    recovery_grace: float = setting(30.0, metavar="SECONDS",
+                                    help="how long a client has to reconnect after a restart before the will it "
+                                         "had when the broker stopped is published")
+    shutdown_wills: str = setting("keep", choices=("keep", "publish"),
+                                  help="the wills of clients connected at a clean shutdown: keep them pending for "
+                                       "the next start, or publish them")
+    # ---- logging
+    log_level: str = setting("info", choices=("debug", "info", "warning", "error"), help="least severe log level")
+    log_format: str = setting("text", choices=("text", "json"),
+                              help="text: a line per event (time level logger: message); json: a JSON object "
+                                   "per line with the same fields, and structured fields where there are some")
+    log_file: str = setting("", metavar="FILE", shown="stderr",
+                            help="append the log to this file instead of stderr; opened again on SIGHUP "
+                                 "(for logrotate)")
+    # ---- the admin HTTP API (JSON, Prometheus /metrics). Clients send "Authorization: Bearer <token>"
+    admin_listen: str = setting("", metavar="HOST:PORT", shown="off",
+                                help="the admin HTTP API and /metrics on HOST:PORT")
+    admin_token: str = setting("", metavar="TOKEN", shown="none", secret=True,
+                               help="bearer token the admin API requires; required when admin_listen is not a "
+                                    "loopback address (give it as LASTWILL_ADMIN_TOKEN: a flag shows in ps)")
+    # ---- what the broker publishes about its clients (README "$SYS events, presence and the will's cause")
+    sys_events: bool = setting(True, help="publish $SYS/brokers/<node_name>/clients/<client id>/connected and "
+                                          "disconnected events (JSON)")
+    node_name: str = setting(factory=default_node_name, metavar="NAME", shown="lastwill@<hostname>",
+                             help="the node's level in the $SYS topics")
+    presence_topic: str = setting("", metavar="TOPIC", shown="off",
+                                  help="a retained online/offline message per client on this topic; "
+                                       "{client_id} is replaced (e.g. presence/{client_id})")
+    will_cause_property: bool = setting(False, help="wills carry the User Property (lastwill-cause, <cause>)")
+    # ---- authentication and authorization (docs/security.md): both files reloaded on SIGHUP
+    password_file: str = setting("", metavar="FILE", shown="none",
+                                 help="user:hash lines (lastwill passwd FILE USER; mosquitto_passwd's work too)")
+    acl_file: str = setting("", metavar="FILE", shown="none",
+                            help="mosquitto's ACL syntax; anything not granted is denied")
+    allow_anonymous: bool | None = setting(None, shown="unset: allowed only when every listener is on loopback",
+                                           help="let clients without a user name connect")
 
     def validate(self) -> Config:
-        def int_range(key: str, lo: int, hi: int) -> None:
-            v = getattr(self, key)
-            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-                raise ConfigError(f"config key '{key}': expected an integer from {lo} to {hi}, got {v!r}")
-
-        def boolean(key: str) -> None:
-            v = getattr(self, key)
-            if not isinstance(v, bool):
-                raise ConfigError(f"config key '{key}': expected true or false, got {v!r}")
-
+        """Check every key (raising ConfigError naming it); enumerations are matched case-insensitively
+        and stored in lower case. Returns self."""
+        for s in SCHEMA:
+            value = getattr(self, s.name)
+            if s.kind is Kind.BOOL and not isinstance(value, bool):
+                raise bad_value(s.name, f"expected true or false, got {value!r}")
+            if s.kind is Kind.INT and s.bounds is not None:
+                lo, hi = s.bounds
+                if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+                    raise bad_value(s.name, f"expected an integer from {lo} to {hi}, got {value!r}")
+            if s.kind is Kind.CHOICE:
+                if isinstance(value, str) and value.lower() in s.choices:
+                    setattr(self, s.name, value.lower())
+                else:
+                    raise bad_value(s.name, f"expected one of {', '.join(s.choices)}, got {value!r}")
         for key in LISTEN_KEYS:
             items = getattr(self, key)
             if not isinstance(items, list):
-                raise ConfigError(f"config key '{key}': expected a list of HOST:PORT, got {items!r}")
+                raise bad_value(key, f"expected a list of HOST:PORT, got {items!r}")
             for item in items:
                 parse_listen(item, key)
         if not any(getattr(self, key) for key in LISTEN_KEYS):
-            raise ConfigError(f"config key 'listen': expected a non-empty list of HOST:PORT (or at least one "
-                              f"of tls_listen, ws_listen, wss_listen), got {self.listen!r}")
+            raise bad_value("listen", f"expected a non-empty list of HOST:PORT (or at least one of tls_listen, "
+                                      f"ws_listen, wss_listen), got {self.listen!r}")
         self._validate_tls_ws()
-        int_range("max_packet_size", 64, MAX_PACKET_LIMIT)
-        int_range("receive_maximum", 1, 65535)
-        int_range("maximum_qos", 0, 2)
-        int_range("topic_alias_maximum", 0, 65535)
-        int_range("max_keep_alive", 1, 65535)
-        int_range("max_session_expiry", 0, UINT32_MAX)
-        int_range("max_queued_messages", 0, 100_000_000)
-        int_range("max_queued_bytes", 0, 2**62)
-        int_range("max_connections", 0, 100_000_000)
-        int_range("max_topic_length", 1, 65535)
-        int_range("max_topic_levels", 1, 512)
-        int_range("max_subscriptions_per_client", 1, 100_000_000)
         if isinstance(self.max_publish_rate, bool) or not isinstance(self.max_publish_rate, (int, float)) \
                 or not 0 <= self.max_publish_rate <= 1e9:
-            raise ConfigError(f"config key 'max_publish_rate': expected PUBLISH packets per second, a number from "
-                              f"0 (no limit) to 1e9, got {self.max_publish_rate!r}")
-        for key in ("retain_available", "outbound_topic_aliases", "wildcard_subscription_available",
-                    "subscription_identifier_available", "shared_subscription_available",
-                    "allow_zero_keep_alive", "queue_qos0", "sys_events", "will_cause_property"):
-            boolean(key)
+            raise bad_value("max_publish_rate", f"expected PUBLISH packets per second, a number from 0 (no limit) "
+                                                f"to 1e9, got {self.max_publish_rate!r}")
         if isinstance(self.connect_timeout, bool) or not isinstance(self.connect_timeout, (int, float)) \
                 or not 0 < self.connect_timeout <= 3600:
-            raise ConfigError(f"config key 'connect_timeout': expected seconds (0 < s <= 3600), "
-                              f"got {self.connect_timeout!r}")
-        for key, choices in (("fsync", ("always", "batch", "off")), ("shutdown_wills", ("keep", "publish"))):
-            if getattr(self, key) not in choices:
-                raise ConfigError(f"config key '{key}': expected one of {', '.join(choices)}, "
-                                  f"got {getattr(self, key)!r}")
+            raise bad_value("connect_timeout", f"expected seconds (0 < s <= 3600), got {self.connect_timeout!r}")
         if not isinstance(self.data_dir, str) or not self.data_dir:
-            raise ConfigError(f"config key 'data_dir': expected a directory path, got {self.data_dir!r}")
-        boolean("memory")
+            raise bad_value("data_dir", f"expected a directory path, got {self.data_dir!r}")
         if isinstance(self.recovery_grace, bool) or not isinstance(self.recovery_grace, (int, float)) \
                 or not 0 <= self.recovery_grace <= 86400:
-            raise ConfigError(f"config key 'recovery_grace': expected seconds from 0 to 86400, "
-                              f"got {self.recovery_grace!r}")
-        if self.log_level not in ("debug", "info", "warning", "error"):
-            raise ConfigError(f"config key 'log_level': expected one of debug, info, warning, error, "
-                              f"got {self.log_level!r}")
-        for key in ("admin_listen", "admin_token"):
+            raise bad_value("recovery_grace", f"expected seconds from 0 to 86400, got {self.recovery_grace!r}")
+        for key in ("admin_listen", "admin_token", "log_file"):
             if not isinstance(getattr(self, key), str):
-                raise ConfigError(f"config key '{key}': expected a string, got {getattr(self, key)!r}")
+                raise bad_value(key, f"expected a string, got {getattr(self, key)!r}")
         if not isinstance(self.node_name, str) or not self.node_name or len(self.node_name) > 255 \
                 or any(c in self.node_name for c in "/+#\x00"):
-            raise ConfigError(f"config key 'node_name': expected a name of 1 to 255 characters without "
-                              f"'/', '+', '#' (it is one level of the $SYS topics), got {self.node_name!r}")
+            raise bad_value("node_name", f"expected a name of 1 to 255 characters without '/', '+', '#' (it is one "
+                                         f"level of the $SYS topics), got {self.node_name!r}")
         p = self.presence_topic
         if not isinstance(p, str) or (p and (p.count("{client_id}") != 1 or "+" in p or "#" in p
                                              or "\x00" in p or len(p.encode("utf-8")) > 60000)):
-            raise ConfigError(f"config key 'presence_topic': expected a topic name with '{{client_id}}' exactly "
-                              f"once and no wildcards (e.g. 'presence/{{client_id}}'), or empty for no presence, "
-                              f"got {p!r}")
+            raise bad_value("presence_topic", f"expected a topic name with '{{client_id}}' exactly once and no "
+                                              f"wildcards (e.g. 'presence/{{client_id}}'), or empty for no presence, "
+                                              f"got {p!r}")
         if self.admin_listen:
             host, _ = parse_listen(self.admin_listen, "admin_listen")
             if not self.admin_token and not is_loopback(host):
-                raise ConfigError(f"config key 'admin_token': required when admin_listen "
-                                  f"({self.admin_listen!r}) is not a loopback address: the admin API must not "
-                                  f"be open to the network (clients send 'Authorization: Bearer <token>')")
+                raise bad_value("admin_token", f"required when admin_listen ({self.admin_listen!r}) is not a "
+                                               f"loopback address: the admin API must not be open to the network "
+                                               f"(clients send 'Authorization: Bearer <token>')")
         self._validate_auth()
         return self
 
@@ -191,16 +229,17 @@ class Config:
         """password_file, acl_file, allow_anonymous (the files themselves are read at start-up: edge/security.py)."""
         for key in ("password_file", "acl_file"):
             if not isinstance(getattr(self, key), str):
-                raise ConfigError(f"config key '{key}': expected the path of a file, got {getattr(self, key)!r}")
+                raise bad_value(key, f"expected the path of a file, got {getattr(self, key)!r}")
         if self.allow_anonymous is not None and not isinstance(self.allow_anonymous, bool):
-            raise ConfigError(f"config key 'allow_anonymous': expected true or false, got {self.allow_anonymous!r}")
+            raise bad_value("allow_anonymous", f"expected true or false, got {self.allow_anonymous!r}")
         if self.allow_anonymous is None:
             exposed = [item for _, item in self.listeners() if not is_loopback(parse_listen(item)[0])]
             if exposed and not self.password_file and not self.tls_cert_cn_as_username:
-                raise ConfigError(f"config key 'allow_anonymous': listener {exposed[0]!r} is not a loopback "
-                                  f"address and no client could log in: set password_file (clients give a user "
-                                  f"name and password; 'lastwill passwd FILE USER' makes it), or "
-                                  f"allow_anonymous = true to let anyone who reaches the port connect")
+                raise bad_value("allow_anonymous", f"listener {exposed[0]!r} is not a loopback address and no "
+                                                   f"client could log in: set password_file (clients give a user "
+                                                   f"name and password; 'lastwill passwd FILE USER' makes it), or "
+                                                   f"allow_anonymous = true to let anyone who reaches the port "
+                                                   f"connect")
 
     def anonymous_allowed(self) -> bool:
         """May a client without a user name connect? allow_anonymous, or when unset: only if every
@@ -213,26 +252,23 @@ class Config:
         """The TLS and WebSocket keys (the files themselves are read at start-up: edge/tls.py)."""
         for key in ("tls_cert", "tls_key", "tls_ca", "ws_path"):
             if not isinstance(getattr(self, key), str):
-                raise ConfigError(f"config key '{key}': expected a string, got {getattr(self, key)!r}")
-        for key in ("tls_require_client_cert", "tls_cert_cn_as_username"):
-            if not isinstance(getattr(self, key), bool):
-                raise ConfigError(f"config key '{key}': expected true or false, got {getattr(self, key)!r}")
+                raise bad_value(key, f"expected a string, got {getattr(self, key)!r}")
         if self.tls_listen or self.wss_listen:
             which = "tls_listen" if self.tls_listen else "wss_listen"
             for key in ("tls_cert", "tls_key"):
                 if not getattr(self, key):
-                    raise ConfigError(f"config key '{key}': required when {which} is set: expected the path "
-                                      f"of a PEM file ({'the server certificate' if key == 'tls_cert' else 'its private key'})")
+                    raise bad_value(key, f"required when {which} is set: expected the path of a PEM file "
+                                         f"({'the server certificate' if key == 'tls_cert' else 'its private key'})")
         if self.tls_require_client_cert and not self.tls_ca:
-            raise ConfigError("config key 'tls_ca': required when tls_require_client_cert is true: expected the "
-                              "path of a PEM file of the CA certificates that sign client certificates")
+            raise bad_value("tls_ca", "required when tls_require_client_cert is true: expected the path of a PEM "
+                                      "file of the CA certificates that sign client certificates")
         if self.tls_cert_cn_as_username and not self.tls_require_client_cert:
-            raise ConfigError("config key 'tls_cert_cn_as_username': needs tls_require_client_cert = true (a "
-                              "client without a certificate would otherwise choose its own user name)")
+            raise bad_value("tls_cert_cn_as_username", "needs tls_require_client_cert = true (a client without a "
+                                                       "certificate would otherwise choose its own user name)")
         p = self.ws_path
         if not p.startswith("/") or any(c in p for c in " ?#\x00\r\n") or len(p) > 1024:
-            raise ConfigError(f"config key 'ws_path': expected an HTTP path starting with '/', without spaces, "
-                              f"'?' or '#' (e.g. '/mqtt'), got {p!r}")
+            raise bad_value("ws_path", f"expected an HTTP path starting with '/', without spaces, '?' or '#' "
+                                       f"(e.g. '/mqtt'), got {p!r}")
 
     def listeners(self) -> list[tuple[str, str]]:
         """Every listener as (kind, "HOST:PORT"); kind is "mqtt", "mqtts", "ws" or "wss"
@@ -245,18 +281,137 @@ class Config:
         return [f.name for f in dataclasses.fields(cls)]
 
     def replace(self, **changes: Any) -> Config:
+        """A validated copy with ``changes``; an unknown key raises ConfigError (with a suggestion),
+        as a misspelled key of a config file does."""
+        for key in changes:
+            if key not in SETTINGS:
+                raise unknown_key(key)
         return dataclasses.replace(self, **changes).validate()
+
+
+# ---- the schema, read from the dataclass once -------------------------------------------------------
+class Kind(enum.Enum):
+    """What a setting's value is, as flags, environment variables and TOML give it."""
+
+    TEXT = "text"
+    CHOICE = "choice"  # a text among Setting.choices (case-insensitive)
+    INT = "int"
+    FLOAT = "float"
+    BOOL = "bool"
+    OPTIONAL_BOOL = "optional bool"  # unset (None) means "decided from other keys"
+    LIST = "list"  # of texts; repeatable flag; comma-separated in the environment
+
+
+_KINDS = {"str": Kind.TEXT, "int": Kind.INT, "float": Kind.FLOAT, "bool": Kind.BOOL,
+          "bool | None": Kind.OPTIONAL_BOOL, "list[str]": Kind.LIST}
+_TRUE = ("true", "yes", "on", "1")
+_FALSE = ("false", "no", "off", "0")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One key of Config as the user meets it: flag, environment variable, TOML key, help."""
+
+    name: str
+    kind: Kind
+    help: str
+    default: Any
+    choices: tuple[str, ...] = ()
+    bounds: tuple[float, float] | None = None
+    metavar: str | None = None
+    shown: str | None = None
+    secret: bool = False
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+    def default_text(self) -> str:
+        """The default as a user would write it."""
+        return self.shown if self.shown is not None else format_value(self.default)
+
+    def parse(self, text: str) -> Any:
+        """A value from text (a flag's argument, an environment variable). Raises ValueError saying
+        what was expected; range and choice are checked by Config.validate()."""
+        if self.kind is Kind.LIST:
+            return [item.strip() for item in text.split(",") if item.strip()]
+        if self.kind in (Kind.BOOL, Kind.OPTIONAL_BOOL):
+            word = text.strip().lower()
+            if word in _TRUE or word in _FALSE:
+                return word in _TRUE
+            if self.kind is Kind.OPTIONAL_BOOL and word == "":
+                return None
+            raise ValueError(f"expected true or false, got {text!r}")
+        if self.kind is Kind.INT:
+            try:
+                return int(text.strip())
+            except ValueError:
+                raise ValueError(f"expected an integer, got {text!r}") from None
+        if self.kind is Kind.FLOAT:
+            try:
+                return float(text.strip())
+            except ValueError:
+                raise ValueError(f"expected a number, got {text!r}") from None
+        return text
+
+
+def format_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ", ".join(value) if value else "none"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if value == "":
+        return "none"
+    return str(value)
+
+
+def _describe(f: dataclasses.Field) -> Setting:
+    kind = _KINDS[str(f.type)]
+    meta = f.metadata
+    if meta["choices"]:
+        kind = Kind.CHOICE
+    default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+    return Setting(f.name, kind, meta["help"], default, meta["choices"], meta["bounds"], meta["metavar"],
+                   meta["shown"], meta["secret"])
+
+
+SCHEMA: tuple[Setting, ...] = tuple(_describe(f) for f in dataclasses.fields(Config))
+SETTINGS: dict[str, Setting] = {s.name: s for s in SCHEMA}
+
+
+# ---- errors ------------------------------------------------------------------------------------------
+def bad_value(key: str, text: str) -> ConfigError:
+    return ConfigError(f"config key '{key}': {text}", key=key)
+
+
+def suggest(word: str, candidates: list[str]) -> str | None:
+    """The closest candidate to a misspelled word (difflib), if one is close enough."""
+    near = difflib.get_close_matches(word, candidates, n=1, cutoff=0.85)
+    return near[0] if near else None
+
+
+def unknown_key(key: str, where: str = "") -> ConfigError:
+    """A key that is not a setting: the same error for a config file and ``Broker(**settings)``."""
+    near = suggest(key, list(SETTINGS))
+    hint = f"; did you mean '{near}'?" if near else f" (every key is in {DOCS} and 'lastwill serve --help')"
+    return ConfigError(f"{where}unknown key '{key}'{hint}", key=key)
 
 
 def parse_listen(value: str, key: str = "listen") -> tuple[str, int]:
     """"HOST:PORT" -> (host, port). Raises ConfigError naming the key (``listen`` by default)."""
     if not isinstance(value, str):
-        raise ConfigError(f"config key '{key}': expected HOST:PORT strings, got {value!r}")
+        raise bad_value(key, f"expected HOST:PORT strings, got {value!r}")
     host, sep, port = value.rpartition(":")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(f"config key '{key}': expected HOST:PORT with a port from 0 to 65535, got {value!r}")
+        raise bad_value(key, f"expected HOST:PORT with a port from 0 to 65535, got {value!r}")
     return host, int(port)
 
 
@@ -270,24 +425,138 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+# ---- loading: defaults < config file < environment < flags --------------------------------------------
+@dataclass(frozen=True)
+class Loaded:
+    """A validated Config and, for every key that is not its default, where its value came from
+    (``--max-keep-alive``, ``LASTWILL_MAX_KEEP_ALIVE`` or ``config file 'lastwill.toml'``)."""
+
+    config: Config
+    origin: Mapping[str, str]
+
+
+# mosquitto.conf directives, to recognise a mosquitto.conf given to --config (not every one: enough
+# that any real file has one of them)
+MOSQUITTO_DIRECTIVES = frozenset((
+    "listener", "port", "bind_address", "allow_anonymous", "password_file", "acl_file", "persistence",
+    "persistence_location", "persistence_file", "autosave_interval", "log_dest", "log_type", "log_timestamp",
+    "connection_messages", "include_dir", "per_listener_settings", "max_keepalive", "max_packet_size",
+    "max_inflight_messages", "max_queued_messages", "max_queued_bytes", "message_size_limit", "protocol",
+    "cafile", "capath", "certfile", "keyfile", "require_certificate", "use_identity_as_username",
+    "tls_version", "sys_interval", "retain_available", "persistent_client_expiration", "pid_file", "user",
+    "connection", "address", "topic", "max_connections", "set_tcp_nodelay", "socket_domain", "http_dir",
+    "websockets_log_level", "plugin", "auth_plugin", "psk_file", "queue_qos0_messages", "upgrade_outgoing_qos",
+))
+_MOSQUITTO_LINE = re.compile(r"([a-z_]+)(\s+\S.*)?")
+
+
+def mosquitto_line(text: str) -> tuple[int, str] | None:
+    """(line number, line) of the first directive if ``text`` reads like a mosquitto.conf (its first
+    line that is not blank or a comment is a mosquitto directive, without '='), else None."""
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        m = _MOSQUITTO_LINE.fullmatch(line)
+        if m and "=" not in line and m.group(1) in MOSQUITTO_DIRECTIVES:
+            return number, line
+        return None
+    return None
+
+
+def read_file(path: str | Path) -> dict[str, Any]:
+    """The settings of a TOML config file, unknown keys refused (with a suggestion), a mosquitto.conf
+    recognised. Values are not validated here."""
+    p = Path(path)
+    where = f"config file {str(p)!r}: "
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{where}cannot read it: {e.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+        data = tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        found = mosquitto_line(raw.decode("utf-8", "replace"))
+        if found is not None:
+            raise ConfigError(f"{where}this is a mosquitto.conf (line {found[0]}: {found[1]!r}): lastwill does not "
+                              f"read mosquitto's format; its settings are TOML keys, listed with mosquitto's "
+                              f"equivalents in {DOCS}") from None
+        raise ConfigError(f"{where}not valid TOML: {e}") from None
+    for key in data:
+        if key not in SETTINGS:
+            raise unknown_key(key, where)
+    return data
+
+
+def read_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The settings given as LASTWILL_<KEY> variables, parsed (not validated)."""
+    values = {}
+    for s in SCHEMA:
+        text = environ.get(s.env)
+        if text is not None:
+            try:
+                values[s.name] = s.parse(text)
+            except ValueError as e:
+                raise ConfigError(f"environment variable {s.env}: {e}", key=s.name) from None
+    return values
+
+
+def stray_environment(environ: Mapping[str, str]) -> list[str]:
+    """Warnings for LASTWILL_ variables that are not settings but look like a misspelled one."""
+    names = [s.env for s in SCHEMA]
+    out = []
+    for name in sorted(environ):
+        if name.startswith(ENV_PREFIX) and name not in names and name not in (CONFIG_ENV, ADMIN_ENV):
+            near = suggest(name.removeprefix(ENV_PREFIX).lower(), list(SETTINGS))  # the prefix would match all
+            if near:
+                out.append(f"environment variable {name} is not a setting (ignored); did you mean "
+                           f"{SETTINGS[near].env}?")
+    return out
+
+
+def load(path: str | Path | None = None, environ: Mapping[str, str] | None = None,
+         flags: Mapping[str, Any] | None = None) -> Loaded:
+    """Defaults, then the TOML file at ``path``, then ``environ``'s LASTWILL_<KEY> variables, then
+    ``flags`` (None values ignored); validated. A bad value's error says where it came from."""
+    values: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    if path is not None:
+        for key, value in read_file(path).items():
+            values[key], origin[key] = value, f"config file {str(path)!r}"
+    if environ is not None:
+        for key, value in read_environment(environ).items():
+            values[key], origin[key] = value, SETTINGS[key].env
+    for key, value in (flags or {}).items():
+        if value is not None:
+            if key not in SETTINGS:
+                raise unknown_key(key)
+            values[key], origin[key] = value, SETTINGS[key].flag
+    try:
+        config = Config(**values).validate()
+    except ConfigError as e:
+        if e.key in origin:
+            raise ConfigError(f"{e} (from {origin[e.key]})", key=e.key) from None
+        raise
+    return Loaded(config, origin)
+
+
 def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
     """Defaults, then the TOML file at ``path``, then ``overrides`` (flags). Validated."""
-    values: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        try:
-            raw = p.read_bytes()
-        except OSError as e:
-            raise ConfigError(f"config file {str(p)!r}: cannot read it: {e.strerror}") from None
-        try:
-            data = tomllib.loads(raw.decode("utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-            raise ConfigError(f"config file {str(p)!r}: not valid TOML: {e}") from None
-        known = set(Config.keys())
-        for key, value in data.items():
-            if key not in known:
-                raise ConfigError(f"config file {str(p)!r}: unknown key '{key}' "
-                                  f"(known keys: {', '.join(sorted(known))})")
-            values[key] = value
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    return Config(**values).validate()
+    return load(path, None, overrides).config
+
+
+def settings_markdown() -> str:
+    """The table of every setting for docs/configuration.md (scripts/gen_configuration.py)."""
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+
+    rows = ["| key | flag | environment | default | meaning |", "| --- | --- | --- | --- | --- |"]
+    for s in SCHEMA:
+        meaning = s.help
+        if s.choices:
+            meaning += "; one of " + ", ".join(s.choices)
+        if s.bounds is not None:
+            meaning += f"; from {s.bounds[0]} to {s.bounds[1]}"
+        rows.append(f"| `{s.name}` | `{s.flag}` | `{s.env}` | {cell(s.default_text())} | {cell(meaning)} |")
+    return "\n".join(rows) + "\n"

@@ -10,7 +10,6 @@ PASS or FAIL. Exit status: 0 if every case passes, 1 if one fails, 2 if the brok
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import secrets
@@ -101,61 +100,6 @@ class CaseResult:
     passed: bool = False
     observed: str = ""
     events: list[tuple[float, str]] = field(default_factory=list)
-
-
-# --------------------------------------------------------------------------------------------------
-# The embedded broker
-
-
-class EmbeddedBroker:
-    """``lastwill.Broker`` (in memory, port 0) on its own event loop in a daemon thread."""
-
-    def __init__(self) -> None:
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.broker = None
-        self.error: BaseException | None = None
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="lastwill-demo-broker", daemon=True)
-
-    def _run(self) -> None:
-        from .broker import Broker
-
-        try:
-            import uvloop
-            self.loop = uvloop.new_event_loop()
-        except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-            self.loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(self.loop)
-        try:
-            self.broker = Broker(listen=["127.0.0.1:0"], memory=True)
-            self.loop.run_until_complete(self.broker.start())
-        except BaseException as e:
-            self.error = e
-            self._ready.set()
-            return
-        self._ready.set()
-        try:
-            self.loop.run_forever()
-            self.loop.run_until_complete(self.broker.stop())
-        finally:
-            self.loop.close()
-
-    def start(self) -> EmbeddedBroker:
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise DemoError("the embedded broker did not start within 10 s")
-        if self.error is not None:
-            raise DemoError(f"the embedded broker did not start: {self.error}")
-        return self
-
-    def stop(self) -> None:
-        if self.loop is not None and self._thread.is_alive():
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self._thread.join(10)
-
-    @property
-    def port(self) -> int:
-        return self.broker.port
 
 
 class _BrokerLogToTimeline(logging.Handler):
@@ -682,7 +626,12 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
                 raise DemoError(str(e)) from None
             label = f"broker at {host}:{port}"
         else:
-            embedded = EmbeddedBroker().start()
+            from .testing import BrokerThread  # in memory, port 0, on its own loop in a thread
+
+            try:
+                embedded = BrokerThread().start()
+            except Exception as e:
+                raise DemoError(f"the embedded broker did not start: {e}") from None
             host, port = "127.0.0.1", embedded.port
             label = f"embedded lastwill broker on {host}:{port} (in memory)"
         demo = Demo(host, port, None if args.json else out, args.tolerance)

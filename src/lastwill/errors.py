@@ -54,4 +54,9 @@ class TopicNameInvalid(MqttError):
 
 
 class ConfigError(Exception):
-    """A bad configuration key or value. The message names the key and what was expected."""
+    """A bad configuration key or value. The message names the key and what was expected; ``key`` is
+    that key when the error is about one (None for a file that cannot be read, say)."""
+
+    def __init__(self, message: str, key: str | None = None):
+        super().__init__(message)
+        self.key = key

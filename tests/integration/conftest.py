@@ -1,8 +1,8 @@
-"""Real sockets, real clients: a lastwill broker on 127.0.0.1 port 0, in a thread of this process."""
+"""Real sockets, real clients: a lastwill broker on 127.0.0.1 port 0, in a thread of this process
+(lastwill.testing.BrokerThread, through the fixtures of lastwill's pytest plugin)."""
 
 from __future__ import annotations
 
-import asyncio
 import queue
 import shutil
 import threading
@@ -13,89 +13,17 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from lastwill import Broker
 
-
-class BrokerThread:
-    """Runs ``Broker`` on its own event loop (uvloop when available) in a background thread."""
-
-    def __init__(self, **settings):
-        self.settings = settings
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.broker: Broker | None = None
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self.error: BaseException | None = None
-
-    def _run(self) -> None:
-        try:
-            import uvloop
-            self.loop = uvloop.new_event_loop()
-        except ImportError:  # pragma: no cover
-            self.loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(self.loop)
-        try:
-            settings = dict(self.settings)
-            if "data_dir" not in settings:
-                settings.setdefault("memory", True)
-            self.broker = Broker(listen=["127.0.0.1:0"], **settings)
-            self.loop.run_until_complete(self.broker.start())
-        except BaseException as e:  # pragma: no cover - surfaced by start()
-            self.error = e
-            self._ready.set()
-            return
-        self._ready.set()
-        self.loop.run_forever()
-        self.loop.run_until_complete(self.broker.stop())
-        self.loop.close()
-
-    def start(self) -> BrokerThread:
-        self._thread.start()
-        self._ready.wait(10)
-        if self.error:
-            raise self.error
-        return self
-
-    def stop(self) -> None:
-        if self.loop is not None and self._thread.is_alive():
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self._thread.join(10)
-
-    def call(self, fn, *args):
-        """Run ``fn(*args)`` on the broker's loop and return its result (for inspecting state)."""
-        done = threading.Event()
-        box: list = []
-
-        def run():
-            box.append(fn(*args))
-            done.set()
-        self.loop.call_soon_threadsafe(run)
-        done.wait(5)
-        return box[0]
-
-    @property
-    def port(self) -> int:
-        return self.broker.port
+@pytest.fixture
+def broker(lastwill_broker):
+    """A lastwill broker in a thread: lastwill.testing's fixture (a free port, in memory)."""
+    return lastwill_broker
 
 
 @pytest.fixture
-def broker():
-    b = BrokerThread().start()
-    yield b
-    b.stop()
-
-
-@pytest.fixture
-def broker_factory():
-    started = []
-
-    def make(**settings):
-        b = BrokerThread(**settings).start()
-        started.append(b)
-        return b
-    yield make
-    for b in started:
-        b.stop()
+def broker_factory(lastwill_broker_factory):
+    """``broker_factory(**settings)``: lastwill.testing's fixture; every broker made is stopped after the test."""
+    return lastwill_broker_factory
 
 
 class Observer:

@@ -191,3 +191,28 @@ def test_explain_as_a_process(admin):
                                           (86400 * 2 + 3600 * 3, "2d03h"), (-1, "0.000s")])
 def test_durations_read_well(seconds, text):
     assert duration(seconds) == text
+
+
+def test_wills_and_explain_find_the_admin_api_from_the_environment(broker_factory, capsys, tmp_path, monkeypatch):
+    """No --admin: $LASTWILL_ADMIN, else the broker's admin_listen from $LASTWILL_CONFIG's file or
+    $LASTWILL_ADMIN_LISTEN; the token from $LASTWILL_ADMIN_TOKEN (over the file's)."""
+    b = broker_factory(admin_listen="127.0.0.1:0", admin_token="t0ken")
+    port = b.broker.admin_port
+    monkeypatch.setenv("LASTWILL_ADMIN", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("LASTWILL_ADMIN_TOKEN", "t0ken")
+    rc, out, _ = run(capsys, "wills")
+    assert rc == 0 and out.startswith("no pending wills")
+    monkeypatch.delenv("LASTWILL_ADMIN")
+    monkeypatch.delenv("LASTWILL_ADMIN_TOKEN")
+    cfg = tmp_path / "lastwill.toml"
+    cfg.write_text(f'admin_listen = "127.0.0.1:{port}"\nadmin_token = "wrong"\n')
+    monkeypatch.setenv("LASTWILL_CONFIG", str(cfg))
+    rc, _, err = run(capsys, "wills")  # found through the file, whose token is refused
+    assert rc == 1 and f"the admin API at http://127.0.0.1:{port} refused the request (401" in err
+    monkeypatch.setenv("LASTWILL_ADMIN_TOKEN", "t0ken")  # the environment wins over the file, as for serve
+    rc, out, _ = run(capsys, "wills")
+    assert rc == 0 and out.startswith("no pending wills")
+    monkeypatch.delenv("LASTWILL_CONFIG")
+    monkeypatch.setenv("LASTWILL_ADMIN_LISTEN", f"127.0.0.1:{port}")
+    rc, _, err = run(capsys, "explain", "nobody")  # reached: the broker answers 404 for an unknown client
+    assert rc == 1 and err.startswith("lastwill: unknown client 'nobody': no session and no will timeline (HTTP 404")
