@@ -15,6 +15,7 @@ from lastwill.codec.packets import Disconnect, Publish, Pubrec, Subscribe, Subsc
 from lastwill.codec.primitives import encode_varint
 from tests.core.harness import Harness, will
 from tests.rawbytes import packet, props, s, u16
+from tests.rawbytes import read_vbi as vbi_bytes
 
 # ---- raw packet building -------------------------------------------------------------------------
 
@@ -31,19 +32,6 @@ def subscribe(topic_filter: str | bytes, pid: int = 1, options: int = 1, propert
 
 def user_property(name: str | bytes, value: str | bytes) -> bytes:
     return b"\x26" + s(name) + s(value)
-
-
-def vbi_bytes(data: bytes, off: int) -> tuple[int, bytes]:
-    """Read a Variable Byte Integer; return its value and its encoded bytes."""
-    start = off
-    value = shift = 0
-    while True:
-        b = data[off]
-        off += 1
-        value |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return value, data[start:off]
-        shift += 7
 
 
 def assert_minimal(encoded: bytes) -> None:
