@@ -180,3 +180,24 @@ def test_fast_logger_is_the_standard_logger_when_logging_is_not_lastwills(caplog
     caplog.set_level(logging.INFO, logger="logtest")
     fast_logger("logtest").info("embedded %s", "broker")
     assert [r.getMessage() for r in caplog.records] == ["embedded broker"]
+
+
+def test_a_handler_on_lastwills_logger_gets_the_records_of_the_fast_path():
+    """lastwill.testing captures the broker's records with a handler on the "lastwill" logger: the
+    fast path must not go around it."""
+    with bare_root():
+        handler = configure(Config().validate())
+        handler.stream = Sink()
+        captured = []
+
+        class Keep(logging.Handler):
+            def emit(self, record):
+                captured.append(record.getMessage())
+
+        keep = Keep()
+        logging.getLogger("logtest").addHandler(keep)
+        try:
+            fast_logger("logtest.will").info("will client_id=%s armed", "a")
+        finally:
+            logging.getLogger("logtest").removeHandler(keep)
+    assert captured == ["will client_id=a armed"]

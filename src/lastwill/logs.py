@@ -195,11 +195,17 @@ class FastLogger:
     otherwise (an application embedding the broker, a test capturing records). debug, info and
     warning take the fast path; error, exception and critical are the standard logger's."""
 
-    __slots__ = ("logger", "name", "error", "exception", "critical")
+    __slots__ = ("logger", "name", "chain", "error", "exception", "critical")
 
     def __init__(self, name: str) -> None:
         self.logger = logger = logging.getLogger(name)
         self.name = name
+        # the loggers whose handlers see its records, but the root (e.g. lastwill.will, lastwill)
+        chain = []
+        parts = name.split(".")
+        for i in range(len(parts), 0, -1):
+            chain.append(logging.getLogger(".".join(parts[:i])))
+        self.chain = tuple(chain)
         self.error, self.exception, self.critical = logger.error, logger.exception, logger.critical
 
     def _log(self, level: int, fmt: str, args: tuple) -> None:
@@ -207,7 +213,7 @@ class FastLogger:
         if not logger.isEnabledFor(level):
             return
         handler = _active
-        if handler is not None and len(_ROOT.handlers) == 1 and not logger.handlers:
+        if handler is not None and len(_ROOT.handlers) == 1 and not any(c.handlers for c in self.chain):
             handler.line(self.name, level, fmt, args)
         else:
             logger.log(level, fmt, *args)
@@ -259,13 +265,18 @@ def configure(config: Config) -> logging.Handler | None:
         handler = LineHandler(stream, formatter(config.log_format), config.log_file)
     else:
         handler = LineHandler(sys.stderr, formatter(config.log_format))
-    # what a LogRecord costs and no line of lastwill's shows (the logging HOWTO, "Optimization")
-    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
-    logging._srcfile = None
     root.addHandler(handler)
     root.setLevel(config.log_level.upper())
     _active = handler
     return handler
+
+
+def lean_records() -> None:
+    """For a process whose log is ``configure``'s (``lastwill serve``): LogRecords without what they
+    cost and no line of lastwill's shows, the thread, process and caller (the logging HOWTO,
+    "Optimization"). Process-wide, so not for an application that embeds the broker."""
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+    logging._srcfile = None
 
 
 def reopen(handler: logging.Handler | None) -> bool:
