@@ -49,6 +49,20 @@ LASTWILL_VARIANTS = {
 }
 BROKERS = ("mosquitto", "lastwill")  # the default comparison; --brokers adds lastwill-memory
 LASTWILL_SRC: Path | None = None  # --lastwill-src: run lastwill from this src/ directory instead
+# --base-src: broker "lastwill-base" is lastwill (its defaults) from this src/ directory: a before/after
+# comparison in one run, the two interleaved like every other pair of brokers
+BASE_SRC: Path | None = None
+# --defaults: both brokers exactly as installed, logging on (lastwill's default log level; mosquitto with
+# Debian's configuration: persistence on, log to a file, connection messages on); otherwise lastwill
+# runs with --log-level warning and mosquitto quieted (MOSQUITTO_CONF)
+DEFAULTS = False
+MOSQUITTO_CONF_DEFAULTS = """\
+listener {port} 127.0.0.1
+allow_anonymous true
+persistence true
+persistence_location {dir}/
+log_dest file {dir}/mosquitto.log
+"""
 BROKER_CPU = "0"
 LOADGEN_CPU = "1"
 
@@ -279,15 +293,21 @@ class BrokerProcess:
         self.log_path = self.dir / "broker.log"
         if kind == "mosquitto":
             conf = self.dir / "mosquitto.conf"
-            conf.write_text(mosquitto_conf.format(port=self.port))
+            if DEFAULTS:
+                conf.write_text(MOSQUITTO_CONF_DEFAULTS.format(port=self.port, dir=self.dir))
+                self.dir.chmod(0o777)  # mosquitto started as root runs as user mosquitto: its log and store
+            else:
+                conf.write_text(mosquitto_conf.format(port=self.port))
             cmd = ["mosquitto", "-c", str(conf)]
         else:
-            cmd = [sys.executable, "-m", "lastwill", "serve", "--listen", f"127.0.0.1:{self.port}",
-                   "--log-level", "warning"] + LASTWILL_VARIANTS[kind]
+            cmd = [sys.executable, "-m", "lastwill", "serve", "--listen", f"127.0.0.1:{self.port}"] + \
+                ([] if DEFAULTS else ["--log-level", "warning"]) + LASTWILL_VARIANTS.get(kind, [])
         self.cmd = ["taskset", "-c", BROKER_CPU] + (wrap or []) + cmd
         self.log = open(self.log_path, "wb")
         env = None
-        if kind != "mosquitto" and LASTWILL_SRC:
+        if kind == "lastwill-base":
+            env = dict(os.environ, PYTHONPATH=str(BASE_SRC))
+        elif kind != "mosquitto" and LASTWILL_SRC:
             env = dict(os.environ, PYTHONPATH=str(LASTWILL_SRC))
         self.proc = subprocess.Popen(self.cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=self.dir,
                                      start_new_session=True, env=env)
@@ -625,19 +645,29 @@ def main(argv=None) -> int:
     p.add_argument("--from-json", metavar="FILE", help="only print (and with --write-doc, write) the table "
                    "of an earlier run's JSON")
     p.add_argument("--rss-limit-mb", type=int, default=2048, help="kill a broker above this RSS (0 = never)")
+    p.add_argument("--base-src", metavar="DIR", help="add broker 'lastwill-base': lastwill from this src/ "
+                   "directory (e.g. git worktree of the commit before a change), for before/after in one run")
+    p.add_argument("--defaults", action="store_true", help="both brokers as installed, logging on (lastwill's "
+                   "default log level; mosquitto with Debian's settings), instead of both quieted")
     p.add_argument("--profile", action="store_true", help="profile lastwill with py-spy instead")
     p.add_argument("--profile-scenario", default="fanin_qos0", choices=list(SCENARIOS))
     p.add_argument("--profile-broker", default="lastwill", choices=list(LASTWILL_VARIANTS))
     args = p.parse_args(argv)
     args.duration = args.duration or (1.0 if args.quick else 3.0)
     args.warmup = args.warmup or (0.5 if args.quick else 1.0)
-    global LASTWILL_SRC
+    global LASTWILL_SRC, BASE_SRC, DEFAULTS
+    DEFAULTS = args.defaults
+    if args.base_src:
+        BASE_SRC = Path(args.base_src).resolve()
+        if not (BASE_SRC / "lastwill" / "__main__.py").exists():
+            p.error(f"--base-src {args.base_src}: no lastwill/__main__.py there")
     if args.lastwill_src:
         LASTWILL_SRC = Path(args.lastwill_src).resolve()
         if not (LASTWILL_SRC / "lastwill" / "__main__.py").exists():
             p.error(f"--lastwill-src {args.lastwill_src}: no lastwill/__main__.py there")
     brokers = tuple(b.strip() for b in args.brokers.split(",") if b.strip())
-    bad = [b for b in brokers if b != "mosquitto" and b not in LASTWILL_VARIANTS]
+    bad = [b for b in brokers if b != "mosquitto" and b not in LASTWILL_VARIANTS
+           and not (b == "lastwill-base" and BASE_SRC)]
     if bad or len(brokers) < 2:
         p.error(f"--brokers: need 2+ of mosquitto, {', '.join(LASTWILL_VARIANTS)}; got {args.brokers!r}")
     if args.scenarios is None:
@@ -676,12 +706,13 @@ def main(argv=None) -> int:
 
     meta = {"machine": machine_facts(), "load_before": loadavg(), "runs": args.runs, "quick": args.quick,
             "duration": args.duration, "warmup": args.warmup, "scenarios": scenarios, "mqtt": args.mqtt,
-            "brokers": list(brokers),
+            "brokers": list(brokers), "defaults": DEFAULTS, "base_src": str(BASE_SRC) if BASE_SRC else None,
             "mosquitto_conf": MOSQUITTO_CONF.format(port="PORT"),
             "mosquitto_conf_default_limits": MOSQUITTO_CONF_DEFAULT_LIMITS.format(port="PORT")}
     print(f"{meta['machine']['date_utc']}  load {meta['load_before']}  "
           f"{len(scenarios)} scenario(s) x {len(brokers)} brokers x {args.runs} run(s)", flush=True)
     workdir = Path(tempfile.mkdtemp(prefix="lastwill-bench-"))
+    workdir.chmod(0o755)  # (--defaults: mosquitto, started as root, runs as user mosquitto)
     records = []
     t0 = time.monotonic()
     for run in range(args.runs):

@@ -13,7 +13,16 @@ import pytest
 
 from lastwill.config import Config
 from lastwill.errors import ConfigError
-from lastwill.logs import TEXT_FORMAT, JsonFormatter, configure, formatter, reopen
+from lastwill.logs import (
+    TEXT_FORMAT,
+    JsonFormatter,
+    batching,
+    configure,
+    fast_logger,
+    flush,
+    formatter,
+    reopen,
+)
 
 
 def record(msg="connect client_id=%s from %s", args=("sensor-1", "127.0.0.1:5000"), name="lastwill",
@@ -95,7 +104,7 @@ def test_stderr_in_text_is_not_reopened():
     with bare_root() as root:
         handler = configure(Config().validate())
         assert root.handlers == [handler] and root.level == logging.INFO
-        assert type(handler) is logging.StreamHandler and handler.stream is sys.stderr
+        assert handler.stream is sys.stderr
         assert handler.formatter.format(record()) == formatter("text").format(record())
         assert not reopen(handler) and not reopen(None)
 
@@ -114,3 +123,81 @@ def test_logging_already_configured_is_left_alone(monkeypatch):
     mine = logging.NullHandler()
     monkeypatch.setattr(root, "handlers", [mine])
     assert configure(Config(log_format="json").validate()) is None and root.handlers == [mine]
+
+
+# ---- the cost of a line (issue 10): the hot paths' lines kept as arguments, written once per loop turn
+class Sink:
+    def __init__(self):
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> None:
+        self.writes.append(text)
+
+    def flush(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_fast_logger_writes_the_line_the_standard_logger_writes(log_format):
+    with bare_root() as root:
+        handler = configure(Config(log_format=log_format).validate())
+        handler.stream = sink = Sink()
+        fast, std = fast_logger("logtest.fast"), logging.getLogger("logtest.fast")
+        fast.info("connect client_id=%s from %s", "sensor-1", "127.0.0.1:5000")
+        std.info("connect client_id=%s from %s", "sensor-1", "127.0.0.1:5000")
+        assert root.handlers == [handler]
+    a, b = sink.writes[0].rstrip("\n"), sink.writes[1].rstrip("\n")
+    if log_format == "json":  # the same fields, in the same order; the times a few microseconds apart
+        ja, jb = json.loads(a), json.loads(b)
+        assert list(ja) == list(jb) == ["time", "level", "logger", "message"]
+        assert [ja[k] for k in ("level", "logger", "message")] == [jb[k] for k in ("level", "logger", "message")]
+        a, b = ja["time"], jb["time"]
+    assert a[:19] == b[:19] or a[:16] == b[:16]  # the same second (or minute, at a second's edge)
+    assert a[23:] == b[23:]
+
+
+def test_lines_wait_for_the_end_of_the_turn_and_an_error_writes_them_at_once_in_order():
+    with bare_root():
+        handler = configure(Config().validate())
+        handler.stream = sink = Sink()
+        batching(True)
+        try:
+            fast_logger("logtest").info("one %d", 1)
+            logging.getLogger("logtest").warning("two")
+            fast_logger("logtest").warning("three")
+            assert sink.writes == []  # held until the end of the loop turn
+            flush()
+            assert len(sink.writes) == 1 and [line.split(": ", 1)[1] for line in sink.writes[0].splitlines()] == \
+                ["one 1", "two", "three"]
+            fast_logger("logtest").info("four")
+            logging.getLogger("logtest").error("five")  # an error is written at once, after what came before
+            assert [line.split(": ", 1)[1] for line in sink.writes[1].splitlines()] == ["four", "five"]
+        finally:
+            batching(False)
+
+
+def test_fast_logger_is_the_standard_logger_when_logging_is_not_lastwills(caplog):
+    caplog.set_level(logging.INFO, logger="logtest")
+    fast_logger("logtest").info("embedded %s", "broker")
+    assert [r.getMessage() for r in caplog.records] == ["embedded broker"]
+
+
+def test_a_handler_on_lastwills_logger_gets_the_records_of_the_fast_path():
+    """lastwill.testing captures the broker's records with a handler on the "lastwill" logger: the
+    fast path must not go around it."""
+    with bare_root():
+        handler = configure(Config().validate())
+        handler.stream = Sink()
+        captured = []
+
+        class Keep(logging.Handler):
+            def emit(self, record):
+                captured.append(record.getMessage())
+
+        keep = Keep()
+        logging.getLogger("logtest").addHandler(keep)
+        try:
+            fast_logger("logtest.will").info("will client_id=%s armed", "a")
+        finally:
+            logging.getLogger("logtest").removeHandler(keep)
+    assert captured == ["will client_id=a armed"]

@@ -301,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"lastwill: {e}", file=sys.stderr)
         return 2
+    if handler is not None:  # the log is this process's own
+        logs.lean_records()
     early = EarlySighup() if args.command == "serve" else None
     log_start(loaded)
     for warning in stray_environment(os.environ):

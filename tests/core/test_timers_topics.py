@@ -121,3 +121,24 @@ def test_trie_shared_groups():
     assert normal == []
     assert sorted((key, sorted(m)) for key, _g, m in shared) == [("g/a/#", ["c1", "c2"]), ("h/a/b", ["c3"])]
     assert len(tree) == 3
+
+
+def test_tick_with_a_limit_handles_a_storm_of_due_wills_in_slices_MQTT_3_1_3_9():
+    """The edge takes a storm of due timers in slices (core.tick(now, limit)): each slice publishes
+    the earliest ones, next_deadline() says more are due, none is lost or published twice."""
+    from tests.core.harness import Harness, will
+
+    h = Harness()
+    watcher = h.subscriber("dead/#")
+    for i in range(150):
+        h.connect(f"dev{i}", will=will(topic=f"dead/dev{i}", will_delay_interval=5),
+                  session_expiry_interval=60).drop()
+    due = h.now + 5
+    h.clock.set(due)
+    sizes = []
+    while h.core.next_deadline() is not None and h.core.next_deadline() <= due:
+        h.dispatch(h.core.tick(due, 64))
+        sizes.append(len(watcher.messages()))
+    assert sizes == [64, 64, 22]
+    h.advance(100)
+    assert watcher.messages() == []  # each published once

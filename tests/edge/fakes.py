@@ -233,10 +233,13 @@ class Edge:
     """A Server with the real BrokerCore on a FakeLoop. ``budget``: the ReadBudget's seconds per turn
     (0: every full read is deferred, and each turn serves exactly one waiting connection)."""
 
-    def __init__(self, config: Config | None = None, budget: float | None = None):
+    def __init__(self, config: Config | None = None, budget: float | None = None, work_clock=None):
         self.clock = FakeClock()
         self.loop = FakeLoop(self.clock)
-        self.server = Server(config or Config(), **({} if budget is None else {"turn_budget": budget}))
+        kw = {} if budget is None else {"turn_budget": budget}
+        if work_clock is not None:
+            kw["work_clock"] = work_clock
+        self.server = Server(config or Config(), **kw)
         self.server.loop = self.loop  # what Server.start() sets (it also opens the listeners)
         self.events: list[tuple[str, str]] = []  # (peer, transport call), every peer, in order
         self._ports = itertools.count(40000)

@@ -24,11 +24,11 @@ offset, the core reads no clock.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Callable, Iterable
 
 from ..codec.packets import Connect
 from ..config import Config
+from ..logs import fast_logger
 from .causes import Cause, ConnectionEnded
 from .message import Message
 from .sessions import Conn, Session
@@ -36,7 +36,7 @@ from .timers import TimerKind, TimerQueue
 from .topics import TopicError, validate_topic_name
 from .will import WillDecision, WillKeeper, WillOutcome
 
-log = logging.getLogger("lastwill")
+log = fast_logger("lastwill")
 
 ONLINE, OFFLINE = b"online", b"offline"
 

@@ -229,8 +229,10 @@ class BrokerCore:
         self.connect.authenticated(conn_id, ok, now)
         return self.outbox.take()
 
-    def tick(self, now: float) -> list[Action]:
-        self.timers.fire_due(now)
+    def tick(self, now: float, limit: int | None = None) -> list[Action]:
+        """Handle the timers due at ``now``, at most ``limit`` of them (the edge takes a storm of due
+        wills in slices; ``next_deadline()`` then says whether more are due)."""
+        self.timers.fire_due(now, limit)
         return self.outbox.take()
 
     def writing_paused(self, conn_id: int) -> None:

@@ -7,7 +7,6 @@ code fits, a close) and a line on the client's will timeline.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -15,6 +14,7 @@ from ..codec.packets import PROTOCOL_5, Connack, Connect, Disconnect, Will
 from ..codec.reason_codes import ReasonCode
 from ..config import MAX_PACKET_LIMIT, Config
 from ..errors import MqttError
+from ..logs import fast_logger
 from .access import Access, AuthOutcome
 from .announce import Announcer, is_sys_topic
 from .causes import Cause, ConnectionEnded
@@ -28,7 +28,7 @@ from .sessions import AUTHENTICATING, CLOSED, CONNECTED, NEVER, NEW, Conn, Sessi
 from .topics import TopicError, validate_topic_name
 from .will import WillKeeper, describe
 
-log = logging.getLogger("lastwill")
+log = fast_logger("lastwill")
 
 _TAKEN_OVER = ConnectionEnded(Cause.TAKEOVER, "session taken over by a new connection", "MQTT-3.1.4-3")
 

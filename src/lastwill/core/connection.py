@@ -13,7 +13,6 @@ every other end of an accepted connection but DISCONNECT 0x00 (``end``).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 
 from ..codec.decoder import Decoder
@@ -21,6 +20,7 @@ from ..codec.packets import PROTOCOL_5, Connack, Connect, Disconnect, Packet
 from ..codec.reason_codes import DISCONNECT_CODES, ReasonCode
 from ..config import Config
 from ..errors import MqttError, ProtocolError, UnsupportedProtocolVersion
+from ..logs import fast_logger
 from .actions import Close
 from .announce import Announcer
 from .causes import Cause, ConnectionEnded
@@ -33,7 +33,7 @@ from .sessions import AUTHENTICATING, CLOSED, CONNECTED, NEW, Conn
 from .timers import TimerKind, TimerQueue
 from .will import WillDecision, WillKeeper, WillOutcome
 
-log = logging.getLogger("lastwill")
+log = fast_logger("lastwill")
 
 MAX_HELD = 1000  # packets kept while a CONNECT waits for its password check
 

@@ -8,11 +8,10 @@ Which sessions get a message is routing's business (core/routing.py); this modul
 
 from __future__ import annotations
 
-import logging
-
 from ..codec.encoder import encode
 from ..codec.packets import PROTOCOL_5, Publish, Pubrel
 from ..config import Config
+from ..logs import fast_logger
 from .access import Access
 from .actions import Send
 from .limits import Limits
@@ -22,7 +21,7 @@ from .persistence import Recorder
 from .sessions import AWAIT_PUBACK, AWAIT_PUBCOMP, AWAIT_PUBREC, EMPTY_MAP, Conn, Delivery, InFlight, Session
 from .will import DropReason, WillKeeper
 
-log = logging.getLogger("lastwill")
+log = fast_logger("lastwill")
 
 # enum members used below, bound once: on Python 3.11 an attribute lookup on an Enum class costs
 # ~0.5 us (its metaclass has __getattr__); timer kinds as plain ints (they are hashed in timer keys)

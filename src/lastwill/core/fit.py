@@ -14,14 +14,14 @@ for it as if sent [MQTT-3.1.2-25] (core/delivery.py ``transmit``, ``_resend_publ
 
 from __future__ import annotations
 
-import logging
 from dataclasses import replace
 
 from ..codec.encoder import encode
 from ..codec.packets import Connack, Disconnect, Pingresp, Puback, Pubcomp, Pubrec, Pubrel
 from ..errors import PacketTooLarge
+from ..logs import fast_logger
 
-log = logging.getLogger("lastwill")
+log = fast_logger("lastwill")
 
 # the properties a receiver can do without: dropped first [MQTT-3.1.2-25] and the per-packet rules above
 OPTIONAL_PROPERTIES = ("reason_string", "user_property")

@@ -3,12 +3,11 @@ more than one packet handler shares (topic length and levels, the PUBLISH rate).
 
 from __future__ import annotations
 
-import logging
-
 from ..config import Config
+from ..logs import fast_logger
 from .sessions import Conn
 
-log = logging.getLogger("lastwill")
+log = fast_logger("lastwill")
 
 
 class Limits:

@@ -7,17 +7,17 @@ owned by one node at a time and taken over across nodes.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from typing import Protocol
 
+from ..logs import fast_logger
 from .persistence import Recorder
 from .routing import Router
 from .sessions import NEVER, Session
 from .timers import TimerKind, TimerQueue
 from .will import WillKeeper
 
-log = logging.getLogger("lastwill")
+log = fast_logger("lastwill")
 
 # enum members used below, bound once: on Python 3.11 an attribute lookup on an Enum class costs
 # ~0.5 us (its metaclass has __getattr__); timer kinds as plain ints (they are hashed in timer keys)

@@ -12,8 +12,7 @@ times, and the times in their data, as wall-clock).
 
 from __future__ import annotations
 
-import logging
-
+from ..logs import fast_logger
 from ..storage.base import (
     USERNAME_UNKNOWN,
     Batch,
@@ -28,7 +27,7 @@ from .message import Message
 from .sessions import Delivery, Session
 from .timeline import TIME_KEYS, Record, detail_and_data
 
-log = logging.getLogger("lastwill.store")
+log = fast_logger("lastwill.store")
 
 
 class NoRecorder:

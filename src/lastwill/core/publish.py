@@ -6,12 +6,11 @@ edge's group commit, made durable for persistent sessions) [MQTT-4.3.2-2] [MQTT-
 
 from __future__ import annotations
 
-import logging
-
 from ..codec.packets import PROTOCOL_5, Puback, Publish, Pubrec
 from ..codec.reason_codes import ReasonCode
 from ..config import Config
 from ..errors import MqttError, ProtocolError
+from ..logs import fast_logger
 from .access import Access
 from .announce import is_sys_topic
 from .limits import Limits
@@ -21,7 +20,7 @@ from .persistence import Recorder
 from .routing import Router
 from .sessions import EMPTY_MAP, Conn
 
-log = logging.getLogger("lastwill")
+log = fast_logger("lastwill")
 
 _STRIP_ON_FORWARD = ("topic_alias", "subscription_identifier", "message_expiry_interval")
 

@@ -8,9 +8,8 @@ Their presence, which the store still says ``online``, waits for the grace perio
 
 from __future__ import annotations
 
-import logging
-
 from ..codec.packets import Publish, Will
+from ..logs import fast_logger
 from ..storage.base import USERNAME_UNKNOWN, StoredSession, StoredState
 from .announce import Announcer
 from .causes import Cause, ConnectionEnded
@@ -24,7 +23,7 @@ from .timers import TimerKind, TimerQueue
 from .topics import SubOptions
 from .will import WillKeeper
 
-log = logging.getLogger("lastwill.store")
+log = fast_logger("lastwill.store")
 
 _IN_FLIGHT = frozenset(AckState)
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import logging
-
 from ..codec.packets import PROTOCOL_5, Suback, Subscribe, Unsuback, Unsubscribe
 from ..codec.reason_codes import ReasonCode
 from ..config import Config
 from ..errors import MqttError, ProtocolError
+from ..logs import fast_logger
 from .access import Access
 from .delivery import Deliverer
 from .limits import Limits
@@ -18,7 +17,7 @@ from .routing import Router
 from .sessions import Conn
 from .topics import SubOptions, TopicError, validate_filter
 
-log = logging.getLogger("lastwill")
+log = fast_logger("lastwill")
 
 
 class SubscribeHandler:

@@ -72,11 +72,11 @@ class TimerQueue:
             heapq.heappop(heap)
         return None
 
-    def pop_due(self, now: float) -> list[Hashable]:
-        """Remove and return every key whose deadline is <= now, earliest first."""
+    def pop_due(self, now: float, limit: int | None = None) -> list[Hashable]:
+        """Remove and return every key whose deadline is <= now (at most ``limit``), earliest first."""
         due = []
         heap, live = self._heap, self._live
-        while heap and heap[0][0] <= now:
+        while heap and heap[0][0] <= now and (limit is None or len(due) < limit):
             entry = heapq.heappop(heap)
             key = entry[2]
             if live.get(key) is entry:
@@ -88,10 +88,10 @@ class TimerQueue:
         """``handler(ident, now)`` runs when a timer of ``kind`` is due."""
         self._handlers[kind] = handler
 
-    def fire_due(self, now: float) -> None:
-        """Run the handler of every timer due at ``now``, earliest first."""
+    def fire_due(self, now: float, limit: int | None = None) -> None:
+        """Run the handler of every timer due at ``now`` (at most ``limit``), earliest first."""
         handlers = self._handlers
-        for kind, ident in self.pop_due(now):
+        for kind, ident in self.pop_due(now, limit):
             handlers[kind](ident, now)
 
     def _compact(self) -> None:

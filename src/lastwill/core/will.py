@@ -25,20 +25,20 @@ the admin API, ``explain`` and the ``$SYS`` events read.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
 from ..codec.packets import Will
+from ..logs import fast_logger
 from .causes import Cause, ConnectionEnded
 from .message import Message
 from .sessions import NEVER, Session, WillState
 from .timeline import EventKind, Timeline
 from .timers import TimerKind, TimerQueue
 
-log = logging.getLogger("lastwill.will")
+log = fast_logger("lastwill.will")
 
 # enum members used below, bound once: on Python 3.11 an attribute lookup on an Enum class costs
 # ~0.5 us (its metaclass has __getattr__); timer kinds as plain ints (they are hashed in timer keys)

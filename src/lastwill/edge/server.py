@@ -8,6 +8,7 @@ import os
 import socket
 import time
 
+from .. import logs
 from ..auth import Acl
 from ..codec.encoder import encode
 from ..config import Config, parse_listen
@@ -37,9 +38,19 @@ _CLOSED_BY_SERVER = lost_because(Cause.NETWORK_ERROR, "closed by the server")
 _INTERNAL_ERROR = lost_because(Cause.INTERNAL_ERROR, "internal error in the broker")
 
 
+# Seconds of work in one loop turn after which what is ready is committed and written at once (see
+# Server.run): long enough that a connect storm's group commits stay large (a commit costs as much as
+# tens of CONNECTs), short enough that a storm of wills reaches subscribers as it is handled
+EARLY_WRITE_AFTER = 0.016
+
+# Timers handled per call of the core's tick: a storm of due wills is handled in slices, with the
+# writes of the ready ones in between (Server.run)
+TIMERS_PER_TICK = 64
+
+
 class Server:
     def __init__(self, config: Config, core: BrokerCore | None = None, storage: Storage | None = None,
-                 turn_budget: float = TURN_BUDGET):
+                 turn_budget: float = TURN_BUDGET, work_clock=time.perf_counter):
         self.config = config
         self.storage = storage
         self.core = core or BrokerCore(config, persist=storage is not None)
@@ -50,8 +61,11 @@ class Server:
         self.security = Security(self)  # password_file, acl_file: loaded by start(), reload() on SIGHUP
         self._pending: list = []
         self.flush_scheduled = False
+        self._work_started = 0.0  # reads.clock() when the current turn's work began (see run)
+        self._writing = False  # inside _commit_and_write (no early flush from within it)
         # bounded read work per loop turn, round-robin (edge/budget.py)
-        self.reads = ReadBudget(lambda: self.flush_scheduled, lambda: self.run(()), turn_budget)
+        # (work_clock: seconds, what the work of a loop turn is measured with; tests give a fake one)
+        self.reads = ReadBudget(lambda: self.flush_scheduled, lambda: self.run(()), turn_budget, work_clock)
         self._wall_offset = float("-inf")  # set at the first call of wall_offset()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.transports: dict[int, asyncio.Transport] = {}
@@ -229,11 +243,21 @@ class Server:
         await asyncio.sleep(0)
 
     def run(self, actions: list) -> None:
-        """Queue the core's actions; they are carried out once per event-loop turn, after the commit."""
+        """Queue the core's actions; they are carried out once per event-loop turn, after the commit.
+
+        A turn that has worked for longer than the read budget's (a storm of connection ends, of wills,
+        of timers) commits and writes what is ready at once, and goes on: the first wills of a storm
+        leave while the rest of it is handled, not after all of it (durable before sent, as always:
+        the commit comes first, in smaller batches)."""
         if actions:
             self._pending.extend(actions)
+            if self.flush_scheduled and not self._writing and \
+                    self.reads.clock() - self._work_started >= EARLY_WRITE_AFTER:
+                self._commit_and_write()
+                self._work_started = self.reads.clock()
         if not self.flush_scheduled:
             self.flush_scheduled = True
+            self._work_started = self.reads.clock()
             self.loop.call_soon(self._flush)
 
     # ---- what connections ask (edge/host.py ConnectionHost, edge/security.py AuthHost) -----------
@@ -316,9 +340,26 @@ class Server:
         return self._wall_offset
 
     def _flush(self) -> None:
-        """Group commit, then the writes: an acknowledgement never leaves before what it acknowledges
-        is durable (PUBACK/PUBREC after the message, CONNACK after the will)."""
+        """The end of a loop turn: what the turn decided is committed and written (``_commit_and_write``),
+        the one timer re-armed, more connections accepted, the read budget's next turn begun."""
         self.flush_scheduled = False
+        if not self._commit_and_write():
+            return
+        self._arm_timer()
+        if self._accepted:
+            self._accept_more()
+        # this turn's reads start now (the flush runs before the loop polls its sockets)
+        reads = self.reads
+        reads.next_turn()
+        if reads.waiting and not self.flush_scheduled:  # come back next turn to resume more of them
+            self.flush_scheduled = True
+            self._work_started = reads.clock()
+            self.loop.call_soon(self._flush)
+
+    def _commit_and_write(self) -> bool:
+        """Group commit, then the writes: an acknowledgement never leaves before what it acknowledges
+        is durable (PUBACK/PUBREC after the message, CONNACK after the will). False: the store failed."""
+        self._writing = True
         # the core reads no clock: the wall-clock offset for the next turn's calls ($SYS event times)
         wall_offset = self.core.wall_offset = self.wall_offset()
         if self.storage is not None and not self.fatal.is_set():
@@ -328,8 +369,9 @@ class Server:
                 try:
                     self.storage.commit(batch)
                 except Exception as e:
+                    self._writing = False
                     self._store_failed(e)
-                    return
+                    return False
                 elapsed = time.perf_counter() - started
                 self.commit_seconds.append(elapsed)
                 self.commit_stats.add(elapsed)
@@ -375,15 +417,9 @@ class Server:
                         close_after_last_packet(self.loop, transport)
                     else:
                         transport.close()
-        self._arm_timer()
-        if self._accepted:
-            self._accept_more()
-        # this turn's reads start now (the flush runs before the loop polls its sockets)
-        reads = self.reads
-        reads.next_turn()
-        if reads.waiting and not self.flush_scheduled:  # come back next turn to resume more of them
-            self.flush_scheduled = True
-            self.loop.call_soon(self._flush)
+        logs.flush()  # the turn's log lines, in one write
+        self._writing = False
+        return True
 
     def _arm_timer(self) -> None:
         deadline = self.core.next_deadline()
@@ -395,16 +431,27 @@ class Server:
         self._timer = None if deadline is None else self.loop.call_at(deadline, self._on_timer)
 
     def _on_timer(self) -> None:
+        """Timers that are due, TIMERS_PER_TICK at a time (with the writes of what is ready in between,
+        see ``run``); after the read budget's time, the rest waits for the next loop turn (the one timer
+        is re-armed on their past deadline), so that reads and new connections are served meanwhile."""
         # call_at may run a hair before the deadline (clock resolution): never pass an earlier now
         now = max(self.loop.time(), self._timer_at or 0.0)
         self._timer = None
         self._timer_at = None
-        try:
-            actions = self.core.tick(now)
-        except Exception:  # keep the timer alive whatever happens: wills depend on it
-            log.exception("internal error running timers")
-            actions = []
-        self.run(actions)
+        clock = self.reads.clock
+        started = clock()
+        while True:
+            try:
+                actions = self.core.tick(now, TIMERS_PER_TICK)
+            except Exception:  # keep the timer alive whatever happens: wills depend on it
+                log.exception("internal error running timers")
+                actions = []
+            self.run(actions)
+            deadline = self.core.next_deadline()
+            if deadline is None or deadline > now or clock() - started >= self.reads.budget:
+                break
+        if not self.flush_scheduled:  # (nothing to write): the timer is re-armed all the same
+            self._arm_timer()
 
     def _store_failed(self, error: Exception) -> None:
         """Fail-stop: nothing that was not durable is acknowledged; every connection is dropped."""
