@@ -79,7 +79,7 @@ class Server:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         # (duplicate of a listening socket, protocol factory): the accept queue is drained from these
-        self._accept_socks: list[tuple[socket.socket, object]] = []
+        self._accept_socks: list[tuple[socket.socket, object, tuple[int, int, int]]] = []
         self._accepted = False  # a listener accepted a connection since the last turn: try for more
         self._adopting: set[asyncio.Task] = set()  # connections accepted here, being set up by the loop
 
@@ -161,22 +161,25 @@ class Server:
         for sock in srv.sockets:
             dup = socket.socket(sock.family, sock.type, sock.proto, fileno=os.dup(sock.fileno()))
             dup.setblocking(False)
-            self._accept_socks.append((dup, factory))
+            # (the kind of socket accept() makes, as plain ints: socket.accept() converts them to enums on
+            # every call, which cost more than the accept itself in a connect storm)
+            self._accept_socks.append((dup, factory, (int(sock.family), int(sock.type), sock.proto)))
 
     def _accept_more(self) -> None:
         """Take up to ACCEPT_BATCH more waiting connections from each listener (see ACCEPT_BATCH). They
         are set up exactly like the ones the loop accepts (same protocol factory, same transport)."""
         self._accepted = False
         loop = self.loop
-        for sock, factory in self._accept_socks:
+        for sock, factory, kind in self._accept_socks:
             for _ in range(ACCEPT_BATCH):
                 try:
-                    conn, _ = sock.accept()
+                    fd, _ = sock._accept()  # what socket.accept() does, without making enums of its kind
                 except (BlockingIOError, InterruptedError):
                     break
                 except OSError:  # EMFILE, ENOBUFS, ...: the loop's own accept reports it; retried next turn
                     self._accepted = True
                     break
+                conn = socket.socket(*kind, fileno=fd)
                 conn.setblocking(False)
                 task = loop.create_task(loop.connect_accepted_socket(factory, conn))
                 self._adopting.add(task)
@@ -211,7 +214,7 @@ class Server:
             self.admin = None
         for srv in self.servers:
             srv.close()
-        for sock, _ in self._accept_socks:
+        for sock, _, _ in self._accept_socks:
             sock.close()
         self._accept_socks = []
         for task in list(self._adopting):
