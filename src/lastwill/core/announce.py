@@ -73,6 +73,8 @@ class Announcer:
         self.node = cfg.node_name
         self.presence_topic = cfg.presence_topic
         self._p_prefix, _, self._p_suffix = cfg.presence_topic.partition("{client_id}")
+        # presence_offline_expiry: an "offline" message expires (Message Expiry, and out of the retained store)
+        self.offline_expiry = cfg.presence_offline_expiry
         # client id -> (restored at, why, had a will) while its recovery grace period runs
         self.recovering: dict[str, tuple[float, Cause, bool]] = {}
         timers.register(TimerKind.RECOVERED, self.recovery_ended)
@@ -203,7 +205,11 @@ class Announcer:
     def _presence(self, client_id: str, state: bytes, now: float) -> None:
         topic = self._p_prefix + client_id + self._p_suffix
         if self._valid(topic):
-            self.publish(Message(topic, state, 1, True), now)  # retained: late subscribers see it
+            # retained: late subscribers see it. An "offline" one with presence_offline_expiry lapses: the
+            # router forwards what is left of it as the Message Expiry Interval [MQTT-3.3.2-6] and removes
+            # it from the retained messages when it expires [MQTT-3.3.2-5]
+            expiry_at = now + self.offline_expiry if state is OFFLINE and self.offline_expiry else None
+            self.publish(Message(topic, state, 1, True, expiry_at=expiry_at), now)
 
     @staticmethod
     def _valid(topic: str) -> bool:
