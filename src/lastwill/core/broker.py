@@ -55,6 +55,7 @@ from .connection import Connections
 from .delivery import Deliverer
 from .disconnect import DisconnectHandler
 from .limits import Limits
+from .operator import AdminRequest, AdminResult, Operator
 from .outbox import Outbox
 from .ownership import LocalSessions
 from .persistence import NoRecorder, Recorder
@@ -117,6 +118,7 @@ class BrokerCore:
         connections.handlers = self._handlers(cfg, outbox, router, deliverer, limits, access, recorder, stats,
                                               connections, wills)
         self.view = BrokerView(connections.conns, by_id, wills, self.timeline, stats, limits, self.retained)
+        self.operator = Operator(connections, sessions, wills, outbox, router, self.retained, self.timeline)
         self._conn_ids = itertools.count(1)
 
     def _handlers(self, cfg, outbox, router, deliverer, limits, access, recorder, stats, connections, wills):
@@ -278,6 +280,11 @@ class BrokerCore:
         """Use these ACL rules from now on (start-up, SIGHUP). Connections are kept; what they do next,
         what is delivered to them next and wills published from now on are checked against them."""
         self.access.acl = acl
+
+    def administer(self, request: AdminRequest, now: float) -> tuple[AdminResult, list[Action]]:
+        """An operator's action (the admin API): what was done, and the actions to carry out."""
+        result = self.operator.handle(request, now)
+        return result, self.outbox.take()
 
     def shutdown(self, now: float, keep_wills: bool = False) -> list[Action]:
         """Close every connection (DISCONNECT 0x8B in MQTT 5).

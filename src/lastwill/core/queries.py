@@ -45,6 +45,18 @@ class SessionInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class RetainedInfo:
+    """A retained message (the admin API's listing)."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    expires_at: float | None  # Message Expiry (monotonic); None: never
+    origin: str | None  # the client id that published it; None: the broker (presence, $SYS)
+    properties: MappingProxyType
+
+
+@dataclass(frozen=True, slots=True)
 class Totals:
     connections: int
     sessions: int
@@ -136,6 +148,13 @@ class BrokerView:
 
     def timeline(self, client_id: str) -> list[WillEvent]:
         return self._timeline.events(client_id)
+
+    def retained(self, topic_filter: str, now: float) -> list[RetainedInfo]:
+        """The retained messages matching ``topic_filter`` (not expired), by topic."""
+        out = [RetainedInfo(m.topic, m.payload, m.qos, m.expiry_at, m.origin, MappingProxyType(dict(m.properties)))
+               for m in self._retained.find(topic_filter) if not m.expired(now)]
+        out.sort(key=lambda r: r.topic)
+        return out
 
     def client_id_of(self, conn_id: int) -> str | None:
         conn = self._conns.get(conn_id)

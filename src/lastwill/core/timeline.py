@@ -14,6 +14,8 @@ Kinds (``EventKind``; ``will.py`` records them):
 * ``cancelled``: discarded unpublished (``data["cause"]``: a ``will.CancelCause`` value);
 * ``published``: sent (``data["receivers"]``: how many subscriptions got it, maybe 0);
 * ``dropped``: its delivery to one subscriber was dropped (``data["reason"]``: a ``will.DropReason``);
+* ``operator``: an operator disconnected the client or deleted its session through the admin API
+  (the detail says who asked; the will's own decisions follow as events of their own);
 * ``denied``: due, but not published: the ACL (acl_file) does not let its client publish on the
   will topic any more (``data["reason"]``: not_authorized); it is gone, as if published.
 
@@ -53,6 +55,7 @@ class EventKind(StrEnum):
     PUBLISHED = "published"
     DROPPED = "dropped"
     DENIED = "denied"
+    OPERATOR = "operator"  # an operator's action on the client (admin API): what, and who asked
 
 
 # The keys of an event's data that hold a time: monotonic in memory, wall-clock in the store and in

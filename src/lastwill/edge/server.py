@@ -14,6 +14,7 @@ from ..config import Config, parse_listen
 from ..core.actions import Authenticate, Close, Send
 from ..core.broker import BrokerCore
 from ..core.causes import Cause, ConnectionEnded, lost, lost_because
+from ..core.operator import AdminRequest, AdminResult
 from ..storage.base import Batch, Storage
 from .budget import TURN_BUDGET, ReadBudget
 from .commits import CommitStats
@@ -104,7 +105,8 @@ class Server:
             from .admin import AdminServer  # aiohttp is imported only when the admin API is on
 
             self.admin = AdminServer(self.config, self.core.view,
-                                     lambda: (self.loop.time(), self.wall_offset()), self.commit_stats)
+                                     lambda: (self.loop.time(), self.wall_offset()), self.commit_stats,
+                                     self.administer)
             await self.admin.start()
 
     async def _start_tls_ws_listeners(self) -> None:
@@ -284,6 +286,14 @@ class Server:
         self.lost_causes[conn_id] = lost_because(Cause.NOT_READING, f"not reading its socket ({unsent} bytes unsent)")
         transport.abort()
         return False
+
+    def administer(self, request: AdminRequest) -> AdminResult:
+        """An operator's action (the admin API): done on the core, its actions carried out and committed
+        before the API answers (the flush runs now rather than at the end of the loop turn)."""
+        result, actions = self.core.administer(request, self.loop.time())
+        self.run(actions)
+        self._flush()
+        return result
 
     def set_acl(self, acl: Acl | None) -> None:
         self.core.set_acl(acl)
