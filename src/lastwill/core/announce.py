@@ -77,6 +77,7 @@ class Announcer:
         self.offline_expiry = cfg.presence_offline_expiry
         # client id -> (restored at, why, had a will) while its recovery grace period runs
         self.recovering: dict[str, tuple[float, Cause, bool]] = {}
+        self.changes = None  # core/changes.py ChangeFeed: told of connects and disconnects while someone watches
         timers.register(TimerKind.RECOVERED, self.recovery_ended)
 
     def wall_ms(self, mono: float) -> int:
@@ -95,6 +96,9 @@ class Announcer:
             self._recovered_disconnected(client_id, restored_at, reason,
                                          _CANCELLED if had_will else None, now)
         conn.username = conn.cert_username if conn.cert_username is not None else p.username
+        changes = self.changes
+        if changes is not None and changes.changed is not None:  # a dashboard watches
+            changes.changed.setdefault(client_id, None)
         if self.presence_topic:
             self._presence(client_id, ONLINE, now)
         if self.sys_events and self._sys_wanted():
@@ -111,6 +115,9 @@ class Announcer:
     def disconnected(self, conn: Conn, session: Session, now: float, ended: ConnectionEnded,
                      decision: WillDecision | None) -> None:
         """The connection ended and the will rule has decided: the $SYS disconnected event."""
+        changes = self.changes
+        if changes is not None and changes.changed is not None:  # a dashboard watches: how it ended
+            changes.changed[session.client_id] = ended
         if self.sys_events and self._sys_wanted():
             payload = self._common(conn, session.client_id, now)
             payload.update(reason=ended.emqx_reason(), disconnected_at=self.wall_ms(now),

@@ -50,6 +50,7 @@ from .acks import AckHandler
 from .actions import Action
 from .announce import Announcer
 from .causes import Cause, ConnectionEnded
+from .changes import ChangeFeed
 from .connect import ConnectHandler
 from .connection import Connections
 from .delivery import Deliverer
@@ -119,6 +120,9 @@ class BrokerCore:
                                               connections, wills)
         self.view = BrokerView(connections.conns, by_id, wills, self.timeline, stats, limits, self.retained)
         self.operator = Operator(connections, sessions, wills, outbox, router, self.retained, self.timeline)
+        # which clients changed, while a dashboard watches (the edge's admin API: watch, take, unwatch)
+        self.changes = ChangeFeed()
+        self.timeline.changes = announce.changes = sessions.changes = self.changes
         self._conn_ids = itertools.count(1)
 
     def _handlers(self, cfg, outbox, router, deliverer, limits, access, recorder, stats, connections, wills):

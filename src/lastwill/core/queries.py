@@ -146,6 +146,21 @@ class BrokerView:
         """Whether the broker has a session or a will timeline for ``client_id``."""
         return client_id in self._sessions or client_id in self._timeline
 
+    def client_ids(self, limit: int) -> tuple[list[str], int]:
+        """Up to ``limit`` client ids the broker knows (connected first, then the other sessions, then
+        those with only a will timeline, latest first), and how many it knows in all."""
+        sessions = self._sessions
+        out = [cid for cid, s in sessions.items() if s.conn is not None][:limit]
+        if len(out) < limit:
+            out.extend([cid for cid, s in sessions.items() if s.conn is None][:limit - len(out)])
+        extra = 0
+        for cid in self._timeline.clients():
+            if cid not in sessions:
+                extra += 1
+                if len(out) < limit:
+                    out.append(cid)
+        return out, len(sessions) + extra
+
     def timeline(self, client_id: str) -> list[WillEvent]:
         return self._timeline.events(client_id)
 

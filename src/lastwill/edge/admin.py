@@ -42,13 +42,16 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
+from ..admin_client import format_timeline
 from ..config import Config, is_loopback, parse_listen
 from ..core.causes import CAUSES
+from ..core.changes import ChangeFeed
 from ..core.operator import AdminAction, AdminOutcome, AdminRequest, AdminResult
 from ..core.queries import BrokerView, RetainedInfo
 from ..core.timeline import TIME_KEYS, EventKind, WillEvent
 from ..core.will import CANCEL_CAUSES, DROP_REASONS, WillPhase, WillStatus
 from .commits import COMMIT_BUCKETS, CommitStats
+from .dashboard import PUBLIC, Dashboard
 
 log = logging.getLogger("lastwill.admin")
 
@@ -79,10 +82,12 @@ def _json(data, status: int = 200) -> web.Response:
 
 class AdminServer:
     def __init__(self, config: Config, view: BrokerView, clock: Clock, commit_stats: CommitStats,
-                 administer: Administer | None = None):
+                 administer: Administer | None = None, changes: ChangeFeed | None = None):
         self.view = view
         self.clock = clock
         self.administer = administer  # None: read-only (no operator actions)
+        # the dashboard (edge/dashboard.py), when the core's change feed is given
+        self.dashboard = Dashboard(view, clock, changes, summary) if changes is not None else None
         self.listen = config.admin_listen
         self.token = config.admin_token
         self.registry = CollectorRegistry()
@@ -105,6 +110,8 @@ class AdminServer:
             app.router.add_post("/api/clients/{client_id}/will/publish", self.publish_will)
             app.router.add_post("/api/clients/{client_id}/will/cancel", self.cancel_will)
             app.router.add_delete("/api/retained", self.delete_retained)
+        if self.dashboard is not None:
+            self.dashboard.add_routes(app)
         host, port = parse_listen(self.listen, "admin_listen")
         self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self.runner.setup()
@@ -121,6 +128,8 @@ class AdminServer:
                      " (bearer token required)" if self.token else "")
 
     async def stop(self) -> None:
+        if self.dashboard is not None:
+            self.dashboard.close()  # the live streams end, so that the runner does not wait for them
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None
@@ -163,7 +172,7 @@ class AdminServer:
 
     @web.middleware
     async def _auth(self, request: web.Request, handler):
-        if self.token:
+        if self.token and not (request.path in PUBLIC and request.method in ("GET", "HEAD")):
             given = request.headers.get("Authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
                 raise web.HTTPUnauthorized(
@@ -232,6 +241,8 @@ class AdminServer:
                          for k, v in e.data.items()},
             } for e in events],
         }
+        if request.query.get("format") == "text":  # what `lastwill explain` prints (the dashboard shows it)
+            return web.Response(text=format_timeline(body), content_type="text/plain", charset="utf-8")
         return _json(body)
 
     async def retained(self, request: web.Request) -> web.Response:

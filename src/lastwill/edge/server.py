@@ -106,7 +106,7 @@ class Server:
 
             self.admin = AdminServer(self.config, self.core.view,
                                      lambda: (self.loop.time(), self.wall_offset()), self.commit_stats,
-                                     self.administer)
+                                     self.administer, self.core.changes)
             await self.admin.start()
 
     async def _start_tls_ws_listeners(self) -> None:
