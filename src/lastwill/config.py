@@ -151,6 +151,10 @@ class Config:
     # ---- what the broker publishes about its clients (README "$SYS events, presence and the will's cause")
     sys_events: bool = setting(True, help="publish $SYS/brokers/<node_name>/clients/<client id>/connected and "
                                           "disconnected events (JSON)")
+    sys_interval: int = setting(10, bounds=(0, 86400), metavar="SECONDS",
+                                help="seconds between two updates of mosquitto's $SYS/broker/... topics (version, "
+                                     "uptime, clients, messages, bytes, subscriptions, retained, load averages); "
+                                     "0: none")
     node_name: str = setting(factory=default_node_name, metavar="NAME", shown="lastwill@<hostname>",
                              help="the node's level in the $SYS topics")
     presence_topic: str = setting("", metavar="TOPIC", shown="off",

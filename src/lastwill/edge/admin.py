@@ -35,13 +35,22 @@ import base64
 import hmac
 import json
 import logging
+import platform
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
+from .. import __version__
 from ..admin_client import format_timeline
 from ..config import Config, is_loopback, parse_listen
 from ..core.causes import CAUSES
@@ -92,6 +101,9 @@ class AdminServer:
         self.token = config.admin_token
         self.registry = CollectorRegistry()
         self.registry.register(BrokerCollector(view, commit_stats))
+        # the process (CPU, memory, descriptors, start time: /proc) and the Python running it
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
         self.runner: web.AppRunner | None = None
         self.addresses: list[tuple[str, int]] = []
 
@@ -374,6 +386,11 @@ class BrokerCollector:
         self.commits = commits
 
     def collect(self):
+        build = GaugeMetricFamily("lastwill_build_info", "The running lastwill: version, Python, platform (value 1)",
+                                  labels=["version", "python", "implementation", "platform"])
+        build.add_metric([__version__, platform.python_version(), platform.python_implementation(),
+                          sys.platform], 1)
+        yield build
         c = self.view.counters()
         totals = self.view.totals()
         stats = c.stats
