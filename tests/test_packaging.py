@@ -67,3 +67,12 @@ def test_wheel_metadata(wheel):
     assert "[console_scripts]\nlastwill = lastwill.cli:main" in text
     assert "[pytest11]\nlastwill = lastwill.testing.plugin" in text  # the lastwill_broker fixtures
     assert "Framework :: Pytest" in classifiers
+
+
+def test_wheel_ships_the_dashboard_as_written(wheel):
+    """The admin listener's dashboard is plain files inside the package: nothing is built or fetched."""
+    from pathlib import Path
+
+    source = Path(__file__).resolve().parent.parent / "src" / "lastwill" / "edge" / "dashboard"
+    for name in ("index.html", "app.js", "style.css"):
+        assert wheel.read(f"lastwill/edge/dashboard/{name}") == (source / name).read_bytes()

@@ -1,4 +1,5 @@
-"""``lastwill explain`` and ``lastwill wills``: ask a running broker's admin API, print readable text.
+"""``lastwill explain``, ``lastwill wills`` and the operator's commands (``disconnect``, ``delete-session``,
+``publish-will``, ``cancel-will``, ``retained``): ask a running broker's admin API, print readable text.
 
 Standard library only (urllib): the admin API is plain JSON over HTTP. The text is meant to be
 pasted into an issue: local times with the UTC offset, aligned columns, one line per event.
@@ -46,8 +47,8 @@ def admin_target(admin: str | None, token: str | None, config_path: str | None,
     return url.rstrip("/"), token or config.admin_token or None
 
 
-def fetch(base: str, path: str, token: str | None, timeout: float = 10.0) -> dict:
-    request = urllib.request.Request(base + path, headers={"Accept": "application/json"})
+def fetch(base: str, path: str, token: str | None, timeout: float = 10.0, method: str = "GET") -> dict:
+    request = urllib.request.Request(base + path, headers={"Accept": "application/json"}, method=method)
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     try:
@@ -73,6 +74,19 @@ def fetch(base: str, path: str, token: str | None, timeout: float = 10.0) -> dic
 
 def timeline_path(client_id: str) -> str:
     return f"/api/clients/{urllib.parse.quote(client_id, safe='')}/timeline"
+
+
+def _client(client_id: str) -> str:
+    return urllib.parse.quote(client_id, safe="")
+
+
+# an operator's commands: (HTTP method, path) for a client id
+ACTIONS = {
+    "disconnect": ("POST", lambda c: f"/api/clients/{_client(c)}/disconnect"),
+    "delete-session": ("DELETE", lambda c: f"/api/sessions/{_client(c)}"),
+    "publish-will": ("POST", lambda c: f"/api/clients/{_client(c)}/will/publish"),
+    "cancel-will": ("POST", lambda c: f"/api/clients/{_client(c)}/will/cancel"),
+}
 
 
 # ---- formatting ------------------------------------------------------------------------------------
@@ -187,3 +201,46 @@ def pending_wills(admin: str | None, token: str | None, config_path: str | None,
     base, token = admin_target(admin, token, config_path)
     body = fetch(base, "/api/wills", token)
     return json.dumps(body, indent=2, ensure_ascii=False) + "\n" if as_json else format_wills(body)
+
+
+def act(command: str, client_id: str, discard_will: bool, admin: str | None, token: str | None,
+        config_path: str | None, as_json: bool = False) -> str:
+    """``disconnect``, ``delete-session``, ``publish-will``, ``cancel-will``: what the broker did, in a line."""
+    base, token = admin_target(admin, token, config_path)
+    method, path = ACTIONS[command]
+    query = "?discard_will=true" if discard_will else ""
+    body = fetch(base, path(client_id) + query, token, method=method)
+    return json.dumps(body, indent=2, ensure_ascii=False) + "\n" if as_json else body["detail"] + "\n"
+
+
+def retained(topic_filter: str, delete: bool, whole: bool, admin: str | None, token: str | None,
+             config_path: str | None, as_json: bool = False) -> str:
+    """``retained FILTER``: the retained messages matching a topic filter, or (``delete``) delete them."""
+    base, token = admin_target(admin, token, config_path)
+    query = "filter=" + urllib.parse.quote(topic_filter, safe="")
+    if delete:
+        body = fetch(base, f"/api/retained?{query}", token, method="DELETE")
+        return json.dumps(body, indent=2, ensure_ascii=False) + "\n" if as_json else body["detail"] + "\n"
+    body = fetch(base, f"/api/retained?{query}" + ("&payload=true" if whole else ""), token)
+    return json.dumps(body, indent=2, ensure_ascii=False) + "\n" if as_json else format_retained(body, whole)
+
+
+def format_retained(body: dict, whole: bool = False) -> str:
+    items = body.get("retained") or []
+    if not items:
+        return f"no retained message matches {body['filter']!r}\n"
+    if whole:  # each message in full: topic, then its payload
+        out = []
+        for r in items:
+            text = r["payload"] if r["payload"] is not None else f"(binary, base64) {r['payload_base64']}"
+            out.append(f"{r['topic']} (qos {r['qos']}, {r['bytes']} bytes): {text}")
+        return "\n".join(out) + "\n"
+    rows = [["TOPIC", "QOS", "BYTES", "EXPIRES IN", "PAYLOAD"]]
+    for r in items:
+        text = r["payload"] if r["payload"] is not None else "(binary)"
+        text = text.replace("\n", "\\n") + ("..." if r["truncated"] else "")
+        expires = "never" if r["expires_in"] is None else duration(r["expires_in"])
+        rows.append([r["topic"], str(r["qos"]), str(r["bytes"]), expires, text])
+    lines = [f"{len(items)} retained message(s) matching {body['filter']!r}", ""]
+    lines.extend(_table(rows, right={1, 2, 3}, last_free=True))
+    return "\n".join(lines) + "\n"

@@ -65,6 +65,8 @@ class Parser(argparse.ArgumentParser):
         self.error(f"unknown flag {flag}" + (f"; did you mean {near}?" if near else ""))
 
 
+# the commands that ask a running broker's admin API (admin_client.py)
+ADMIN_COMMANDS = ("explain", "wills", "disconnect", "delete-session", "publish-will", "cancel-will", "retained")
 SERVE_USAGE = "lastwill serve [--config FILE] [--SETTING VALUE ...]"
 SERVE_DESCRIPTION = (
     "Run the broker. Every setting below can be given three ways: as a flag, as a key of the TOML file "
@@ -130,7 +132,27 @@ def _add_admin_commands(command) -> None:
                                          "time since the previous event, and the rule that decided it.")
     explain.add_argument("client_id", metavar="CLIENT_ID")
     wills = command("wills", help="list the pending wills of a running broker, with their countdown")
-    for p in (explain, wills):
+    actions = []
+    for name, text in (("disconnect", "disconnect a client (its will is published, as when the server closes a "
+                                      "connection; --discard-will discards it first)"),
+                       ("delete-session", "delete a client's session (a pending will is published first; "
+                                          "--discard-will discards it)"),
+                       ("publish-will", "publish a client's pending will now"),
+                       ("cancel-will", "cancel a client's pending will: it is never published")):
+        p = command(name, help=text, description=f"{text[0].upper()}{text[1:]}, through the admin API of a "
+                                                  f"running broker. Recorded on the client's will timeline.")
+        p.add_argument("client_id", metavar="CLIENT_ID")
+        if name in ("disconnect", "delete-session"):
+            p.add_argument("--discard-will", action="store_true",
+                           help="discard the client's will first: it is never published (recorded as such)")
+        actions.append(p)
+    retained = command("retained", help="list, read or delete the retained messages matching a topic filter",
+                       description="The retained messages matching TOPIC_FILTER (default '#'), from a running "
+                                   "broker's admin API: topic, QoS, size, expiry and the start of the payload.")
+    retained.add_argument("topic_filter", metavar="TOPIC_FILTER", nargs="?", default="#")
+    retained.add_argument("--payload", action="store_true", help="print each payload in full")
+    retained.add_argument("--delete", action="store_true", help="delete them (nothing is published)")
+    for p in (explain, wills, *actions, retained):
         p.add_argument("--admin", metavar="URL",
                        help=f"the broker's admin API (default: ${ADMIN_ENV}, else the broker's admin_listen "
                             f"from --config and $LASTWILL_ADMIN_LISTEN, else http://127.0.0.1:8080)")
@@ -142,12 +164,18 @@ def _add_admin_commands(command) -> None:
 
 
 def _ask(args: argparse.Namespace) -> int:
-    """``explain`` and ``wills``: ask the admin API of a running broker."""
-    from .admin_client import AdminError, explain, pending_wills
+    """The commands that ask the admin API of a running broker (ADMIN_COMMANDS)."""
+    from .admin_client import ACTIONS, AdminError, act, explain, pending_wills, retained
 
     try:
         if args.command == "explain":
             text = explain(args.client_id, args.admin, args.token, args.config, args.json)
+        elif args.command in ACTIONS:
+            text = act(args.command, args.client_id, getattr(args, "discard_will", False), args.admin, args.token,
+                       args.config, args.json)
+        elif args.command == "retained":
+            text = retained(args.topic_filter, args.delete, args.payload, args.admin, args.token, args.config,
+                            args.json)
         else:
             text = pending_wills(args.admin, args.token, args.config, args.json)
     except ConfigError as e:
@@ -282,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     args, extras = parser.parse_known_args(argv)
     if extras:
         parser.commands[args.command].unknown(extras)
-    if args.command in ("explain", "wills"):
+    if args.command in ADMIN_COMMANDS:
         return _ask(args)
     if args.command == "demo":
         from .demo import run as run_demo

@@ -151,11 +151,19 @@ class Config:
     # ---- what the broker publishes about its clients (README "$SYS events, presence and the will's cause")
     sys_events: bool = setting(True, help="publish $SYS/brokers/<node_name>/clients/<client id>/connected and "
                                           "disconnected events (JSON)")
+    sys_interval: int = setting(10, bounds=(0, 86400), metavar="SECONDS",
+                                help="seconds between two updates of mosquitto's $SYS/broker/... topics (version, "
+                                     "uptime, clients, messages, bytes, subscriptions, retained, load averages); "
+                                     "0: none")
     node_name: str = setting(factory=default_node_name, metavar="NAME", shown="lastwill@<hostname>",
                              help="the node's level in the $SYS topics")
     presence_topic: str = setting("", metavar="TOPIC", shown="off",
                                   help="a retained online/offline message per client on this topic; "
                                        "{client_id} is replaced (e.g. presence/{client_id})")
+    presence_offline_expiry: int = setting(0, bounds=(0, UINT32_MAX), metavar="SECONDS", shown="0 (kept)",
+                                           help="how long a client's retained 'offline' presence message stays: it "
+                                                "carries this MQTT 5 Message Expiry Interval and leaves the retained "
+                                                "messages when it lapses (0: kept until the client connects again)")
     will_cause_property: bool = setting(False, help="wills carry the User Property (lastwill-cause, <cause>)")
     # ---- authentication and authorization (docs/security.md): both files reloaded on SIGHUP
     password_file: str = setting("", metavar="FILE", shown="none",

@@ -197,7 +197,7 @@ def test_clean_shutdown_keeping_wills_then_restart_told_apart_from_a_crash():
 def test_every_cause_label_is_described():
     assert {"eof", "reset", "network_error", "keep_alive", "protocol_error", "takeover", "server_shutdown",
             "disconnect_with_will", "disconnect_error", "broker_crash", "broker_restart",
-            "internal_error", "not_reading"} == set(CAUSES)
+            "internal_error", "not_reading", "administrative"} == set(CAUSES)
     # how a socket ended, told by the exception's type (or errno), never by its text
     assert lost(BrokenPipeError(32, "Broken pipe")).cause is Cause.RESET
     assert lost(OSError(104, "Connection reset by peer")).cause is Cause.RESET

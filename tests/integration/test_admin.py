@@ -255,7 +255,8 @@ def test_admin_off_by_default(broker):
 
 
 def test_metrics_count_wills_by_cause_after_real_traffic(broker_factory, observer_factory, tmp_path):
-    b = broker_factory(admin_listen="127.0.0.1:0", data_dir=str(tmp_path / "data"))
+    # (sys_interval 0: no $SYS/broker/... retained messages in lastwill_retained_messages)
+    b = broker_factory(admin_listen="127.0.0.1:0", data_dir=str(tmp_path / "data"), sys_interval=0)
     obs = observer_factory(b.port, "dead/#")
     before = metrics(b)
     assert metric(before, "lastwill_wills_published_total", cause="eof") == 0

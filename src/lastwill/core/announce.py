@@ -73,8 +73,11 @@ class Announcer:
         self.node = cfg.node_name
         self.presence_topic = cfg.presence_topic
         self._p_prefix, _, self._p_suffix = cfg.presence_topic.partition("{client_id}")
+        # presence_offline_expiry: an "offline" message expires (Message Expiry, and out of the retained store)
+        self.offline_expiry = cfg.presence_offline_expiry
         # client id -> (restored at, why, had a will) while its recovery grace period runs
         self.recovering: dict[str, tuple[float, Cause, bool]] = {}
+        self.changes = None  # core/changes.py ChangeFeed: told of connects and disconnects while someone watches
         timers.register(TimerKind.RECOVERED, self.recovery_ended)
 
     def wall_ms(self, mono: float) -> int:
@@ -93,6 +96,9 @@ class Announcer:
             self._recovered_disconnected(client_id, restored_at, reason,
                                          _CANCELLED if had_will else None, now)
         conn.username = conn.cert_username if conn.cert_username is not None else p.username
+        changes = self.changes
+        if changes is not None and changes.changed is not None:  # a dashboard watches
+            changes.changed.setdefault(client_id, None)
         if self.presence_topic:
             self._presence(client_id, ONLINE, now)
         if self.sys_events and self._sys_wanted():
@@ -109,6 +115,9 @@ class Announcer:
     def disconnected(self, conn: Conn, session: Session, now: float, ended: ConnectionEnded,
                      decision: WillDecision | None) -> None:
         """The connection ended and the will rule has decided: the $SYS disconnected event."""
+        changes = self.changes
+        if changes is not None and changes.changed is not None:  # a dashboard watches: how it ended
+            changes.changed[session.client_id] = ended
         if self.sys_events and self._sys_wanted():
             payload = self._common(conn, session.client_id, now)
             payload.update(reason=ended.emqx_reason(), disconnected_at=self.wall_ms(now),
@@ -203,7 +212,11 @@ class Announcer:
     def _presence(self, client_id: str, state: bytes, now: float) -> None:
         topic = self._p_prefix + client_id + self._p_suffix
         if self._valid(topic):
-            self.publish(Message(topic, state, 1, True), now)  # retained: late subscribers see it
+            # retained: late subscribers see it. An "offline" one with presence_offline_expiry lapses: the
+            # router forwards what is left of it as the Message Expiry Interval [MQTT-3.3.2-6] and removes
+            # it from the retained messages when it expires [MQTT-3.3.2-5]
+            expiry_at = now + self.offline_expiry if state is OFFLINE and self.offline_expiry else None
+            self.publish(Message(topic, state, 1, True, expiry_at=expiry_at), now)
 
     @staticmethod
     def _valid(topic: str) -> bool:

@@ -22,7 +22,6 @@ kind to the module that registered the kind (``timers.py``).
 
 from __future__ import annotations
 
-import itertools
 import secrets
 from collections.abc import Callable
 
@@ -50,11 +49,13 @@ from .acks import AckHandler
 from .actions import Action
 from .announce import Announcer
 from .causes import Cause, ConnectionEnded
+from .changes import ChangeFeed
 from .connect import ConnectHandler
 from .connection import Connections
 from .delivery import Deliverer
 from .disconnect import DisconnectHandler
 from .limits import Limits
+from .operator import AdminRequest, AdminResult, Operator
 from .outbox import Outbox
 from .ownership import LocalSessions
 from .persistence import NoRecorder, Recorder
@@ -65,6 +66,7 @@ from .retained import RetainedStore
 from .routing import LocalRouter
 from .sessions import AUTHENTICATING, CLOSED, CONNECTED, NEW, Conn, Session
 from .subscribe import SubscribeHandler
+from .systree import EdgeCounts, SysTree
 from .timeline import Timeline
 from .timers import TimerQueue
 from .topics import SubscriptionTree
@@ -117,7 +119,14 @@ class BrokerCore:
         connections.handlers = self._handlers(cfg, outbox, router, deliverer, limits, access, recorder, stats,
                                               connections, wills)
         self.view = BrokerView(connections.conns, by_id, wills, self.timeline, stats, limits, self.retained)
-        self._conn_ids = itertools.count(1)
+        self.operator = Operator(connections, sessions, wills, outbox, router, self.retained, self.timeline)
+        # mosquitto's $SYS/broker/... topics, every sys_interval seconds once start_sys() is called
+        self.packets_in = 0  # MQTT packets decoded (the edge counts what it writes)
+        self.sockets = 0  # network connections opened
+        self.sys_tree = SysTree(cfg.sys_interval, timers, router.route, self._sys_counts)
+        # which clients changed, while a dashboard watches (the edge's admin API: watch, take, unwatch)
+        self.changes = ChangeFeed()
+        self.timeline.changes = announce.changes = sessions.changes = self.changes
 
     def _handlers(self, cfg, outbox, router, deliverer, limits, access, recorder, stats, connections, wills):
         """The handler of each packet type a connected client may send."""
@@ -175,7 +184,23 @@ class BrokerCore:
 
     # ==== entry points (called by the edge) ====================================================
     def new_conn_id(self) -> int:
-        return next(self._conn_ids)
+        self.sockets += 1  # (one per network connection: the $SYS socket load)
+        return self.sockets
+
+    def start_sys(self, now: float, version: str, edge_counts: EdgeCounts | None = None) -> list[Action]:
+        """The broker started: publish the ``$SYS/broker/...`` topics now and every sys_interval seconds.
+        ``edge_counts()``: (bytes received, bytes sent, packets sent), counted by the edge."""
+        self.sys_tree.start(now, version, edge_counts)
+        return self.outbox.take()
+
+    def _sys_counts(self) -> dict[str, int]:
+        stats = self.stats
+        sessions = self.ownership.by_id
+        return {"packets_in": self.packets_in, "publish_in": stats["messages_in"], "publish_out": stats["messages_out"],
+                "dropped": sum(v for k, v in stats.items() if k.startswith("dropped_")),
+                "sockets": self.sockets, "connects": stats["connects"], "clients_total": len(sessions),
+                "clients_connected": sum(1 for s in sessions.values() if s.conn is not None),
+                "subscriptions": len(self.tree), "retained": len(self.retained)}
 
     def open(self, conn_id: int, now: float, peer: str = "", sockport: int = 0,
              cert_username: str | None = None) -> list[Action]:
@@ -203,6 +228,7 @@ class BrokerCore:
         if packets:
             # only a whole Control Packet restarts the keep-alive, not a trickle of bytes
             conn.last_activity = now  # [MQTT-3.1.2-24] (5.0: [MQTT-3.1.2-22])
+            self.packets_in += len(packets)  # ($SYS/broker/messages/received: packets of every kind)
             dispatch = connections.dispatch
             for packet in packets:  # (Connections.run, inlined: this is the path of every packet)
                 if conn.state == CLOSED:
@@ -280,6 +306,11 @@ class BrokerCore:
         """Use these ACL rules from now on (start-up, SIGHUP). Connections are kept; what they do next,
         what is delivered to them next and wills published from now on are checked against them."""
         self.access.acl = acl
+
+    def administer(self, request: AdminRequest, now: float) -> tuple[AdminResult, list[Action]]:
+        """An operator's action (the admin API): what was done, and the actions to carry out."""
+        result = self.operator.handle(request, now)
+        return result, self.outbox.take()
 
     def shutdown(self, now: float, keep_wills: bool = False) -> list[Action]:
         """Close every connection (DISCONNECT 0x8B in MQTT 5).

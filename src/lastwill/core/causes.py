@@ -34,6 +34,7 @@ class Cause(StrEnum):
     BROKER_CRASH = "broker_crash"
     BROKER_RESTART = "broker_restart"
     INTERNAL_ERROR = "internal_error"
+    ADMINISTRATIVE = "administrative"  # an operator disconnected the client (admin API; MQTT 5: DISCONNECT 0x98)
 
 
 # what each cause means, for the metrics' help and the docs
@@ -51,6 +52,7 @@ CAUSE_TEXT: dict[Cause, str] = {
     Cause.BROKER_CRASH: "the broker crashed while the client was connected",
     Cause.BROKER_RESTART: "the broker restarted while the client was connected (shutdown_wills = keep)",
     Cause.INTERNAL_ERROR: "an internal error in the broker closed the connection",
+    Cause.ADMINISTRATIVE: "an operator disconnected the client through the admin API",
 }
 # the causes a will can be published for (every one but a normal DISCONNECT), keyed by label
 CAUSES: dict[str, str] = {cause.value: text for cause, text in CAUSE_TEXT.items()}
@@ -67,6 +69,7 @@ EMQX_REASONS: dict[Cause, str] = {
     Cause.NOT_READING: "sock_error",
     Cause.SERVER_SHUTDOWN: "server_shutting_down",
     Cause.INTERNAL_ERROR: "internal_error",
+    Cause.ADMINISTRATIVE: "kicked",  # EMQX's reason for a client kicked by its API
     Cause.BROKER_CRASH: "broker_crash",
     Cause.BROKER_RESTART: "broker_restart",
 }

@@ -41,7 +41,7 @@ class SessionOwnership(Protocol):
 
 
 class LocalSessions:
-    __slots__ = ("by_id", "router", "wills", "timers", "recorder", "get")
+    __slots__ = ("by_id", "router", "wills", "timers", "recorder", "get", "changes")
 
     def __init__(self, by_id: dict[str, Session], router: Router, wills: WillKeeper, timers: TimerQueue,
                  recorder: Recorder) -> None:
@@ -51,6 +51,7 @@ class LocalSessions:
         self.timers = timers
         self.recorder = recorder
         self.get = by_id.get  # client id -> its session, or None (SessionOwnership.get)
+        self.changes = None  # core/changes.py ChangeFeed: told of ended sessions while someone watches
         timers.register(TimerKind.SESSION, self._expired)
 
     def __iter__(self) -> Iterator[Session]:
@@ -98,3 +99,6 @@ class LocalSessions:
         if self.by_id.get(session.client_id) is session:
             del self.by_id[session.client_id]
             self.recorder.session_deleted(session.client_id)
+        changes = self.changes
+        if changes is not None and changes.changed is not None:  # a dashboard watches
+            changes.changed.setdefault(session.client_id, None)

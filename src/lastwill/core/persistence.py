@@ -107,6 +107,8 @@ class Recorder:
             self.deliveries_deleted.add(key)
 
     def retained_changed(self, topic: str, message: Message | None) -> None:
+        if topic[:5] == "$SYS/":  # the broker's own $SYS/broker values describe this run: not stored
+            return
         self.retained[topic] = message
 
     # -- what the timeline calls (it is the Timeline's sink) -------------------------------------

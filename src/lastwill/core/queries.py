@@ -45,6 +45,18 @@ class SessionInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class RetainedInfo:
+    """A retained message (the admin API's listing)."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    expires_at: float | None  # Message Expiry (monotonic); None: never
+    origin: str | None  # the client id that published it; None: the broker (presence, $SYS)
+    properties: MappingProxyType
+
+
+@dataclass(frozen=True, slots=True)
 class Totals:
     connections: int
     sessions: int
@@ -134,8 +146,30 @@ class BrokerView:
         """Whether the broker has a session or a will timeline for ``client_id``."""
         return client_id in self._sessions or client_id in self._timeline
 
+    def client_ids(self, limit: int) -> tuple[list[str], int]:
+        """Up to ``limit`` client ids the broker knows (connected first, then the other sessions, then
+        those with only a will timeline, latest first), and how many it knows in all."""
+        sessions = self._sessions
+        out = [cid for cid, s in sessions.items() if s.conn is not None][:limit]
+        if len(out) < limit:
+            out.extend([cid for cid, s in sessions.items() if s.conn is None][:limit - len(out)])
+        extra = 0
+        for cid in self._timeline.clients():
+            if cid not in sessions:
+                extra += 1
+                if len(out) < limit:
+                    out.append(cid)
+        return out, len(sessions) + extra
+
     def timeline(self, client_id: str) -> list[WillEvent]:
         return self._timeline.events(client_id)
+
+    def retained(self, topic_filter: str, now: float) -> list[RetainedInfo]:
+        """The retained messages matching ``topic_filter`` (not expired), by topic."""
+        out = [RetainedInfo(m.topic, m.payload, m.qos, m.expiry_at, m.origin, MappingProxyType(dict(m.properties)))
+               for m in self._retained.find(topic_filter) if not m.expired(now)]
+        out.sort(key=lambda r: r.topic)
+        return out
 
     def client_id_of(self, conn_id: int) -> str | None:
         conn = self._conns.get(conn_id)

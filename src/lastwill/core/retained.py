@@ -94,6 +94,13 @@ class RetainedStore:
                 out.append(msg)
         return out
 
+    def find(self, topic_filter: str) -> list[Message]:
+        """The retained messages whose topics match ``topic_filter``, expired ones included; changes
+        nothing (the admin API's listing)."""
+        found: list[Message] = []
+        _collect(self._root, topic_filter.split("/"), 0, found)
+        return found
+
     def items(self):
         return self._by_topic.items()
 

@@ -42,6 +42,10 @@ class Router(Protocol):
         """Whether any subscription starts with ``first_level`` (e.g. ``$SYS``): nothing needs to be
         built for a topic there if not."""
 
+    def drop_retained(self, topic: str) -> bool:
+        """Remove the retained message of ``topic`` without publishing anything (an operator's
+        deletion). False if there was none."""
+
 
 class LocalRouter:
     __slots__ = ("tree", "retained", "sessions", "deliverer", "access", "wills", "recorder", "timers",
@@ -150,6 +154,13 @@ class LocalRouter:
                 for subscriber in sorted(denied):
                     self.wills.delivery_dropped(message, subscriber, _NOT_AUTHORIZED, now)
         return kept, kept_shared
+
+    def drop_retained(self, topic: str) -> bool:
+        msg = self.retained.get(topic)
+        if msg is None or not self.retained.remove_if(topic, msg):
+            return False
+        self.recorder.retained_changed(topic, None)
+        return True
 
     def _retained_expired(self, topic: str, now: float) -> None:
         msg = self.retained.get(topic)

@@ -14,6 +14,8 @@ Kinds (``EventKind``; ``will.py`` records them):
 * ``cancelled``: discarded unpublished (``data["cause"]``: a ``will.CancelCause`` value);
 * ``published``: sent (``data["receivers"]``: how many subscriptions got it, maybe 0);
 * ``dropped``: its delivery to one subscriber was dropped (``data["reason"]``: a ``will.DropReason``);
+* ``operator``: an operator disconnected the client or deleted its session through the admin API
+  (the detail says who asked; the will's own decisions follow as events of their own);
 * ``denied``: due, but not published: the ACL (acl_file) does not let its client publish on the
   will topic any more (``data["reason"]``: not_authorized); it is gone, as if published.
 
@@ -32,7 +34,7 @@ only when events are read.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol, Union
@@ -53,6 +55,7 @@ class EventKind(StrEnum):
     PUBLISHED = "published"
     DROPPED = "dropped"
     DENIED = "denied"
+    OPERATOR = "operator"  # an operator's action on the client (admin API): what, and who asked
 
 
 # The keys of an event's data that hold a time: monotonic in memory, wall-clock in the store and in
@@ -151,6 +154,7 @@ class Timeline:
         self.per_client = per_client
         self.max_clients = max_clients
         self.sink = sink
+        self.changes = None  # core/changes.py ChangeFeed: told which client changed while someone watches
         self.last_seq = 0
         # per client: its one Record, or a list of them (oldest first) trimmed to per_client (a
         # deque would cost ~600 bytes per client even when it holds one event)
@@ -167,6 +171,9 @@ class Timeline:
         self._add(client_id, rec)
         if self.sink is not None:
             self.sink.timeline_event(client_id, rec)
+        changes = self.changes
+        if changes is not None and changes.changed is not None:  # a dashboard watches
+            changes.changed.setdefault(client_id, None)
 
     def _add(self, client_id: str, rec: Record) -> None:
         events = self._events
@@ -221,6 +228,10 @@ class Timeline:
 
     def __contains__(self, client_id: str) -> bool:
         return client_id in self._events
+
+    def clients(self) -> Iterator[str]:
+        """The client ids with a timeline, the one with the latest event first."""
+        return reversed(self._events)
 
     def __len__(self) -> int:
         return len(self._events)

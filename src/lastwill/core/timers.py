@@ -25,6 +25,7 @@ class TimerKind(IntEnum):
     SESSION = 4  # an offline session expires; ident: client_id (core/ownership.py)
     RETAINED = 5  # a retained message expires; ident: topic (core/routing.py)
     RECOVERED = 6  # the recovery grace period after a restart ends; ident: client_id (core/announce.py)
+    SYS = 7  # the next update of the $SYS/broker/... topics; ident: 0 (core/systree.py)
 
 
 TimerKey = tuple[TimerKind, Hashable]

@@ -66,6 +66,7 @@ class CancelCause(StrEnum):
     DISCONNECT = "disconnect"
     RECONNECT = "reconnect"
     RECONNECT_AFTER_RESTART = "reconnect_after_restart"
+    OPERATOR = "operator"  # an operator discarded it through the admin API
 
 
 class DropReason(StrEnum):
@@ -82,6 +83,7 @@ CANCEL_CAUSES: dict[str, str] = {
     CancelCause.DISCONNECT: "the client sent DISCONNECT 0x00 (normal disconnection)",
     CancelCause.RECONNECT: "the client reconnected to its session before the will delay elapsed",
     CancelCause.RECONNECT_AFTER_RESTART: "the client reconnected within the recovery grace period after a restart",
+    CancelCause.OPERATOR: "an operator discarded it through the admin API",
 }
 DROP_REASONS: dict[str, str] = {
     DropReason.QUEUE_FULL: "the subscriber's queue was full (max_queued_messages)",
@@ -180,6 +182,7 @@ _EK_DEFERRED = EventKind.DEFERRED
 _EK_PUBLISHED = EventKind.PUBLISHED
 _NOT_AUTHORIZED = DropReason.NOT_AUTHORIZED
 _NO_WILL = EventKind.NO_WILL
+_OPERATOR = CancelCause.OPERATOR
 _PENDING = WillPhase.PENDING
 _RECONNECT = CancelCause.RECONNECT
 _RECONNECT_AFTER_RESTART = CancelCause.RECONNECT_AFTER_RESTART
@@ -392,8 +395,37 @@ class WillKeeper:
             why = "will delay elapsed"
         self.fire(session, now, why, "MQTT-3.1.3-9")
 
+    # -- an operator's decisions (the admin API, through core/operator.py) ----------------------------
+    def discard_by_operator(self, session: Session, now: float, who: str) -> bool:
+        """An operator discards the session's will, armed or pending: never published. Not a rule of the
+        protocol but the operator's decision, recorded as such (cause ``operator``, who asked). True if
+        there was one."""
+        state = session.will
+        if state is None:
+            return False
+        self.timers.cancel((_WILL, session.client_id))
+        session.will = None
+        self.record(session)  # durable before the broker acts on it (the edge commits before it answers)
+        self.cancelled += 1
+        _count(self.cancelled_by_cause, _OPERATOR)
+        phase = "pending" if state.fire_at is not None else "armed"
+        self.timeline.record(session.client_id, now, _CANCELLED,
+                             f"discarded by an operator ({who}): the {phase} will on {state.topic!r} is never "
+                             f"published", None, cause=_OPERATOR)
+        log.info("will client_id=%s on %s discarded by an operator (%s)", session.client_id, state.topic, who)
+        return True
+
+    def publish_now_by_operator(self, session: Session, now: float, who: str) -> bool:
+        """An operator has a pending will published now instead of at its deadline. False: it was not
+        pending (an armed will goes out when its connection ends: disconnect the client instead)."""
+        state = session.will
+        if state is None or state.fire_at is None:
+            return False
+        self.fire(session, now, f"published before its deadline by an operator ({who})", None)
+        return True
+
     # -- publishing --------------------------------------------------------------------------
-    def fire(self, session: Session, now: float, why: str, rule: str) -> None:
+    def fire(self, session: Session, now: float, why: str, rule: str | None) -> None:
         state = session.will
         if state is None:
             return
@@ -433,8 +465,8 @@ class WillKeeper:
                              receivers=receivers, cause=cause, topic=will.topic)
         for args, data in drops:
             self.timeline.record(*args, **data)
-        log.info("will client_id=%s published to %s: %s; %d receiver(s) [%s]",
-                 session.client_id, will.topic, why, receivers, rule)
+        log.info("will client_id=%s published to %s: %s; %d receiver(s)%s",
+                 session.client_id, will.topic, why, receivers, f" [{rule}]" if rule else "")
 
     def _publish(self, session: Session, will: Will, cause: Cause, now: float) -> tuple[int, list]:
         """Route the will as an Application Message. Returns the receivers, and the drops reported

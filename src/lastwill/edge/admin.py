@@ -8,7 +8,22 @@ address; config.py refuses to start otherwise).
     GET /api/sessions                     every session
     GET /api/wills                        pending wills (waiting for their Will Delay or the grace period)
     GET /api/clients/{client_id}/timeline the will timeline of one client (id percent-encoded)
+    GET /api/retained?filter=F            retained messages matching a topic filter (&payload=true: whole)
     GET /metrics                          Prometheus text format
+
+An operator's actions (core/operator.py, through the server, which runs their actions and commits
+before the answer):
+
+    POST   /api/clients/{client_id}/disconnect[?discard_will=true]
+    DELETE /api/sessions/{client_id}[?discard_will=true]
+    POST   /api/clients/{client_id}/will/publish   a pending will, now
+    POST   /api/clients/{client_id}/will/cancel    a pending will, never published
+    DELETE /api/retained?filter=F
+
+Without a token, only requests naming a loopback host (``Host: 127.0.0.1:8080``, ``localhost``) are
+answered (a web page cannot reach the API through DNS rebinding), and a request that carries an
+``Origin`` (a browser's) must come from the admin listener's own origin (the dashboard): another site
+cannot make the browser act on the broker.
 
 Handlers only read the core's state (they run on its loop, between its calls); times are the core's
 monotonic ones converted to wall-clock (epoch seconds, and ISO 8601 UTC).
@@ -16,22 +31,36 @@ monotonic ones converted to wall-clock (epoch seconds, and ISO 8601 UTC).
 
 from __future__ import annotations
 
+import base64
 import hmac
 import json
 import logging
+import platform
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
-from ..config import Config, parse_listen
+from .. import __version__
+from ..admin_client import format_timeline
+from ..config import Config, is_loopback, parse_listen
 from ..core.causes import CAUSES
-from ..core.queries import BrokerView
+from ..core.changes import ChangeFeed
+from ..core.operator import AdminAction, AdminOutcome, AdminRequest, AdminResult
+from ..core.queries import BrokerView, RetainedInfo
 from ..core.timeline import TIME_KEYS, EventKind, WillEvent
 from ..core.will import CANCEL_CAUSES, DROP_REASONS, WillPhase, WillStatus
 from .commits import COMMIT_BUCKETS, CommitStats
+from .dashboard import PUBLIC, Dashboard
 
 log = logging.getLogger("lastwill.admin")
 
@@ -43,6 +72,13 @@ LIMITS = ("max_connections", "connect_timeout", "max_packet_size", "max_topic_le
 
 # (monotonic now as the core sees it, offset to add to get wall-clock time)
 Clock = Callable[[], tuple[float, float]]
+# carries out an operator's request on the core (edge/server.py Server.administer)
+Administer = Callable[[AdminRequest], AdminResult]
+
+_STATUS = {AdminOutcome.DONE: 200, AdminOutcome.UNKNOWN_CLIENT: 404, AdminOutcome.NOT_CONNECTED: 409,
+           AdminOutcome.NO_PENDING_WILL: 409, AdminOutcome.INVALID_FILTER: 400}
+_TRUE = ("1", "true", "yes", "on")
+PREVIEW = 64  # bytes of a retained payload shown in a listing without payload=true
 
 
 def iso(wall: float) -> str:
@@ -54,24 +90,40 @@ def _json(data, status: int = 200) -> web.Response:
 
 
 class AdminServer:
-    def __init__(self, config: Config, view: BrokerView, clock: Clock, commit_stats: CommitStats):
+    def __init__(self, config: Config, view: BrokerView, clock: Clock, commit_stats: CommitStats,
+                 administer: Administer | None = None, changes: ChangeFeed | None = None):
         self.view = view
         self.clock = clock
+        self.administer = administer  # None: read-only (no operator actions)
+        # the dashboard (edge/dashboard.py), when the core's change feed is given
+        self.dashboard = Dashboard(view, clock, changes, summary) if changes is not None else None
         self.listen = config.admin_listen
         self.token = config.admin_token
         self.registry = CollectorRegistry()
         self.registry.register(BrokerCollector(view, commit_stats))
+        # the process (CPU, memory, descriptors, start time: /proc) and the Python running it
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
         self.runner: web.AppRunner | None = None
         self.addresses: list[tuple[str, int]] = []
 
     # ---- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
-        app = web.Application(middlewares=[self._errors, self._auth])
+        app = web.Application(middlewares=[self._errors, self._origin, self._auth])
         app.router.add_get("/api/clients", self.clients)
         app.router.add_get("/api/sessions", self.sessions)
         app.router.add_get("/api/wills", self.wills)
         app.router.add_get("/api/clients/{client_id}/timeline", self.timeline)
+        app.router.add_get("/api/retained", self.retained)
         app.router.add_get("/metrics", self.metrics)
+        if self.administer is not None:
+            app.router.add_post("/api/clients/{client_id}/disconnect", self.disconnect)
+            app.router.add_delete("/api/sessions/{client_id}", self.delete_session)
+            app.router.add_post("/api/clients/{client_id}/will/publish", self.publish_will)
+            app.router.add_post("/api/clients/{client_id}/will/cancel", self.cancel_will)
+            app.router.add_delete("/api/retained", self.delete_retained)
+        if self.dashboard is not None:
+            self.dashboard.add_routes(app)
         host, port = parse_listen(self.listen, "admin_listen")
         self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self.runner.setup()
@@ -88,6 +140,8 @@ class AdminServer:
                      " (bearer token required)" if self.token else "")
 
     async def stop(self) -> None:
+        if self.dashboard is not None:
+            self.dashboard.close()  # the live streams end, so that the runner does not wait for them
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None
@@ -113,8 +167,24 @@ class AdminServer:
             return response
 
     @web.middleware
+    async def _origin(self, request: web.Request, handler):
+        """What a web browser could be made to send: without a token, a request must name a loopback host
+        (DNS rebinding gives a page another name for 127.0.0.1); with or without one, a request carrying
+        an Origin must come from this listener's own origin (the dashboard)."""
+        host = request.host or ""
+        if not self.token:
+            name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+            if not is_loopback(name.strip("[]")):
+                raise web.HTTPForbidden(text=f"Host {host!r} is not a loopback address: without admin_token this "
+                                             f"API answers only requests for 127.0.0.1, ::1 or localhost")
+        origin = request.headers.get("Origin")
+        if origin is not None and origin != f"{request.scheme}://{host}":
+            raise web.HTTPForbidden(text=f"Origin {origin!r} is not this admin API's own")
+        return await handler(request)
+
+    @web.middleware
     async def _auth(self, request: web.Request, handler):
-        if self.token:
+        if self.token and not (request.path in PUBLIC and request.method in ("GET", "HEAD")):
             given = request.headers.get("Authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
                 raise web.HTTPUnauthorized(
@@ -183,11 +253,78 @@ class AdminServer:
                          for k, v in e.data.items()},
             } for e in events],
         }
+        if request.query.get("format") == "text":  # what `lastwill explain` prints (the dashboard shows it)
+            return web.Response(text=format_timeline(body), content_type="text/plain", charset="utf-8")
         return _json(body)
+
+    async def retained(self, request: web.Request) -> web.Response:
+        topic_filter = request.query.get("filter", "#")
+        whole = request.query.get("payload", "").lower() in _TRUE
+        now, offset = self.clock()
+        items = self.view.retained(topic_filter, now)
+        return _json({"now": now + offset, "filter": topic_filter, "count": len(items),
+                      "retained": [_retained(r, now, offset, whole) for r in items]})
+
+    # ---- an operator's actions -----------------------------------------------------------------------
+    @staticmethod
+    def who(request: web.Request) -> str:
+        peer = request.transport.get_extra_info("peername") if request.transport is not None else None
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            host = f"[{peer[0]}]" if ":" in peer[0] else peer[0]
+            return f"admin API from {host}:{peer[1]}"
+        return f"admin API from {request.remote or '?'}"
+
+    def _act(self, request: web.Request, action: AdminAction, target: str, discard_will: bool = False):
+        result = self.administer(AdminRequest(action, target, self.who(request), discard_will))
+        now, offset = self.clock()
+        body = {"client_id" if action is not AdminAction.DELETE_RETAINED else "filter": target,
+                "action": action.value, "outcome": result.outcome.value, "done": result.done,
+                "detail": result.detail, "will": result.will.value if result.will is not None else None,
+                "fire_at_epoch": result.fire_at + offset if result.fire_at is not None else None}
+        if action is AdminAction.DELETE_RETAINED:
+            body["deleted"] = result.count
+        if not result.done:
+            body["error"] = result.detail
+        return _json(body, _STATUS[result.outcome])
+
+    @staticmethod
+    def _discard(request: web.Request) -> bool:
+        return request.query.get("discard_will", "").lower() in _TRUE
+
+    async def disconnect(self, request: web.Request) -> web.Response:
+        return self._act(request, AdminAction.DISCONNECT, request.match_info["client_id"], self._discard(request))
+
+    async def delete_session(self, request: web.Request) -> web.Response:
+        return self._act(request, AdminAction.DELETE_SESSION, request.match_info["client_id"],
+                         self._discard(request))
+
+    async def publish_will(self, request: web.Request) -> web.Response:
+        return self._act(request, AdminAction.PUBLISH_WILL, request.match_info["client_id"])
+
+    async def cancel_will(self, request: web.Request) -> web.Response:
+        return self._act(request, AdminAction.CANCEL_WILL, request.match_info["client_id"])
+
+    async def delete_retained(self, request: web.Request) -> web.Response:
+        topic_filter = request.query.get("filter")
+        if not topic_filter:
+            raise web.HTTPBadRequest(text="DELETE /api/retained needs ?filter=TOPIC_FILTER (e.g. presence/#)")
+        return self._act(request, AdminAction.DELETE_RETAINED, topic_filter)
 
     async def metrics(self, request: web.Request) -> web.Response:
         body = generate_latest(self.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def _retained(r: RetainedInfo, now: float, offset: float, whole: bool) -> dict:
+    payload = r.payload if whole else r.payload[:PREVIEW]
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    return {"topic": r.topic, "qos": r.qos, "bytes": len(r.payload), "payload": text,
+            "payload_base64": base64.b64encode(payload).decode("ascii"), "truncated": len(payload) < len(r.payload),
+            "expires_in": None if r.expires_at is None else round(max(0.0, r.expires_at - now), 3),
+            "publisher": r.origin}
 
 
 def _pending(client_id: str, status: WillStatus, now: float, offset: float) -> dict:
@@ -249,6 +386,11 @@ class BrokerCollector:
         self.commits = commits
 
     def collect(self):
+        build = GaugeMetricFamily("lastwill_build_info", "The running lastwill: version, Python, platform (value 1)",
+                                  labels=["version", "python", "implementation", "platform"])
+        build.add_metric([__version__, platform.python_version(), platform.python_implementation(),
+                          sys.platform], 1)
+        yield build
         c = self.view.counters()
         totals = self.view.totals()
         stats = c.stats

@@ -15,6 +15,7 @@ from ..config import Config, parse_listen
 from ..core.actions import Authenticate, Close, Send
 from ..core.broker import BrokerCore
 from ..core.causes import Cause, ConnectionEnded, lost, lost_because
+from ..core.operator import AdminRequest, AdminResult
 from ..storage.base import Batch, Storage
 from .budget import TURN_BUDGET, ReadBudget
 from .commits import CommitStats
@@ -82,6 +83,11 @@ class Server:
         self._accept_socks: list[tuple[socket.socket, object, tuple[int, int, int]]] = []
         self._accepted = False  # a listener accepted a connection since the last turn: try for more
         self._adopting: set[asyncio.Task] = set()  # connections accepted here, being set up by the loop
+        # for $SYS/broker/bytes/... and messages/sent: what was read and written (MQTT bytes; counted per
+        # read and per write, where the size is known anyway)
+        self.bytes_received = 0
+        self.bytes_sent = 0
+        self.packets_sent = 0
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -114,11 +120,17 @@ class Server:
                 self.listeners.append(("mqtt", addr[0], addr[1]))
                 log.info("listening on %s:%s", addr[0], addr[1])
         await self._start_tls_ws_listeners()
+        if self.config.sys_interval:
+            from .. import __version__
+
+            self.run(self.core.start_sys(self.loop.time(), __version__,
+                                         lambda: (self.bytes_received, self.bytes_sent, self.packets_sent)))
         if self.config.admin_listen:
             from .admin import AdminServer  # aiohttp is imported only when the admin API is on
 
             self.admin = AdminServer(self.config, self.core.view,
-                                     lambda: (self.loop.time(), self.wall_offset()), self.commit_stats)
+                                     lambda: (self.loop.time(), self.wall_offset()), self.commit_stats,
+                                     self.administer, self.core.changes)
             await self.admin.start()
 
     async def _start_tls_ws_listeners(self) -> None:
@@ -271,6 +283,7 @@ class Server:
         return conn_id
 
     def feed(self, conn_id: int, data: bytes) -> bool:
+        self.bytes_received += len(data)
         try:
             actions = self.core.data_received(conn_id, data, self.loop.time())
         except Exception:  # a bug in the core must cost one connection, never the broker
@@ -311,6 +324,14 @@ class Server:
         self.lost_causes[conn_id] = lost_because(Cause.NOT_READING, f"not reading its socket ({unsent} bytes unsent)")
         transport.abort()
         return False
+
+    def administer(self, request: AdminRequest) -> AdminResult:
+        """An operator's action (the admin API): done on the core, its actions carried out and committed
+        before the API answers (the flush runs now rather than at the end of the loop turn)."""
+        result, actions = self.core.administer(request, self.loop.time())
+        self.run(actions)
+        self._flush()
+        return result
 
     def set_acl(self, acl: Acl | None) -> None:
         self.core.set_acl(acl)
@@ -408,10 +429,16 @@ class Server:
                     closes.append(action.conn_id)
                 elif type(action) is Authenticate:  # the password check, in a thread (edge/security.py)
                     self.security.authenticate(action)
+            sent = packets = 0
             for conn_id, chunks in writes.items():
                 transport = transports.get(conn_id)
                 if transport is not None and not transport.is_closing():
-                    transport.write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+                    data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                    transport.write(data)
+                    sent += len(data)
+                    packets += len(chunks)
+            self.bytes_sent += sent
+            self.packets_sent += packets
             for conn_id in closes:
                 transport = transports.get(conn_id)
                 if transport is not None:
