@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from .broker import Broker
 from .config import Config
+from .version import __version__
 
-__version__ = "0.1.0"
 __all__ = ["Broker", "Config", "__version__"]

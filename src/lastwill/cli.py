@@ -12,7 +12,7 @@ import signal
 import sys
 from collections.abc import Mapping
 
-from . import __version__, logs
+from . import logs
 from .config import (
     ADMIN_ENV,
     CONFIG_ENV,
@@ -30,6 +30,7 @@ from .config import (
 )
 from .errors import ConfigError
 from .storage.base import StoreError
+from .version import __version__
 
 log = logging.getLogger("lastwill")
 

@@ -50,7 +50,6 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
-from .. import __version__
 from ..admin_client import format_timeline
 from ..config import Config, is_loopback, parse_listen
 from ..core.causes import CAUSES
@@ -59,6 +58,7 @@ from ..core.operator import AdminAction, AdminOutcome, AdminRequest, AdminResult
 from ..core.queries import BrokerView, RetainedInfo
 from ..core.timeline import TIME_KEYS, EventKind, WillEvent
 from ..core.will import CANCEL_CAUSES, DROP_REASONS, WillPhase, WillStatus
+from ..version import __version__
 from .commits import COMMIT_BUCKETS, CommitStats
 from .dashboard import PUBLIC, Dashboard
 

@@ -17,6 +17,7 @@ from ..core.broker import BrokerCore
 from ..core.causes import Cause, ConnectionEnded, lost, lost_because
 from ..core.operator import AdminRequest, AdminResult
 from ..storage.base import Batch, Storage
+from ..version import __version__
 from .budget import TURN_BUDGET, ReadBudget
 from .commits import CommitStats
 from .security import Security
@@ -121,7 +122,6 @@ class Server:
                 log.info("listening on %s:%s", addr[0], addr[1])
         await self._start_tls_ws_listeners()
         if self.config.sys_interval:
-            from .. import __version__
 
             self.run(self.core.start_sys(self.loop.time(), __version__,
                                          lambda: (self.bytes_received, self.bytes_sent, self.packets_sent)))
