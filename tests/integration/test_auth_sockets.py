@@ -132,7 +132,8 @@ def test_password_check_does_not_block_other_clients(tmp_path, broker_factory):
     """A slow hash (3,000,000 iterations: over a second here) runs in a thread: a connected client's
     PINGREQs are answered meanwhile."""
     pw = write_passwords(tmp_path / "pw", iterations=3_000_000, slow="pw")
-    b = broker_factory(password_file=str(pw), allow_anonymous=True)
+    # connect_timeout bounds the password check too: room for a machine slowed by other work
+    b = broker_factory(password_file=str(pw), allow_anonymous=True, connect_timeout=60)
     with socket.create_connection(("127.0.0.1", b.port), timeout=10) as s:
         s.sendall(encode(Connect("pinger", protocol_level=5), 5))
         assert s.recv(64)[:1] == b"\x20"

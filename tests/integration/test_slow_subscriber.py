@@ -90,8 +90,10 @@ class Bystanders:
             c.loop_stop()
 
 
-def flood(port: int, seconds: float, qos: int = 0) -> tuple[int, int]:
-    """Publish 1 kB messages on flood/x as fast as the broker reads them; (messages, bytes) sent."""
+def flood(port: int, seconds: float, qos: int = 0, at_least: int = 0) -> tuple[int, int]:
+    """Publish 1 kB messages on flood/x as fast as the broker reads them, for ``seconds`` and then on
+    until ``at_least`` bytes are sent (a broker slowed by a busy machine reads slower; 4 x ``seconds``
+    at most); (messages, bytes) sent."""
     c = RawClient(port, timeout=2)
     c.connect("flooder", 4)
     batch = b"".join(encode(Publish("flood/x", PAYLOAD, qos, False, False, (i + 1) if qos else None), 4)
@@ -99,8 +101,9 @@ def flood(port: int, seconds: float, qos: int = 0) -> tuple[int, int]:
     drain = threading.Thread(target=lambda: _drain(c), daemon=True)  # PUBACKs, if any
     drain.start()
     n = sent = 0
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    started = time.monotonic()
+    deadline, last = started + seconds, started + 4 * seconds
+    while time.monotonic() < deadline or (sent < at_least and time.monotonic() < last):
         c.send_raw(batch)
         n += 100
         sent += len(batch)
@@ -134,7 +137,7 @@ def test_slow_subscriber_memory_bounded_drops_counted_others_unharmed(serve):
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     started = time.monotonic()
-    n, sent = flood(b.port, FLOOD_SECONDS)  # QoS 0 in, QoS 0 out (min of the two)
+    n, sent = flood(b.port, FLOOD_SECONDS, at_least=250_000_000)  # QoS 0 in, QoS 0 out (min of the two)
     flood_time = time.monotonic() - started
     time.sleep(0.5)
     sampling.set()
