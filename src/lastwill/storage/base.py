@@ -213,6 +213,9 @@ class StoredState:
     # start at next_message_id; the messages no delivery refers to (the writer deletes them)
     next_message_id: int = 1
     unreferenced_messages: set[int] = field(default_factory=set)
+    # per client, the lowest seq its next delivery may have (a store that keeps queue heads forgets
+    # the seqs below its head: a new delivery must not reuse them)
+    min_next_seq: dict[str, int] = field(default_factory=dict)
     retained: dict[str, StoredMessage] = field(default_factory=dict)
     timeline: dict[str, list[StoredEvent]] = field(default_factory=dict)  # by client, seq order
     meta: dict[str, str] = field(default_factory=dict)

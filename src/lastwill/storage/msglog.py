@@ -11,9 +11,9 @@ Tables:
   ``messages`` row and one ``queued`` row, not N rows: each b-tree a commit touches costs about a
   page write, and N rows keyed by session touched N pages (the store wrote ~1,400 bytes per queued
   delivery, and 200 sessions made 200 page writes per message).
-- ``queues``: per session (keyed by client id) its number (``sno``, never reused: a session of the
-  same client id made later has another, so that the entries of the old one are not read as its
-  own), its queue head (the entries below it have left the queue) and the entries at or above the
+- ``queues``: per session (keyed by client id) its number (``sno``, never reused, the next one is
+  ``meta.next_sno``: a session of the same client id made later has another, so that the entries of
+  the old one are not read as its own), its queue head (the entries below it have left the queue) and the entries at or above the
   head deleted out of order (``gone``: stays empty with the core's recorder, which pops queues from
   the front and gives the head in ``Batch.queue_heads``).
 - ``inflight``: one row per delivery in flight (packet id, ack state), keyed by (sno, seq); bounded
@@ -122,7 +122,8 @@ class MessageLog:
         for client_id, sno, head, gone in db.execute("SELECT client_id, sno, head, gone FROM queues"):
             q = queues[client_id] = Queue(sno, head, set(json.loads(gone)) if gone != "[]" else set())
             by_sno[sno] = (client_id, q)
-        self.next_sno = max(by_sno, default=0) + 1
+        row = db.execute("SELECT value FROM meta WHERE key = 'next_sno'").fetchone()
+        self.next_sno = max(max(by_sno, default=0) + 1, int(row[0]) if row else 1)
         messages: dict[int, StoredMessage] = {}
         for row in db.execute("SELECT id, topic, payload, qos, retain, props, origin, expiry_at_wall, is_will "
                               "FROM messages"):
@@ -255,6 +256,9 @@ class MessageLog:
                 db.executemany("DELETE FROM inflight WHERE sno = ? AND seq = ?", done_inflight)
         for cid, q in new_rows.items():
             changed[cid] = q
+        if new_rows:  # numbers are never given twice, also after a restart (those of deleted sessions
+            # are still in the entries of messages other sessions need)
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('next_sno', ?)", (str(self.next_sno),))
         if changed:
             db.executemany("INSERT OR REPLACE INTO queues VALUES (?,?,?,?)", [
                 (cid, q.sno, q.head, json.dumps(sorted(q.gone)) if q.gone else "[]") for cid, q in changed.items()])
@@ -303,4 +307,5 @@ def migrate_from_v4(db: sqlite3.Connection) -> None:
         blob, subs = encode_entries(entries)
         db.execute("INSERT INTO queued VALUES (?,?,?,?)", (part, mid, blob, subs))
     db.executemany("INSERT INTO queues VALUES (?,?,?,?)", [(cid, sno, 0, "[]") for cid, sno in snos.items()])
+    db.execute("INSERT OR REPLACE INTO meta VALUES ('next_sno', ?)", (str(len(snos) + 1),))
     db.execute("DROP TABLE deliveries")

@@ -265,6 +265,7 @@ class SqliteStorage:
             if session is not None:
                 session.subscriptions.append(StoredSubscription(topic_filter, qos, bool(nl), bool(rap), rh, sub_id))
         state.deliveries, state.next_message_id, state.unreferenced_messages = self.log.load(db)
+        state.min_next_seq = {cid: q.head for cid, q in self.log.queues.items() if q.head > 1}
         for row in db.execute("SELECT * FROM retained"):
             topic, payload, qos, props, origin, expiry, is_will = row
             state.retained[topic] = StoredMessage(topic, bytes(payload), qos, True, _unprops(props), origin,
