@@ -63,7 +63,7 @@ class NoRecorder:
 class Recorder:
     __slots__ = ("sessions", "sessions_deleted", "deliveries", "deliveries_deleted", "retained", "retained_deleted",
                  "events", "timelines_forgotten", "dropped_seqs", "stored", "messages", "fresh", "heads",
-                 "next_msg_id", "unreferenced")
+                 "next_msg_id", "unreferenced", "queued", "queued_clients")
 
     def __init__(self) -> None:
         # client ids whose session is in the store. A session that ends with its connection
@@ -86,11 +86,14 @@ class Recorder:
         self.messages: dict[int, Message] = {}  # messages whose stored deliveries changed, by store_id
         self.fresh: set[int] = set()  # store_ids of messages to write (their first stored delivery)
         self.heads: dict[str, Session] = {}  # sessions whose queue's stored head may have moved
+        # deliveries queued in this batch, by message store_id (Batch.queued), and their clients
+        self.queued: dict[int, list[tuple[str, int, int, tuple[int, ...]]]] = {}
+        self.queued_clients: set[str] = set()
 
     def __bool__(self) -> bool:
         return bool(self.sessions or self.sessions_deleted or self.deliveries or self.deliveries_deleted
                     or self.retained or self.events or self.timelines_forgotten or self.dropped_seqs
-                    or self.messages or self.heads or self.unreferenced)
+                    or self.messages or self.heads or self.unreferenced or self.queued)
 
     # -- what the core calls --------------------------------------------------------------------
     def session(self, session: Session) -> None:
@@ -104,10 +107,22 @@ class Recorder:
         self.sessions.pop(client_id, None)
         self.sessions_deleted.add(client_id)
         self.heads.pop(client_id, None)
-        for key in [k for k in self.deliveries if k[0] == client_id]:
-            del self.deliveries[key]
+        self._drop_recorded(client_id)
         if session is not None:
             self._unstored(session)
+
+    def _drop_recorded(self, client_id: str) -> None:
+        """Forget what this batch recorded of the client's deliveries (its session leaves the store)."""
+        for key in [k for k in self.deliveries if k[0] == client_id]:
+            del self.deliveries[key]
+        if client_id in self.queued_clients:
+            self.queued_clients.discard(client_id)
+            for mid, entries in list(self.queued.items()):
+                kept = [e for e in entries if e[0] != client_id]
+                if kept:
+                    self.queued[mid] = kept
+                else:
+                    del self.queued[mid]
 
     def _unstored(self, session: Session) -> None:
         """The session's deliveries leave the store with it: their messages lose a reference each."""
@@ -128,8 +143,8 @@ class Recorder:
 
     def delivery(self, session: Session, d: Delivery, packet_id: int | None = None, state: str | None = None) -> None:
         if not d.seq:  # its first time in the store: its message gains a reference
-            d.seq = session.next_seq
-            session.next_seq += 1
+            seq = d.seq = session.next_seq
+            session.next_seq = seq + 1
             m = d.message
             if not m.store_refs:  # not in the store (any more): written with this batch
                 if not m.store_id:
@@ -137,6 +152,15 @@ class Recorder:
                     self.next_msg_id += 1
                 self.fresh.add(m.store_id)
             m.store_refs += 1
+            if packet_id is None:  # queued: one tuple in its message's list (a flood's common case)
+                entries = self.queued.get(m.store_id)
+                if entries is None:
+                    entries = self.queued[m.store_id] = []
+                    self.messages[m.store_id] = m
+                client_id = session.client_id
+                entries.append((client_id, seq, d.qos | 4 if d.retain else d.qos, d.subscription_ids))
+                self.queued_clients.add(client_id)
+                return
             self.messages[m.store_id] = m
         if packet_id is not None:  # gone in flight: no longer in the queue
             self.heads[session.client_id] = session
@@ -186,8 +210,7 @@ class Recorder:
                     batch.delete_session(session.client_id)
                     stored.discard(session.client_id)
                     self.heads.pop(session.client_id, None)
-                    for key in [k for k in self.deliveries if k[0] == session.client_id]:
-                        del self.deliveries[key]
+                    self._drop_recorded(session.client_id)
                     self._unstored(session)  # its stored deliveries go with it
                 continue
             batch.put_session(snapshot_session(session, wall_offset))
@@ -206,6 +229,8 @@ class Recorder:
         for mid in self.unreferenced:
             batch.delete_message(mid)
         self.unreferenced = set()
+        if self.queued:
+            batch.queued = {mid: entries for mid, entries in self.queued.items() if mid not in batch.messages_deleted}
         for (client_id, seq), (d, pid, state) in self.deliveries.items():
             m = d.message
             sm = cache.get(m.store_id)

@@ -132,6 +132,11 @@ class Batch:
     # ever refers to a missing message, and no message outlives its deliveries (see msglog.py)
     messages: dict[int, StoredMessage] = field(default_factory=dict)
     messages_deleted: set[int] = field(default_factory=set)
+    # queued deliveries, the cheap way (one tuple each, grouped by message id): (client_id, seq,
+    # flags = qos | retain << 2, subscription ids), in the order they were queued. Applied before
+    # ``deliveries`` and ``deliveries_deleted``: a put or delete of the same (client, seq) in this
+    # batch comes after it. Their messages are in ``messages`` or already stored.
+    queued: dict[int, list[tuple[str, int, int, tuple[int, ...]]]] = field(default_factory=dict)
     # per session, the seq of its first delivery still queued (or its next seq when none is): its
     # queued deliveries with a lower seq have left the queue (gone in flight, or done). A hint that
     # lets the store forget them without a row per delivery; a session not named here keeps its
@@ -153,7 +158,7 @@ class Batch:
 
     def __bool__(self) -> bool:
         return bool(self.sessions or self.sessions_deleted or self.deliveries or self.deliveries_deleted
-                    or self.messages or self.messages_deleted or self.queue_heads or self.retained or self.retained_deleted or self.timeline or self.timeline_deleted
+                    or self.messages or self.messages_deleted or self.queued or self.queue_heads or self.retained or self.retained_deleted or self.timeline or self.timeline_deleted
                     or self.timeline_dropped or self.meta)
 
     # the recorders keep "put" and "delete" of one key mutually exclusive, except for sessions: a

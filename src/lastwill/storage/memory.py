@@ -43,16 +43,12 @@ class MemoryStorage:
         for mid, m in batch.messages.items():
             self._messages[mid] = copy.deepcopy(m)
             self._next_id = max(self._next_id, mid + 1)
-        deleted = batch.deliveries_deleted
-        if deleted:
-            for client_id in {c for c, _ in deleted}:
-                kept = [d for d in state.deliveries.get(client_id, []) if (client_id, d.seq) not in deleted]
-                if kept:
-                    state.deliveries[client_id] = kept
-                else:
-                    state.deliveries.pop(client_id, None)
+        puts = [StoredDelivery(cid, seq, self._messages[mid], flags & 3, bool(flags & 4), tuple(sub_ids))
+                for mid, entries in batch.queued.items() for cid, seq, flags, sub_ids in entries]
+        puts += batch.deliveries.values()  # after the queued ones: they come later
         auto: dict[int, int] = {}  # a message without msg_id (a batch made by hand): kept for it alone
-        for (client_id, seq), d in batch.deliveries.items():
+        for d in puts:
+            client_id, seq = d.client_id, d.seq
             mid = d.message.msg_id
             if not mid:
                 mid = auto.get(id(d.message))
@@ -65,6 +61,9 @@ class MemoryStorage:
             kept = StoredDelivery(d.client_id, d.seq, mid, d.qos, d.retain, tuple(d.subscription_ids),  # type: ignore[arg-type]
                                   d.packet_id, d.state)
             items = state.deliveries.setdefault(client_id, [])
+            if not items or items[-1].seq < seq:
+                items.append(kept)
+                continue
             for i, old in enumerate(items):
                 if old.seq == seq:
                     items[i] = kept
@@ -72,6 +71,14 @@ class MemoryStorage:
             else:
                 items.append(kept)
                 items.sort(key=lambda x: x.seq)
+        deleted = batch.deliveries_deleted
+        if deleted:  # after the puts: a delivery queued in this batch may be done in it too
+            for client_id in {c for c, _ in deleted}:
+                kept = [d for d in state.deliveries.get(client_id, []) if (client_id, d.seq) not in deleted]
+                if kept:
+                    state.deliveries[client_id] = kept
+                else:
+                    state.deliveries.pop(client_id, None)
         for mid in batch.messages_deleted:
             self._messages.pop(mid, None)
         for topic in batch.retained_deleted:

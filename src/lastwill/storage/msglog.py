@@ -182,7 +182,7 @@ class MessageLog:
 
     def write(self, db: sqlite3.Connection, deliveries: dict[tuple[str, int], StoredDelivery],
               deleted: set[tuple[str, int]], messages: dict[int, StoredMessage], messages_deleted: set[int],
-              heads: dict[str, int]) -> None:
+              heads: dict[str, int], queued_in: dict[int, list] | None = None) -> None:
         """Apply a batch's deliveries and messages (sessions deleted before, see sessions_deleted)."""
         new_rows: dict[str, Queue] = {}
         changed: dict[str, Queue] = {}
@@ -195,6 +195,26 @@ class MessageLog:
             if mid >= next_id:
                 next_id = mid + 1
         queued: dict[int, list] = {}
+        rows = []
+        if queued_in:  # Batch.queued: entries as the recorder keeps them, packed here
+            queues = self.queues
+            part = self.next_part
+            for mid, entries in queued_in.items():
+                flat = array("q")
+                subs = None
+                for i, (cid, seq, flags, sub_ids) in enumerate(entries):
+                    q = queues.get(cid)
+                    if q is None:
+                        q = self.queue_of(cid, new_rows)
+                    flat.extend((q.sno, seq, flags))
+                    if sub_ids:
+                        if subs is None:
+                            subs = [None] * len(entries)
+                        subs[i] = list(sub_ids)
+                rows.append((part, mid, flat.tobytes(),
+                             json.dumps(subs, separators=(",", ":")) if subs is not None else None))
+                part += 1
+            self.next_part = part
         inflight_rows = []
         for (cid, seq), d in deliveries.items():
             m = d.message
@@ -224,12 +244,12 @@ class MessageLog:
             db.executemany("INSERT OR REPLACE INTO messages VALUES (?,?,?,?,?,?,?,?,?)", msg_rows)
         if queued:
             part = self.next_part
-            rows = []
             for mid, entries in queued.items():
                 blob, subs = encode_entries(entries)
                 rows.append((part, mid, blob, subs))
                 part += 1
             self.next_part = part
+        if rows:
             db.executemany("INSERT INTO queued VALUES (?,?,?,?)", rows)
         if inflight_rows:
             db.executemany("INSERT OR REPLACE INTO inflight VALUES (?,?,?,?,?,?,?,?)", inflight_rows)

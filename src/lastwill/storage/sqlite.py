@@ -325,9 +325,9 @@ class SqliteStorage:
                 if sub_rows:
                     db.executemany("INSERT INTO subscriptions VALUES (?,?,?,?,?,?,?)", sub_rows)
             if batch.deliveries or batch.deliveries_deleted or batch.messages or batch.messages_deleted \
-                    or batch.queue_heads:
+                    or batch.queue_heads or batch.queued:
                 self.log.write(db, batch.deliveries, batch.deliveries_deleted, batch.messages,
-                               batch.messages_deleted, batch.queue_heads)
+                               batch.messages_deleted, batch.queue_heads, batch.queued)
             if batch.retained_deleted:
                 db.executemany("DELETE FROM retained WHERE topic = ?", [(t,) for t in batch.retained_deleted])
             if batch.retained:
