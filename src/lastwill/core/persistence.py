@@ -86,8 +86,9 @@ class Recorder:
         self.messages: dict[int, Message] = {}  # messages whose stored deliveries changed, by store_id
         self.fresh: set[int] = set()  # store_ids of messages to write (their first stored delivery)
         self.heads: dict[str, Session] = {}  # sessions whose queue's stored head may have moved
-        # deliveries queued in this batch, by message store_id (Batch.queued), and their clients
-        self.queued: dict[int, list[tuple[str, int, int, tuple[int, ...]]]] = {}
+        # deliveries queued in this batch, by message store_id: (client ids, deliveries), made into
+        # Batch.queued's columns at commit (a delivery done meanwhile has seq 0: left out); their clients
+        self.queued: dict[int, tuple[list[str], list[Delivery]]] = {}
         self.queued_clients: set[str] = set()
 
     def __bool__(self) -> bool:
@@ -117,12 +118,10 @@ class Recorder:
             del self.deliveries[key]
         if client_id in self.queued_clients:
             self.queued_clients.discard(client_id)
-            for mid, entries in list(self.queued.items()):
-                kept = [e for e in entries if e[0] != client_id]
-                if kept:
-                    self.queued[mid] = kept
-                else:
-                    del self.queued[mid]
+            for mid, (clients, ds) in list(self.queued.items()):
+                kept = [(c, d) for c, d in zip(clients, ds, strict=True) if c != client_id]
+                if len(kept) != len(clients):
+                    self.queued[mid] = ([c for c, _ in kept], [d for _, d in kept])
 
     def _unstored(self, session: Session) -> None:
         """The session's deliveries leave the store with it: their messages lose a reference each."""
@@ -152,13 +151,14 @@ class Recorder:
                     self.next_msg_id += 1
                 self.fresh.add(m.store_id)
             m.store_refs += 1
-            if packet_id is None:  # queued: one tuple in its message's list (a flood's common case)
+            if packet_id is None:  # queued (a flood's common case): two appends, nothing allocated
                 entries = self.queued.get(m.store_id)
                 if entries is None:
-                    entries = self.queued[m.store_id] = []
+                    entries = self.queued[m.store_id] = ([], [])
                     self.messages[m.store_id] = m
                 client_id = session.client_id
-                entries.append((client_id, seq, d.qos | 4 if d.retain else d.qos, d.subscription_ids))
+                entries[0].append(client_id)
+                entries[1].append(d)
                 self.queued_clients.add(client_id)
                 return
             self.messages[m.store_id] = m
@@ -230,7 +230,20 @@ class Recorder:
             batch.delete_message(mid)
         self.unreferenced = set()
         if self.queued:
-            batch.queued = {mid: entries for mid, entries in self.queued.items() if mid not in batch.messages_deleted}
+            deleted = batch.messages_deleted
+            queued = batch.queued
+            for mid, (clients, ds) in self.queued.items():
+                if mid in deleted:
+                    continue
+                seqs = [d.seq for d in ds]
+                if 0 in seqs:  # done since it was queued (its seq went back to 0): left out
+                    clients = [c for c, d in zip(clients, ds, strict=True) if d.seq]
+                    ds = [d for d in ds if d.seq]
+                    seqs = [d.seq for d in ds]
+                    if not ds:
+                        continue
+                queued[mid] = (clients, seqs, [d.qos | 4 if d.retain else d.qos for d in ds],
+                               [d.subscription_ids for d in ds])
         for (client_id, seq), (d, pid, state) in self.deliveries.items():
             m = d.message
             sm = cache.get(m.store_id)

@@ -44,7 +44,7 @@ class MemoryStorage:
             self._messages[mid] = copy.deepcopy(m)
             self._next_id = max(self._next_id, mid + 1)
         puts = [StoredDelivery(cid, seq, self._messages[mid], flags & 3, bool(flags & 4), tuple(sub_ids))
-                for mid, entries in batch.queued.items() for cid, seq, flags, sub_ids in entries]
+                for mid, columns in batch.queued.items() for cid, seq, flags, sub_ids in zip(*columns, strict=True)]
         puts += batch.deliveries.values()  # after the queued ones: they come later
         auto: dict[int, int] = {}  # a message without msg_id (a batch made by hand): kept for it alone
         for d in puts:

@@ -6,7 +6,7 @@ Tables:
   the id the writer gave it (``StoredMessage.msg_id``; the core's recorder counts its deliveries
   and deletes it in the transaction that deletes its last one).
 - ``queued``: the sessions a message was queued for, one row per message per commit: a packed array
-  of (session number, seq, flags) triples, 24 bytes a delivery, plus the subscription identifiers
+  of (session number, seq, flags), 17 bytes a delivery (``pack_entries``), plus the subscription identifiers
   as JSON when any delivery has some. Publishing one message to N offline sessions writes one
   ``messages`` row and one ``queued`` row, not N rows: each b-tree a commit touches costs about a
   page write, and N rows keyed by session touched N pages (the store wrote ~1,400 bytes per queued
@@ -68,30 +68,34 @@ def unprops(blob: bytes) -> dict:
     return props
 
 
+def pack_entries(snos: list[int], seqs: list[int], flags: list[int], subs: list) -> tuple[bytes, str | None]:
+    """Columns of entries as stored in one ``queued`` row: the session numbers (8 bytes each), the
+    seqs (8 bytes each), the flags (qos | retain << 2, one byte each): 17 bytes a delivery; the
+    subscription identifiers (a list per entry, or None) as JSON when any entry has some."""
+    blob = array("q", snos).tobytes() + array("q", seqs).tobytes() + bytes(flags)
+    return blob, (json.dumps([list(x) if x else None for x in subs], separators=(",", ":"))
+                  if any(subs) else None)
+
+
 def encode_entries(entries: list[tuple[int, int, int, bool, tuple[int, ...]]]) -> tuple[bytes, str | None]:
     """(sno, seq, qos, retain, subscription ids) entries as stored in one ``queued`` row."""
-    flat = array("q")
-    subs = None
-    for i, (sno, seq, qos, retain, sub_ids) in enumerate(entries):
-        flat.append(sno)
-        flat.append(seq)
-        flat.append(qos | _RETAIN_FLAG if retain else qos)
-        if sub_ids:
-            if subs is None:
-                subs = [None] * len(entries)
-            subs[i] = list(sub_ids)
-    return flat.tobytes(), (json.dumps(subs, separators=(",", ":")) if subs is not None else None)
+    return pack_entries([e[0] for e in entries], [e[1] for e in entries],
+                        [e[2] | _RETAIN_FLAG if e[3] else e[2] for e in entries], [e[4] for e in entries])
 
 
 def decode_entries(blob: bytes, subs: str | None):
     """Yields (sno, seq, qos, retain, subscription ids) from one ``queued`` row."""
-    flat = array("q")
-    flat.frombytes(blob)
+    n = len(blob) // 17
+    snos = array("q")
+    snos.frombytes(blob[:8 * n])
+    seqs = array("q")
+    seqs.frombytes(blob[8 * n:16 * n])
+    flags = blob[16 * n:]
     sub_list = json.loads(subs) if subs else None
-    for i in range(len(flat) // 3):
-        flags = flat[3 * i + 2]
+    for i in range(n):
+        f = flags[i]
         ids = sub_list[i] if sub_list is not None else None
-        yield flat[3 * i], flat[3 * i + 1], flags & 3, bool(flags & _RETAIN_FLAG), tuple(ids) if ids else ()
+        yield snos[i], seqs[i], f & 3, bool(f & _RETAIN_FLAG), tuple(ids) if ids else ()
 
 
 @dataclass(slots=True)
@@ -199,20 +203,16 @@ class MessageLog:
         if queued_in:  # Batch.queued: entries as the recorder keeps them, packed here
             queues = self.queues
             part = self.next_part
-            for mid, entries in queued_in.items():
-                flat = array("q")
-                subs = None
-                for i, (cid, seq, flags, sub_ids) in enumerate(entries):
-                    q = queues.get(cid)
-                    if q is None:
-                        q = self.queue_of(cid, new_rows)
-                    flat.extend((q.sno, seq, flags))
-                    if sub_ids:
-                        if subs is None:
-                            subs = [None] * len(entries)
-                        subs[i] = list(sub_ids)
-                rows.append((part, mid, flat.tobytes(),
-                             json.dumps(subs, separators=(",", ":")) if subs is not None else None))
+            for mid, (clients, seqs, flags, sub_ids) in queued_in.items():
+                try:
+                    snos = [queues[c].sno for c in clients]
+                except KeyError:  # a session's first stored delivery: its queue is made
+                    for c in clients:
+                        if c not in queues:
+                            self.queue_of(c, new_rows)
+                    snos = [queues[c].sno for c in clients]
+                blob, subs = pack_entries(snos, seqs, flags, sub_ids)
+                rows.append((part, mid, blob, subs))
                 part += 1
             self.next_part = part
         inflight_rows = []
