@@ -70,7 +70,7 @@ def test_sqlite_writes_the_payload_once_and_one_row_per_message(tmp_path):
     store.commit(b)
     assert rows(store, "messages") == 3 and rows(store, "queued") == 3 and rows(store, "inflight") == 0
     entries = store.db.execute("SELECT sum(length(entries)) FROM queued").fetchone()[0]
-    assert entries == 3 * 200 * 17  # 17 bytes a queued delivery
+    assert entries == 3 * (1 + 200 * 9)  # 9 bytes a queued delivery
     store.close()
 
 
@@ -227,6 +227,16 @@ def test_failed_migration_from_schema_4_leaves_it_unchanged(tmp_path):
         assert not db.execute("SELECT name FROM sqlite_master WHERE name = 'messages'").fetchall()
     finally:
         db.close()
+
+
+@pytest.mark.parametrize("big", [False, True])
+def test_entries_round_trip_in_both_widths(big):
+    from lastwill.storage.msglog import decode_entries, encode_entries
+    base = 1 << 40 if big else 1
+    entries = [(base + i, base + 3 * i, i % 3, bool(i % 2), (i,) if i % 4 else ()) for i in range(10)]
+    blob, subs = encode_entries(entries)
+    assert blob[0] == (8 if big else 4)
+    assert list(decode_entries(blob, subs)) == entries
 
 
 def test_memory_backend_keeps_one_copy(tmp_path):

@@ -6,7 +6,7 @@ Tables:
   the id the writer gave it (``StoredMessage.msg_id``; the core's recorder counts its deliveries
   and deletes it in the transaction that deletes its last one).
 - ``queued``: the sessions a message was queued for, one row per message per commit: a packed array
-  of (session number, seq, flags), 17 bytes a delivery (``pack_entries``), plus the subscription identifiers
+  of (session number, seq, flags), 9 bytes a delivery (``pack_entries``), plus the subscription identifiers
   as JSON when any delivery has some. Publishing one message to N offline sessions writes one
   ``messages`` row and one ``queued`` row, not N rows: each b-tree a commit touches costs about a
   page write, and N rows keyed by session touched N pages (the store wrote ~1,400 bytes per queued
@@ -69,10 +69,12 @@ def unprops(blob: bytes) -> dict:
 
 
 def pack_entries(snos: list[int], seqs: list[int], flags: list[int], subs: list) -> tuple[bytes, str | None]:
-    """Columns of entries as stored in one ``queued`` row: the session numbers (8 bytes each), the
-    seqs (8 bytes each), the flags (qos | retain << 2, one byte each): 17 bytes a delivery; the
-    subscription identifiers (a list per entry, or None) as JSON when any entry has some."""
-    blob = array("q", snos).tobytes() + array("q", seqs).tobytes() + bytes(flags)
+    """Columns of entries as stored in one ``queued`` row: a width byte (4, or 8 when a number
+    needs it), the session numbers, the seqs (that many bytes each), the flags (qos | retain << 2,
+    one byte each): 9 bytes a delivery; the subscription identifiers (a list per entry, or None) as
+    JSON when any entry has some."""
+    width, code = (4, "I") if max(snos) < 1 << 32 and max(seqs) < 1 << 32 else (8, "q")
+    blob = bytes((width,)) + array(code, snos).tobytes() + array(code, seqs).tobytes() + bytes(flags)
     return blob, (json.dumps([list(x) if x else None for x in subs], separators=(",", ":"))
                   if any(subs) else None)
 
@@ -85,12 +87,14 @@ def encode_entries(entries: list[tuple[int, int, int, bool, tuple[int, ...]]]) -
 
 def decode_entries(blob: bytes, subs: str | None):
     """Yields (sno, seq, qos, retain, subscription ids) from one ``queued`` row."""
-    n = len(blob) // 17
-    snos = array("q")
-    snos.frombytes(blob[:8 * n])
-    seqs = array("q")
-    seqs.frombytes(blob[8 * n:16 * n])
-    flags = blob[16 * n:]
+    width = blob[0]
+    code = "I" if width == 4 else "q"
+    n = (len(blob) - 1) // (2 * width + 1)
+    snos = array(code)
+    snos.frombytes(blob[1:1 + width * n])
+    seqs = array(code)
+    seqs.frombytes(blob[1 + width * n:1 + 2 * width * n])
+    flags = blob[1 + 2 * width * n:]
     sub_list = json.loads(subs) if subs else None
     for i in range(n):
         f = flags[i]
