@@ -244,6 +244,13 @@ class Recorder:
             for mid, (clients, ds, ps) in self.queued.items():
                 if mid in deleted:
                     continue
+                if len(ds) == 1:  # one delivery (a persistent subscriber's fan-in): no comprehensions
+                    d = ds[0]
+                    if d.seq:
+                        p = ps[0]
+                        queued[mid] = (clients, [d.seq], [(d.qos | 4 if d.retain else d.qos) | (p & 3) << 3],
+                                       [p >> 2], [d.subscription_ids])
+                    continue
                 seqs = [d.seq for d in ds]
                 if 0 in seqs:  # done since it was recorded (its seq went back to 0): left out
                     kept = [(c, d, p) for c, d, p in zip(clients, ds, ps, strict=True) if d.seq]

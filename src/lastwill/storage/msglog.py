@@ -38,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import struct
 from array import array
 from dataclasses import dataclass, field
 
@@ -91,6 +92,15 @@ def pack_entries(snos: list[int], seqs: list[int], pids: list[int], flags: list[
             + array("H", pids).tobytes() + bytes(flags))
     return blob, (json.dumps([list(x) if x else None for x in subs], separators=(",", ":"))
                   if any(subs) else None)
+
+
+_ONE = struct.Struct("<BIIHB")  # pack_entries of one entry, 4-byte numbers (the same bytes, faster)
+
+
+def pack_one(sno: int, seq: int, pid: int, flags: int, sub_ids: tuple) -> tuple[bytes, str | None]:
+    if sno < 1 << 32 and seq < 1 << 32:
+        return _ONE.pack(4, sno, seq, pid, flags), (json.dumps([list(sub_ids)]) if sub_ids else None)
+    return pack_entries([sno], [seq], [pid], [flags], [sub_ids])
 
 
 def decode_entries(blob: bytes, subs: str | None):
@@ -261,6 +271,15 @@ class MessageLog:
         fast: dict[int, tuple[bytes, str | None]] = {}  # Batch.queued, packed as it came
         if queued_in:
             for mid, (clients, seqs, flags, pids, sub_ids) in queued_in.items():
+                if len(clients) == 1:  # one delivery (a persistent subscriber's fan-in): no columns
+                    c = clients[0]
+                    q = queues.get(c) or self.queue_of(c, new_rows)
+                    f = flags[0]
+                    if f >> 3:
+                        q.entries[seqs[0]] = (mid, f & 3, bool(f & RETAIN_FLAG), sub_ids[0], pids[0], STATES[f >> 3])
+                        changed[c] = q
+                    fast[mid] = pack_one(q.sno, seqs[0], pids[0], f, sub_ids[0])
+                    continue
                 try:
                     snos = [queues[c].sno for c in clients]
                 except KeyError:  # a session's first stored delivery: its queue is made
