@@ -321,22 +321,23 @@ class MessageLog:
                 if cols is None:
                     cols = columns[mid] = _Columns()
                 cols.add(q.sno, seq, d.qos, d.retain, d.subscription_ids, None, None)
-        for mid in written:
-            if mid >= next_id:
-                next_id = mid + 1
+        if written:
+            next_id = max(next_id, max(written) + 1)
         self.next_msg_id = next_id
         part_rows = []
+        none = (None, None)
+        fast_pop = fast.pop
         for mid, m in written.items():
-            packed = fast.pop(mid, None)
-            cols = columns.pop(mid, None)
-            if cols is not None:
-                if packed is not None:  # both kinds in one commit: a second row for the second
-                    part_rows.append((mid, *cols.pack()))
-                else:
-                    packed = cols.pack()
-            entries, subs = packed if packed is not None else (None, None)
-            msg_rows.append((mid, m.topic, m.payload, m.qos, int(m.retain), props_blob(m.properties), m.origin,
-                             m.expiry_at_wall, int(m.is_will), entries, subs))
+            packed = fast_pop(mid, none)
+            if columns:
+                cols = columns.pop(mid, None)
+                if cols is not None:
+                    if packed is not none:  # both kinds in one commit: a second row for the second
+                        part_rows.append((mid, *cols.pack()))
+                    else:
+                        packed = cols.pack()
+            msg_rows.append((mid, m.topic, m.payload, m.qos, m.retain, encode_properties(m.properties, "PUBLISH")
+                             if m.properties else b"", m.origin, m.expiry_at_wall, m.is_will, *packed))
         for mid, packed in fast.items():  # entries of messages stored before
             part_rows.append((mid, *packed))
         for mid, cols in columns.items():
@@ -362,8 +363,10 @@ class MessageLog:
         if deleted:
             done_rows = []
             later: dict[int, tuple[Queue, list[int]]] = {}  # in-flight entries done: gone if above the floor
+            last_cid, q = None, None
             for cid, seq in deleted:
-                q = queues.get(cid)
+                if cid != last_cid:
+                    last_cid, q = cid, queues.get(cid)
                 if q is None:
                     continue
                 if seq in q.rows:
@@ -372,8 +375,11 @@ class MessageLog:
                     if q.entries.pop(seq, None) is not None:
                         changed[cid] = q
                 elif q.entries.pop(seq, None) is not None:
-                    later.setdefault(q.sno, (q, []))[1].append(seq)
-                    changed[cid] = q
+                    done = later.get(q.sno)
+                    if done is None:
+                        done = later[q.sno] = (q, [])
+                        changed[cid] = q
+                    done[1].append(seq)
                 elif seq >= q.head:  # a queued entry, out of queue order (a batch made by hand)
                     q.gone.add(seq)
                     changed[cid] = q
