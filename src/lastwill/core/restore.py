@@ -58,6 +58,7 @@ class Restorer:
             self.timeline.load(client_id, [WillEvent(e.at_wall - offset, e.kind, e.detail, e.rule,
                                                      times_moved(e.data, -offset), e.seq) for e in events])
         self._retained(state, now, offset)
+        queued = sum(len(v) for v in state.deliveries.values())
         for ss in state.sessions.values():
             session = self._session(ss, state, offset)
             self._will_and_expiry(session, ss, now, offset, crashed)
@@ -66,7 +67,7 @@ class Restorer:
         self.announce.restored(now, self.grace, crashed, self.retained.items())
         log.info("restored %d session(s), %d retained message(s), %d queued or in-flight message(s), "
                  "%d client timeline(s)%s", len(state.sessions), len(state.retained),
-                 sum(len(v) for v in state.deliveries.values()), len(state.timeline),
+                 queued, len(state.timeline),
                  " after a crash" if crashed else "")
 
     def _retained(self, state: StoredState, now: float, offset: float) -> None:
@@ -94,7 +95,9 @@ class Restorer:
             opts = SubOptions(sub.qos, sub.no_local, sub.retain_as_published, sub.retain_handling, sub.subscription_id)
             session.set_subscription(sub.topic_filter, opts)
             self.router.subscribe(ss.client_id, sub.topic_filter, opts)
-        items = state.deliveries.get(ss.client_id, [])
+        # taken out of the state as the session is rebuilt: the stored records of a big queue go as
+        # its deliveries come (the peak is one copy, not two)
+        items = state.deliveries.pop(ss.client_id, [])
         messages = self.messages
         for sd in items:
             sm = sd.message
