@@ -292,7 +292,8 @@ def store_bytes(data: Path) -> dict:
     try:
         payload, n_messages = db.execute("SELECT coalesce(sum(length(payload) + length(topic)), 0), count(*) "
                                          "FROM messages").fetchone()
-        entries = db.execute("SELECT coalesce(sum(length(entries)), 0) FROM queued").fetchone()[0]
+        entries = db.execute("SELECT coalesce(sum(length(entries)), 0) FROM messages").fetchone()[0] + \
+            db.execute("SELECT coalesce(sum(length(entries)), 0) FROM queued").fetchone()[0]
     except sqlite3.OperationalError:  # a store before schema 5: one row per delivery
         payload, n_messages, entries = 0, 0, 0
     finally:

@@ -98,22 +98,25 @@ class Restorer:
         # taken out of the state as the session is rebuilt: the stored records of a big queue go as
         # its deliveries come (the peak is one copy, not two)
         items = state.deliveries.pop(ss.client_id, [])
-        messages = self.messages
-        for sd in items:
+        messages = self.messages  # by msg_id, and by id() of a StoredMessage without one
+        queue = []
+        queued_bytes = 0
+        for sd in items:  # (a restart with millions of queued deliveries spends its time here)
             sm = sd.message
-            m = messages.get(sm.msg_id) if sm.msg_id else None
+            m = messages.get(sm.msg_id or id(sm))
             if m is None:
-                m = message_from_stored(sm, offset)
-                if sm.msg_id:
-                    messages[sm.msg_id] = m
+                m = messages[sm.msg_id or id(sm)] = message_from_stored(sm, offset)
             m.store_refs += 1
-            d = Delivery(m, sd.qos, sd.retain, tuple(sd.subscription_ids), sd.seq)
+            d = Delivery(m, sd.qos, sd.retain, sd.subscription_ids, sd.seq)
             if sd.packet_id is not None and sd.state in _IN_FLIGHT:
-                packet = Publish(d.message.topic, d.message.payload, d.qos, d.retain, True, sd.packet_id, {})
+                packet = Publish(m.topic, m.payload, d.qos, d.retain, True, sd.packet_id, {})
                 session.set_inflight(sd.packet_id, InFlight(d, packet, AckState(sd.state)))
             else:
-                session.enqueue(d)
-                session.queued_bytes += len(d.message.payload) + len(d.message.topic)
+                queue.append(d)
+                queued_bytes += len(m.payload) + len(m.topic)
+        if queue:
+            session.enqueue_all(queue)
+            session.queued_bytes += queued_bytes
         if items:
             session.next_seq = items[-1].seq + 1
         # never below the store's queue head: the seqs under it are forgotten there

@@ -41,6 +41,7 @@ import sqlite3
 import struct
 from array import array
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from ..codec.properties import encode_properties, read_properties
 from .base import ACK_STATES, StoredDelivery, StoredMessage
@@ -188,31 +189,62 @@ class MessageLog:
             by_sno[sno] = (client_id, q)
         row = db.execute("SELECT value FROM meta WHERE key = 'next_sno'").fetchone()
         self.next_sno = max(max(by_sno, default=0) + 1, int(row[0]) if row else 1)
-        found: dict[str, dict[int, StoredDelivery]] = {}
+        found: dict[str, list[StoredDelivery]] = {}
         used: set[int] = set()
+        messages: dict[int, StoredMessage] = {}
         for sno, seq, mid, qos, retain, sub_ids, pid, state in db.execute(
                 "SELECT sno, seq, msg_id, qos, retain, sub_ids, packet_id, state FROM inflight"):
             owner = by_sno.get(sno)
             if owner is not None:
                 owner[1].rows.add(seq)
-                found.setdefault(owner[0], {})[seq] = StoredDelivery(
+                found.setdefault(owner[0], []).append(StoredDelivery(
                     owner[0], seq, mid, qos, bool(retain), tuple(json.loads(sub_ids)) if sub_ids else (),  # type: ignore[arg-type]
-                    pid, state)
+                    pid, state))
 
         def entries_of(mid: int, blob: bytes, subs: str | None) -> None:
-            for sno, seq, qos, retain, sub_ids, pid, state in decode_entries(blob, subs):
-                owner = by_sno.get(sno)
+            """The live deliveries among a row's entries (millions at a restart: kept tight)."""
+            m = messages[mid]
+            width = blob[0]
+            code = "I" if width == 4 else "q"
+            n = (len(blob) - 1) // (2 * width + 3)
+            snos = array(code)
+            snos.frombytes(blob[1:1 + width * n])
+            seqs = array(code)
+            seqs.frombytes(blob[1 + width * n:1 + 2 * width * n])
+            pids = array("H")
+            pids.frombytes(blob[1 + 2 * width * n:1 + 2 * width * n + 2 * n])
+            flags = blob[1 + 2 * width * n + 2 * n:]
+            sub_list = json.loads(subs) if subs else None
+            last_sno, owner = None, None
+            live = False
+            for i, sno in enumerate(snos):
+                if sno != last_sno:
+                    last_sno, owner = sno, by_sno.get(sno)
                 if owner is None:
                     continue
                 q = owner[1]
-                if seq in q.rows or seq in q.gone or seq < (q.head if state is None else q.floor):
+                seq = seqs[i]
+                f = flags[i]
+                state = STATES[f >> 3]
+                if seq < (q.head if state is None else q.floor) or (q.gone and seq in q.gone) or \
+                        (q.rows and seq in q.rows):
                     continue
-                if state is not None:
-                    q.entries[seq] = (mid, qos, retain, sub_ids, pid, state)
-                found.setdefault(owner[0], {})[seq] = StoredDelivery(owner[0], seq, mid, qos, retain, sub_ids,  # type: ignore[arg-type]
-                                                                     pid, state)
+                ids = sub_list[i] if sub_list is not None else None
+                ids = tuple(ids) if ids else ()
+                if state is None:
+                    pid = None
+                else:
+                    pid = pids[i]
+                    q.entries[seq] = (mid, f & 3, bool(f & RETAIN_FLAG), ids, pid, state)
+                cid = owner[0]
+                items = found.get(cid)
+                if items is None:
+                    items = found[cid] = []
+                items.append(StoredDelivery(cid, seq, m, f & 3, bool(f & RETAIN_FLAG), ids, pid, state))
+                live = True
+            if live:
+                used.add(mid)
 
-        messages: dict[int, StoredMessage] = {}
         for row in db.execute("SELECT id, topic, payload, qos, retain, props, origin, expiry_at_wall, is_will, "
                               "entries, subs FROM messages ORDER BY id"):
             mid, topic, payload, qos, retain, props, origin, expiry, is_will, entries, subs = row
@@ -225,20 +257,27 @@ class MessageLog:
         self.with_parts.clear()
         for part, mid, blob, subs in db.execute("SELECT part, msg_id, entries, subs FROM queued ORDER BY part"):
             max_part = max(max_part, part)
-            self.with_parts.add(mid)
-            entries_of(mid, blob, subs)
+            if mid in messages:
+                self.with_parts.add(mid)
+                entries_of(mid, blob, subs)
         self.next_part = max_part + 1
         out: dict[str, list[StoredDelivery]] = {}
-        for client_id, by_seq in found.items():
-            items = []
-            for seq in sorted(by_seq):
-                d = by_seq[seq]
-                m = messages.get(d.message)  # type: ignore[call-overload]
-                if m is None:  # never written so by this store: left alone
-                    continue
-                d.message = m
-                used.add(m.msg_id)
-                items.append(d)
+        seq_of = attrgetter("seq")
+        for client_id, items in found.items():
+            if owner_rows := queues[client_id].rows:  # in-flight rows (loaded first): their messages by id
+                n_rows = len(owner_rows)
+                resolved = []
+                for d in items[:n_rows]:
+                    m = messages.get(d.message)  # type: ignore[call-overload]
+                    if m is not None:  # (None: never written so by this store: left alone)
+                        d.message = m
+                        used.add(m.msg_id)
+                        resolved.append(d)
+                items = resolved + items[n_rows:]
+            items.sort(key=seq_of)  # stable: of two entries with one seq (a batch made by hand), the later
+            seqs = list(map(seq_of, items))
+            if len(set(seqs)) != len(seqs):
+                items = [d for i, d in enumerate(items) if i + 1 == len(items) or items[i + 1].seq != d.seq]
             if items:
                 out[client_id] = items
         return out, self.next_msg_id, set(messages) - used
