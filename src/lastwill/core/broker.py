@@ -68,7 +68,7 @@ from .sessions import AUTHENTICATING, CLOSED, CONNECTED, NEW, Conn, Session
 from .subscribe import SubscribeHandler
 from .systree import EdgeCounts, SysTree
 from .timeline import Timeline
-from .timers import TimerQueue
+from .timers import TimerKind, TimerQueue
 from .topics import SubscriptionTree
 from .will import LocalWillFiring, WillKeeper
 
@@ -103,7 +103,8 @@ class BrokerCore:
         firing = LocalWillFiring()
         self.wills = wills = WillKeeper(timers, self.timeline, firing, recorder.session,
                                         cause_property=cfg.will_cause_property, authorize=access.will_denied)
-        self.deliverer = deliverer = Deliverer(cfg, outbox, recorder, wills, limits, access, stats)
+        self.deliverer = deliverer = Deliverer(cfg, outbox, recorder, wills, limits, access, stats, timers)
+        timers.register(TimerKind.PUMP, lambda client_id, now: deliverer.pump_due(by_id.get(client_id), now))
         self.router = router = LocalRouter(self.tree, self.retained, by_id, deliverer, access, wills,
                                            recorder, timers, stats)
         firing.publish = router.route

@@ -19,6 +19,7 @@ from .message import Message
 from .outbox import Outbox
 from .persistence import Recorder
 from .sessions import AWAIT_PUBACK, AWAIT_PUBCOMP, AWAIT_PUBREC, EMPTY_MAP, Conn, Delivery, InFlight, Session
+from .timers import TimerKind, TimerQueue
 from .will import DropReason, WillKeeper
 
 log = fast_logger("lastwill")
@@ -30,13 +31,25 @@ _OFFLINE_QOS0 = DropReason.OFFLINE_QOS0
 _QUEUE_FULL = DropReason.QUEUE_FULL
 _TOO_LARGE = DropReason.TOO_LARGE
 _NOT_AUTHORIZED = DropReason.NOT_AUTHORIZED
+_PUMP = int(TimerKind.PUMP)
+
+# At most this many payload bytes move from a session's queue (or its held-back re-sends) into its
+# connection per call of ``pump``: a resumed session with 100,000 queued messages and a client
+# Receive Maximum of 65,535 would otherwise put 64 MiB into one socket in one loop turn, past the
+# edge's limit of unsent bytes (it then drops the client as "not reading"). The rest goes on at the
+# next PUBACK/PUBCOMP, when the socket drains, or next turn (a PUMP timer, due at once).
+PUMP_BYTES = 512 * 1024
+# And no more in flight than this many bytes' worth of messages (by the size of the next one), within
+# the client's Receive Maximum: what is in flight may all be unread in its socket, and the edge drops
+# a client with more than 8 MiB unsent (edge/tcp.py UNSENT_HARD_LIMIT)
+INFLIGHT_BYTES = 4 * 1024 * 1024
 
 
 class Deliverer:
-    __slots__ = ("config", "outbox", "recorder", "wills", "limits", "access", "stats")
+    __slots__ = ("config", "outbox", "recorder", "wills", "limits", "access", "stats", "timers")
 
     def __init__(self, config: Config, outbox: Outbox, recorder: Recorder, wills: WillKeeper, limits: Limits,
-                 access: Access, stats: dict[str, int]) -> None:
+                 access: Access, stats: dict[str, int], timers: TimerQueue | None = None) -> None:
         self.config = config
         self.outbox = outbox
         self.recorder = recorder  # (a NoRecorder when nothing is persisted)
@@ -44,6 +57,7 @@ class Deliverer:
         self.limits = limits
         self.access = access  # acl_file, checked again when a queued or in-flight message is sent
         self.stats = stats
+        self.timers = timers  # (PUMP: a queue goes on next turn; see PUMP_BYTES)
 
     def deliver(self, session: Session, message: Message, qos: int, retain: bool,
                  sub_ids: tuple[int, ...], now: float) -> None:
@@ -156,27 +170,46 @@ class Deliverer:
         resend = conn.resend
         acl = self.access.acl  # acl_file: checked again as each one is sent (it may have been reloaded since)
         denied = self.stats["dropped_not_authorized"]
+        budget = PUMP_BYTES
         # held-back re-sends first, while the send quota allows: the in-flight ones not held count
         # against the client's Receive Maximum [MQTT-4.9.0-1]
-        while resend and len(session.inflight) - len(resend) < conn.receive_maximum:
+        while resend and budget > 0:
             pid = next(iter(resend))
-            del resend[pid]
             f = session.inflight[pid]
+            if len(session.inflight) - len(resend) >= \
+                    min(conn.receive_maximum, INFLIGHT_BYTES // (len(f.delivery.message.payload) + 1) or 1):
+                break
+            del resend[pid]
             if acl is not None and self._read_revoked(session, f.delivery, now):
                 del session.inflight[pid]  # discarded as if its delivery had completed
                 continue
+            budget -= len(f.delivery.message.payload)
             self._resend_publish(conn, session, pid, f, now)
         queue = session.queue
-        while queue and (queue[0].qos == 0 or len(session.inflight) < conn.receive_maximum):
-            d = queue.popleft()
-            session.queued_bytes -= len(d.message.payload) + len(d.message.topic)
+        receive_maximum = conn.receive_maximum
+        while queue and budget > 0:
+            d = queue[0]
+            size = len(d.message.payload) + len(d.message.topic)
+            if d.qos and len(session.inflight) >= min(receive_maximum, INFLIGHT_BYTES // size or 1):
+                break
+            queue.popleft()
+            session.queued_bytes -= size
             if acl is not None and self._read_revoked(session, d, now):
                 continue
+            budget -= size
             self.transmit(conn, session, d, now)
+        if budget <= 0 and self.timers is not None and \
+                ((queue and (queue[0].qos == 0 or len(session.inflight) < receive_maximum)) or resend):
+            self.timers.schedule((_PUMP, session.client_id), now)  # the rest next turn
         if acl is not None and self.stats["dropped_not_authorized"] != denied:
             log.info("client_id=%s user=%r: %d queued or unacknowledged message(s) dropped: acl_file no longer "
                      "lets it read their topics", session.client_id, session.username,
                      self.stats["dropped_not_authorized"] - denied)
+
+    def pump_due(self, session: Session | None, now: float) -> None:
+        """The PUMP timer: the session's queue goes on (if its connection is still there)."""
+        if session is not None and session.conn is not None:
+            self.pump(session, now)
 
     def _read_revoked(self, session: Session, d: Delivery, now: float) -> bool:
         """The ACL in force no longer lets ``session`` read ``d`` (queued or sent before a reload of

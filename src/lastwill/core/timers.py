@@ -26,6 +26,7 @@ class TimerKind(IntEnum):
     RETAINED = 5  # a retained message expires; ident: topic (core/routing.py)
     RECOVERED = 6  # the recovery grace period after a restart ends; ident: client_id (core/announce.py)
     SYS = 7  # the next update of the $SYS/broker/... topics; ident: 0 (core/systree.py)
+    PUMP = 8  # a session's queue goes on moving into flight next turn; ident: client_id (core/delivery.py)
 
 
 TimerKey = tuple[TimerKind, Hashable]
