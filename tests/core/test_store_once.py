@@ -161,3 +161,46 @@ def test_session_expiry_reclaims_its_messages(backend, tmp_path):
         assert h.store._messages == {}
     else:
         assert h.store.db.execute("SELECT count(*) FROM messages").fetchone()[0] == 0
+
+
+def test_a_resumed_session_with_a_big_queue_gets_it_in_slices_MQTT_4_9_0_2():
+    """A queue of 3 MiB (3,000 QoS 1 messages of 1 KiB) and a client with Receive Maximum 65,535: at
+    most 512 KiB per pump and 4 MiB' worth in flight, the rest next turn and as PUBACKs come; every
+    message arrives once, in order [MQTT-4.9.0-2]."""
+    h = Harness(store=MemoryStorage())
+    c = h.connect("s", clean_start=False, session_expiry_interval=3600)
+    c.subscribe("t", qos=1)
+    c.drop()
+    pub = h.connect("pub")
+    for i in range(3000):
+        pub.publish("t", i.to_bytes(2, "big") * 512, qos=1)
+    back = h.connect("s", clean_start=False, session_expiry_interval=3600, receive_maximum=65535)
+    got = back.messages()
+    assert 0 < len(got) <= 512  # 512 KiB in the first slice
+    for _ in range(100):
+        if len(got) == 3000:
+            break
+        h.advance(0)  # the PUMP timer: the next slice
+        got += back.messages()
+    assert [int.from_bytes(p.payload[:2], "big") for p in got] == list(range(3000))
+    for p in got:
+        back.send(Puback(p.packet_id))
+    session = h.core.ownership.by_id["s"]
+    assert not session.queue and not session.inflight
+
+
+def test_qos0_queue_goes_on_next_turn():
+    h = Harness(queue_qos0=True)
+    c = h.connect("s", clean_start=False, session_expiry_interval=3600)
+    c.subscribe("t", qos=0)
+    c.drop()
+    pub = h.connect("pub")
+    for i in range(2000):
+        pub.publish("t", i.to_bytes(2, "big") * 512, qos=0)
+    back = h.connect("s", clean_start=False, session_expiry_interval=3600)
+    got = back.messages()
+    assert 0 < len(got) < 2000
+    for _ in range(100):
+        h.advance(0)
+        got += back.messages()
+    assert [int.from_bytes(p.payload[:2], "big") for p in got] == list(range(2000))
