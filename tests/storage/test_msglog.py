@@ -302,3 +302,28 @@ def test_memory_backend_keeps_one_copy(tmp_path):
         b.put_delivery(StoredDelivery(f"c{i}", 1, m, 1, False))
     store.commit(b)
     assert len(store._messages) == 1
+
+
+def test_many_out_of_order_acknowledgements_turn_the_oldest_in_flight_entry_into_a_row(tmp_path):
+    """One delivery never acknowledged while 1,100 later ones are: the floor stays at the first, so
+    past GONE_LIMIT remembered deletions its entry becomes an inflight row and the floor moves on."""
+    from lastwill.storage.msglog import GONE_LIMIT
+    store = SqliteStorage(tmp_path / "d")
+    store.load()
+    b = Batch()
+    for seq in range(1, GONE_LIMIT + 80):
+        m = shared(seq, payload=b"x")
+        b.put_message(m)
+        b.queued[seq] = (["c"], [seq], [1 | 1 << 3], [seq], [()])
+    b.queue_heads["c"] = GONE_LIMIT + 80
+    store.commit(b)
+    b = Batch()
+    for seq in range(2, GONE_LIMIT + 80):
+        b.delete_delivery("c", seq)
+    store.commit(b)
+    q = store.log.queues["c"]
+    assert q.rows == {1} and q.entries == {} and q.gone == set() and q.floor == GONE_LIMIT + 80
+    assert rows(store, "inflight") == 1
+    store.close()
+    state = SqliteStorage(tmp_path / "d").load()
+    assert [(d.seq, d.packet_id, d.state) for d in state.deliveries["c"]] == [(1, 1, "puback")]
