@@ -98,7 +98,7 @@ class LocalSessions:
                      session.client_id, len(session.queue), len(session.inflight))
         if self.by_id.get(session.client_id) is session:
             del self.by_id[session.client_id]
-            self.recorder.session_deleted(session.client_id)
+            self.recorder.session_deleted(session.client_id, session)
         changes = self.changes
         if changes is not None and changes.changed is not None:  # a dashboard watches
             changes.changed.setdefault(session.client_id, None)
