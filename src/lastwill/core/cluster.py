@@ -291,6 +291,14 @@ class ClusterSessions:
         if session.conn is None:
             self._drop(session)
 
+    def forget_all(self) -> None:
+        """This node lost its lease: the engine gave every session to the other nodes."""
+        for session in list(self.by_id.values()):
+            session.conn = None
+            self._drop(session)
+        self.gens.clear()
+        self.claims.clear()
+
     def generation(self, client_id: str) -> int | None:
         return self.gens.get(client_id)
 
