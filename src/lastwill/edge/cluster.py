@@ -54,6 +54,7 @@ from ..core.message import Message
 from ..core.topics import topic_matches
 
 log = logging.getLogger("lastwill.cluster")
+logging.getLogger("redis").setLevel(logging.WARNING)  # (its debug lines say nothing about the broker)
 
 FETCH_COUNT = 200  # queue entries per session per fetch
 POLL_PER_BEAT = 500  # sessions whose queue is polled per heartbeat (doorbells are hints)
@@ -106,6 +107,7 @@ class ClusterNode:
         self.last_entry: dict[str, str] = {}  # client id -> the last queue entry handed to the core
         self._poll_from = 0
         self._due = asyncio.Event()
+        self._sync_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task] = []
         self._listener: asyncio.Task | None = None
         self._fencing = False
@@ -174,8 +176,11 @@ class ClusterNode:
         self.clock_offset = engine_now - (sent + now) / 2
 
     async def _sync(self) -> None:
-        await self.replica.sync(self.engine)
-        self.core.router.remote_tree = self.replica.tree
+        async with self._sync_lock:  # one catch-up at a time (each applies the log after its version)
+            replica = self.replica
+            await replica.sync(self.engine)
+            if replica is self.replica:
+                self.core.router.remote_tree = replica.tree
 
     def live(self, now: float) -> bool:
         """This node's own view of its lease (checked before a client's bytes are handled)."""
@@ -359,7 +364,9 @@ class ClusterNode:
         targets = self.replica.targets(m.topic, m.qos, m.retain, m.origin)
         if p.served:
             targets = tuple(t for t in targets if t.client_id not in p.served)
-        if not targets and not m.retain:
+        if not targets and not m.retain and m.qos == 0:
+            # (QoS 1/2 go to the engine even without targets here: it refuses a table older than its
+            # own, so a subscription made on another node a moment ago is not missed)
             return None
         now = self.loop.time()
         expiry = m.remaining_expiry(now)
