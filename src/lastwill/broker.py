@@ -27,8 +27,11 @@ class Broker:
         if listen is not None:
             settings["listen"] = listen
         self.config = config.replace(**settings) if settings else config.validate()
-        self.storage = None if self.config.memory else SqliteStorage(self.config.data_dir, self.config.fsync)
-        self.core = BrokerCore(self.config, persist=self.storage is not None)
+        # a cluster node keeps nothing of its own: the engine (Redis) holds what must survive
+        cluster = bool(self.config.cluster)
+        self.storage = None if self.config.memory or cluster else SqliteStorage(self.config.data_dir,
+                                                                                 self.config.fsync)
+        self.core = BrokerCore(self.config, persist=self.storage is not None, cluster=cluster)
         self.server = Server(self.config, self.core, self.storage)
 
     async def start(self) -> Broker:

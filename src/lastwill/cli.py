@@ -218,7 +218,8 @@ def log_start(loaded: Loaded) -> None:
         shown[key] = "<hidden>" if SETTINGS[key].secret else value
     text = ", ".join(f"{key}={format_value(value) if isinstance(value, list) else value} ({loaded.origin[key]})"
                      for key, value in shown.items())
-    store = "in memory" if config.memory else f"store in {config.data_dir} (fsync {config.fsync})"
+    store = f"cluster node {config.cluster_node_id} on {config.cluster}" if config.cluster else \
+        "in memory" if config.memory else f"store in {config.data_dir} (fsync {config.fsync})"
     log.info("settings: %s, log %s to %s; not defaults: %s", store, config.log_format, config.log_file or "stderr",
              text or "none", extra={"settings": shown, "origin": dict(loaded.origin)})
 

@@ -134,6 +134,22 @@ class Config:
     shutdown_wills: str = setting("keep", choices=("keep", "publish"),
                                   help="the wills of clients connected at a clean shutdown: keep them pending for "
                                        "the next start, or publish them")
+    # ---- a cluster on Redis (docs/cluster.md): several nodes, one broker to every client
+    cluster: str = setting("", metavar="URL", shown="off (one node)",
+                           help="run as a node of a cluster whose state is in this Redis 7 server (redis://HOST:PORT/DB); "
+                                "sessions, subscriptions, retained messages and wills live there, no local store")
+    node_id: str = setting("", metavar="ID", shown="node_name",
+                           help="this node's name in the cluster (one node id per process); each start registers a "
+                                "new epoch under it")
+    cluster_lease: float = setting(10.0, metavar="SECONDS",
+                                   help="how long a heartbeat keeps this node alive in the cluster; a node that cannot "
+                                        "renew it in time closes its clients and rejoins under a new epoch")
+    cluster_heartbeat: float = setting(2.0, metavar="SECONDS", help="how often the node renews its lease")
+    cluster_grace: float = setting(2.0, metavar="SECONDS",
+                                   help="how long after a node's lease ended the survivors take its sessions and "
+                                        "wills over (above the expected clock skew)")
+    cluster_unsafe_engine: bool = setting(False, help="accept a Redis that could lose data (no AOF, eviction on): "
+                                                      "for tests only")
     # ---- logging
     log_level: str = setting("info", choices=("debug", "info", "warning", "error"), help="least severe log level")
     log_format: str = setting("text", choices=("text", "json"),
@@ -224,6 +240,7 @@ class Config:
             raise bad_value("presence_topic", f"expected a topic name with '{{client_id}}' exactly once and no "
                                               f"wildcards (e.g. 'presence/{{client_id}}'), or empty for no presence, "
                                               f"got {p!r}")
+        self._validate_cluster()
         if self.admin_listen:
             host, _ = parse_listen(self.admin_listen, "admin_listen")
             if not self.admin_token and not is_loopback(host):
@@ -232,6 +249,29 @@ class Config:
                                                f"(clients send 'Authorization: Bearer <token>')")
         self._validate_auth()
         return self
+
+    def _validate_cluster(self) -> None:
+        """cluster, node_id and the lease settings (the engine itself is checked at start-up)."""
+        for key in ("cluster", "node_id"):
+            if not isinstance(getattr(self, key), str):
+                raise bad_value(key, f"expected a string, got {getattr(self, key)!r}")
+        if self.cluster and not self.cluster.startswith(("redis://", "rediss://", "unix://")):
+            raise bad_value("cluster", f"expected a Redis URL (redis://HOST:PORT/DB), got {self.cluster!r}")
+        if self.node_id and (len(self.node_id) > 255 or any(c in self.node_id for c in "/+#\x00")):
+            raise bad_value("node_id", f"expected a name of 1 to 255 characters without '/', '+', '#', got "
+                                       f"{self.node_id!r}")
+        for key in ("cluster_lease", "cluster_heartbeat", "cluster_grace"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 3600:
+                raise bad_value(key, f"expected seconds from 0 to 3600, got {value!r}")
+        if not 0 < self.cluster_heartbeat < self.cluster_lease:
+            raise bad_value("cluster_heartbeat", f"expected more than 0 and less than cluster_lease "
+                                                 f"({self.cluster_lease}s), got {self.cluster_heartbeat!r}")
+
+    @property
+    def cluster_node_id(self) -> str:
+        """The node's id in the cluster: node_id, or node_name when it is not set."""
+        return self.node_id or self.node_name
 
     def _validate_auth(self) -> None:
         """password_file, acl_file, allow_anonymous (the files themselves are read at start-up: edge/security.py)."""

@@ -213,6 +213,28 @@ class RedisEngine:
             raise refusal
         return results
 
+    async def run_all(self, calls: Sequence[Call]) -> list:
+        """Run the calls in one round trip (a pipeline); each one's parsed result or, in its place, the
+        exception it raised (``Fenced``, ``StaleRoutes``, a server error). A connection error raises."""
+        if not calls:
+            return []
+        raws = await self._pipeline(calls)
+        if any(isinstance(r, NoScriptError) for r in raws):
+            await self.load_scripts()
+            again = [i for i, r in enumerate(raws) if isinstance(r, NoScriptError)]
+            for i, r in zip(again, await self._pipeline([calls[i] for i in again]), strict=True):
+                raws[i] = r
+        results: list = []
+        for c, r in zip(calls, raws, strict=True):
+            if isinstance(r, Exception):
+                results.append(r)
+                continue
+            try:
+                results.append(c.parse(r))
+            except Exception as e:  # noqa: BLE001 - handed to the caller, per call
+                results.append(e)
+        return results
+
     async def _pipeline(self, calls: Sequence[Call]) -> list:
         pipe = self.client.pipeline(transaction=False)
         for c in calls:

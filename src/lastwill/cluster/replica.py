@@ -7,6 +7,7 @@ node never routes on a table older than the engine's. Matching uses the core's S
 
 from __future__ import annotations
 
+from ..core.routing import merge_subscriptions
 from ..core.topics import SubscriptionTree
 from .model import ResyncNeeded, RouteChange, RouteOp, RouteSnapshot, Target
 from .seams import Router
@@ -59,18 +60,8 @@ class RouteReplica:
         subscriptions merged: the highest QoS, every subscription identifier [MQTT-3.3.4-3]), No Local
         [MQTT-3.8.3-3], Retain As Published [MQTT-3.3.1-12], one member per shared group."""
         normal, shared = self.tree.match(topic)
-        merged: dict[str, list] = {}
-        for client_id, o in normal:
-            if o.no_local and client_id == origin:
-                continue
-            m = merged.get(client_id)
-            if m is None:
-                m = merged[client_id] = [0, False, []]
-            m[0] = max(m[0], min(qos, o.qos))
-            m[1] = m[1] or (retain and o.retain_as_published)
-            if o.subscription_id is not None:
-                m[2].append(o.subscription_id)
-        out = [Target(c, q, r, tuple(sorted(ids))) for c, (q, r, ids) in merged.items()]
+        out = [Target(c, min(qos, q), retain and rap, tuple(ids))
+               for c, (q, rap, ids) in merge_subscriptions(normal, origin).items()]
         for key, _group, members in shared:
             if not members:
                 continue

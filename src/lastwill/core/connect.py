@@ -16,8 +16,10 @@ from ..config import MAX_PACKET_LIMIT, Config
 from ..errors import MqttError
 from ..logs import fast_logger
 from .access import Access, AuthOutcome
+from .actions import ClaimSession
 from .announce import Announcer, is_sys_topic
 from .causes import Cause, ConnectionEnded
+from .cluster import Claim, ClusterSessions
 from .connection import Connections
 from .delivery import Deliverer
 from .fit import fit, size
@@ -43,6 +45,7 @@ _QOS_NOT_SUPPORTED = ReasonCode.QOS_NOT_SUPPORTED
 _REFUSED = AuthOutcome.REFUSED
 _RETAIN_NOT_SUPPORTED = ReasonCode.RETAIN_NOT_SUPPORTED
 _SESSION_TAKEN_OVER = ReasonCode.SESSION_TAKEN_OVER
+_SERVER_UNAVAILABLE = ReasonCode.SERVER_UNAVAILABLE
 _SUCCESS = ReasonCode.SUCCESS
 _PACKET_TOO_LARGE = ReasonCode.PACKET_TOO_LARGE
 _TOPIC_NAME_INVALID = ReasonCode.TOPIC_NAME_INVALID
@@ -71,7 +74,7 @@ class Grant:
 
 class ConnectHandler:
     __slots__ = ("config", "outbox", "connections", "sessions", "wills", "access", "limits", "announce",
-                 "deliverer", "stats", "new_client_id")
+                 "deliverer", "stats", "new_client_id", "cluster")
 
     def __init__(self, config: Config, outbox: Outbox, connections: Connections, sessions: SessionOwnership,
                  wills: WillKeeper, access: Access, limits: Limits, announce: Announcer, deliverer: Deliverer,
@@ -87,6 +90,7 @@ class ConnectHandler:
         self.deliverer = deliverer
         self.stats = stats
         self.new_client_id = new_client_id
+        self.cluster: ClusterSessions | None = None  # cluster mode: the engine's claim comes before CONNACK
 
     def on_connect(self, conn: Conn, p: Connect, now: float) -> None:
         try:
@@ -100,11 +104,16 @@ class ConnectHandler:
         except Refused as r:
             self._refuse(conn, r, p.will, now)
             return
+        if self.cluster is not None and not conn.claimed:
+            self._claim(conn, p, grant)
+            return  # waiting for the engine: claimed() comes back here
         # -- accepted from here on
         self._take_over(conn, now)
         session, session_present = self._open_session(conn, p, grant, now)
         self._reply(conn, p, session_present, grant, ack_props)
         self.connections.accepted(conn, now)  # no connect timeout; keep-alive from now on
+        if self.cluster is not None:
+            self.cluster.connected(session, now)
         if session_present:
             self.deliverer.resend_inflight(conn, session)
             self.deliverer.pump(session, now)
@@ -115,7 +124,8 @@ class ConnectHandler:
         """The CONNECT's own fields. Returns the client identifier the server assigned, if it did."""
         v5 = p.protocol_level == PROTOCOL_5
         conn.protocol_level = p.protocol_level
-        conn.client_id = p.client_id
+        if not conn.claimed:  # (a claimed CONNECT keeps the identifier it was claimed with)
+            conn.client_id = p.client_id
         if conn.decoder.protocol_level is None:  # a CONNECT handed in already decoded
             conn.decoder.protocol_level = p.protocol_level
         if v5:
@@ -126,7 +136,12 @@ class ConnectHandler:
                 # enhanced authentication is not offered: refuse the method [MQTT-4.12.0-1]
                 raise Refused(_BAD_AUTHENTICATION_METHOD, "authentication method not supported",
                               "MQTT-4.12.0-1")
-        assigned = self._client_id(conn, p) if not p.client_id else None
+        if p.client_id:
+            assigned = None
+        elif conn.claimed:
+            assigned = conn.client_id if v5 else None
+        else:
+            assigned = self._client_id(conn, p)
         if p.will is not None:
             self._validate_will(conn.client_id, p.will, v5, now)  # before anything is stored [MQTT-3.1.2-7]
         return assigned
@@ -330,6 +345,34 @@ class ConnectHandler:
         self.wills.refused(conn.client_id, conn.last_activity, f"0x{r.reason_code:02X} {r.why}", r.rule, will)
         self.connections.close(conn, f"CONNECT refused: {r.why}")
 
+    # -- cluster mode: the session is the engine's -----------------------------------------------------
+    def _claim(self, conn: Conn, p: Connect, grant: Grant) -> None:
+        """Park the CONNECT (as for a password check) while the engine gives it the session."""
+        conn.state = AUTHENTICATING
+        conn.held = [p]
+        self.outbox.actions.append(ClaimSession(
+            conn.conn_id, conn.client_id, p.clean_start, grant.expiry, p.will, conn.username,
+            self.access.acl is not None or bool(self.access.passwords), p.protocol_level))
+
+    def claimed(self, conn_id: int, claim: Claim | None, now: float) -> bool:
+        """The engine's answer to ``ClaimSession``: the CONNECT goes on with it, or (the engine could not
+        be reached) is refused with CONNACK 0x88 Server unavailable (3.1.1: return code 3), nothing
+        stored. False: the connection was gone meanwhile (the claim must be given back)."""
+        conn = self.connections.conns.get(conn_id)
+        if conn is None or conn.state != AUTHENTICATING:
+            return False
+        connect, *held = conn.held
+        conn.held = None
+        conn.state = NEW
+        if claim is None:
+            self._refuse(conn, Refused(_SERVER_UNAVAILABLE, "the cluster's engine (Redis) cannot be reached"),
+                         connect.will, now)
+            return True
+        self.cluster.claims[conn.client_id] = claim
+        conn.claimed = True
+        self._go_on(conn, (connect, *held), now)
+        return True
+
     # -- the password check's answer --------------------------------------------------------------------
     def authenticated(self, conn_id: int, ok: bool, now: float) -> None:
         """The edge's answer to ``Authenticate``: the CONNECT goes on, or is refused with CONNACK 0x86
@@ -348,7 +391,11 @@ class ConnectHandler:
                                        self._auth_rule(connect)), connect.will, now)
             return
         conn.auth_done = True
-        for item in (connect, *held):  # in the order they arrived
+        self._go_on(conn, (connect, *held), now)
+
+    def _go_on(self, conn: Conn, items: tuple, now: float) -> None:
+        """Handle the parked CONNECT and what arrived after it."""
+        for item in items:  # in the order they arrived
             if conn.state == CLOSED:
                 break
             if isinstance(item, MqttError):

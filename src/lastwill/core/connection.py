@@ -216,7 +216,7 @@ class Connections:
         else:
             decision = _DISCARDED if will_cancelled else None
         self.announce.disconnected(conn, session, now, ended, decision)
-        self.sessions.disconnected(session, now)
+        self.sessions.disconnected(session, now, ended)
 
     # -- timers ----------------------------------------------------------------------------------------
     def _keep_alive_check(self, conn_id: int, now: float) -> None:

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Protocol
 
 from ..logs import fast_logger
+from .causes import ConnectionEnded
 from .persistence import Recorder
 from .routing import Router
 from .sessions import NEVER, Session
@@ -33,8 +34,9 @@ class SessionOwnership(Protocol):
     def resumed(self, session: Session) -> None:
         """A new connection took the session up: it no longer expires."""
 
-    def disconnected(self, session: Session, now: float) -> None:
-        """Its connection ended: it expires after its Session Expiry Interval (ended now if 0)."""
+    def disconnected(self, session: Session, now: float, ended: ConnectionEnded | None = None) -> None:
+        """Its connection ended (``ended``: how): it expires after its Session Expiry Interval (ended now
+        if 0)."""
 
     def end(self, session: Session, now: float, why: str, rule: str) -> None:
         """The session ends: its pending will is published, its subscriptions and messages go."""
@@ -71,7 +73,7 @@ class LocalSessions:
     def resumed(self, session: Session) -> None:
         self.timers.cancel((_SESSION, session.client_id))
 
-    def disconnected(self, session: Session, now: float) -> None:
+    def disconnected(self, session: Session, now: float, ended: ConnectionEnded | None = None) -> None:
         if session.expiry_interval == 0:
             self.end(session, now, "session expired at disconnect (Session Expiry Interval 0)", "MQTT-3.1.2-23")
         elif session.expiry_interval != NEVER:

@@ -105,7 +105,7 @@ class LocalRouter:
                     (opts.subscription_id,) if opts.subscription_id else (), now)
             return 1
         receivers = 0
-        for client_id, (sub_qos, rap, ids) in _merged(normal, origin).items():
+        for client_id, (sub_qos, rap, ids) in merge_subscriptions(normal, origin).items():
             deliver(sessions[client_id], message, min(message.qos, sub_qos), message.retain and rap, tuple(ids), now)
             receivers += 1
         for share_key, _group, members in shared:
@@ -169,8 +169,9 @@ class LocalRouter:
             self.recorder.retained_changed(topic, None)
 
 
-def _merged(normal: list, origin: str | None) -> dict[str, list]:
-    """One delivery per client of overlapping subscriptions: the highest QoS, every identifier
+def merge_subscriptions(normal: list, origin: str | None) -> dict[str, list]:
+    """One delivery per client of overlapping subscriptions (shared with the cluster's replica,
+    cluster/replica.py): the highest QoS, every identifier
     [MQTT-3.3.4-2] [MQTT-3.3.4-3] [MQTT-3.3.4-4] [MQTT-3.3.4-5]; none to its own publisher with No Local
     [MQTT-3.8.3-3]. client id -> [qos, retain as published, subscription ids]."""
     merged: dict[str, list] = {}

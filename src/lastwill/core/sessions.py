@@ -188,6 +188,7 @@ class Conn:
     # password; auth_done: checked, the CONNECT is being handled again
     held: list | None = None
     auth_done: bool = False
+    claimed: bool = False  # cluster: the engine gave this CONNECT its session (ClaimSession)
     acl_denied: int = 0  # PUBLISHes refused by the ACL on this connection (to throttle the log)
     # what the client told us (MQTT 5 CONNECT properties)
     receive_maximum: int = 65535

@@ -60,6 +60,7 @@ class Server:
         self.commit_seconds: list[float] = []  # recent commit latencies (for metrics)
         self.commit_stats = CommitStats()  # all of them, as a histogram (for /metrics)
         self.admin = None  # the admin HTTP API (edge/admin.py), when admin_listen is set
+        self.cluster = None  # edge/cluster.py ClusterNode, in cluster mode (config.cluster)
         self.security = Security(self)  # password_file, acl_file: loaded by start(), reload() on SIGHUP
         self._pending: list = []
         self.flush_scheduled = False
@@ -100,6 +101,11 @@ class Server:
             self.ssl_context = server_context(self.config)
         self.security.load()  # a bad password_file or acl_file stops start-up too (ConfigError: file, line)
         self.core.wall_offset = self.wall_offset()  # kept up to date by _flush
+        if self.config.cluster:
+            from .cluster import ClusterNode  # redis is imported only in cluster mode
+
+            self.cluster = ClusterNode(self, self.config)
+            await self.cluster.start()  # EngineConfigError (a setting that would lose data) stops start-up
         if self.storage is not None:
             state = self.storage.load()  # StoreError stops start-up with its message
             crashed = state.meta.get("running") == "1"
@@ -233,7 +239,9 @@ class Server:
             task.cancel()
         for handshake in list(self.handshakes):  # TLS handshakes under way: those connections never opened
             handshake.cancel()
-        if self.loop is not None:
+        if self.cluster is not None:
+            await self.cluster.stop(publish_wills=self.config.shutdown_wills == "publish")
+        elif self.loop is not None:
             keep = self.storage is not None and self.config.shutdown_wills == "keep"
             self.run(self.core.shutdown(self.loop.time(), keep_wills=keep))
             self._flush()
@@ -284,8 +292,11 @@ class Server:
 
     def feed(self, conn_id: int, data: bytes) -> bool:
         self.bytes_received += len(data)
+        now = self.loop.time()
+        if self.cluster is not None and not self.cluster.live(now):
+            return False  # this node's lease ran out: it fences itself, nothing of its clients is handled
         try:
-            actions = self.core.data_received(conn_id, data, self.loop.time())
+            actions = self.core.data_received(conn_id, data, now)
         except Exception:  # a bug in the core must cost one connection, never the broker
             log.exception("internal error handling data from connection %s; closing it", conn_id)
             self.lost_causes[conn_id] = _INTERNAL_ERROR
@@ -403,6 +414,17 @@ class Server:
                     del self.commit_seconds[:512]
         actions = self._pending
         self._pending = []
+        if self.cluster is not None:
+            # the engine takes the turn's intents first; the actions are written once it has them
+            self.cluster.submit(self.core.take_intents(), actions)
+        else:
+            self.write_actions(actions)
+        logs.flush()  # the turn's log lines, in one write
+        self._writing = False
+        return True
+
+    def write_actions(self, actions: list) -> None:
+        """Write the packets and close the connections the core asked for (after the commit)."""
         if actions:
             core = self.core
             transports = self.transports
@@ -447,9 +469,6 @@ class Server:
                         close_after_last_packet(self.loop, transport)
                     else:
                         transport.close()
-        logs.flush()  # the turn's log lines, in one write
-        self._writing = False
-        return True
 
     def _arm_timer(self) -> None:
         deadline = self.core.next_deadline()

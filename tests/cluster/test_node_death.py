@@ -1,0 +1,230 @@
+"""No will lost when a node dies, none published twice (issue 13): real ``lastwill serve --cluster``
+processes on one real redis-server; a node killed with kill -9, paused with SIGSTOP beyond its lease,
+the engine killed and restarted from its AOF. Every will carries a unique token; the observers are QoS
+2 subscribers on another node; the engine's audit records are checked against what they received."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+
+import pytest
+from redis.asyncio import Redis
+
+from lastwill.cluster.engine import RedisEngine
+from lastwill.codec.packets import Will
+from tests.integration.conftest import Observer
+from tests.rawclient import RawClient
+
+from .helpers import check_invariants
+from .nodes import Cluster, wait_until
+
+
+@pytest.fixture
+def cluster(redis_server, tmp_path):
+    if redis_server.proc is None:
+        redis_server.start()
+    c = Cluster(tmp_path, redis_server)
+    c.client.flushall()
+    c.made = []
+    yield c
+    for o in c.made:
+        try:
+            o.close()
+        except Exception:  # noqa: BLE001
+            pass
+    c.stop()
+    assert not c.tracebacks(), "\n".join(c.tracebacks())
+
+
+def observe(cluster, port, topic="will/#", client_id="observer"):
+    o = Observer(port, topic, qos=2, version=5, client_id=client_id)
+    cluster.made.append(o)
+    return o
+
+
+def tokens(observer: Observer, expected: int, timeout: float = 90.0) -> collections.Counter:
+    got: collections.Counter = collections.Counter()
+    deadline = time.monotonic() + timeout
+    while sum(got.values()) < expected and time.monotonic() < deadline:
+        try:
+            m = observer.get(max(0.05, deadline - time.monotonic()))
+        except Exception:  # noqa: BLE001 - queue.Empty
+            break
+        got[m.payload.decode()] += 1
+    return got
+
+
+def invariants(cluster: Cluster) -> None:
+    async def run():
+        engine = RedisEngine(Redis(host="127.0.0.1", port=cluster.redis_server.port))
+        try:
+            await check_invariants(engine)
+        finally:
+            await engine.client.aclose()
+    asyncio.run(run())
+
+
+def will_client(port: int, i: int, *, level: int, delay: int = 0, expiry: int = 0, qos: int = 1,
+                retain: bool = False) -> RawClient:
+    c = RawClient(port, timeout=30)
+    props = {"will_delay_interval": delay} if level == 5 and delay else {}
+    connack = c.connect(f"dev{i}", level, will=Will(f"will/dev{i}", f"tok{i}".encode(), qos, retain, props),
+                        **({"session_expiry_interval": expiry} if level == 5 and expiry else {}))
+    assert connack.reason_code == 0
+    return c
+
+
+def lease_end_ms(cluster: Cluster, epoch: int) -> int:
+    return int(cluster.client.hget(f"lw:node:{epoch}", "lease_end"))
+
+
+def epoch_of(cluster: Cluster, node_id: str) -> int:
+    return int(cluster.client.hget("lw:nodeid", node_id))
+
+
+def test_a_killed_node_s_wills_are_published_once_each_by_the_survivors_MQTT_3_1_2_8(cluster):
+    """kill -9 of a node holding clients with wills (MQTT 3.1.1 and 5, QoS 0/1/2, retain, Will Delay
+    0-3 s, Session Expiry 0-60 s), recovery grace 0: every will reaches the observer on another node
+    exactly once, due at the lease end + min(Will Delay, Session Expiry) [MQTT-3.1.3-9]."""
+    n1, n2, n3 = cluster.start("n1", "n2", "n3")
+    o2 = observe(cluster, n2.port, client_id="obs2")
+    o3 = observe(cluster, n3.port, client_id="obs3")
+    count = 300
+    clients = []
+    wait: dict[str, int] = {}
+    for i in range(count):
+        level = 5 if i % 2 else 4
+        delay = (i // 2) % 4 if level == 5 else 0
+        expiry = (0, 2, 60)[i % 3] if level == 5 else 0
+        clients.append(will_client(n1.port, i, level=level, delay=delay, expiry=expiry, qos=i % 3, retain=i % 7 == 0))
+        wait[f"dev{i}"] = min(delay, expiry) * 1000
+    epoch = epoch_of(cluster, "n1")
+    n1.kill9()
+    for o in (o2, o3):
+        got = tokens(o, count)
+        assert set(got) == {f"tok{i}" for i in range(count)}, f"missing: {count - len(got)}"
+        assert max(got.values()) == 1  # exactly once
+        o.expect_none(1.0)
+    end = lease_end_ms(cluster, epoch)
+    records = cluster.audit()
+    assert collections.Counter(r["cid"] for r in records) == collections.Counter(f"dev{i}" for i in range(count))
+    for r in records:
+        assert r["status"] == "FIRED" and r["dead_node"] == "n1" and int(r["dead_epoch"]) == epoch
+        assert r["node"] in ("n2", "n3")
+        assert int(r["due"]) == end + wait[r["cid"]]  # lease end + min(Will Delay, Session Expiry)
+        assert int(r["at"]) >= int(r["due"])  # never before it was due
+    invariants(cluster)
+    for c in clients:
+        c.close()
+
+
+def test_clients_back_on_another_node_within_their_will_delay_cancel_it_after_a_node_death_MQTT_3_1_3_9(cluster):
+    n1, n2 = cluster.start("n1", "n2")
+    o = observe(cluster, n2.port)
+    clients = [will_client(n1.port, i, level=5, delay=4, expiry=60) for i in range(20)]
+    n1.kill9()
+    back = []
+    for i in range(0, 20, 2):  # half of them come back, on n2, before their will is due
+        c = RawClient(n2.port, timeout=30)
+        connack = c.connect(f"dev{i}", 5, clean_start=False, session_expiry_interval=60)
+        assert connack.reason_code == 0 and connack.session_present  # [MQTT-3.2.2-3]
+        back.append(c)
+    got = tokens(o, 10)
+    assert got == collections.Counter(f"tok{i}" for i in range(1, 20, 2))  # the others', once each
+    o.expect_none(1.5)
+    assert sorted(r["cid"] for r in cluster.audit()) == sorted(f"dev{i}" for i in range(1, 20, 2))
+    invariants(cluster)
+    for c in clients + back:
+        c.close()
+
+
+def test_a_paused_node_fences_itself_publishes_nothing_and_its_wills_are_published_once(cluster):
+    """SIGSTOP beyond the lease: the survivors publish the wills; after SIGCONT the paused node sends
+    no PUBLISH, closes its clients' connections, and registers again under a new epoch."""
+    n1, n2 = cluster.start("n1", "n2")
+    o = observe(cluster, n2.port)
+    watcher = RawClient(n1.port, timeout=30)  # a subscriber on the paused node: it must get no stale will
+    watcher.connect("watcher", 5)
+    assert watcher.subscribe("will/#", 1) == [1]
+    clients = [will_client(n1.port, i, level=5 if i % 2 else 4, qos=1) for i in range(6)]
+    epoch = epoch_of(cluster, "n1")
+    n1.pause()
+    try:
+        got = tokens(o, 6)
+    finally:
+        n1.resume()
+    assert got == collections.Counter(f"tok{i}" for i in range(6))
+    for c in [*clients, watcher]:
+        closed, data = c.closed_within(30)
+        assert closed
+        assert not any(type(p).__name__ == "Publish" for p in c.decoder.feed(data))  # nothing stale
+    n1.wait_for_log("fenced itself")
+    n1.wait_for_log("registered as epoch", count=2)
+    assert epoch_of(cluster, "n1") > epoch
+    o.expect_none(1.0)
+    records = cluster.audit()
+    assert sorted(r["cid"] for r in records) == sorted(f"dev{i}" for i in range(6))
+    assert {r["node"] for r in records} == {"n2"}
+    invariants(cluster)
+
+
+def test_a_connect_is_refused_with_server_unavailable_while_redis_is_down_and_the_node_recovers(cluster):
+    (n1,) = cluster.start("n1")
+    cluster.redis_server.kill9()
+    try:
+        c5 = RawClient(n1.port, timeout=30)
+        connack = c5.connect("w5", 5, will=Will("will/w5", b"x", 1))
+        assert connack.reason_code == 0x88  # Server unavailable: the will could not be stored
+        c4 = RawClient(n1.port, timeout=30)
+        connack = c4.connect("w4", 4, will=Will("will/w4", b"x", 1))
+        # 3.1.1: return code 3 Server unavailable (the client-side codec reads it back as 0x88)
+        assert connack.reason_code == 0x88
+    finally:
+        cluster.redis_server.start()
+    deadline = time.monotonic() + 60
+    while True:
+        c = RawClient(n1.port, timeout=30)
+        connack = c.connect("w5", 5, will=Will("will/w5", b"x", 1))
+        c.close()
+        if connack.reason_code == 0:
+            break
+        assert time.monotonic() < deadline, "the node did not recover"
+        time.sleep(0.2)
+    text = n1.log_text()
+    assert text.count("cannot be reached") <= 3  # logged once per outage, not per packet
+
+
+def test_a_redis_restart_from_its_aof_loses_no_acknowledged_message(cluster):
+    n1, n2 = cluster.start("n1", "n2")
+    sub = RawClient(n2.port, timeout=30)
+    sub.connect("keeper", 5, clean_start=True, session_expiry_interval=300)
+    assert sub.subscribe("q/#", 1) == [1]
+    sub.disconnect()
+    wait_until(lambda: "disconnect client_id=keeper" in n2.log_text(), 30, "the disconnect")
+    pub = RawClient(n1.port, timeout=30)
+    pub.connect("pub", 5)
+    for i in range(50):
+        pub.publish("q/x", f"m{i}".encode(), 1)
+        assert pub.expect("Puback", 30)  # acknowledged: in the engine's AOF
+    pub.close()
+    cluster.redis_server.restart_from_aof()
+    deadline = time.monotonic() + 60
+    while True:
+        back = RawClient(n1.port, timeout=30)
+        connack = back.connect("keeper", 5, clean_start=False, session_expiry_interval=300)
+        if connack.reason_code == 0:
+            break
+        back.close()
+        assert time.monotonic() < deadline, "no node took the session back"
+        time.sleep(0.2)
+    assert connack.session_present
+    got = set()
+    deadline = time.monotonic() + 60
+    while len(got) < 50 and time.monotonic() < deadline:
+        packets = back.read(30)
+        back.ack(packets)
+        got |= {p.payload.decode() for p in packets if type(p).__name__ == "Publish"}
+    assert got == {f"m{i}" for i in range(50)}
+    back.close()
