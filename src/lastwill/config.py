@@ -15,6 +15,7 @@ import dataclasses
 import difflib
 import enum
 import ipaddress
+import os
 import re
 import socket
 import tomllib
@@ -41,6 +42,28 @@ def default_node_name() -> str:
     """"lastwill@<hostname>", usable as one topic level (the core never asks the system for it)."""
     host = socket.gethostname() or "localhost"
     return "lastwill@" + "".join("_" if c in "/+#\x00" else c for c in host)
+
+
+def machine_memory() -> int:
+    """The memory this process may use: the machine's physical memory, or its cgroup's limit if lower."""
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not Linux
+        total = 4 << 30
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and 0 < int(text) < total:
+            total = int(text)
+    return total
+
+
+def default_memory_budget() -> int:
+    """Half of what the machine (or the cgroup) has: the rest for the interpreter, the store's cache,
+    the socket buffers and the other processes."""
+    return machine_memory() // 2
 
 
 def setting(default: Any = dataclasses.MISSING, *, help: str, factory: Any = None, choices: tuple[str, ...] = (),
@@ -122,6 +145,41 @@ class Config:
     max_queued_bytes: int = setting(16 * 1024 * 1024, bounds=(0, 2**62), metavar="BYTES",
                                     help="bytes (topics and payloads) queued per session; the same")
     queue_qos0: bool = setting(False, help="queue QoS 0 messages for offline sessions (mosquitto's default: no)")
+    # ---- global bounds (docs/security.md "Global bounds"): what the whole broker may hold. Each one left
+    # at 0 is derived from memory_budget; beyond a bound the new thing is refused (CONNACK/PUBACK/SUBACK
+    # 0x97 Quota exceeded, 3.1.1: return code 3 or a close) and what was accepted is kept
+    memory_budget: int = setting(factory=default_memory_budget, bounds=(0, 2**62), metavar="BYTES",
+                                 shown="half the machine's memory",
+                                 help="memory the global bounds left at 0 are derived from: queued messages half of "
+                                      "it, sessions 16 KiB each, retained messages 4 KiB each and an eighth of it, "
+                                      "subscriptions 2 KiB each, a connection's in-flight messages 1/256 of it "
+                                      "(0: no global bound unless set)")
+    max_total_queued_bytes: int = setting(0, bounds=(0, 2**62), metavar="BYTES", shown="0 (derived)",
+                                          help="bytes queued over all sessions (topics, payloads and 290 bytes per "
+                                               "message); a QoS 1/2 PUBLISH beyond it is refused, a QoS 0 delivery "
+                                               "that would be queued is dropped")
+    max_sessions: int = setting(0, bounds=(0, 2**62), shown="0 (derived)",
+                                help="sessions, connected and offline; a CONNECT that would make a new one is refused")
+    max_offline_sessions: int = setting(0, bounds=(0, 2**62), shown="0 (derived: max_sessions)",
+                                        help="sessions kept for clients that are not connected (see "
+                                             "offline_session_overflow)")
+    offline_session_overflow: str = setting("refuse", choices=("refuse", "expire_oldest"),
+                                            help="when max_offline_sessions or max_sessions is reached: refuse the "
+                                                 "CONNECT that would need one more, or end the offline session "
+                                                 "disconnected longest ago (its pending will is published first)")
+    max_retained_messages: int = setting(0, bounds=(0, 2**62), shown="0 (derived)",
+                                         help="retained messages; a PUBLISH that would store one more is refused")
+    max_retained_bytes: int = setting(0, bounds=(0, 2**62), metavar="BYTES", shown="0 (derived)",
+                                      help="bytes (topics and payloads) of the retained messages; the same")
+    max_wills: int = setting(0, bounds=(0, 2**62), shown="0 (derived: max_sessions)",
+                             help="wills stored (armed or pending); a CONNECT with one more is refused, a will is "
+                                  "never dropped once its CONNECT was accepted")
+    max_inflight_bytes: int = setting(0, bounds=(0, 2**62), metavar="BYTES", shown="0 (derived)",
+                                      help="bytes (topics and payloads) sent to one connection and not yet "
+                                           "acknowledged; more wait in the session's queue (one always goes)")
+    max_total_subscriptions: int = setting(0, bounds=(0, 2**62), shown="0 (derived)",
+                                           help="subscriptions over all sessions (the topic tree); one more is "
+                                                "refused with SUBACK 0x97 (3.1.1: 0x80)")
     # ---- persistence (README "Durability")
     data_dir: str = setting("./lastwill-data", metavar="DIR", help="directory of the store (lastwill.db)")
     memory: bool = setting(False, help="keep nothing across restarts (no store)")

@@ -93,11 +93,11 @@ class BrokerCore:
         self.outbox = outbox = Outbox()
         self.timers = timers = TimerQueue()
         self.timeline = Timeline(sink=recorder if persist else None)  # persisted with the rest
-        self.limits = limits = Limits(cfg)
+        self.retained = RetainedStore()
+        self.limits = limits = Limits(cfg, self.retained)
         by_id: dict[str, Session] = {}
         self.access = access = Access(cfg, lambda cid: s.username if (s := by_id.get(cid)) is not None else None)
         self.tree = SubscriptionTree()
-        self.retained = RetainedStore()
         # the will keeper publishes through the router, which needs it (to tell it of dropped will
         # deliveries): the firing gets the router once it is built
         firing = LocalWillFiring()
@@ -107,7 +107,8 @@ class BrokerCore:
         self.router = router = LocalRouter(self.tree, self.retained, by_id, deliverer, access, wills,
                                            recorder, timers, stats)
         firing.publish = router.route
-        self.ownership = sessions = LocalSessions(by_id, router, wills, timers, recorder)
+        self.ownership = sessions = LocalSessions(by_id, router, wills, timers, recorder, limits,
+                                                  cfg.offline_session_overflow == "expire_oldest")
         wills.register_timers(by_id.get)
         self.announce = announce = Announcer(cfg, timers, wills, router.route, router.has_subscribers_under,
                                              by_id.get)
@@ -118,7 +119,9 @@ class BrokerCore:
         connections.on_connect = self.connect.on_connect
         connections.handlers = self._handlers(cfg, outbox, router, deliverer, limits, access, recorder, stats,
                                               connections, wills)
-        self.view = BrokerView(connections.conns, by_id, wills, self.timeline, stats, limits, self.retained)
+        self.view = BrokerView(connections.conns, by_id, wills, self.timeline, stats, limits, self.retained,
+                               lambda: limits.bound_use(len(by_id), len(sessions.offline), wills.stored,
+                                                        len(self.tree)))
         self.operator = Operator(connections, sessions, wills, outbox, router, self.retained, self.timeline)
         # mosquitto's $SYS/broker/... topics, every sys_interval seconds once start_sys() is called
         self.packets_in = 0  # MQTT packets decoded (the edge counts what it writes)
@@ -292,6 +295,8 @@ class BrokerCore:
         Restorer(timeline=self.timeline, retained=self.retained, router=self.router, sessions=self.ownership,
                  wills=self.wills, announce=self.announce, recorder=self.recorder, timers=self.timers,
                  recovery_grace=self.config.recovery_grace).restore(state, now, wall_now, crashed)
+        self.ownership.restored()
+        self.limits.recount(self.ownership.by_id.values())
         return self.outbox.take()
 
     def protocol_level(self, conn_id: int) -> int:

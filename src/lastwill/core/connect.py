@@ -45,6 +45,7 @@ _RETAIN_NOT_SUPPORTED = ReasonCode.RETAIN_NOT_SUPPORTED
 _SESSION_TAKEN_OVER = ReasonCode.SESSION_TAKEN_OVER
 _SUCCESS = ReasonCode.SUCCESS
 _PACKET_TOO_LARGE = ReasonCode.PACKET_TOO_LARGE
+_QUOTA_EXCEEDED = ReasonCode.QUOTA_EXCEEDED
 _TOPIC_NAME_INVALID = ReasonCode.TOPIC_NAME_INVALID
 
 
@@ -97,6 +98,7 @@ class ConnectHandler:
                 self._authorize_will(conn, p)
             grant = self._grant(conn, p)
             ack_props = self._accepting_connack(conn, p, grant, assigned)
+            self._admit(conn, p, grant, now)
         except Refused as r:
             self._refuse(conn, r, p.will, now)
             return
@@ -212,6 +214,46 @@ class ConnectHandler:
             conn.receive_maximum = p.properties.get("receive_maximum", 65535)
             conn.topic_alias_maximum = p.properties.get("topic_alias_maximum", 0) if cfg.outbound_topic_aliases else 0
         return grant
+
+    def _admit(self, conn: Conn, p: Connect, grant: Grant, now: float) -> None:
+        """The global bounds (core/limits.py): a CONNECT that would make one session, one offline session
+        or one stored will too many, or store a retained will beyond the retained bounds, is refused with
+        CONNACK 0x97 Quota exceeded (3.1.1: return code 3, Server unavailable); nothing of it is stored.
+        With offline_session_overflow = "expire_oldest" the oldest offline session makes room instead.
+        The last step before acceptance: once it passes, the CONNECT is accepted (and its will, from
+        then on, is never refused)."""
+        limits = self.limits
+        bounds = limits.bounds
+        sessions = self.sessions
+        existing = sessions.get(conn.client_id)
+        evict = self.config.offline_session_overflow == "expire_oldest"
+        if existing is None and len(sessions) >= bounds.sessions:
+            if not (evict and sessions.end_oldest_offline(now, "max_sessions")):
+                self._quota(conn, "max_sessions", f"the broker holds {len(sessions)} sessions (max_sessions "
+                                                  f"{bounds.sessions})", now)
+        if grant.expiry and (existing is None or existing.expiry_interval == 0) and \
+                len(sessions.offline) >= bounds.offline_sessions:
+            # a new persistent session could outlive its connection: not beyond max_offline_sessions
+            if not (evict and sessions.end_oldest_offline(now, "max_offline_sessions")):
+                self._quota(conn, "max_offline_sessions", f"the broker keeps {len(sessions.offline)} offline "
+                                                          f"sessions (max_offline_sessions {bounds.offline_sessions})",
+                            now)
+        will = p.will
+        if will is not None:
+            had = existing is not None and existing.will is not None
+            if not had and self.wills.stored >= bounds.wills:
+                self._quota(conn, "max_wills", f"the broker stores {self.wills.stored} wills (max_wills "
+                                               f"{bounds.wills})", now)
+            if will.retain and will.payload:
+                why = limits.retained_over(will.topic, len(will.payload) + len(will.topic))
+                if why is not None:
+                    # its publication could not be refused later: refused now, with the CONNECT
+                    self._quota(conn, why[0], f"its will would be retained: {why[1]}", now)
+
+    def _quota(self, conn: Conn, limit: str, why: str, now: float) -> None:
+        self.limits.refused(limit, now, "connect refused client_id=%s from %s: 0x97 quota exceeded: %s",
+                            conn.client_id, conn.peer, why)
+        raise Refused(_QUOTA_EXCEEDED, f"{limit}: {why}")
 
     def _take_over(self, conn: Conn, now: float) -> None:
         """An existing connection with this client id is taken over [MQTT-3.1.4-3]."""
