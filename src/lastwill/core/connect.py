@@ -53,11 +53,12 @@ class Refused(Exception):
     """A CONNECT is refused: CONNACK ``reason_code`` (None: close without CONNACK, for what MQTT 3.1.1
     has no return code for), ``why`` for the log and the timeline, and the rule."""
 
-    def __init__(self, reason_code: int | None, why: str, rule: str | None = None):
+    def __init__(self, reason_code: int | None, why: str, rule: str | None = None, logged: bool = False):
         super().__init__(why)
         self.reason_code = reason_code
         self.why = why
         self.rule = rule
+        self.logged = logged  # a global bound's refusal: logged (once per interval) by core/limits.py
 
 
 @dataclass(slots=True)
@@ -253,7 +254,7 @@ class ConnectHandler:
     def _quota(self, conn: Conn, limit: str, why: str, now: float) -> None:
         self.limits.refused(limit, now, "connect refused client_id=%s from %s: 0x97 quota exceeded: %s",
                             conn.client_id, conn.peer, why)
-        raise Refused(_QUOTA_EXCEEDED, f"{limit}: {why}")
+        raise Refused(_QUOTA_EXCEEDED, f"{limit}: {why}", logged=True)
 
     def _take_over(self, conn: Conn, now: float) -> None:
         """An existing connection with this client id is taken over [MQTT-3.1.4-3]."""
@@ -367,8 +368,9 @@ class ConnectHandler:
             return
         props = self.outbox.reason(conn, r.why) if conn.protocol_level == PROTOCOL_5 else {}
         self.outbox.send(conn, Connack(r.reason_code, properties=props))
-        log.info("connect refused client_id=%s from %s: 0x%02X %s%s", conn.client_id or "<empty>",
-                 conn.peer, r.reason_code, r.why, f" [{r.rule}]" if r.rule else "")
+        if not r.logged:
+            log.info("connect refused client_id=%s from %s: 0x%02X %s%s", conn.client_id or "<empty>",
+                     conn.peer, r.reason_code, r.why, f" [{r.rule}]" if r.rule else "")
         self.wills.refused(conn.client_id, conn.last_activity, f"0x{r.reason_code:02X} {r.why}", r.rule, will)
         self.connections.close(conn, f"CONNECT refused: {r.why}")
 
