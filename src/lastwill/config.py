@@ -230,6 +230,13 @@ class Config:
                             help="mosquitto's ACL syntax; anything not granted is denied")
     allow_anonymous: bool | None = setting(None, shown="unset: allowed only when every listener is on loopback",
                                            help="let clients without a user name connect")
+    # password guessing (docs/security.md "Password guessing"): backoff per source address and user name
+    login_backoff: float = setting(1.0, bounds=(0, 3600), metavar="SECONDS",
+                                   help="after a failed password check, its address and user name are throttled this "
+                                        "long, doubled after each further failure (CONNACK 0x89, 3.1.1 return code 3; "
+                                        "the failing CONNACK 0x86 is held as long, at most 5 s); 0: no throttling")
+    login_backoff_max: float = setting(60.0, bounds=(0, 86400), metavar="SECONDS",
+                                       help="the longest a source address or user name is throttled")
 
     def validate(self) -> Config:
         """Check every key (raising ConfigError naming it); enumerations are matched case-insensitively
@@ -242,6 +249,10 @@ class Config:
                 lo, hi = s.bounds
                 if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
                     raise bad_value(s.name, f"expected an integer from {lo} to {hi}, got {value!r}")
+            if s.kind is Kind.FLOAT and s.bounds is not None:
+                lo, hi = s.bounds
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+                    raise bad_value(s.name, f"expected a number from {lo:g} to {hi:g}, got {value!r}")
             if s.kind is Kind.CHOICE:
                 if isinstance(value, str) and value.lower() in s.choices:
                     setattr(self, s.name, value.lower())

@@ -253,9 +253,10 @@ class BrokerCore:
         self.connections.lost(conn_id, ended, now)
         return self.outbox.take() if self.outbox.actions else []
 
-    def authenticated(self, conn_id: int, ok: bool, now: float) -> list[Action]:
-        """The edge's answer to an ``Authenticate`` action (see ConnectHandler.authenticated)."""
-        self.connect.authenticated(conn_id, ok, now)
+    def authenticated(self, conn_id: int, ok: bool, now: float, throttled: str | None = None) -> list[Action]:
+        """The edge's answer to an ``Authenticate`` action (see ConnectHandler.authenticated); ``throttled``:
+        why the login was refused without a password check (core/throttle.py)."""
+        self.connect.authenticated(conn_id, ok, now, throttled)
         return self.outbox.take()
 
     def tick(self, now: float, limit: int | None = None) -> list[Action]:

@@ -46,6 +46,7 @@ _SESSION_TAKEN_OVER = ReasonCode.SESSION_TAKEN_OVER
 _SUCCESS = ReasonCode.SUCCESS
 _PACKET_TOO_LARGE = ReasonCode.PACKET_TOO_LARGE
 _QUOTA_EXCEEDED = ReasonCode.QUOTA_EXCEEDED
+_SERVER_BUSY = ReasonCode.SERVER_BUSY
 _TOPIC_NAME_INVALID = ReasonCode.TOPIC_NAME_INVALID
 
 
@@ -375,15 +376,23 @@ class ConnectHandler:
         self.connections.close(conn, f"CONNECT refused: {r.why}")
 
     # -- the password check's answer --------------------------------------------------------------------
-    def authenticated(self, conn_id: int, ok: bool, now: float) -> None:
+    def authenticated(self, conn_id: int, ok: bool, now: float, throttled: str | None = None) -> None:
         """The edge's answer to ``Authenticate``: the CONNECT goes on, or is refused with CONNACK 0x86
-        (3.1.1: return code 4), the same answer whether the user is unknown or the password wrong."""
+        (3.1.1: return code 4), the same answer whether the user is unknown or the password wrong.
+        ``throttled`` (why; core/throttle.py): no password check was run, its address or user name is
+        throttled after failed ones: CONNACK 0x89 Server busy (3.1.1: return code 3)."""
         conn = self.connections.conns.get(conn_id)
         if conn is None or conn.state != AUTHENTICATING:
             return  # closed meanwhile
         connect, *held = conn.held
         conn.held = None
         conn.state = NEW
+        if throttled is not None:
+            self.stats["auth_refused"] += 1
+            self.limits.refused("login_throttled", now, "connect refused client_id=%s from %s: 0x89 server busy: %s",
+                                conn.client_id, conn.peer, throttled)
+            self._refuse(conn, Refused(_SERVER_BUSY, f"login throttled: {throttled}", logged=True), connect.will, now)
+            return
         if not ok:
             self.stats["auth_refused"] += 1
             # [MQTT-3.1.4-2] (3.1.1: [MQTT-3.2.2-5]): CONNACK 0x86 Bad User Name or Password, then close

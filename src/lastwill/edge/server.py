@@ -336,8 +336,11 @@ class Server:
     def set_acl(self, acl: Acl | None) -> None:
         self.core.set_acl(acl)
 
-    def answer(self, conn_id: int, ok: bool) -> None:
-        self.run(self.core.authenticated(conn_id, ok, self.loop.time()))
+    def answer(self, conn_id: int, ok: bool, throttled: str | None = None) -> None:
+        self.run(self.core.authenticated(conn_id, ok, self.loop.time(), throttled))
+
+    def peer_of(self, conn_id: int) -> str | None:
+        return self.core.view.peer_of(conn_id)
 
     def hold_reading(self, conn_id: int) -> None:
         transport = self.transports.get(conn_id)
