@@ -93,6 +93,14 @@ class Config:
     tls_key: str = setting("", metavar="FILE", help="the private key of tls_cert, a PEM file, unencrypted")
     tls_ca: str = setting("", metavar="FILE",
                           help="PEM file of the CAs that sign client certificates; set: clients are asked for one")
+    tls_listener_certs: list[str] = setting(factory=list, metavar="'HOST:PORT cert=FILE key=FILE [ca=FILE]'",
+                                            help="a certificate, key and client CAs of one tls_listen or "
+                                                 "wss_listen listener (HOST:PORT as written there), instead of "
+                                                 "tls_cert, tls_key, tls_ca; repeatable")
+    handshake_timeout: float = setting(10.0, bounds=(0.001, 3600), metavar="SECONDS",
+                                       help="close a connection whose TLS handshake or WebSocket upgrade is not done "
+                                            "within this time (or connect_timeout, if shorter); those under way "
+                                            "count toward max_connections")
     tls_require_client_cert: bool = setting(False, help="refuse a TLS client without a valid certificate "
                                                         "(needs tls_ca)")
     tls_cert_cn_as_username: bool = setting(False, help="the client certificate's Common Name is the user name "
@@ -330,8 +338,13 @@ class Config:
         for key in ("tls_cert", "tls_key", "tls_ca", "ws_path"):
             if not isinstance(getattr(self, key), str):
                 raise bad_value(key, f"expected a string, got {getattr(self, key)!r}")
-        if self.tls_listen or self.wss_listen:
-            which = "tls_listen" if self.tls_listen else "wss_listen"
+        own = parse_listener_certs(self.tls_listener_certs)
+        for item in own:
+            if item not in self.tls_listen and item not in self.wss_listen:
+                raise bad_value("tls_listener_certs", f"{item!r} is not a listener of tls_listen or wss_listen "
+                                                      f"(written as it is there)")
+        if any(item not in own for item in (*self.tls_listen, *self.wss_listen)):
+            which = "tls_listen" if any(i not in own for i in self.tls_listen) else "wss_listen"
             for key in ("tls_cert", "tls_key"):
                 if not getattr(self, key):
                     raise bad_value(key, f"required when {which} is set: expected the path of a PEM file "
@@ -490,6 +503,48 @@ def parse_listen(value: str, key: str = "listen") -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise bad_value(key, f"expected HOST:PORT with a port from 0 to 65535, got {value!r}")
     return host, int(port)
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """A certificate, its key and the client CAs; ``where``: how errors name them ("" for tls_cert,
+    tls_key, tls_ca; a tls_listener_certs entry names its listener)."""
+
+    cert: str
+    key: str
+    ca: str
+    where: str = ""
+
+    def name(self, key: str) -> str:
+        """The config key as an error names it."""
+        if not self.where:
+            return key
+        return f"tls_listener_certs[{self.where}].{key.removeprefix('tls_')}"
+
+
+def parse_listener_certs(items: list[str]) -> dict[str, TlsFiles]:
+    """tls_listener_certs: {"HOST:PORT": its TlsFiles}; each item is
+    "HOST:PORT cert=FILE key=FILE [ca=FILE]". Raises ConfigError naming the key."""
+    if not isinstance(items, list):
+        raise bad_value("tls_listener_certs", f"expected a list of 'HOST:PORT cert=FILE key=FILE [ca=FILE]', "
+                                              f"got {items!r}")
+    out = {}
+    for item in items:
+        words = item.split() if isinstance(item, str) else []
+        fields: dict[str, str] = {}
+        for word in words[1:]:
+            name, eq, value = word.partition("=")
+            if not eq or name not in ("cert", "key", "ca") or not value or name in fields:
+                fields = {}
+                break
+            fields[name] = value
+        if not words or "cert" not in fields or "key" not in fields:
+            raise bad_value("tls_listener_certs", f"expected 'HOST:PORT cert=FILE key=FILE [ca=FILE]', got {item!r}")
+        parse_listen(words[0], "tls_listener_certs")
+        if words[0] in out:
+            raise bad_value("tls_listener_certs", f"{words[0]!r} is given twice")
+        out[words[0]] = TlsFiles(fields["cert"], fields["key"], fields.get("ca", ""), words[0])
+    return out
 
 
 def is_loopback(host: str) -> bool:

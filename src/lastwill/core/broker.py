@@ -304,6 +304,17 @@ class BrokerCore:
         conn = self.connections.conns.get(conn_id)
         return conn.protocol_level if conn is not None else 4
 
+    def set_pending_connections(self, count: Callable[[], int]) -> None:
+        """``count()``: network connections the edge holds that the core does not know yet (TLS handshakes,
+        WebSocket upgrades under way); max_connections counts them too."""
+        self.limits.pending_connections = count
+
+    def connection_refused(self, peer: str, now: float) -> None:
+        """The edge closed a connection at accept for max_connections (before a TLS handshake or a
+        WebSocket upgrade): counted and logged as the core's own."""
+        self.limits.hit("max_connections", None, now, "connection from %s closed at accept: max_connections (%d) "
+                        "reached", peer, self.limits.max_connections)
+
     def count_limit(self, limit: str) -> None:
         """The edge enforced ``limit`` (e.g. ``unsent_bytes``): counted with the core's own."""
         self.limits.count(limit)

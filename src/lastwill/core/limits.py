@@ -13,6 +13,7 @@ accepted, is never refused: its publication may go beyond the bounds.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..config import Config
@@ -83,6 +84,10 @@ class BoundUse:
     bound: int
 
 
+def _none() -> int:
+    return 0
+
+
 def queued_size(topic: str, payload: bytes) -> int:
     """What a session's queue counts for one message (max_queued_bytes): its topic and payload."""
     return len(payload) + len(topic)
@@ -90,7 +95,7 @@ def queued_size(topic: str, payload: bytes) -> int:
 
 class Limits:
     __slots__ = ("config", "hits", "_log", "max_connections", "bounds", "queued_bytes", "queued_messages",
-                 "retained")
+                 "retained", "pending_connections")
 
     def __init__(self, config: Config, retained: RetainedStore | None = None) -> None:
         self.config = config
@@ -100,6 +105,8 @@ class Limits:
         self._log: dict = {}  # (limit, client id) -> [last logged at, not logged since]
         # max_connections as enforced: the edge lowers it below the process's descriptor limit
         self.max_connections = config.max_connections
+        # connections the edge holds before the core knows them (TLS handshakes, WebSocket upgrades)
+        self.pending_connections: Callable[[], int] = _none
         self.bounds = Bounds.of(config)
         # every session's queue together: topics + payloads, and how many deliveries
         self.queued_bytes = 0

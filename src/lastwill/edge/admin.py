@@ -69,7 +69,7 @@ PROTOCOLS = {3: "3.1", 4: "3.1.1", 5: "5.0"}
 LIMITS = ("max_connections", "connect_timeout", "max_packet_size", "max_topic_length", "max_topic_levels",
           "max_subscriptions_per_client", "max_publish_rate", "max_queued_messages", "max_queued_bytes",
           "unsent_bytes", "max_total_queued_bytes", "max_sessions", "max_offline_sessions", "max_retained_messages",
-          "max_retained_bytes", "max_wills", "max_total_subscriptions", "login_throttled", "tls_handshake_timeout")
+          "max_retained_bytes", "max_wills", "max_total_subscriptions", "login_throttled", "handshake_timeout")
 
 # (monotonic now as the core sees it, offset to add to get wall-clock time)
 Clock = Callable[[], tuple[float, float]]
