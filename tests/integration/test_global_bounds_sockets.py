@@ -125,3 +125,34 @@ def test_the_bounds_are_in_metrics(broker_factory):
     assert metric(values, "lastwill_bound", limit="max_wills") == 1
     assert metric(values, "lastwill_limit_hits_total", limit="max_wills") == 1
     assert metric(values, "lastwill_bound_used", limit="max_sessions") == 1
+
+
+def test_max_offline_sessions_refuse_then_expire_oldest_with_its_will(broker_factory, observer_factory):
+    b = broker_factory(max_offline_sessions=2)
+    for name in ("p1", "p2"):
+        c = RawClient(b.port)
+        assert c.connect(name, 5, clean_start=False, session_expiry_interval=600).reason_code == 0
+        c.disconnect()
+    c = RawClient(b.port)
+    assert c.connect("p3", 5, clean_start=False, session_expiry_interval=600).reason_code == 0x97
+    raw = RawSocket(b.port)
+    raw.send(connect_packet("p3-311", 4, flags=0x00))  # Clean Session 0
+    assert raw.read() == bytes((0x20, 2, 0, 3))
+    assert limit_hits(b, "max_offline_sessions") == 2
+
+    b = broker_factory(max_offline_sessions=2, offline_session_overflow="expire_oldest")
+    obs = observer_factory(b.port, "dead/#")
+    oldest = RawClient(b.port)
+    assert oldest.connect("oldest", 5, clean_start=False, session_expiry_interval=600,
+                          will=Will("dead/oldest", b"oldest gone", 1, False, {"will_delay_interval": 300})
+                          ).reason_code == 0
+    oldest.close()  # without DISCONNECT: its will waits 300 s
+    time.sleep(0.05)
+    for name in ("newer", "newest"):
+        c = RawClient(b.port)
+        assert c.connect(name, 5, clean_start=False, session_expiry_interval=600).reason_code == 0
+        c.disconnect()
+    # the third offline session made room: the oldest ended, its pending will published, not dropped
+    assert obs.get(10).payload == b"oldest gone"
+    assert sorted(b.call(lambda: list(b.broker.server.core.sessions))) == ["newer", "newest", "observer"]
+    assert limit_hits(b, "max_offline_sessions") == 1
