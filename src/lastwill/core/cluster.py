@@ -215,7 +215,7 @@ class ClusterSessions:
     """SessionOwnership (core/ownership.py) of a cluster node: the sessions connected here, each under
     the generation the engine gave its CONNECT."""
 
-    __slots__ = ("by_id", "router", "wills", "intents", "gens", "claims", "get_local", "changes")
+    __slots__ = ("by_id", "router", "wills", "intents", "gens", "claims", "get_local", "changes", "offline")
 
     def __init__(self, by_id: dict[str, Session], router: ClusterRouter, wills: WillKeeper,
                  intents: ClusterIntents) -> None:
@@ -227,6 +227,7 @@ class ClusterSessions:
         self.claims: dict[str, Claim] = {}  # client id -> the engine's answer, while its CONNECT goes on
         self.get_local = by_id.get
         self.changes = None
+        self.offline: dict[str, None] = {}  # none here: the engine holds the offline sessions
 
     def __iter__(self) -> Iterator[Session]:
         return iter(self.by_id.values())
@@ -259,6 +260,9 @@ class ClusterSessions:
 
     def resumed(self, session: Session) -> None:
         pass
+
+    def restored(self) -> None:
+        """Nothing to order: a node restores nothing from a local store (the engine holds the state)."""
 
     def connected(self, session: Session, now: float) -> None:
         """The CONNECT was accepted: the session holds the generation it claimed."""
