@@ -170,6 +170,11 @@ class ClusterRouter:
             return True
         return self.remote_tree is not None and self.remote_tree.has_child(first_level)
 
+    def subscription_count(self) -> int:
+        """The subscriptions of the sessions connected to this node (the max_total_subscriptions bound is
+        a per-node bound in a cluster: the engine holds the offline sessions' subscriptions)."""
+        return len(self.tree)
+
     def drop_retained(self, topic: str) -> bool:
         # an empty retained message clears the topic's in the engine; whether there was one is not known here
         self.intents.publishes.append(PublishIntent(Message(topic, b"", 0, True), frozenset()))
@@ -288,10 +293,15 @@ class ClusterSessions:
         if self.by_id.get(session.client_id) is session:
             del self.by_id[session.client_id]
 
-    def end(self, session: Session, now: float, why: str, rule: str) -> None:
+    def end_oldest_offline(self, now: float, limit: str) -> bool:
+        """No offline session to end here: the engine holds them (offline_session_overflow is a
+        single-node setting)."""
+        return False
+
+    def end(self, session: Session, now: float, why: str, rule: str | None) -> None:
         """The session ends here (Clean Start 1, another user's CONNECT, an operator): the engine ended
         it already, or ends it when the connection's end reaches it (session expiry)."""
-        log.info("session client_id=%s ended on this node: %s [%s]", session.client_id, why, rule)
+        log.info("session client_id=%s ended on this node: %s%s", session.client_id, why, f" [{rule}]" if rule else "")
         if session.conn is None:
             self._drop(session)
 
