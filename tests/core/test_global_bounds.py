@@ -222,14 +222,22 @@ def test_max_total_queued_bytes_refuses_qos1_with_puback_0x97_and_keeps_what_was
     s.ack_all()
 
 
-def test_a_will_is_queued_beyond_the_global_queue_bound():
-    h = Harness(max_total_queued_bytes=1)
+def test_a_will_is_queued_beyond_the_global_queue_bound_into_its_reserve_then_dropped_and_recorded():
+    h = Harness(max_total_queued_bytes=1000)  # (a reserve of 250 above it)
     _offline_subscriber(h, topic="dead/#")
     c = h.connect("c", will=will("dead/c"))
-    h.connect("p").publish("dead/x", b"filler", qos=1)  # fills the queues (one message over the bound)
-    c.drop()
+    d = h.connect("d", will=will("dead/d", b"d gone"))
+    p = h.connect("p")
+    for _ in range(5):
+        p.publish("dead/x", b"filler", qos=1)  # 302 bytes each as counted
+    assert [a.reason_code for a in p.take("Puback")] == [0, 0, 0, 0, QUOTA]  # full at 1208
+    c.drop()  # its will goes into the reserve: 1508
+    assert h.core.limits.queued_total() == 1208 + 4 + 6 + QUEUE_ENTRY_OVERHEAD
+    d.drop()  # the reserve is used up: published (no subscriber online), its queued delivery dropped
+    timeline = [e.detail for e in h.core.view.timeline("d")]
+    assert any("queues are full" in t for t in timeline), timeline
     s = h.connect("sub", clean_start=False, session_expiry_interval=3600)
-    assert s.payloads() == [b"filler", b"gone"]
+    assert s.payloads() == [b"filler"] * 4 + [b"gone"]
 
 
 def test_the_queue_account_follows_session_ends_and_restarts():

@@ -62,14 +62,21 @@ class Deliverer:
             return
         size = len(message.payload) + len(message.topic)
         limits = self.limits
-        if qos == 0 and not message.is_will and limits.queue_full():
-            # max_total_queued_bytes: a QoS 0 message (at most once) is not queued into a full broker;
-            # QoS 1/2 PUBLISHes were refused before they were accepted (publish.py), and a will, whose
-            # CONNECT was accepted, is queued beyond the bound
+        if limits.queue_full() and ((qos == 0 and not message.is_will) or limits.queue_ceiling_reached()):
+            # max_total_queued_bytes: a QoS 0 message (at most once) is not queued into a full broker.
+            # QoS 1/2 PUBLISHes were refused before they were accepted (publish.py); what gets here
+            # beyond the bound is the rest of one accepted message's fan-out, and wills (their CONNECT
+            # was accepted: published whatever the bound), which may use the reserve above it. Past the
+            # reserve too, the delivery is dropped for this subscriber, as a full session queue does
             self.stats["dropped_queue_bytes"] += 1
-            limits.refused("max_total_queued_bytes", now, "QoS 0 message on %r not queued for client_id=%s: the "
-                           "broker's queues hold %d bytes (max_total_queued_bytes %d)", message.topic[:200],
-                           session.client_id, limits.queued_total(), limits.bounds.queued_bytes)
+            if message.is_will:
+                self.wills.delivery_dropped(message, session.client_id, _QUEUE_FULL, now,
+                                            f"the broker's queues are full ({limits.queued_total()} bytes, "
+                                            f"max_total_queued_bytes {limits.bounds.queued_bytes} and its reserve)")
+            limits.refused("max_total_queued_bytes", now, "QoS %d message on %r not queued for client_id=%s: the "
+                           "broker's queues hold %d bytes (max_total_queued_bytes %d)%s", qos, message.topic[:200],
+                           session.client_id, limits.queued_total(), limits.bounds.queued_bytes,
+                           " (a will)" if message.is_will else "")
             return
         over_bytes = session.queued_bytes + size > self.config.max_queued_bytes
         if over_bytes or len(session.queue) >= self.config.max_queued_messages:

@@ -28,6 +28,8 @@ log = fast_logger("lastwill")
 # deque slot, the Message object and the headers of its bytes and str. A message queued for several
 # sessions shares one Message: counting it for each is on the safe side.
 QUEUE_ENTRY_OVERHEAD = 290
+# beyond max_total_queued_bytes, wills (never refused) may be queued into 1/QUEUE_RESERVE more of it
+QUEUE_RESERVE = 4
 # the global bounds are logged at most once per this many seconds each (counted every time)
 GLOBAL_LOG_INTERVAL = 10.0
 
@@ -130,6 +132,12 @@ class Limits:
 
     def queue_full(self) -> bool:
         return self.queued_bytes + self.queued_messages * QUEUE_ENTRY_OVERHEAD >= self.bounds.queued_bytes
+
+    def queue_ceiling_reached(self) -> bool:
+        """Beyond max_total_queued_bytes, wills and the fan-out of a message accepted just before the bound
+        may use a reserve of a quarter of it (QUEUE_RESERVE); this says the reserve is used up too."""
+        bound = self.bounds.queued_bytes
+        return self.queued_total() >= bound + bound // QUEUE_RESERVE
 
     def enqueued(self, size: int) -> None:
         self.queued_bytes += size
