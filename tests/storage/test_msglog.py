@@ -18,6 +18,7 @@ from lastwill.storage.base import (
     StoreError,
 )
 from lastwill.storage.memory import MemoryStorage
+from lastwill.storage.msglog import decode_entries, pack_entries
 from lastwill.storage.sqlite import DB_NAME, SqliteStorage
 from tests.storage.test_contract import Backend
 
@@ -68,9 +69,13 @@ def test_sqlite_writes_the_payload_once_and_one_row_per_message(tmp_path):
         for i in range(200):
             b.put_delivery(StoredDelivery(f"client-{i}", n, m, 1, False))
     store.commit(b)
-    assert rows(store, "messages") == 3 and rows(store, "queued") == 3 and rows(store, "inflight") == 0
-    entries = store.db.execute("SELECT sum(length(entries)) FROM queued").fetchone()[0]
-    assert entries == 3 * 200 * 24  # 24 bytes a queued delivery
+    assert rows(store, "messages") == 3 and rows(store, "queued") == 0 and rows(store, "inflight") == 0
+    entries = store.db.execute("SELECT sum(length(entries)) FROM messages").fetchone()[0]
+    assert entries == 3 * (1 + 200 * 11)  # 11 bytes a delivery, in its message's row
+    b = Batch()  # a delivery of a stored message, recorded later: one row of entries
+    b.put_delivery(StoredDelivery("late", 1, shared(2), 1, False))
+    store.commit(b)
+    assert rows(store, "messages") == 3 and rows(store, "queued") == 1
     store.close()
 
 
@@ -227,6 +232,65 @@ def test_failed_migration_from_schema_4_leaves_it_unchanged(tmp_path):
         assert not db.execute("SELECT name FROM sqlite_master WHERE name = 'messages'").fetchall()
     finally:
         db.close()
+
+
+@pytest.mark.parametrize("big", [False, True])
+def test_entries_round_trip_in_both_widths(big):
+    base = 1 << 40 if big else 1
+    states = (None, "puback", "pubrec", "pubcomp")
+    entries = [(base + i, base + 3 * i, i % 3, bool(i % 2), (i,) if i % 4 else (), 100 + i if i % 4 else None,
+                states[i % 4]) for i in range(10)]
+    blob, subs = pack_entries([e[0] for e in entries], [e[1] for e in entries], [e[5] or 0 for e in entries],
+                              [e[2] | (4 if e[3] else 0) | states.index(e[6]) << 3 for e in entries],
+                              [e[4] for e in entries])
+    assert blob[0] == (8 if big else 4)
+    assert list(decode_entries(blob, subs)) == entries
+
+
+def queued_batch(mid: int, items: list[tuple[str, int, int | None, str | None]]) -> Batch:
+    """A batch as the core's recorder makes it: new deliveries as columns (Batch.queued)."""
+    b = Batch()
+    b.put_message(shared(mid, payload=bytes([mid])))
+    codes = {None: 0, "puback": 1, "pubrec": 2, "pubcomp": 3}
+    b.queued[mid] = ([c for c, _, _, _ in items], [s for _, s, _, _ in items],
+                     [1 | codes[st] << 3 for _, _, _, st in items], [p or 0 for _, _, p, _ in items],
+                     [() for _ in items])
+    return b
+
+
+def test_deliveries_in_flight_at_once_are_entries_and_leave_out_of_order(backend):
+    # a connected persistent subscriber: each message goes in flight at once, one row per message
+    for seq in range(1, 6):
+        b = queued_batch(seq, [("c", seq, 10 + seq, "puback")])
+        b.queue_heads["c"] = seq + 1  # nothing queued
+        backend.store.commit(b)
+    if backend.kind == "sqlite":
+        assert rows(backend.store, "inflight") == 0 and rows(backend.store, "messages") == 5
+    state = backend.restart()
+    assert [(d.seq, d.packet_id, d.state) for d in state.deliveries["c"]] == [
+        (1, 11, "puback"), (2, 12, "puback"), (3, 13, "puback"), (4, 14, "puback"), (5, 15, "puback")]
+    b = Batch()  # 2 and 4 acknowledged first (the store remembers them), then 1 (the floor moves)
+    for seq in (2, 4):
+        b.delete_delivery("c", seq)
+    backend.store.commit(b)
+    assert [d.seq for d in backend.restart().deliveries["c"]] == [1, 3, 5]
+    b = Batch()
+    b.delete_delivery("c", 1)
+    b.put_delivery(StoredDelivery("c", 3, shared(3, payload=b"\x03"), 1, False, (), 13, "pubcomp"))  # a row now
+    backend.store.commit(b)
+    state = backend.restart()
+    assert [(d.seq, d.state) for d in state.deliveries["c"]] == [(3, "pubcomp"), (5, "puback")]
+    b = Batch()
+    for seq in (3, 5):
+        b.delete_delivery("c", seq)
+    for mid in range(1, 6):
+        b.delete_message(mid)
+    backend.store.commit(b)
+    state = backend.restart()
+    assert state.deliveries == {} and not state.unreferenced_messages
+    if backend.kind == "sqlite":
+        q = backend.store.log.queues["c"]
+        assert (q.gone, q.entries, q.rows) == (set(), {}, set())
 
 
 def test_memory_backend_keeps_one_copy(tmp_path):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from ..logs import fast_logger
 from ..storage.base import (
+    ACK_STATES,
     USERNAME_UNKNOWN,
     Batch,
     StoredDelivery,
@@ -34,6 +35,8 @@ from .sessions import Delivery, Session
 from .timeline import TIME_KEYS, Record, detail_and_data
 
 log = fast_logger("lastwill.store")
+
+_STATE_CODES = {state: code for code, state in enumerate(ACK_STATES) if state}  # Batch.queued's flags
 
 
 class NoRecorder:
@@ -86,8 +89,10 @@ class Recorder:
         self.messages: dict[int, Message] = {}  # messages whose stored deliveries changed, by store_id
         self.fresh: set[int] = set()  # store_ids of messages to write (their first stored delivery)
         self.heads: dict[str, Session] = {}  # sessions whose queue's stored head may have moved
-        # deliveries queued in this batch, by message store_id (Batch.queued), and their clients
-        self.queued: dict[int, list[tuple[str, int, int, tuple[int, ...]]]] = {}
+        # deliveries first stored in this batch, by message store_id: (client ids, deliveries, packet
+        # id << 2 | ack state code, 0 when queued), made into Batch.queued's columns at commit (a
+        # delivery done meanwhile has seq 0: left out); their clients
+        self.queued: dict[int, tuple[list[str], list[Delivery], list[int]]] = {}
         self.queued_clients: set[str] = set()
 
     def __bool__(self) -> bool:
@@ -117,12 +122,10 @@ class Recorder:
             del self.deliveries[key]
         if client_id in self.queued_clients:
             self.queued_clients.discard(client_id)
-            for mid, entries in list(self.queued.items()):
-                kept = [e for e in entries if e[0] != client_id]
-                if kept:
-                    self.queued[mid] = kept
-                else:
-                    del self.queued[mid]
+            for mid, (clients, ds, ps) in list(self.queued.items()):
+                kept = [(c, d, p) for c, d, p in zip(clients, ds, ps, strict=True) if c != client_id]
+                if len(kept) != len(clients):
+                    self.queued[mid] = ([c for c, _, _ in kept], [d for _, d, _ in kept], [p for _, _, p in kept])
 
     def _unstored(self, session: Session) -> None:
         """The session's deliveries leave the store with it: their messages lose a reference each."""
@@ -152,16 +155,22 @@ class Recorder:
                     self.next_msg_id += 1
                 self.fresh.add(m.store_id)
             m.store_refs += 1
-            if packet_id is None:  # queued: one tuple in its message's list (a flood's common case)
-                entries = self.queued.get(m.store_id)
-                if entries is None:
-                    entries = self.queued[m.store_id] = []
-                    self.messages[m.store_id] = m
-                client_id = session.client_id
-                entries.append((client_id, seq, d.qos | 4 if d.retain else d.qos, d.subscription_ids))
-                self.queued_clients.add(client_id)
-                return
-            self.messages[m.store_id] = m
+            # queued, or in flight at once: three appends (the common cases: a flood to offline
+            # sessions, a connected persistent subscriber)
+            entries = self.queued.get(m.store_id)
+            if entries is None:
+                entries = self.queued[m.store_id] = ([], [], [])
+                self.messages[m.store_id] = m
+            client_id = session.client_id
+            entries[0].append(client_id)
+            entries[1].append(d)
+            self.queued_clients.add(client_id)
+            if packet_id is None:
+                entries[2].append(0)
+            else:
+                entries[2].append(packet_id << 2 | _STATE_CODES[state])
+                self.heads[client_id] = session
+            return
         if packet_id is not None:  # gone in flight: no longer in the queue
             self.heads[session.client_id] = session
         key = (session.client_id, d.seq)
@@ -230,7 +239,32 @@ class Recorder:
             batch.delete_message(mid)
         self.unreferenced = set()
         if self.queued:
-            batch.queued = {mid: entries for mid, entries in self.queued.items() if mid not in batch.messages_deleted}
+            deleted = batch.messages_deleted
+            queued = batch.queued
+            for mid, (clients, ds, ps) in self.queued.items():
+                if mid in deleted:
+                    continue
+                if len(ds) == 1:  # one delivery (a persistent subscriber's fan-in): no comprehensions
+                    d = ds[0]
+                    if d.seq:
+                        p = ps[0]
+                        queued[mid] = (clients, [d.seq], [(d.qos | 4 if d.retain else d.qos) | (p & 3) << 3],
+                                       [p >> 2], [d.subscription_ids])
+                    continue
+                seqs = [d.seq for d in ds]
+                if 0 in seqs:  # done since it was recorded (its seq went back to 0): left out
+                    kept = [(c, d, p) for c, d, p in zip(clients, ds, ps, strict=True) if d.seq]
+                    if not kept:
+                        continue
+                    clients, ds, ps = [c for c, _, _ in kept], [d for _, d, _ in kept], [p for _, _, p in kept]
+                    seqs = [d.seq for d in ds]
+                flags = [d.qos | 4 if d.retain else d.qos for d in ds]
+                if any(ps):
+                    flags = [f | (p & 3) << 3 for f, p in zip(flags, ps, strict=True)]
+                    pids = [p >> 2 for p in ps]
+                else:
+                    pids = ps
+                queued[mid] = (clients, seqs, flags, pids, [d.subscription_ids for d in ds])
         for (client_id, seq), (d, pid, state) in self.deliveries.items():
             m = d.message
             sm = cache.get(m.store_id)

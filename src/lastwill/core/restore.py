@@ -58,6 +58,7 @@ class Restorer:
             self.timeline.load(client_id, [WillEvent(e.at_wall - offset, e.kind, e.detail, e.rule,
                                                      times_moved(e.data, -offset), e.seq) for e in events])
         self._retained(state, now, offset)
+        queued = sum(len(v) for v in state.deliveries.values())
         for ss in state.sessions.values():
             session = self._session(ss, state, offset)
             self._will_and_expiry(session, ss, now, offset, crashed)
@@ -66,7 +67,7 @@ class Restorer:
         self.announce.restored(now, self.grace, crashed, self.retained.items())
         log.info("restored %d session(s), %d retained message(s), %d queued or in-flight message(s), "
                  "%d client timeline(s)%s", len(state.sessions), len(state.retained),
-                 sum(len(v) for v in state.deliveries.values()), len(state.timeline),
+                 queued, len(state.timeline),
                  " after a crash" if crashed else "")
 
     def _retained(self, state: StoredState, now: float, offset: float) -> None:
@@ -94,23 +95,28 @@ class Restorer:
             opts = SubOptions(sub.qos, sub.no_local, sub.retain_as_published, sub.retain_handling, sub.subscription_id)
             session.set_subscription(sub.topic_filter, opts)
             self.router.subscribe(ss.client_id, sub.topic_filter, opts)
-        items = state.deliveries.get(ss.client_id, [])
-        messages = self.messages
-        for sd in items:
+        # taken out of the state as the session is rebuilt: the stored records of a big queue go as
+        # its deliveries come (the peak is one copy, not two)
+        items = state.deliveries.pop(ss.client_id, [])
+        messages = self.messages  # by msg_id, and by id() of a StoredMessage without one
+        queue = []
+        queued_bytes = 0
+        for sd in items:  # (a restart with millions of queued deliveries spends its time here)
             sm = sd.message
-            m = messages.get(sm.msg_id) if sm.msg_id else None
+            m = messages.get(sm.msg_id or id(sm))
             if m is None:
-                m = message_from_stored(sm, offset)
-                if sm.msg_id:
-                    messages[sm.msg_id] = m
+                m = messages[sm.msg_id or id(sm)] = message_from_stored(sm, offset)
             m.store_refs += 1
-            d = Delivery(m, sd.qos, sd.retain, tuple(sd.subscription_ids), sd.seq)
+            d = Delivery(m, sd.qos, sd.retain, sd.subscription_ids, sd.seq)
             if sd.packet_id is not None and sd.state in _IN_FLIGHT:
-                packet = Publish(d.message.topic, d.message.payload, d.qos, d.retain, True, sd.packet_id, {})
+                packet = Publish(m.topic, m.payload, d.qos, d.retain, True, sd.packet_id, {})
                 session.set_inflight(sd.packet_id, InFlight(d, packet, AckState(sd.state)))
             else:
-                session.enqueue(d)
-                session.queued_bytes += len(d.message.payload) + len(d.message.topic)
+                queue.append(d)
+                queued_bytes += len(m.payload) + len(m.topic)
+        if queue:
+            session.enqueue_all(queue)
+            session.queued_bytes += queued_bytes
         if items:
             session.next_seq = items[-1].seq + 1
         # never below the store's queue head: the seqs under it are forgotten there

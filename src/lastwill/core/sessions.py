@@ -144,6 +144,13 @@ class Session:
             q = self.queue = deque()
         q.append(d)
 
+    def enqueue_all(self, items: list[Delivery]) -> None:
+        q = self.queue
+        if q is EMPTY_QUEUE:
+            self.queue = deque(items)
+        else:
+            q.extend(items)
+
     def set_inflight(self, pid: int, f: InFlight) -> None:
         inflight = self.inflight
         if inflight is EMPTY_MAP:

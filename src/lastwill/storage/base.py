@@ -30,6 +30,11 @@ USERNAME_UNKNOWN = "\x00unknown"
 TIMELINE_PER_CLIENT = 64
 
 
+# the ack states of a delivery in flight, as stored ("puback": awaiting PUBACK, ...), by their code in
+# Batch.queued's flags (0: queued)
+ACK_STATES = (None, "puback", "pubrec", "pubcomp")
+
+
 class StoreError(Exception):
     """The store cannot be used. The message says what is wrong and what to do."""
 
@@ -132,11 +137,14 @@ class Batch:
     # ever refers to a missing message, and no message outlives its deliveries (see msglog.py)
     messages: dict[int, StoredMessage] = field(default_factory=dict)
     messages_deleted: set[int] = field(default_factory=set)
-    # queued deliveries, the cheap way (one tuple each, grouped by message id): (client_id, seq,
-    # flags = qos | retain << 2, subscription ids), in the order they were queued. Applied before
-    # ``deliveries`` and ``deliveries_deleted``: a put or delete of the same (client, seq) in this
-    # batch comes after it. Their messages are in ``messages`` or already stored.
-    queued: dict[int, list[tuple[str, int, int, tuple[int, ...]]]] = field(default_factory=dict)
+    # new deliveries, the cheap way (columns, grouped by message id): (client ids, seqs, flags =
+    # qos | retain << 2 | ack state code << 3 (0: queued; 1, 2, 3: in flight awaiting PUBACK, PUBREC,
+    # PUBCOMP: storage/msglog.py STATES), packet ids (0 when queued), subscription ids), in the order
+    # they were recorded. Applied before ``deliveries`` and ``deliveries_deleted``: a put or delete
+    # of the same (client, seq) in this batch comes after it. Their messages are in ``messages`` or
+    # already stored.
+    queued: dict[int, tuple[list[str], list[int], list[int], list[int], list[tuple[int, ...]]]] = field(
+        default_factory=dict)
     # per session, the seq of its first delivery still queued (or its next seq when none is): its
     # queued deliveries with a lower seq have left the queue (gone in flight, or done). A hint that
     # lets the store forget them without a row per delivery; a session not named here keeps its

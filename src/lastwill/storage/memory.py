@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 
-from .base import TIMELINE_PER_CLIENT, Batch, StoredDelivery, StoredMessage, StoredState
+from .base import ACK_STATES, TIMELINE_PER_CLIENT, Batch, StoredDelivery, StoredMessage, StoredState
 
 
 class MemoryStorage:
@@ -43,8 +43,10 @@ class MemoryStorage:
         for mid, m in batch.messages.items():
             self._messages[mid] = copy.deepcopy(m)
             self._next_id = max(self._next_id, mid + 1)
-        puts = [StoredDelivery(cid, seq, self._messages[mid], flags & 3, bool(flags & 4), tuple(sub_ids))
-                for mid, entries in batch.queued.items() for cid, seq, flags, sub_ids in entries]
+        puts = [StoredDelivery(cid, seq, self._messages[mid], flags & 3, bool(flags & 4), tuple(sub_ids),
+                               pid if flags >> 3 else None, ACK_STATES[flags >> 3])
+                for mid, columns in batch.queued.items()
+                for cid, seq, flags, pid, sub_ids in zip(*columns, strict=True)]
         puts += batch.deliveries.values()  # after the queued ones: they come later
         auto: dict[int, int] = {}  # a message without msg_id (a batch made by hand): kept for it alone
         for d in puts:

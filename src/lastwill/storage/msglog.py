@@ -4,26 +4,33 @@ however many sessions wait for it.
 Tables:
 - ``messages``: one row per message (topic, payload, properties, origin, expiry, is_will), keyed by
   the id the writer gave it (``StoredMessage.msg_id``; the core's recorder counts its deliveries
-  and deletes it in the transaction that deletes its last one).
-- ``queued``: the sessions a message was queued for, one row per message per commit: a packed array
-  of (session number, seq, flags) triples, 24 bytes a delivery, plus the subscription identifiers
-  as JSON when any delivery has some. Publishing one message to N offline sessions writes one
-  ``messages`` row and one ``queued`` row, not N rows: each b-tree a commit touches costs about a
-  page write, and N rows keyed by session touched N pages (the store wrote ~1,400 bytes per queued
-  delivery, and 200 sessions made 200 page writes per message).
+  and deletes it in the transaction that deletes its last one), with the *entries* of the
+  deliveries recorded in the same commit: per delivery (session number, seq, packet id, flags =
+  qos | retain << 2 | ack state << 3), packed in columns, 11 bytes a delivery (``pack_entries``),
+  plus the subscription identifiers as JSON when any delivery has some. Publishing one message to
+  N offline sessions writes one row, not N: each b-tree a commit touches costs about a page write,
+  and N rows keyed by session touched N pages (the store wrote ~1,400 bytes per queued delivery,
+  and 200 sessions made 200 page writes per message). A message sent at once to a connected
+  persistent subscriber is one row too: its entry holds the packet id and the ack state.
+- ``queued``: the entries of deliveries recorded in a later commit than their message's (a
+  retained message queued to a new subscriber, say), one row per message per commit.
 - ``queues``: per session (keyed by client id) its number (``sno``, never reused, the next one is
   ``meta.next_sno``: a session of the same client id made later has another, so that the entries of
-  the old one are not read as its own), its queue head (the entries below it have left the queue) and the entries at or above the
-  head deleted out of order (``gone``: stays empty with the core's recorder, which pops queues from
-  the front and gives the head in ``Batch.queue_heads``).
-- ``inflight``: one row per delivery in flight (packet id, ack state), keyed by (sno, seq); bounded
-  by the clients' Receive Maximum.
+  the old one are not read as its own), its queue head (queued entries below it have left the
+  queue: the core's recorder gives it, ``Batch.queue_heads``), its floor (entries below it are
+  done: the lowest of the head and the seqs of its in-flight entries) and ``gone``, the entries at
+  or above the floor deleted out of order (a few in-flight ones acknowledged out of order).
+- ``inflight``: a delivery whose state changed after its entry was written (a queued one sent,
+  PUBREC received): one row, keyed by (sno, seq), that overrides the entry; bounded by the clients'
+  Receive Maximum.
 
-A queued entry is live when its session exists, its seq is at or above the session's head, it is
-not in ``gone`` and the same (session, seq) has no in-flight row. Reclaiming a message deletes its
-``messages`` row and its ``queued`` rows (an index on msg_id), in the transaction that deletes the
-last delivery that needed it: a crash never leaves a delivery pointing at a missing message. The
-entries of consumed deliveries stay in their message's ``queued`` rows until the message goes.
+A delivery is live when its session exists, it is not in ``gone``, and: it has an ``inflight`` row,
+or its entry is queued and at or above the head, or its entry is in flight and at or above the
+floor. The store keeps in memory, per session, the seqs with a row and the live in-flight entries
+(both bounded by the Receive Maximum), never the queued ones. Reclaiming a message deletes its row
+(and its ``queued`` rows, found by an index on msg_id), in the transaction that deletes the last
+delivery that needed it: a crash never leaves a delivery pointing at a missing message. The entries
+of finished deliveries stay in their message's rows until the message goes.
 """
 
 from __future__ import annotations
@@ -31,21 +38,25 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import struct
 from array import array
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from ..codec.properties import encode_properties, read_properties
-from .base import StoredDelivery, StoredMessage
+from .base import ACK_STATES, StoredDelivery, StoredMessage
 
 TABLES = """
 CREATE TABLE messages (
     id INTEGER PRIMARY KEY, topic TEXT NOT NULL, payload BLOB NOT NULL, qos INTEGER NOT NULL,
-    retain INTEGER NOT NULL, props BLOB NOT NULL, origin TEXT, expiry_at_wall REAL, is_will INTEGER NOT NULL
+    retain INTEGER NOT NULL, props BLOB NOT NULL, origin TEXT, expiry_at_wall REAL, is_will INTEGER NOT NULL,
+    entries BLOB, subs TEXT
 );
 CREATE TABLE queued (part INTEGER PRIMARY KEY, msg_id INTEGER NOT NULL, entries BLOB NOT NULL, subs TEXT);
 CREATE INDEX queued_msg ON queued (msg_id);
 CREATE TABLE queues (
-    client_id TEXT PRIMARY KEY, sno INTEGER NOT NULL, head INTEGER NOT NULL, gone TEXT NOT NULL
+    client_id TEXT PRIMARY KEY, sno INTEGER NOT NULL, head INTEGER NOT NULL, floor INTEGER NOT NULL,
+    gone TEXT NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE inflight (
     sno INTEGER NOT NULL, seq INTEGER NOT NULL, msg_id INTEGER NOT NULL, qos INTEGER NOT NULL,
@@ -54,7 +65,10 @@ CREATE TABLE inflight (
 ) WITHOUT ROWID;
 """
 
-_RETAIN_FLAG = 4  # flags: qos | retain << 2
+RETAIN_FLAG = 4  # flags: qos | retain << 2 | state code << 3
+STATES = ACK_STATES  # an entry's ack state by its code (0: queued)
+STATE_CODES = {s: i for i, s in enumerate(STATES)}
+GONE_LIMIT = 1024  # past this many out-of-order deletions, a session's in-flight entries become rows
 
 
 def props_blob(props: dict) -> bytes:
@@ -68,40 +82,90 @@ def unprops(blob: bytes) -> dict:
     return props
 
 
-def encode_entries(entries: list[tuple[int, int, int, bool, tuple[int, ...]]]) -> tuple[bytes, str | None]:
-    """(sno, seq, qos, retain, subscription ids) entries as stored in one ``queued`` row."""
-    flat = array("q")
-    subs = None
-    for i, (sno, seq, qos, retain, sub_ids) in enumerate(entries):
-        flat.append(sno)
-        flat.append(seq)
-        flat.append(qos | _RETAIN_FLAG if retain else qos)
-        if sub_ids:
-            if subs is None:
-                subs = [None] * len(entries)
-            subs[i] = list(sub_ids)
-    return flat.tobytes(), (json.dumps(subs, separators=(",", ":")) if subs is not None else None)
+def pack_entries(snos: list[int], seqs: list[int], pids: list[int], flags: list[int],
+                 subs: list) -> tuple[bytes, str | None]:
+    """Entries in columns: a width byte (4, or 8 when a number needs it), the session numbers and
+    the seqs (that many bytes each), the packet ids (2 bytes, 0 when queued), the flags (1 byte):
+    11 bytes a delivery; the subscription identifiers (a tuple per entry, or empty) as JSON when any
+    entry has some."""
+    width, code = (4, "I") if max(snos) < 1 << 32 and max(seqs) < 1 << 32 else (8, "q")
+    blob = (bytes((width,)) + array(code, snos).tobytes() + array(code, seqs).tobytes()
+            + array("H", pids).tobytes() + bytes(flags))
+    return blob, (json.dumps([list(x) if x else None for x in subs], separators=(",", ":"))
+                  if any(subs) else None)
+
+
+_ONE = struct.Struct("<BIIHB")  # pack_entries of one entry, 4-byte numbers (the same bytes, faster)
+
+
+def pack_one(sno: int, seq: int, pid: int, flags: int, sub_ids: tuple) -> tuple[bytes, str | None]:
+    if sno < 1 << 32 and seq < 1 << 32:
+        return _ONE.pack(4, sno, seq, pid, flags), (json.dumps([list(sub_ids)]) if sub_ids else None)
+    return pack_entries([sno], [seq], [pid], [flags], [sub_ids])
 
 
 def decode_entries(blob: bytes, subs: str | None):
-    """Yields (sno, seq, qos, retain, subscription ids) from one ``queued`` row."""
-    flat = array("q")
-    flat.frombytes(blob)
+    """Yields (sno, seq, qos, retain, subscription ids, packet id or None, state) from packed entries."""
+    width = blob[0]
+    code = "I" if width == 4 else "q"
+    n = (len(blob) - 1) // (2 * width + 3)
+    snos = array(code)
+    snos.frombytes(blob[1:1 + width * n])
+    seqs = array(code)
+    seqs.frombytes(blob[1 + width * n:1 + 2 * width * n])
+    pids = array("H")
+    pids.frombytes(blob[1 + 2 * width * n:1 + 2 * width * n + 2 * n])
+    flags = blob[1 + 2 * width * n + 2 * n:]
     sub_list = json.loads(subs) if subs else None
-    for i in range(len(flat) // 3):
-        flags = flat[3 * i + 2]
+    for i in range(n):
+        f = flags[i]
         ids = sub_list[i] if sub_list is not None else None
-        yield flat[3 * i], flat[3 * i + 1], flags & 3, bool(flags & _RETAIN_FLAG), tuple(ids) if ids else ()
+        state = STATES[f >> 3]
+        yield (snos[i], seqs[i], f & 3, bool(f & RETAIN_FLAG), tuple(ids) if ids else (),
+               pids[i] if state is not None else None, state)
+
+
+class _Columns:
+    """The entries of one message being written in this commit."""
+
+    __slots__ = ("snos", "seqs", "pids", "flags", "subs")
+
+    def __init__(self) -> None:
+        self.snos: list[int] = []
+        self.seqs: list[int] = []
+        self.pids: list[int] = []
+        self.flags: list[int] = []
+        self.subs: list = []
+
+    def add(self, sno: int, seq: int, qos: int, retain: bool, sub_ids, pid: int | None, state: str | None) -> None:
+        self.snos.append(sno)
+        self.seqs.append(seq)
+        self.pids.append(pid or 0)
+        self.flags.append(qos | (RETAIN_FLAG if retain else 0) | STATE_CODES[state] << 3)
+        self.subs.append(tuple(sub_ids))
+
+    def pack(self) -> tuple[bytes, str | None]:
+        return pack_entries(self.snos, self.seqs, self.pids, self.flags, self.subs)
 
 
 @dataclass(slots=True)
 class Queue:
-    """What the store knows of one session's deliveries (all of it is in the ``queues`` row)."""
+    """What the store knows of one session's deliveries (in memory: bounded by its Receive Maximum)."""
 
     sno: int
     head: int = 0
+    floor: int = 0
     gone: set[int] = field(default_factory=set)
-    inflight: set[int] = field(default_factory=set)  # seqs with an in-flight row
+    rows: set[int] = field(default_factory=set)  # seqs with an ``inflight`` row
+    # live in-flight entries: seq -> (msg_id, qos, retain, subscription ids, packet id, state)
+    entries: dict[int, tuple] = field(default_factory=dict)
+
+    def settle(self) -> None:
+        """The floor from the head and the live in-flight entries; ``gone`` below it forgotten."""
+        self.floor = min(self.head, min(self.entries)) if self.entries else self.head
+        if self.gone:
+            floor = self.floor
+            self.gone = {s for s in self.gone if s >= floor}
 
 
 class MessageLog:
@@ -112,6 +176,7 @@ class MessageLog:
         self.next_sno = 1
         self.next_msg_id = 1  # above every message row written (ids of msg_id-0 messages come from here)
         self.next_part = 1
+        self.with_parts: set[int] = set()  # messages with ``queued`` rows
 
     # ---- loading -----------------------------------------------------------------------------
     def load(self, db: sqlite3.Connection) -> tuple[dict[str, list[StoredDelivery]], int, set[int]]:
@@ -119,48 +184,102 @@ class MessageLog:
         queues = self.queues
         queues.clear()
         by_sno: dict[int, tuple[str, Queue]] = {}
-        for client_id, sno, head, gone in db.execute("SELECT client_id, sno, head, gone FROM queues"):
-            q = queues[client_id] = Queue(sno, head, set(json.loads(gone)) if gone != "[]" else set())
+        for client_id, sno, head, floor, gone in db.execute("SELECT client_id, sno, head, floor, gone FROM queues"):
+            q = queues[client_id] = Queue(sno, head, floor, set(json.loads(gone)) if gone != "[]" else set())
             by_sno[sno] = (client_id, q)
         row = db.execute("SELECT value FROM meta WHERE key = 'next_sno'").fetchone()
         self.next_sno = max(max(by_sno, default=0) + 1, int(row[0]) if row else 1)
-        messages: dict[int, StoredMessage] = {}
-        for row in db.execute("SELECT id, topic, payload, qos, retain, props, origin, expiry_at_wall, is_will "
-                              "FROM messages"):
-            mid, topic, payload, qos, retain, props, origin, expiry, is_will = row
-            messages[mid] = StoredMessage(topic, bytes(payload), qos, bool(retain), unprops(props), origin, expiry,
-                                          bool(is_will), mid)
-        self.next_msg_id = max(messages, default=0) + 1
-        out: dict[str, list[StoredDelivery]] = {}
+        found: dict[str, list[StoredDelivery]] = {}
         used: set[int] = set()
+        messages: dict[int, StoredMessage] = {}
         for sno, seq, mid, qos, retain, sub_ids, pid, state in db.execute(
                 "SELECT sno, seq, msg_id, qos, retain, sub_ids, packet_id, state FROM inflight"):
             owner = by_sno.get(sno)
-            m = messages.get(mid)
-            if owner is None or m is None:  # never written so by this store: left alone
-                continue
-            owner[1].inflight.add(seq)
-            used.add(mid)
-            out.setdefault(owner[0], []).append(StoredDelivery(
-                owner[0], seq, m, qos, bool(retain), tuple(json.loads(sub_ids)) if sub_ids else (), pid, state))
-        max_part = 0
-        for part, mid, blob, subs in db.execute("SELECT part, msg_id, entries, subs FROM queued"):
-            max_part = max(max_part, part)
-            m = messages.get(mid)
-            if m is None:
-                continue
-            for sno, seq, qos, retain, sub_ids in decode_entries(blob, subs):
-                owner = by_sno.get(sno)
+            if owner is not None:
+                owner[1].rows.add(seq)
+                found.setdefault(owner[0], []).append(StoredDelivery(
+                    owner[0], seq, mid, qos, bool(retain), tuple(json.loads(sub_ids)) if sub_ids else (),  # type: ignore[arg-type]
+                    pid, state))
+
+        def entries_of(mid: int, blob: bytes, subs: str | None) -> None:
+            """The live deliveries among a row's entries (millions at a restart: kept tight)."""
+            m = messages[mid]
+            width = blob[0]
+            code = "I" if width == 4 else "q"
+            n = (len(blob) - 1) // (2 * width + 3)
+            snos = array(code)
+            snos.frombytes(blob[1:1 + width * n])
+            seqs = array(code)
+            seqs.frombytes(blob[1 + width * n:1 + 2 * width * n])
+            pids = array("H")
+            pids.frombytes(blob[1 + 2 * width * n:1 + 2 * width * n + 2 * n])
+            flags = blob[1 + 2 * width * n + 2 * n:]
+            sub_list = json.loads(subs) if subs else None
+            last_sno, owner = None, None
+            live = False
+            for i, sno in enumerate(snos):
+                if sno != last_sno:
+                    last_sno, owner = sno, by_sno.get(sno)
                 if owner is None:
                     continue
                 q = owner[1]
-                if seq < q.head or seq in q.gone or seq in q.inflight:
+                seq = seqs[i]
+                f = flags[i]
+                state = STATES[f >> 3]
+                if seq < (q.head if state is None else q.floor) or (q.gone and seq in q.gone) or \
+                        (q.rows and seq in q.rows):
                     continue
+                ids = sub_list[i] if sub_list is not None else None
+                ids = tuple(ids) if ids else ()
+                if state is None:
+                    pid = None
+                else:
+                    pid = pids[i]
+                    q.entries[seq] = (mid, f & 3, bool(f & RETAIN_FLAG), ids, pid, state)
+                cid = owner[0]
+                items = found.get(cid)
+                if items is None:
+                    items = found[cid] = []
+                items.append(StoredDelivery(cid, seq, m, f & 3, bool(f & RETAIN_FLAG), ids, pid, state))
+                live = True
+            if live:
                 used.add(mid)
-                out.setdefault(owner[0], []).append(StoredDelivery(owner[0], seq, m, qos, retain, sub_ids))
+
+        for row in db.execute("SELECT id, topic, payload, qos, retain, props, origin, expiry_at_wall, is_will, "
+                              "entries, subs FROM messages ORDER BY id"):
+            mid, topic, payload, qos, retain, props, origin, expiry, is_will, entries, subs = row
+            messages[mid] = StoredMessage(topic, bytes(payload), qos, bool(retain), unprops(props), origin, expiry,
+                                          bool(is_will), mid)
+            if entries:
+                entries_of(mid, entries, subs)
+        self.next_msg_id = max(messages, default=0) + 1
+        max_part = 0
+        self.with_parts.clear()
+        for part, mid, blob, subs in db.execute("SELECT part, msg_id, entries, subs FROM queued ORDER BY part"):
+            max_part = max(max_part, part)
+            if mid in messages:
+                self.with_parts.add(mid)
+                entries_of(mid, blob, subs)
         self.next_part = max_part + 1
-        for items in out.values():
-            items.sort(key=lambda d: d.seq)
+        out: dict[str, list[StoredDelivery]] = {}
+        seq_of = attrgetter("seq")
+        for client_id, items in found.items():
+            if owner_rows := queues[client_id].rows:  # in-flight rows (loaded first): their messages by id
+                n_rows = len(owner_rows)
+                resolved = []
+                for d in items[:n_rows]:
+                    m = messages.get(d.message)  # type: ignore[call-overload]
+                    if m is not None:  # (None: never written so by this store: left alone)
+                        d.message = m
+                        used.add(m.msg_id)
+                        resolved.append(d)
+                items = resolved + items[n_rows:]
+            items.sort(key=seq_of)  # stable: of two entries with one seq (a batch made by hand), the later
+            seqs = list(map(seq_of, items))
+            if len(set(seqs)) != len(seqs):
+                items = [d for i, d in enumerate(items) if i + 1 == len(items) or items[i + 1].seq != d.seq]
+            if items:
+                out[client_id] = items
         return out, self.next_msg_id, set(messages) - used
 
     # ---- writing (inside the caller's transaction) ----------------------------------------------
@@ -176,45 +295,48 @@ class MessageLog:
         gone = [(cid, q) for cid in client_ids if (q := self.queues.get(cid)) is not None]
         if gone:
             db.executemany("DELETE FROM queues WHERE client_id = ?", [(cid,) for cid, _ in gone])
-            db.executemany("DELETE FROM inflight WHERE sno = ?", [(q.sno,) for _, q in gone if q.inflight])
+            db.executemany("DELETE FROM inflight WHERE sno = ?", [(q.sno,) for _, q in gone if q.rows])
             for cid, _ in gone:
                 del self.queues[cid]
 
     def write(self, db: sqlite3.Connection, deliveries: dict[tuple[str, int], StoredDelivery],
               deleted: set[tuple[str, int]], messages: dict[int, StoredMessage], messages_deleted: set[int],
-              heads: dict[str, int], queued_in: dict[int, list] | None = None) -> None:
+              heads: dict[str, int], queued_in: dict[int, tuple] | None = None) -> None:
         """Apply a batch's deliveries and messages (sessions deleted before, see sessions_deleted)."""
+        queues = self.queues
         new_rows: dict[str, Queue] = {}
         changed: dict[str, Queue] = {}
+        columns: dict[int, _Columns] = {}
+        fast: dict[int, tuple[bytes, str | None]] = {}  # Batch.queued, packed as it came
+        if queued_in:
+            for mid, (clients, seqs, flags, pids, sub_ids) in queued_in.items():
+                if len(clients) == 1:  # one delivery (a persistent subscriber's fan-in): no columns
+                    c = clients[0]
+                    q = queues.get(c) or self.queue_of(c, new_rows)
+                    f = flags[0]
+                    if f >> 3:
+                        q.entries[seqs[0]] = (mid, f & 3, bool(f & RETAIN_FLAG), sub_ids[0], pids[0], STATES[f >> 3])
+                        changed[c] = q
+                    fast[mid] = pack_one(q.sno, seqs[0], pids[0], f, sub_ids[0])
+                    continue
+                try:
+                    snos = [queues[c].sno for c in clients]
+                except KeyError:  # a session's first stored delivery: its queue is made
+                    for c in clients:
+                        if c not in queues:
+                            self.queue_of(c, new_rows)
+                    snos = [queues[c].sno for c in clients]
+                if any(pids):  # in flight at once: the session's live in-flight entries
+                    for c, seq, f, pid, ids in zip(clients, seqs, flags, pids, sub_ids, strict=True):
+                        if f >> 3:
+                            q = queues[c]
+                            q.entries[seq] = (mid, f & 3, bool(f & RETAIN_FLAG), ids, pid, STATES[f >> 3])
+                            changed[c] = q
+                fast[mid] = pack_entries(snos, seqs, pids, flags, sub_ids)
         msg_rows = []
         auto: dict[int, int] = {}  # id() of a StoredMessage without msg_id -> the id it is given here
+        written: dict[int, StoredMessage] = dict(messages)
         next_id = self.next_msg_id
-        for mid, m in messages.items():
-            msg_rows.append((mid, m.topic, m.payload, m.qos, int(m.retain), props_blob(m.properties), m.origin,
-                             m.expiry_at_wall, int(m.is_will)))
-            if mid >= next_id:
-                next_id = mid + 1
-        queued: dict[int, list] = {}
-        rows = []
-        if queued_in:  # Batch.queued: entries as the recorder keeps them, packed here
-            queues = self.queues
-            part = self.next_part
-            for mid, entries in queued_in.items():
-                flat = array("q")
-                subs = None
-                for i, (cid, seq, flags, sub_ids) in enumerate(entries):
-                    q = queues.get(cid)
-                    if q is None:
-                        q = self.queue_of(cid, new_rows)
-                    flat.extend((q.sno, seq, flags))
-                    if sub_ids:
-                        if subs is None:
-                            subs = [None] * len(entries)
-                        subs[i] = list(sub_ids)
-                rows.append((part, mid, flat.tobytes(),
-                             json.dumps(subs, separators=(",", ":")) if subs is not None else None))
-                part += 1
-            self.next_part = part
         inflight_rows = []
         for (cid, seq), d in deliveries.items():
             m = d.message
@@ -224,83 +346,130 @@ class MessageLog:
                 if mid is None:
                     mid = auto[id(m)] = next_id
                     next_id += 1
-                    msg_rows.append((mid, m.topic, m.payload, m.qos, int(m.retain), props_blob(m.properties),
-                                     m.origin, m.expiry_at_wall, int(m.is_will)))
-            elif mid >= next_id:
-                next_id = mid + 1
-            q = self.queue_of(cid, new_rows)
+                    written[mid] = m
+            q = queues.get(cid) or self.queue_of(cid, new_rows)
             if d.packet_id is not None:
-                q.inflight.add(seq)
+                q.rows.add(seq)
+                if q.entries.pop(seq, None) is not None:
+                    changed[cid] = q
                 inflight_rows.append((q.sno, seq, mid, d.qos, int(d.retain),
                                       json.dumps(list(d.subscription_ids)) if d.subscription_ids else None,
                                       d.packet_id, d.state))
             else:
-                entries = queued.get(mid)
-                if entries is None:
-                    entries = queued[mid] = []
-                entries.append((q.sno, seq, d.qos, d.retain, d.subscription_ids))
+                cols = columns.get(mid)
+                if cols is None:
+                    cols = columns[mid] = _Columns()
+                cols.add(q.sno, seq, d.qos, d.retain, d.subscription_ids, None, None)
+        if written:
+            next_id = max(next_id, max(written) + 1)
         self.next_msg_id = next_id
+        part_rows = []
+        none = (None, None)
+        fast_pop = fast.pop
+        for mid, m in written.items():
+            packed = fast_pop(mid, none)
+            if columns:
+                cols = columns.pop(mid, None)
+                if cols is not None:
+                    if packed is not none:  # both kinds in one commit: a second row for the second
+                        part_rows.append((mid, *cols.pack()))
+                    else:
+                        packed = cols.pack()
+            msg_rows.append((mid, m.topic, m.payload, m.qos, m.retain, encode_properties(m.properties, "PUBLISH")
+                             if m.properties else b"", m.origin, m.expiry_at_wall, m.is_will, *packed))
+        for mid, packed in fast.items():  # entries of messages stored before
+            part_rows.append((mid, *packed))
+        for mid, cols in columns.items():
+            part_rows.append((mid, *cols.pack()))
         if msg_rows:
-            db.executemany("INSERT OR REPLACE INTO messages VALUES (?,?,?,?,?,?,?,?,?)", msg_rows)
-        if queued:
+            db.executemany("INSERT OR REPLACE INTO messages VALUES (?,?,?,?,?,?,?,?,?,?,?)", msg_rows)
+        if part_rows:
             part = self.next_part
-            for mid, entries in queued.items():
-                blob, subs = encode_entries(entries)
+            rows = []
+            for mid, blob, subs in part_rows:
                 rows.append((part, mid, blob, subs))
+                self.with_parts.add(mid)
                 part += 1
             self.next_part = part
-        if rows:
             db.executemany("INSERT INTO queued VALUES (?,?,?,?)", rows)
         if inflight_rows:
             db.executemany("INSERT OR REPLACE INTO inflight VALUES (?,?,?,?,?,?,?,?)", inflight_rows)
         for cid, head in heads.items():
-            q = self.queue_of(cid, new_rows)
+            q = queues.get(cid) or self.queue_of(cid, new_rows)
             if head != q.head:
                 q.head = head
-                if q.gone:
-                    q.gone = {s for s in q.gone if s >= head}
                 changed[cid] = q
         if deleted:
-            done_inflight = []
+            done_rows = []
+            later: dict[int, tuple[Queue, list[int]]] = {}  # in-flight entries done: gone if above the floor
+            last_cid, q = None, None
             for cid, seq in deleted:
-                q = self.queues.get(cid)
+                if cid != last_cid:
+                    last_cid, q = cid, queues.get(cid)
                 if q is None:
                     continue
-                if seq in q.inflight:
-                    q.inflight.discard(seq)
-                    done_inflight.append((q.sno, seq))
-                if seq >= q.head:  # out of queue order (a batch made by hand): remembered one by one
+                if seq in q.rows:
+                    q.rows.discard(seq)
+                    done_rows.append((q.sno, seq))
+                    if q.entries.pop(seq, None) is not None:
+                        changed[cid] = q
+                elif q.entries.pop(seq, None) is not None:
+                    done = later.get(q.sno)
+                    if done is None:
+                        done = later[q.sno] = (q, [])
+                        changed[cid] = q
+                    done[1].append(seq)
+                elif seq >= q.head:  # a queued entry, out of queue order (a batch made by hand)
                     q.gone.add(seq)
                     changed[cid] = q
-            if done_inflight:
-                db.executemany("DELETE FROM inflight WHERE sno = ? AND seq = ?", done_inflight)
+            if done_rows:
+                db.executemany("DELETE FROM inflight WHERE sno = ? AND seq = ?", done_rows)
+            for q, seqs in later.values():
+                q.settle()
+                q.gone.update(seq for seq in seqs if seq >= q.floor)
+        spill = []
+        for q in changed.values():
+            q.settle()
+            if len(q.gone) > GONE_LIMIT:  # in-flight entries held back the floor: made rows
+                for seq, (mid, qos, retain, ids, pid, state) in q.entries.items():
+                    spill.append((q.sno, seq, mid, qos, int(retain), json.dumps(list(ids)) if ids else None, pid,
+                                  state))
+                    q.rows.add(seq)
+                q.entries.clear()
+                q.settle()
+        if spill:
+            db.executemany("INSERT OR REPLACE INTO inflight VALUES (?,?,?,?,?,?,?,?)", spill)
         for cid, q in new_rows.items():
             changed[cid] = q
         if new_rows:  # numbers are never given twice, also after a restart (those of deleted sessions
             # are still in the entries of messages other sessions need)
             db.execute("INSERT OR REPLACE INTO meta VALUES ('next_sno', ?)", (str(self.next_sno),))
         if changed:
-            db.executemany("INSERT OR REPLACE INTO queues VALUES (?,?,?,?)", [
-                (cid, q.sno, q.head, json.dumps(sorted(q.gone)) if q.gone else "[]") for cid, q in changed.items()])
+            db.executemany("INSERT OR REPLACE INTO queues VALUES (?,?,?,?,?)", [
+                (cid, q.sno, q.head, q.floor, json.dumps(sorted(q.gone)) if q.gone else "[]")
+                for cid, q in changed.items()])
         if messages_deleted:
-            ids = [(mid,) for mid in messages_deleted]
-            db.executemany("DELETE FROM queued WHERE msg_id = ?", ids)
-            db.executemany("DELETE FROM messages WHERE id = ?", ids)
+            db.executemany("DELETE FROM messages WHERE id = ?", [(mid,) for mid in messages_deleted])
+            with_parts = self.with_parts
+            parts = [(mid,) for mid in messages_deleted if mid in with_parts]
+            if parts:
+                db.executemany("DELETE FROM queued WHERE msg_id = ?", parts)
+                with_parts.difference_update(mid for (mid,) in parts)
 
 
 def migrate_from_v4(db: sqlite3.Connection) -> None:
     """Schema 4 -> 5 inside the caller's transaction (statement by statement: executescript would
-    commit it): the ``deliveries`` rows (each with its own copy
-    of the message) become one ``messages`` row per distinct message, ``queued`` entries for the
-    queued deliveries and ``inflight`` rows for the others; identical copies (same topic, payload,
-    properties, origin, expiry, will flag) become one message."""
+    commit it): the ``deliveries`` rows (each with its own copy of the message) become one
+    ``messages`` row per distinct message with the entries of its deliveries (queued, or in flight
+    with their packet id and state); identical copies (same topic, payload, properties, origin,
+    expiry, will flag) become one message."""
     for statement in TABLES.split(";"):
         if statement.strip():
             db.execute(statement)
     by_content: dict[tuple, int] = {}
     snos: dict[str, int] = {}
-    queued: dict[int, list] = {}
-    next_id = 1
+    columns: dict[int, _Columns] = {}
+    rows = []
     for row in db.execute("SELECT client_id, seq, qos, retain, subscription_ids, packet_id, state, topic, payload, "
                           "msg_qos, msg_retain, props, origin, expiry_at_wall, is_will FROM deliveries "
                           "ORDER BY client_id, seq").fetchall():
@@ -310,22 +479,17 @@ def migrate_from_v4(db: sqlite3.Connection) -> None:
                is_will)
         mid = by_content.get(key)
         if mid is None:
-            mid = by_content[key] = next_id
-            next_id += 1
-            db.execute("INSERT INTO messages VALUES (?,?,?,?,?,?,?,?,?)",
-                       (mid, topic, payload, mqos, mretain, props, origin, expiry, is_will))
+            mid = by_content[key] = len(by_content) + 1
+            rows.append([mid, topic, payload, mqos, mretain, props, origin, expiry, is_will])
+            columns[mid] = _Columns()
         sno = snos.get(cid)
         if sno is None:
             sno = snos[cid] = len(snos) + 1
         ids = tuple(json.loads(sub_ids)) if sub_ids and sub_ids != "[]" else ()
-        if pid is not None:
-            db.execute("INSERT INTO inflight VALUES (?,?,?,?,?,?,?,?)",
-                       (sno, seq, mid, qos, retain, json.dumps(list(ids)) if ids else None, pid, state))
-        else:
-            queued.setdefault(mid, []).append((sno, seq, qos, bool(retain), ids))
-    for part, (mid, entries) in enumerate(sorted(queued.items()), start=1):
-        blob, subs = encode_entries(entries)
-        db.execute("INSERT INTO queued VALUES (?,?,?,?)", (part, mid, blob, subs))
-    db.executemany("INSERT INTO queues VALUES (?,?,?,?)", [(cid, sno, 0, "[]") for cid, sno in snos.items()])
+        in_flight = pid is not None and state in STATE_CODES
+        columns[mid].add(sno, seq, qos, bool(retain), ids, pid if in_flight else None, state if in_flight else None)
+    for row in rows:
+        db.execute("INSERT INTO messages VALUES (?,?,?,?,?,?,?,?,?,?,?)", (*row, *columns[row[0]].pack()))
+    db.executemany("INSERT INTO queues VALUES (?,?,?,?,?)", [(cid, sno, 0, 0, "[]") for cid, sno in snos.items()])
     db.execute("INSERT OR REPLACE INTO meta VALUES ('next_sno', ?)", (str(len(snos) + 1),))
     db.execute("DROP TABLE deliveries")
