@@ -158,8 +158,8 @@ class Config:
     # 0x97 Quota exceeded, 3.1.1: return code 3 or a close) and what was accepted is kept
     memory_budget: int = setting(factory=default_memory_budget, bounds=(0, 2**62), metavar="BYTES",
                                  shown="half the machine's memory",
-                                 help="memory the global bounds left at 0 are derived from: queued messages half of "
-                                      "it, sessions 16 KiB each, retained messages 4 KiB each and an eighth of it, "
+                                 help="memory the global bounds left at 0 are derived from: queued messages 3/8 of "
+                                      "it, sessions 32 KiB each, retained messages 4 KiB each and an eighth of it, "
                                       "subscriptions 2 KiB each, a connection's in-flight messages 1/256 of it "
                                       "(0: no global bound unless set)")
     max_total_queued_bytes: int = setting(0, bounds=(0, 2**62), metavar="BYTES", shown="0 (derived)",

@@ -36,8 +36,8 @@ def bound(h: Harness, limit: str):
 
 def test_bounds_are_derived_from_memory_budget_unless_set():
     b = Bounds.of(Config(memory_budget=512 * MIB))
-    assert b.queued_bytes == 256 * MIB
-    assert b.sessions == 32768 and b.offline_sessions == 32768 and b.wills == 32768
+    assert b.queued_bytes == 192 * MIB
+    assert b.sessions == 16384 and b.offline_sessions == 16384 and b.wills == 16384
     assert b.retained_messages == 131072 and b.retained_bytes == 64 * MIB
     assert b.subscriptions == 262144 and b.inflight_bytes == 2 * MIB
     b = Bounds.of(Config(memory_budget=512 * MIB, max_sessions=10, max_total_queued_bytes=1000))

@@ -156,3 +156,25 @@ def test_max_offline_sessions_refuse_then_expire_oldest_with_its_will(broker_fac
     assert obs.get(10).payload == b"oldest gone"
     assert sorted(b.call(lambda: list(b.broker.server.core.sessions))) == ["newer", "newest", "observer"]
     assert limit_hits(b, "max_offline_sessions") == 1
+
+
+def test_max_inflight_bytes_holds_deliveries_back_until_acknowledged(broker_factory):
+    b = broker_factory(max_inflight_bytes=3000)
+    sub = RawClient(b.port)
+    sub.connect("sub", 5)
+    assert sub.subscribe("i/#", 1) == [1]
+    pub = RawClient(b.port)
+    pub.connect("pub", 5)
+    for i in range(10):
+        pub.publish("i/x", bytes([i]) * 1000, qos=1)
+        assert pub.expect("Puback").reason_code == 0
+    got = sub.read_until(3, 10)
+    assert len(got) == 3  # 1003, 2006, 3009 bytes in flight: then it waits
+    assert len(sub.read_until(4, 1.0)) == 3  # nothing more until an acknowledgement
+    acked = 0
+    while len(sub.received) < 10:
+        assert len(sub.received) - acked <= 3  # never more than 3000 bytes unacknowledged (one may cross)
+        sub.ack(sub.received[acked:])
+        acked = len(sub.received)
+        sub.read_until(acked + 1, 10)
+    assert [p.payload[:1] for p in sub.received] == [bytes([i]) for i in range(10)]

@@ -34,8 +34,11 @@ QUEUE_RESERVE = 4
 GLOBAL_LOG_INTERVAL = 10.0
 
 # The shares of memory_budget each derived bound gets (docs/security.md "Global bounds")
-_QUEUED_SHARE = 2  # queued messages: half the budget
-_SESSION_COST = 16 * 1024  # bytes per session (connection buffers, subscriptions, timeline)
+# (measured by benchmarks/soak_memory.py: a session offline with a subscription costs ~5 KiB of RSS, a
+# queued message 1.07 times what the account counts; the shares leave room for the reserve of the
+# queues, the interpreter and the connections' buffers)
+_QUEUED_NUM, _QUEUED_DEN = 3, 8  # queued messages: 3/8 of the budget (and the wills' reserve, 1/4 of that)
+_SESSION_COST = 32 * 1024  # bytes per session (connection buffers, subscriptions, timeline)
 _RETAINED_COST = 4 * 1024  # bytes per retained message (count)
 _RETAINED_SHARE = 8  # retained messages: an eighth of the budget (bytes)
 _SUBSCRIPTION_COST = 2 * 1024  # bytes per subscription (the topic tree)
@@ -67,7 +70,7 @@ class Bounds:
             return max(derived, 1) if budget else UNLIMITED
 
         sessions = pick(cfg.max_sessions, budget // _SESSION_COST)
-        return cls(queued_bytes=pick(cfg.max_total_queued_bytes, budget // _QUEUED_SHARE),
+        return cls(queued_bytes=pick(cfg.max_total_queued_bytes, budget * _QUEUED_NUM // _QUEUED_DEN),
                    sessions=sessions,
                    offline_sessions=pick(cfg.max_offline_sessions, sessions),
                    retained_messages=pick(cfg.max_retained_messages, budget // _RETAINED_COST),
