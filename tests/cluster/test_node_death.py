@@ -228,3 +228,35 @@ def test_a_redis_restart_from_its_aof_loses_no_acknowledged_message(cluster):
         got |= {p.payload.decode() for p in packets if type(p).__name__ == "Publish"}
     assert got == {f"m{i}" for i in range(50)}
     back.close()
+
+
+def test_messages_a_killed_node_had_not_delivered_reach_the_client_on_another_node(cluster):
+    """QoS 1 messages queued to a session stay in the engine until its client acknowledges them: the
+    subscriber's node dies with them unacknowledged, the client resumes on another node and gets them."""
+    n1, n2 = cluster.start("n1", "n2")
+    sub = RawClient(n2.port, timeout=30)
+    sub.connect("holder", 5, clean_start=True, session_expiry_interval=300)
+    assert sub.subscribe("q/#", 1) == [1]
+    pub = RawClient(n1.port, timeout=30)
+    pub.connect("pub", 5)
+    for i in range(5):
+        pub.publish("q/x", f"m{i}".encode(), 1)
+        assert pub.expect("Puback", 30)
+    received = sub.read_until(5, 30)  # read, never acknowledged
+    assert [p.payload for p in received] == [f"m{i}".encode() for i in range(5)]
+    n2.kill9()
+    deadline = time.monotonic() + 60
+    while True:  # the engine gives the session over once n2's lease has ended (or at once: takeover)
+        back = RawClient(n1.port, timeout=30)
+        connack = back.connect("holder", 5, clean_start=False, session_expiry_interval=300)
+        if connack.reason_code == 0:
+            break
+        back.close()
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert connack.session_present
+    again = back.read_until(5, 30)
+    assert [p.payload for p in again] == [f"m{i}".encode() for i in range(5)]
+    back.ack(again)
+    back.close()
+    pub.close()

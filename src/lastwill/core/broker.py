@@ -50,7 +50,7 @@ from .actions import Action
 from .announce import Announcer
 from .causes import Cause, ConnectionEnded
 from .changes import ChangeFeed
-from .cluster import Claim, ClusterIntents, ClusterRouter, ClusterSessions, ClusterWillFiring
+from .cluster import Claim, ClusterIntents, ClusterRecorder, ClusterRouter, ClusterSessions, ClusterWillFiring
 from .connect import ConnectHandler
 from .connection import Connections
 from .delivery import Deliverer
@@ -89,6 +89,12 @@ class BrokerCore:
         self.config = cfg = config or Config()
         # what changed since the last commit; a no-op recorder when nothing is persisted
         self.recorder = recorder = Recorder() if persist else NoRecorder()
+        # cluster mode (docs/cluster.md): the engine holds sessions, subscriptions, retained messages and
+        # wills; this core serves the clients connected to this node and records what the engine must be
+        # told (self.intents, taken by the edge once per loop turn)
+        self.intents: ClusterIntents | None = ClusterIntents() if cluster else None
+        if self.intents is not None:
+            self.recorder = recorder = ClusterRecorder(self.intents)
         self.stats = stats = {
             "messages_in": 0, "messages_out": 0, "dropped_queue_full": 0, "dropped_too_large": 0,
             "dropped_expired": 0, "connects": 0, "dropped_queue_bytes": 0,
@@ -104,10 +110,6 @@ class BrokerCore:
         self.retained = RetainedStore()
         # the will keeper publishes through the router, which needs it (to tell it of dropped will
         # deliveries): the firing gets the router once it is built
-        # cluster mode (docs/cluster.md): the engine holds sessions, subscriptions, retained messages and
-        # wills; this core serves the clients connected to this node and records what the engine must be
-        # told (self.intents, taken by the edge once per loop turn)
-        self.intents: ClusterIntents | None = ClusterIntents() if cluster else None
         firing = LocalWillFiring() if not cluster else ClusterWillFiring()
         self.wills = wills = WillKeeper(timers, self.timeline, firing, recorder.session,
                                         cause_property=cfg.will_cause_property, authorize=access.will_denied)

@@ -17,6 +17,7 @@ class Message:
     origin: str | None = None  # client id of the publisher (for No Local); None for the broker
     expiry_at: float | None = None  # absolute monotonic deadline from Message Expiry Interval
     is_will: bool = False
+    ref: str | None = None  # cluster mode: the entry of the session's queue in the engine it came from
 
     def expired(self, now: float) -> bool:
         return self.expiry_at is not None and now >= self.expiry_at

@@ -264,6 +264,10 @@ class ClusterNode:
         engine = self.engine
         epoch = self.epoch
         acks, self._acks = self._acks, []
+        for cid, entry in intents.acks:
+            gen = self.core.generation(cid)
+            if gen is not None:  # (a session gone from here: its next holder gets the entry again)
+                acks.append(Ack(cid, gen, entry))
         claim_calls = [engine.call_connect(epoch, self.node_id, c.client_id, c.clean_start, c.session_expiry,
                                            will_spec(c.will, c.protocol_level) if c.will is not None else None,
                                            c.username, c.user_check) for c in claims]
@@ -459,14 +463,17 @@ class ClusterNode:
                     for d in q.deliveries:
                         expiry_at = None if d.expires_ms is None else d.expires_ms / 1000 - self.clock_offset
                         props = read_properties(d.properties, 0, "PUBLISH")[0] if d.properties else {}
-                        msg = Message(d.topic, d.payload, d.qos, d.retain, props, d.origin, expiry_at, d.is_will)
+                        # QoS 1/2: acknowledged in the engine once the client acknowledged it (the core's
+                        # ClusterRecorder); QoS 0 once it is handed to the core
+                        msg = Message(d.topic, d.payload, d.qos, d.retain, props, d.origin, expiry_at, d.is_will,
+                                      d.entry_id if d.qos else None)
                         items.append((msg, d.qos, d.retain, d.subscription_ids))
                     ok, actions = self.core.deliver_remote(req.client_id, req.gen, items, now)
                     if not ok:
                         continue
                     self.server.run(actions)
                     self.last_entry[req.client_id] = q.deliveries[-1].entry_id
-                    self._acks.extend(Ack(req.client_id, req.gen, d.entry_id) for d in q.deliveries)
+                    self._acks.extend(Ack(req.client_id, req.gen, d.entry_id) for d in q.deliveries if not d.qos)
                     if len(q.deliveries) >= req.count:
                         self._want_fetch.add(req.client_id)
                 if self._acks:
