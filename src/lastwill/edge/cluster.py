@@ -33,6 +33,7 @@ from ..cluster.model import (
     ConnectResult,
     DisconnectResult,
     Doorbell,
+    EngineConfigError,
     Fenced,
     FetchRequest,
     FireOutcome,
@@ -52,6 +53,8 @@ from ..core.actions import ClaimSession
 from ..core.cluster import Claim, ClusterIntents, DisconnectIntent, PublishIntent
 from ..core.message import Message
 from ..core.topics import topic_matches
+from ..errors import ConfigError
+from ..storage.base import StoreError
 
 log = logging.getLogger("lastwill.cluster")
 logging.getLogger("redis").setLevel(logging.WARNING)  # (its debug lines say nothing about the broker)
@@ -121,7 +124,14 @@ class ClusterNode:
     # ---- start and stop -----------------------------------------------------------------------------
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
-        info = await self.engine.check_engine(allow_unsafe=self.config.cluster_unsafe_engine)
+        try:
+            info = await self.engine.check_engine(allow_unsafe=self.config.cluster_unsafe_engine)
+        except EngineConfigError as e:
+            raise ConfigError(f"cluster: the engine at {self.config.cluster} would lose data: redis setting "
+                              f"{e.setting!r} is {e.actual!r}, the cluster needs {e.expected!r} (or "
+                              f"cluster_unsafe_engine = true, for tests only)", "cluster") from None
+        except (RedisError, OSError) as e:
+            raise StoreError(f"cluster: cannot reach the engine at {self.config.cluster}: {e}") from None
         log.info("cluster engine %s: redis %s, appendonly %s, appendfsync %s, maxmemory-policy %s",
                  self.config.cluster, info.version, "yes" if info.appendonly else "no", info.appendfsync,
                  info.maxmemory_policy)
