@@ -30,6 +30,7 @@ from .model import (
     Ack,
     AckResult,
     AuditRecord,
+    Broadcast,
     CancelCause,
     CancelledWill,
     ConnectResult,
@@ -57,6 +58,7 @@ from .model import (
     Retained,
     RouteChange,
     RouteOp,
+    RoutesChanged,
     RouteSnapshot,
     SessionQueue,
     StaleRoutes,
@@ -543,6 +545,11 @@ class RedisEngine:
         await self.client.incrby(self.key("clock:offset"), ms)
         self.round_trips += 1
 
+    async def broadcast(self, data: bytes) -> None:
+        """QoS 0 messages for every node (pub/sub; each node's NodeChannel hands them out as Broadcast)."""
+        await self.client.publish(self.key("qos0"), data)
+        self.round_trips += 1
+
     # -- channels -----------------------------------------------------------------------------------
     def listen(self, epoch: int) -> NodeChannel:
         """The doorbells and takeover kicks of this epoch (pub/sub: hints; a node also polls)."""
@@ -556,16 +563,18 @@ class NodeChannel:
         self._pubsub = engine.client.pubsub()
         self._bell = engine.key(f"bell:{epoch}")
         self._ctl = engine.key(f"ctl:{epoch}")
+        self._routes = engine.key("routes")
+        self._bcast = engine.key("qos0")
 
     async def __aenter__(self) -> NodeChannel:
-        await self._pubsub.subscribe(self._bell, self._ctl)
+        await self._pubsub.subscribe(self._bell, self._ctl, self._routes, self._bcast)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self._pubsub.unsubscribe()
         await self._pubsub.aclose()
 
-    async def get(self, timeout: float) -> Doorbell | Kicked | None:
+    async def get(self, timeout: float) -> Doorbell | Kicked | RoutesChanged | Broadcast | None:
         """The next event, or None when none came within ``timeout`` seconds."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -580,6 +589,10 @@ class NodeChannel:
         if channel == self._ctl:
             cid, _, gen = _s(data).rpartition("\0")
             return Kicked(cid, _i(gen))
+        if channel == self._routes:
+            return RoutesChanged(_i(data))
+        if channel == self._bcast:
+            return Broadcast(bytes(data))
         return Doorbell(tuple(_s(data).split("\0")))
 
 

@@ -355,6 +355,13 @@ class BrokerCore:
             deliver(session, message, qos, retain, ids, now)
         return True, self.outbox.take()
 
+    def route_local(self, messages: list[Message], now: float) -> list[Action]:
+        """QoS 0 messages another node published (pub/sub): to the matching sessions connected here."""
+        route = self.router.route_local
+        for message in messages:
+            route(message, now)
+        return self.outbox.take()
+
     def kicked(self, client_id: str, gen: int, now: float) -> list[Action]:
         """A CONNECT on another node took the session of this connection over: it ends with the takeover
         rules [MQTT-3.1.4-3] (MQTT 5: DISCONNECT 0x8E); its will is the engine's to decide."""

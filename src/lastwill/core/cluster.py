@@ -199,6 +199,13 @@ class ClusterRouter:
     def route(self, message: Message, now: float) -> int:
         """Local subscribers now (no shared groups: one member cluster-wide is chosen from the cluster's
         table); the message goes to the engine for everyone else and for the retained store."""
+        receivers, served = self.route_local(message, now)
+        self.intents.publishes.append(PublishIntent(message, served))
+        return receivers
+
+    def route_local(self, message: Message, now: float) -> tuple[int, frozenset[str]]:
+        """Deliver to the matching subscriptions of the sessions connected here (not the shared ones):
+        how many got it, and which clients were served here."""
         normal, _shared = self.tree.match(message.topic)
         served: frozenset[str] = frozenset()
         receivers = 0
@@ -216,8 +223,7 @@ class ClusterRouter:
                 receivers += 1
             # every local subscriber of the topic is served here, No Local ones included (they get nothing)
             served = frozenset(client_id for client_id, _ in normal)
-        self.intents.publishes.append(PublishIntent(message, served))
-        return receivers
+        return receivers, served
 
     def _readers(self, message: Message, normal: list, now: float) -> list:
         may_read = self.access.may_read

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -30,6 +31,7 @@ from ..cluster.engine import Call, ClusterSettings, RedisEngine
 from ..cluster.lease import LocalLease
 from ..cluster.model import (
     Ack,
+    Broadcast,
     ConnectResult,
     DisconnectResult,
     Doorbell,
@@ -40,6 +42,7 @@ from ..cluster.model import (
     FireRequest,
     Kicked,
     OutMessage,
+    RoutesChanged,
     StaleRoutes,
     Target,
     WillOutcome,
@@ -83,6 +86,47 @@ def will_spec(will: Will, protocol_level: int) -> WillSpec:
                     message_expiry=props.get("message_expiry_interval"), protocol_level=protocol_level)
 
 
+_QOS0_HEAD = struct.Struct(">QBIHHII")  # epoch, flags, expiry, topic, origin, properties, payload lengths
+
+
+def encode_qos0(epoch: int, messages: list[Message], now: float) -> bytes:
+    """QoS 0 messages as one pub/sub payload: per message a header and its bytes (several payloads
+    sent together are simply concatenated)."""
+    out = []
+    for m in messages:
+        topic = m.topic.encode("utf-8")
+        origin = (m.origin or "").encode("utf-8")
+        props = _props(m.properties)
+        expiry = m.remaining_expiry(now) or 0
+        flags = (1 if m.retain else 0) | (2 if m.is_will else 0) | (4 if m.origin is not None else 0)
+        out.append(_QOS0_HEAD.pack(epoch, flags, expiry, len(topic), len(origin), len(props), len(m.payload)))
+        out += (topic, origin, props, m.payload)
+    return b"".join(out)
+
+
+def decode_qos0(data: bytes, own_epoch: int, now: float) -> list[Message]:
+    """The messages of another node (this node's own are skipped: it served its clients itself)."""
+    out = []
+    off = 0
+    size = _QOS0_HEAD.size
+    while off < len(data):
+        epoch, flags, expiry, lt, lo, lp, ln = _QOS0_HEAD.unpack_from(data, off)
+        off += size
+        topic = data[off:off + lt].decode("utf-8")
+        off += lt
+        origin = data[off:off + lo].decode("utf-8")
+        off += lo
+        props = read_properties(data[off:off + lp], 0, "PUBLISH")[0] if lp else {}
+        off += lp
+        payload = data[off:off + ln]
+        off += ln
+        if epoch == own_epoch:
+            continue
+        out.append(Message(topic, payload, 0, bool(flags & 1), props, origin if flags & 4 else None,
+                           now + expiry if expiry else None, bool(flags & 2)))
+    return out
+
+
 class ClusterNode:
     """One node's link to the engine, for one ``Server`` (edge/server.py)."""
 
@@ -110,6 +154,9 @@ class ClusterNode:
         self.last_entry: dict[str, str] = {}  # client id -> the last queue entry handed to the core
         self._poll_from = 0
         self._due = asyncio.Event()
+        self._broadcasts: list[Message] = []
+        self._bcast_queue: list[bytes] = []
+        self._bcast_busy = False
         self._sync_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task] = []
         self._listener: asyncio.Task | None = None
@@ -283,8 +330,10 @@ class ClusterNode:
                                            c.username, c.user_check) for c in claims]
         answered: list[tuple[ClaimSession, ConnectResult]] = []
         incarnation = self.incarnation
+        broadcast = True  # QoS 0 for other nodes goes out once, with the first try
         while True:
-            calls = claim_calls + self._calls(intents, acks)
+            calls = claim_calls + self._calls(intents, acks, broadcast)
+            broadcast = False
             if not calls:
                 return answered
             try:
@@ -336,10 +385,11 @@ class ClusterNode:
             _, actions = self.core.session_claimed(c.conn_id, None, now)
             self.server.write_actions(actions)
 
-    def _calls(self, intents: ClusterIntents, acks: list[Ack]) -> list[Call]:
+    def _calls(self, intents: ClusterIntents, acks: list[Ack], broadcast: bool = True) -> list[Call]:
         engine = self.engine
         epoch = self.epoch
         calls: list[Call] = []
+        self._broadcasts = []
         if acks:
             calls.append(engine.call_ack(epoch, acks))
         requeue = [self._requeued(d) for d in intents.disconnects if d.requeue]
@@ -354,7 +404,28 @@ class ClusterNode:
             gen = self.core.generation(s.client_id)
             if gen is not None:
                 calls.append(engine.call_subscribe(epoch, s.client_id, gen, s.add, s.remove))
+        if self._broadcasts and broadcast:
+            self._send_broadcast(self._broadcasts)
+            self._broadcasts = []
         return calls
+
+    def _send_broadcast(self, messages: list[Message]) -> None:
+        """QoS 0 for other nodes: one pub/sub message per loop turn, sent in order by one task."""
+        self._bcast_queue.append(encode_qos0(self.epoch, messages, self.loop.time()))
+        if not self._bcast_busy:
+            self._bcast_busy = True
+            asyncio.ensure_future(self._broadcaster())
+
+    async def _broadcaster(self) -> None:
+        try:
+            while self._bcast_queue:
+                data, self._bcast_queue = b"".join(self._bcast_queue), []
+                try:
+                    await self.engine.broadcast(data)
+                except (RedisError, OSError) as e:  # QoS 0: at most once
+                    self._engine_down(e)
+        finally:
+            self._bcast_busy = False
 
     def _after(self, intents: ClusterIntents, results: list) -> None:
         for r in results:
@@ -375,7 +446,15 @@ class ClusterNode:
 
     def _out(self, p: PublishIntent) -> OutMessage | None:
         m = p.message
-        targets = self.replica.targets(m.topic, m.qos, m.retain, m.origin)
+        if m.qos == 0:
+            # QoS 0 to the normal subscriptions of other nodes: pub/sub to every node, which delivers to
+            # its own (at most once, as QoS 0 is); the shared groups' members and the retained store
+            # through the engine
+            normal, targets = self.replica.split_targets(m.topic, 0, m.retain, m.origin)
+            if any(t.client_id not in p.served for t in normal):
+                self._broadcasts.append(m)
+        else:
+            targets = self.replica.targets(m.topic, m.qos, m.retain, m.origin)
         if p.served:
             targets = tuple(t for t in targets if t.client_id not in p.served)
         if not targets and not m.retain and m.qos == 0:
@@ -504,6 +583,13 @@ class ClusterNode:
                                 self._want(cid)
                         elif isinstance(event, Kicked):
                             self.server.run(self.core.kicked(event.client_id, event.gen, self.loop.time()))
+                        elif isinstance(event, Broadcast):
+                            messages = decode_qos0(event.data, self.epoch, self.loop.time())
+                            if messages:
+                                self.server.run(self.core.route_local(messages, self.loop.time()))
+                        elif isinstance(event, RoutesChanged):
+                            if (self.replica.version or 0) < event.version and not self._sync_lock.locked():
+                                asyncio.ensure_future(self._sync_quietly())
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as e:
