@@ -39,9 +39,9 @@ SCENARIOS = {
     "fanin_qos0": ("fanin_qos0", [], "rate"),
     "fanin_qos1": ("fanin_qos1", [], "rate"),
     "fanin_qos1_persistent": ("fanin_qos1_persistent", [], "rate"),
-    "latency_qos1": ("latency_qos1", ["--rate", "500"], "lat_p50_ms"),
+    "latency_qos1": ("latency_qos1", ["--rate", "500"], "lat_ms_p50"),
     "connect_rate": ("connect_rate", [], "rate"),
-    "wills_2000_qos1": ("wills_drop_qos1", ["--clients", "2000"], "rate"),
+    "wills_2000_qos1": ("wills_drop_qos1", ["--clients", "2000"], "last_ms"),
 }
 BROKERS = ("mosquitto", "lastwill", "cluster-1", "cluster-2")
 
@@ -158,7 +158,7 @@ def measure(broker: str, scenario: str, args, workdir: Path) -> dict:
 
 def per_unit(r: dict) -> str:
     """Redis script calls per delivered message (or per CONNECT, per will)."""
-    units = r.get("delivered") or r.get("received") or r.get("connacks") or r.get("count")
+    units = r.get("count") or r.get("wills_received") or r.get("acked_by_broker")
     calls = r.get("redis_evalsha")
     if not units or calls is None:
         return ""

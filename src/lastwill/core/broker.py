@@ -69,7 +69,7 @@ from .routing import LocalRouter
 from .sessions import AUTHENTICATING, CLOSED, CONNECTED, NEW, Conn, Session
 from .subscribe import SubscribeHandler
 from .systree import EdgeCounts, SysTree
-from .timeline import Timeline
+from .timeline import EventKind, Timeline
 from .timers import TimerQueue
 from .topics import SubscriptionTree
 from .will import LocalWillFiring, WillKeeper
@@ -354,6 +354,12 @@ class BrokerCore:
         for message, qos, retain, ids in deliveries:
             deliver(session, message, qos, retain, ids, now)
         return True, self.outbox.take()
+
+    def cluster_event(self, client_id: str, now: float, kind: EventKind, detail: str, rule: str | None,
+                      **data) -> None:
+        """Something the cluster did with a client's will (a node published it, another node cancelled
+        it): on this node's timeline of the client, for ``explain``."""
+        self.timeline.record(client_id, now, kind, detail, rule, **data)
 
     def route_local(self, messages: list[Message], now: float) -> list[Action]:
         """QoS 0 messages another node published (pub/sub): to the matching sessions connected here."""

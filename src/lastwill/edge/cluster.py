@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+import time
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -55,6 +56,7 @@ from ..config import Config
 from ..core.actions import ClaimSession
 from ..core.cluster import Claim, ClusterIntents, DisconnectIntent, PublishIntent
 from ..core.message import Message
+from ..core.timeline import EventKind
 from ..core.topics import topic_matches
 from ..errors import ConfigError
 from ..storage.base import StoreError
@@ -84,6 +86,12 @@ def will_spec(will: Will, protocol_level: int) -> WillSpec:
     return WillSpec(topic=will.topic, payload=will.payload, qos=will.qos, retain=will.retain,
                     properties=_props(props), delay=props.get("will_delay_interval", 0),
                     message_expiry=props.get("message_expiry_interval"), protocol_level=protocol_level)
+
+
+def _clock(ms: int | None) -> str:
+    if ms is None:
+        return "?"
+    return time.strftime("%H:%M:%S", time.gmtime(ms / 1000)) + f".{ms % 1000 // 100} UTC"
 
 
 _QOS0_HEAD = struct.Struct(">QBIHHII")  # epoch, flags, expiry, topic, origin, properties, payload lengths
@@ -250,14 +258,28 @@ class ClusterNode:
     # ---- commits ----------------------------------------------------------------------------------------
     def submit(self, intents: ClusterIntents | None, actions: list) -> None:
         """A loop turn's intents and actions: the actions are written once the engine took the intents."""
-        if not self._busy and intents is None and not self._acks and \
+        if not self._busy and not self._acks and (intents is None or self._qos0_only(intents)) and \
                 not any(type(a) is ClaimSession for a in actions):
+            if intents is not None:
+                self._calls(intents, [])  # nothing for the engine: only QoS 0 for other nodes (pub/sub)
             self.server.write_actions(actions)
             return
         self._queue.append((intents, actions))
         if not self._busy:
             self._busy = True
             asyncio.ensure_future(self._drain())
+
+    def _qos0_only(self, intents: ClusterIntents) -> bool:
+        """Nothing the engine must take before the turn's packets leave: only QoS 0 publishes that no
+        shared group of the cluster matches and that are not retained."""
+        if intents.subscribes or intents.retained or intents.disconnects or intents.acks:
+            return False
+        match = self.replica.tree.match
+        for p in intents.publishes:
+            m = p.message
+            if m.qos or m.retain or match(m.topic)[1]:
+                return False
+        return True
 
     def _kick(self) -> None:
         if not self._busy:
@@ -712,6 +734,17 @@ class ClusterNode:
             except asyncio.TimeoutError:
                 pass
 
+    def _fired_text(self, w, r, now_ms: int) -> str:
+        """What ``explain`` says of a will this node published, in words, with the engine's times (UTC)."""
+        fired = f"node {self.node_id} (epoch {self.epoch}) published this will at {_clock(now_ms)} to " \
+                f"{r.receivers} session(s)"
+        if w.dead_node:
+            wait = (w.due_ms - (w.ended_ms or w.due_ms)) / 1000
+            return (f"node {w.dead_node} (epoch {w.dead_epoch}) stopped renewing its lease; it ended at "
+                    f"{_clock(w.ended_ms)}; {fired} (lease end + {wait:g} s: recovery grace or min(will delay, "
+                    f"session expiry))")
+        return f"{fired}, due at {_clock(w.due_ms)} ({w.cause})"
+
     async def _fire_due(self) -> float:
         """Claim the wills due now (each goes out once, whichever node claims it); seconds until the next."""
         batch = await self.engine.due(self.epoch, 100)
@@ -730,11 +763,15 @@ class ClusterNode:
                     await self._sync()
             else:
                 return 0.0
+            now = self.loop.time()
             for w, r in zip(batch.wills, results, strict=True):
                 if r.outcome is FireOutcome.FIRED:
                     self.stats["wills_fired"] += 1
                     if w.dead_node:
                         self.stats["wills_fired_dead_node"] += 1
+                    self.core.cluster_event(w.client_id, now, EventKind.PUBLISHED, self._fired_text(w, r, batch.now_ms),
+                                            "MQTT-3.1.2-8", receivers=r.receivers, topic=w.topic, cause=w.cause,
+                                            node=self.node_id)
                     log.info("will client_id=%s (generation %d) published by node %s (epoch %d) to %d session(s): "
                              "%s%s, due at engine time %d ms", w.client_id, w.gen, self.node_id, self.epoch,
                              r.receivers, w.cause, f" (node {w.dead_node} epoch {w.dead_epoch} died)"
