@@ -19,11 +19,11 @@ GRACE = 0.5
 
 
 class Node(ServeProcess):
-    def __init__(self, directory: Path, node_id: str, redis_url: str, *args: str):
+    def __init__(self, directory: Path, node_id: str, redis_url: str, *args: str, admin: bool = False):
         directory.mkdir(parents=True, exist_ok=True)
         super().__init__(directory / f"{node_id}.log", "--cluster", redis_url, "--node-id", node_id,
                          "--cluster-lease", str(LEASE), "--cluster-heartbeat", str(BEAT), "--cluster-grace", str(GRACE),
-                         "--recovery-grace", "0", "--sys-interval", "0", "--log-level", "debug", *args)
+                         "--recovery-grace", "0", "--sys-interval", "0", "--log-level", "debug", *args, admin=admin)
         self.node_id = node_id
 
     def kill9(self) -> None:
@@ -64,10 +64,10 @@ class Cluster:
     def client(self) -> redis.Redis:
         return redis.Redis(host="127.0.0.1", port=self.redis_server.port)
 
-    def start(self, *node_ids: str, args: tuple[str, ...] = ()) -> list[Node]:
+    def start(self, *node_ids: str, args: tuple[str, ...] = (), admin: bool = False) -> list[Node]:
         started = []
         for nid in node_ids:
-            node = Node(self.dir, nid, self.redis_server.url, *args)
+            node = Node(self.dir, nid, self.redis_server.url, *args, admin=admin)
             node.start(timeout=60)
             self.nodes[nid] = node
             started.append(node)

@@ -143,7 +143,7 @@ def test_clients_back_on_another_node_within_their_will_delay_cancel_it_after_a_
 def test_a_paused_node_fences_itself_publishes_nothing_and_its_wills_are_published_once(cluster):
     """SIGSTOP beyond the lease: the survivors publish the wills; after SIGCONT the paused node sends
     no PUBLISH, closes its clients' connections, and registers again under a new epoch."""
-    n1, n2 = cluster.start("n1", "n2")
+    n1, n2 = cluster.start("n1", "n2", admin=True)
     o = observe(cluster, n2.port)
     watcher = RawClient(n1.port, timeout=30)  # a subscriber on the paused node: it must get no stale will
     watcher.connect("watcher", 5)
@@ -168,6 +168,11 @@ def test_a_paused_node_fences_itself_publishes_nothing_and_its_wills_are_publish
     assert sorted(r["cid"] for r in records) == sorted(f"dev{i}" for i in range(6))
     assert {r["node"] for r in records} == {"n2"}
     invariants(cluster)
+    m1, m2 = n1.metrics(), n2.metrics()
+    assert m1["lastwill_cluster_fencing_events_total"] >= 1
+    assert m2["lastwill_cluster_epochs_reaped_total"] == 1
+    assert m2["lastwill_cluster_wills_fired_for_dead_node_total"] == 6
+    assert m1["lastwill_cluster_epoch"] > epoch
 
 
 def test_a_connect_is_refused_with_server_unavailable_while_redis_is_down_and_the_node_recovers(cluster):

@@ -209,6 +209,13 @@ class ClusterRouter:
         normal, _shared = self.tree.match(message.topic)
         served: frozenset[str] = frozenset()
         receivers = 0
+        if normal and message.qos:
+            # QoS 1/2 to a persistent session goes through its queue in the engine even when its client
+            # is connected here: acknowledged there only when the client acknowledged it, so that this
+            # node's death loses none of it (the publisher had its PUBACK)
+            sessions = self.sessions
+            normal = [(cid, o) for cid, o in normal
+                      if not (o.qos and (s := sessions.get(cid)) is not None and s.expiry_interval)]
         if normal:
             if self.access.acl is not None:
                 normal = self._readers(message, normal, now)

@@ -169,6 +169,7 @@ class ClusterNode:
         self._tasks: list[asyncio.Task] = []
         self._listener: asyncio.Task | None = None
         self._fencing = False
+        self._conn_floor = 0
         self._stopping = False
         self.down_since: float | None = None  # the engine has not answered since (logged once per outage)
         # counters (the admin API's metrics read them)
@@ -247,13 +248,15 @@ class ClusterNode:
             if replica is self.replica:
                 self.core.router.remote_tree = replica.tree
 
-    def live(self, now: float) -> bool:
-        """This node's own view of its lease (checked before a client's bytes are handled)."""
+    def live(self, now: float, conn_id: int) -> bool:
+        """May this connection's bytes be handled? This node's own view of its lease: when it lapsed, the
+        node fences itself, and the connections it had are not served any more; a connection opened since
+        may send its CONNECT (refused with 0x88 until the node holds a lease again)."""
         if self.lease.valid(now) or self._stopping:
             return True
         if not self._fencing:
             asyncio.ensure_future(self._fence("its lease ran out before a heartbeat renewed it"))
-        return False
+        return conn_id >= self._conn_floor
 
     # ---- commits ----------------------------------------------------------------------------------------
     def submit(self, intents: ClusterIntents | None, actions: list) -> None:
@@ -373,6 +376,8 @@ class ClusterNode:
             self.stats["round_trips"] += 1
             self.stats["commits"] += 1
             if any(isinstance(r, Fenced) for r in results):
+                if claims:
+                    self._refuse(claims)  # (connections opened before the fence are closed by it)
                 await self._fence("the engine refused a call: the lease had ended")
                 return []
             refused = []
@@ -691,6 +696,7 @@ class ClusterNode:
         if self._fencing or self._stopping:
             return
         self._fencing = True
+        self._conn_floor = self.core.sockets + 1  # connections opened from now on are served
         self.incarnation += 1
         self.stats["fenced"] += 1
         try:
@@ -783,3 +789,35 @@ class ClusterNode:
         if batch.next_due_ms is None:
             return self.settings.beat_ms / 1000
         return max(0.0, (batch.next_due_ms - batch.now_ms) / 1000)
+
+
+_METRICS = {  # ClusterNode.stats key -> (metric name, help)
+    "leases_renewed": ("lastwill_cluster_leases_renewed", "Heartbeats that renewed this node's lease"),
+    "leases_missed": ("lastwill_cluster_leases_missed", "Heartbeats that failed (engine unreachable or fenced)"),
+    "fenced": ("lastwill_cluster_fencing_events", "Times this node fenced itself (closed its clients, new epoch)"),
+    "epochs_reaped": ("lastwill_cluster_epochs_reaped", "Dead nodes' epochs this node fenced and took over"),
+    "wills_fired": ("lastwill_cluster_wills_fired", "Wills this node claimed and published"),
+    "wills_fired_dead_node": ("lastwill_cluster_wills_fired_for_dead_node",
+                              "Wills this node published for clients of a dead node"),
+    "claims_lost": ("lastwill_cluster_claims_lost", "Due wills another node claimed first (or a reconnect cancelled)"),
+    "stale_routes": ("lastwill_cluster_stale_routes", "Publishes or claims routed again on a newer table"),
+    "commits": ("lastwill_cluster_commits", "Pipelines of a loop turn's changes sent to the engine"),
+    "connects_refused_unavailable": ("lastwill_cluster_connects_refused",
+                                     "CONNECTs refused with 0x88 / rc 3: the engine could not be reached"),
+}
+
+
+class ClusterCollector:
+    """The node's cluster counters for the admin API's /metrics, read at scrape time."""
+
+    def __init__(self, node: ClusterNode):
+        self.node = node
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        stats = self.node.stats
+        for key, (name, text) in _METRICS.items():
+            yield CounterMetricFamily(name, text, value=stats.get(key, 0))
+        yield GaugeMetricFamily("lastwill_cluster_epoch", "This node's current epoch in the cluster",
+                                value=self.node.epoch)
