@@ -18,7 +18,7 @@ from tests.integration.conftest import Observer
 from tests.rawclient import RawClient
 
 from .helpers import check_invariants
-from .nodes import Cluster, wait_until
+from .nodes import BlackholeProxy, Cluster, wait_until
 
 
 @pytest.fixture
@@ -265,3 +265,53 @@ def test_messages_a_killed_node_had_not_delivered_reach_the_client_on_another_no
     back.ack(again)
     back.close()
     pub.close()
+
+
+def test_a_node_cut_off_from_redis_fences_itself_while_its_clients_are_connected(cluster):
+    """A partition between a node and Redis (a proxy the test cuts), its clients still connected to it:
+    the survivor publishes their wills once; the cut-off node closes their connections without sending
+    anything stale, and joins again under a new epoch when the partition heals."""
+    proxy = BlackholeProxy(cluster.redis_server.port)
+    try:
+        (n1,) = cluster.start("n1", url=proxy.url)
+        (n2,) = cluster.start("n2")
+        o = observe(cluster, n2.port)
+        watcher = RawClient(n1.port, timeout=30)
+        watcher.connect("watcher", 5)
+        assert watcher.subscribe("will/#", 1) == [1]
+        clients = [will_client(n1.port, i, level=5 if i % 2 else 4, qos=1) for i in range(6)]
+        epoch = epoch_of(cluster, "n1")
+        proxy.cut = True
+        got = tokens(o, 6)
+        assert got == collections.Counter(f"tok{i}" for i in range(6))
+        for c in [*clients, watcher]:  # closed by n1 itself (its lease ran out on its own clock)
+            closed, data = c.closed_within(30)
+            assert closed
+            assert not any(type(p).__name__ == "Publish" for p in c.decoder.feed(data))
+        n1.wait_for_log("fenced itself")
+        proxy.cut = False
+        n1.wait_for_log("registered as epoch", count=2, timeout=60)
+        assert epoch_of(cluster, "n1") > epoch
+        o.expect_none(1.0)
+        assert sorted(r["cid"] for r in cluster.audit()) == sorted(f"dev{i}" for i in range(6))
+        invariants(cluster)
+    finally:
+        proxy.close()
+
+
+def test_two_nodes_of_three_killed_at_once_their_wills_are_published_once_by_the_third(cluster):
+    n1, n2, n3 = cluster.start("n1", "n2", "n3")
+    o = observe(cluster, n3.port)
+    clients = [will_client((n1, n2)[i % 2].port, i, level=5 if i % 3 else 4, delay=i % 3, expiry=60, qos=i % 3)
+               for i in range(60)]
+    n1.kill9()
+    n2.kill9()
+    got = tokens(o, 60)
+    assert got == collections.Counter(f"tok{i}" for i in range(60))
+    o.expect_none(1.0)
+    records = cluster.audit()
+    assert sorted(r["cid"] for r in records) == sorted(f"dev{i}" for i in range(60))
+    assert {r["node"] for r in records} == {"n3"} and {r["dead_node"] for r in records} == {"n1", "n2"}
+    invariants(cluster)
+    for c in clients:
+        c.close()
