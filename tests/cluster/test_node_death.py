@@ -91,7 +91,7 @@ def test_a_killed_node_s_wills_are_published_once_each_by_the_survivors_MQTT_3_1
     n1, n2, n3 = cluster.start("n1", "n2", "n3")
     o2 = observe(cluster, n2.port, client_id="obs2")
     o3 = observe(cluster, n3.port, client_id="obs3")
-    count = 300
+    count = 1000
     clients = []
     wait: dict[str, int] = {}
     for i in range(count):
@@ -121,6 +121,9 @@ def test_a_killed_node_s_wills_are_published_once_each_by_the_survivors_MQTT_3_1
 
 
 def test_clients_back_on_another_node_within_their_will_delay_cancel_it_after_a_node_death_MQTT_3_1_3_9(cluster):
+    """Of 20 clients of a killed node (Will Delay 4 s, Session Expiry 60 s), 10 come back on another node
+    within their delay: no will, Session Present 1; 5 come back after it: their will once, then their
+    session (Clean Start 0: Session Present 1) or a new one (Clean Start 1); 5 never come back."""
     n1, n2 = cluster.start("n1", "n2")
     o = observe(cluster, n2.port)
     clients = [will_client(n1.port, i, level=5, delay=4, expiry=60) for i in range(20)]
@@ -133,6 +136,11 @@ def test_clients_back_on_another_node_within_their_will_delay_cancel_it_after_a_
         back.append(c)
     got = tokens(o, 10)
     assert got == collections.Counter(f"tok{i}" for i in range(1, 20, 2))  # the others', once each
+    for i in range(1, 10, 2):  # after their will: the session is still there (expiry 60 s) or not asked for
+        c = RawClient(n2.port, timeout=30)
+        connack = c.connect(f"dev{i}", 5, clean_start=i % 4 == 1, session_expiry_interval=60)
+        assert connack.reason_code == 0 and connack.session_present == (i % 4 != 1)
+        back.append(c)
     o.expect_none(1.5)
     assert sorted(r["cid"] for r in cluster.audit()) == sorted(f"dev{i}" for i in range(1, 20, 2))
     invariants(cluster)
