@@ -64,7 +64,8 @@ from ..storage.base import StoreError
 log = logging.getLogger("lastwill.cluster")
 logging.getLogger("redis").setLevel(logging.WARNING)  # (its debug lines say nothing about the broker)
 
-FETCH_COUNT = 200  # queue entries per session per fetch
+FETCH_COUNT = 1000  # queue entries per session per fetch
+FIRE_BATCH = 250  # due wills claimed per round trip (one fire script: bounds how long it blocks Redis)
 POLL_PER_BEAT = 500  # sessions whose queue is polled per heartbeat (doorbells are hints)
 RETRY_AFTER = 0.2  # seconds between two tries of a commit the engine did not take
 _DROPPED_PROPS = ("will_delay_interval", "message_expiry_interval", "topic_alias", "subscription_identifier")
@@ -192,7 +193,7 @@ class ClusterNode:
                  self.config.cluster, info.version, "yes" if info.appendonly else "no", info.appendfsync,
                  info.maxmemory_policy)
         await self._register()
-        for coro in (self._beat_loop(), self._watch_loop(), self._fire_loop()):
+        for coro in (self._beat_loop(), self._reap_loop(), self._watch_loop(), self._fire_loop()):
             self._tasks.append(asyncio.ensure_future(coro))
 
     async def stop(self, publish_wills: bool) -> None:
@@ -644,7 +645,6 @@ class ClusterNode:
                     self._note_clock(until, sent)
                     self.stats["leases_renewed"] += 1
                 self._engine_up()
-                await self._reap()
                 if beats % 5 == 0:
                     await self.engine.expire(self.epoch)
                 await self._sync()
@@ -658,6 +658,23 @@ class ClusterNode:
                 self._engine_down(e)
             except Exception:
                 log.exception("cluster: internal error in the heartbeat")
+
+    async def _reap_loop(self) -> None:
+        """Dead nodes are looked for 4 times per heartbeat: a dead node's wills are not late by a whole
+        beat after its lease + grace ended."""
+        every = self.settings.beat_ms / 4000
+        while not self._stopping:
+            await asyncio.sleep(every)
+            if self._fencing:
+                continue
+            try:
+                await self._reap()
+            except Fenced:
+                pass  # (the heartbeat and the watch handle it)
+            except (RedisError, OSError) as e:
+                self._engine_down(e)
+            except Exception:
+                log.exception("cluster: internal error reaping dead nodes")
 
     async def _reap(self) -> None:
         for _ in range(100):
@@ -753,7 +770,7 @@ class ClusterNode:
 
     async def _fire_due(self) -> float:
         """Claim the wills due now (each goes out once, whichever node claims it); seconds until the next."""
-        batch = await self.engine.due(self.epoch, 100)
+        batch = await self.engine.due(self.epoch, FIRE_BATCH)
         if batch.wills:
             access = self.core.access
             for _ in range(5):
@@ -784,7 +801,7 @@ class ClusterNode:
                              if w.dead_node else "", w.due_ms)
                 elif r.outcome is FireOutcome.GONE:
                     self.stats["claims_lost"] += 1
-            if len(batch.wills) >= 100:
+            if len(batch.wills) >= FIRE_BATCH:
                 return 0.0
         if batch.next_due_ms is None:
             return self.settings.beat_ms / 1000
