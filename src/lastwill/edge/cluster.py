@@ -262,10 +262,8 @@ class ClusterNode:
     # ---- commits ----------------------------------------------------------------------------------------
     def submit(self, intents: ClusterIntents | None, actions: list) -> None:
         """A loop turn's intents and actions: the actions are written once the engine took the intents."""
-        if not self._busy and not self._acks and (intents is None or self._qos0_only(intents)) and \
-                not any(type(a) is ClaimSession for a in actions):
-            if intents is not None:
-                self._calls(intents, [])  # nothing for the engine: only QoS 0 for other nodes (pub/sub)
+        if not self._busy and not self._acks and not any(type(a) is ClaimSession for a in actions) and \
+                (intents is None or self._qos0_only(intents)):
             self.server.write_actions(actions)
             return
         self._queue.append((intents, actions))
@@ -275,14 +273,26 @@ class ClusterNode:
 
     def _qos0_only(self, intents: ClusterIntents) -> bool:
         """Nothing the engine must take before the turn's packets leave: only QoS 0 publishes that no
-        shared group of the cluster matches and that are not retained."""
+        shared group of the cluster matches and that are not retained. Then those with subscribers on
+        other nodes go out by pub/sub, and True."""
         if intents.subscribes or intents.retained or intents.disconnects or intents.acks:
             return False
         match = self.replica.tree.match
+        remote = []
         for p in intents.publishes:
             m = p.message
-            if m.qos or m.retain or match(m.topic)[1]:
+            if m.qos or m.retain:
                 return False
+            normal, shared = match(m.topic)
+            if shared:
+                return False
+            served = p.served
+            for cid, _ in normal:
+                if cid not in served:
+                    remote.append(m)
+                    break
+        if remote:
+            self._send_broadcast(remote)
         return True
 
     def _kick(self) -> None:
