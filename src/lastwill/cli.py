@@ -251,14 +251,15 @@ async def _serve(config: Config, log_handler: logging.Handler | None = None,
     started = False
     reload_pending = early is not None and early.seen
 
-    def reload() -> None:  # SIGHUP: password_file and acl_file again, connections kept (edge/security.py)
+    def reload() -> None:  # SIGHUP: password_file, acl_file, TLS files again, connections kept
         nonlocal reload_pending
         if not started:
             reload_pending = True
             return
         if logs.reopen(log_handler):  # log_file: after logrotate moved it away
             log.info("SIGHUP: log_file %s opened again", config.log_file)
-        log.info("SIGHUP: reloading password_file and acl_file")
+        log.info("SIGHUP: reloading password_file and acl_file%s",
+                 ", and the TLS certificates" if config.tls_listen or config.wss_listen else "")
         broker.reload()
     loop.add_signal_handler(signal.SIGHUP, reload)
     await broker.start()

@@ -6,6 +6,10 @@
 written, and only if it is missing: the older ones are what older lastwills wrote, and the tests
 check that they are migrated, so they are never regenerated. The damaged stores (truncated,
 garbage, future-schema, not-lastwill) are derived from the newest valid one when missing.
+
+``v4-queued`` is a schema-4 store holding queued and in-flight deliveries of two sessions (a message
+shared by both, a will, QoS 2 in PUBCOMP state), written by lastwill 4's store: schema 5 stores a
+message once for all the sessions it waits for, and its migration is checked on this file.
 """
 
 from __future__ import annotations

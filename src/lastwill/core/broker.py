@@ -103,11 +103,11 @@ class BrokerCore:
         self.outbox = outbox = Outbox()
         self.timers = timers = TimerQueue()
         self.timeline = Timeline(sink=recorder if persist else None)  # persisted with the rest
-        self.limits = limits = Limits(cfg)
+        self.retained = RetainedStore()
+        self.limits = limits = Limits(cfg, self.retained)
         by_id: dict[str, Session] = {}
         self.access = access = Access(cfg, lambda cid: s.username if (s := by_id.get(cid)) is not None else None)
         self.tree = SubscriptionTree()
-        self.retained = RetainedStore()
         # the will keeper publishes through the router, which needs it (to tell it of dropped will
         # deliveries): the firing gets the router once it is built
         firing = LocalWillFiring() if not cluster else ClusterWillFiring()
@@ -118,7 +118,8 @@ class BrokerCore:
             self.router = router = LocalRouter(self.tree, self.retained, by_id, deliverer, access, wills,
                                                recorder, timers, stats)
             firing.publish = router.route
-            self.ownership = sessions = LocalSessions(by_id, router, wills, timers, recorder)
+            self.ownership = sessions = LocalSessions(by_id, router, wills, timers, recorder, limits,
+                                                      cfg.offline_session_overflow == "expire_oldest")
         else:
             self.router = router = ClusterRouter(self.tree, by_id, deliverer, access, wills, stats, self.intents)
             self.ownership = sessions = ClusterSessions(by_id, router, wills, self.intents)
@@ -134,7 +135,9 @@ class BrokerCore:
             self.connect.cluster = sessions
         connections.handlers = self._handlers(cfg, outbox, router, deliverer, limits, access, recorder, stats,
                                               connections, wills)
-        self.view = BrokerView(connections.conns, by_id, wills, self.timeline, stats, limits, self.retained)
+        self.view = BrokerView(connections.conns, by_id, wills, self.timeline, stats, limits, self.retained,
+                               lambda: limits.bound_use(len(by_id), len(sessions.offline), wills.stored,
+                                                        len(self.tree)))
         self.operator = Operator(connections, sessions, wills, outbox, router, self.retained, self.timeline)
         # mosquitto's $SYS/broker/... topics, every sys_interval seconds once start_sys() is called
         self.packets_in = 0  # MQTT packets decoded (the edge counts what it writes)
@@ -266,9 +269,10 @@ class BrokerCore:
         self.connections.lost(conn_id, ended, now)
         return self.outbox.take() if self.outbox.actions else []
 
-    def authenticated(self, conn_id: int, ok: bool, now: float) -> list[Action]:
-        """The edge's answer to an ``Authenticate`` action (see ConnectHandler.authenticated)."""
-        self.connect.authenticated(conn_id, ok, now)
+    def authenticated(self, conn_id: int, ok: bool, now: float, throttled: str | None = None) -> list[Action]:
+        """The edge's answer to an ``Authenticate`` action (see ConnectHandler.authenticated); ``throttled``:
+        why the login was refused without a password check (core/throttle.py)."""
+        self.connect.authenticated(conn_id, ok, now, throttled)
         return self.outbox.take()
 
     def tick(self, now: float, limit: int | None = None) -> list[Action]:
@@ -308,11 +312,24 @@ class BrokerCore:
         Restorer(timeline=self.timeline, retained=self.retained, router=self.router, sessions=self.ownership,
                  wills=self.wills, announce=self.announce, recorder=self.recorder, timers=self.timers,
                  recovery_grace=self.config.recovery_grace).restore(state, now, wall_now, crashed)
+        self.ownership.restored()
+        self.limits.recount(self.ownership.by_id.values())
         return self.outbox.take()
 
     def protocol_level(self, conn_id: int) -> int:
         conn = self.connections.conns.get(conn_id)
         return conn.protocol_level if conn is not None else 4
+
+    def set_pending_connections(self, count: Callable[[], int]) -> None:
+        """``count()``: network connections the edge holds that the core does not know yet (TLS handshakes,
+        WebSocket upgrades under way); max_connections counts them too."""
+        self.limits.pending_connections = count
+
+    def connection_refused(self, peer: str, now: float) -> None:
+        """The edge closed a connection at accept for max_connections (before a TLS handshake or a
+        WebSocket upgrade): counted and logged as the core's own."""
+        self.limits.hit("max_connections", None, now, "connection from %s closed at accept: max_connections (%d) "
+                        "reached", peer, self.limits.max_connections)
 
     def count_limit(self, limit: str) -> None:
         """The edge enforced ``limit`` (e.g. ``unsent_bytes``): counted with the core's own."""

@@ -191,6 +191,11 @@ class ClusterRouter:
             return True
         return self.remote_tree is not None and self.remote_tree.has_child(first_level)
 
+    def subscription_count(self) -> int:
+        """The subscriptions of the sessions connected to this node (the max_total_subscriptions bound is
+        a per-node bound in a cluster: the engine holds the offline sessions' subscriptions)."""
+        return len(self.tree)
+
     def drop_retained(self, topic: str) -> bool:
         # an empty retained message clears the topic's in the engine; whether there was one is not known here
         self.intents.publishes.append(PublishIntent(Message(topic, b"", 0, True), frozenset()))
@@ -249,7 +254,7 @@ class ClusterSessions:
     """SessionOwnership (core/ownership.py) of a cluster node: the sessions connected here, each under
     the generation the engine gave its CONNECT."""
 
-    __slots__ = ("by_id", "router", "wills", "intents", "gens", "claims", "get_local", "changes")
+    __slots__ = ("by_id", "router", "wills", "intents", "gens", "claims", "get_local", "changes", "offline")
 
     def __init__(self, by_id: dict[str, Session], router: ClusterRouter, wills: WillKeeper,
                  intents: ClusterIntents) -> None:
@@ -261,6 +266,7 @@ class ClusterSessions:
         self.claims: dict[str, Claim] = {}  # client id -> the engine's answer, while its CONNECT goes on
         self.get_local = by_id.get
         self.changes = None
+        self.offline: dict[str, None] = {}  # none here: the engine holds the offline sessions
 
     def __iter__(self) -> Iterator[Session]:
         return iter(self.by_id.values())
@@ -294,6 +300,9 @@ class ClusterSessions:
     def resumed(self, session: Session) -> None:
         pass
 
+    def restored(self) -> None:
+        """Nothing to order: a node restores nothing from a local store (the engine holds the state)."""
+
     def connected(self, session: Session, now: float) -> None:
         """The CONNECT was accepted: the session holds the generation it claimed."""
         claim = self.claims.pop(session.client_id, None)
@@ -320,10 +329,15 @@ class ClusterSessions:
         if self.by_id.get(session.client_id) is session:
             del self.by_id[session.client_id]
 
-    def end(self, session: Session, now: float, why: str, rule: str) -> None:
+    def end_oldest_offline(self, now: float, limit: str) -> bool:
+        """No offline session to end here: the engine holds them (offline_session_overflow is a
+        single-node setting)."""
+        return False
+
+    def end(self, session: Session, now: float, why: str, rule: str | None) -> None:
         """The session ends here (Clean Start 1, another user's CONNECT, an operator): the engine ended
         it already, or ends it when the connection's end reaches it (session expiry)."""
-        log.info("session client_id=%s ended on this node: %s [%s]", session.client_id, why, rule)
+        log.info("session client_id=%s ended on this node: %s%s", session.client_id, why, f" [{rule}]" if rule else "")
         if session.conn is None:
             self._drop(session)
 

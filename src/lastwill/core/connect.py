@@ -48,6 +48,8 @@ _SESSION_TAKEN_OVER = ReasonCode.SESSION_TAKEN_OVER
 _SERVER_UNAVAILABLE = ReasonCode.SERVER_UNAVAILABLE
 _SUCCESS = ReasonCode.SUCCESS
 _PACKET_TOO_LARGE = ReasonCode.PACKET_TOO_LARGE
+_QUOTA_EXCEEDED = ReasonCode.QUOTA_EXCEEDED
+_SERVER_BUSY = ReasonCode.SERVER_BUSY
 _TOPIC_NAME_INVALID = ReasonCode.TOPIC_NAME_INVALID
 
 
@@ -55,11 +57,12 @@ class Refused(Exception):
     """A CONNECT is refused: CONNACK ``reason_code`` (None: close without CONNACK, for what MQTT 3.1.1
     has no return code for), ``why`` for the log and the timeline, and the rule."""
 
-    def __init__(self, reason_code: int | None, why: str, rule: str | None = None):
+    def __init__(self, reason_code: int | None, why: str, rule: str | None = None, logged: bool = False):
         super().__init__(why)
         self.reason_code = reason_code
         self.why = why
         self.rule = rule
+        self.logged = logged  # a global bound's refusal: logged (once per interval) by core/limits.py
 
 
 @dataclass(slots=True)
@@ -101,6 +104,7 @@ class ConnectHandler:
                 self._authorize_will(conn, p)
             grant = self._grant(conn, p)
             ack_props = self._accepting_connack(conn, p, grant, assigned)
+            self._admit(conn, p, grant, now)
         except Refused as r:
             self._refuse(conn, r, p.will, now)
             return
@@ -228,6 +232,46 @@ class ConnectHandler:
             conn.topic_alias_maximum = p.properties.get("topic_alias_maximum", 0) if cfg.outbound_topic_aliases else 0
         return grant
 
+    def _admit(self, conn: Conn, p: Connect, grant: Grant, now: float) -> None:
+        """The global bounds (core/limits.py): a CONNECT that would make one session, one offline session
+        or one stored will too many, or store a retained will beyond the retained bounds, is refused with
+        CONNACK 0x97 Quota exceeded (3.1.1: return code 3, Server unavailable); nothing of it is stored.
+        With offline_session_overflow = "expire_oldest" the oldest offline session makes room instead.
+        The last step before acceptance: once it passes, the CONNECT is accepted (and its will, from
+        then on, is never refused)."""
+        limits = self.limits
+        bounds = limits.bounds
+        sessions = self.sessions
+        existing = sessions.get(conn.client_id)
+        evict = self.config.offline_session_overflow == "expire_oldest"
+        if existing is None and len(sessions) >= bounds.sessions:
+            if not (evict and sessions.end_oldest_offline(now, "max_sessions")):
+                self._quota(conn, "max_sessions", f"the broker holds {len(sessions)} sessions (max_sessions "
+                                                  f"{bounds.sessions})", now)
+        if grant.expiry and (existing is None or existing.expiry_interval == 0) and \
+                len(sessions.offline) >= bounds.offline_sessions:
+            # a new persistent session could outlive its connection: not beyond max_offline_sessions
+            if not (evict and sessions.end_oldest_offline(now, "max_offline_sessions")):
+                self._quota(conn, "max_offline_sessions", f"the broker keeps {len(sessions.offline)} offline "
+                                                          f"sessions (max_offline_sessions {bounds.offline_sessions})",
+                            now)
+        will = p.will
+        if will is not None:
+            had = existing is not None and existing.will is not None
+            if not had and self.wills.stored >= bounds.wills:
+                self._quota(conn, "max_wills", f"the broker stores {self.wills.stored} wills (max_wills "
+                                               f"{bounds.wills})", now)
+            if will.retain and will.payload:
+                why = limits.retained_over(will.topic, len(will.payload) + len(will.topic))
+                if why is not None:
+                    # its publication could not be refused later: refused now, with the CONNECT
+                    self._quota(conn, why[0], f"its will would be retained: {why[1]}", now)
+
+    def _quota(self, conn: Conn, limit: str, why: str, now: float) -> None:
+        self.limits.refused(limit, now, "connect refused client_id=%s from %s: 0x97 quota exceeded: %s",
+                            conn.client_id, conn.peer, why)
+        raise Refused(_QUOTA_EXCEEDED, f"{limit}: {why}", logged=True)
+
     def _take_over(self, conn: Conn, now: float) -> None:
         """An existing connection with this client id is taken over [MQTT-3.1.4-3]."""
         session = self.sessions.get(conn.client_id)
@@ -340,8 +384,9 @@ class ConnectHandler:
             return
         props = self.outbox.reason(conn, r.why) if conn.protocol_level == PROTOCOL_5 else {}
         self.outbox.send(conn, Connack(r.reason_code, properties=props))
-        log.info("connect refused client_id=%s from %s: 0x%02X %s%s", conn.client_id or "<empty>",
-                 conn.peer, r.reason_code, r.why, f" [{r.rule}]" if r.rule else "")
+        if not r.logged:
+            log.info("connect refused client_id=%s from %s: 0x%02X %s%s", conn.client_id or "<empty>",
+                     conn.peer, r.reason_code, r.why, f" [{r.rule}]" if r.rule else "")
         self.wills.refused(conn.client_id, conn.last_activity, f"0x{r.reason_code:02X} {r.why}", r.rule, will)
         self.connections.close(conn, f"CONNECT refused: {r.why}")
 
@@ -374,15 +419,23 @@ class ConnectHandler:
         return True
 
     # -- the password check's answer --------------------------------------------------------------------
-    def authenticated(self, conn_id: int, ok: bool, now: float) -> None:
+    def authenticated(self, conn_id: int, ok: bool, now: float, throttled: str | None = None) -> None:
         """The edge's answer to ``Authenticate``: the CONNECT goes on, or is refused with CONNACK 0x86
-        (3.1.1: return code 4), the same answer whether the user is unknown or the password wrong."""
+        (3.1.1: return code 4), the same answer whether the user is unknown or the password wrong.
+        ``throttled`` (why; core/throttle.py): no password check was run, its address or user name is
+        throttled after failed ones: CONNACK 0x89 Server busy (3.1.1: return code 3)."""
         conn = self.connections.conns.get(conn_id)
         if conn is None or conn.state != AUTHENTICATING:
             return  # closed meanwhile
         connect, *held = conn.held
         conn.held = None
         conn.state = NEW
+        if throttled is not None:
+            self.stats["auth_refused"] += 1
+            self.limits.refused("login_throttled", now, "connect refused client_id=%s from %s: 0x89 server busy: %s",
+                                conn.client_id, conn.peer, throttled)
+            self._refuse(conn, Refused(_SERVER_BUSY, f"login throttled: {throttled}", logged=True), connect.will, now)
+            return
         if not ok:
             self.stats["auth_refused"] += 1
             # [MQTT-3.1.4-2] (3.1.1: [MQTT-3.2.2-5]): CONNACK 0x86 Bad User Name or Password, then close

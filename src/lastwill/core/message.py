@@ -17,6 +17,10 @@ class Message:
     origin: str | None = None  # client id of the publisher (for No Local); None for the broker
     expiry_at: float | None = None  # absolute monotonic deadline from Message Expiry Interval
     is_will: bool = False
+    # in the store (core/persistence.py): its id there, shared by every stored delivery of it, and how
+    # many stored deliveries refer to it (the recorder deletes it from the store when none does)
+    store_id: int = 0
+    store_refs: int = 0
     ref: str | None = None  # cluster mode: the entry of the session's queue in the engine it came from
 
     def expired(self, now: float) -> bool:

@@ -8,6 +8,12 @@ What is stored: every session with its subscriptions, will (armed or pending, wi
 the cause), inbound QoS 2 ids; the queued and in-flight deliveries of sessions that outlive their
 connection (Session Expiry > 0); retained messages; the will timeline of each client (its events'
 times, and the times in their data, as wall-clock).
+
+A message is stored once, however many sessions wait for it (schema 5, storage/msglog.py): the
+recorder gives it an id the first time one of its deliveries is stored (``Message.store_id``) and
+counts its stored deliveries (``Message.store_refs``); the batch that deletes its last one deletes
+it too, so that a crash never leaves a delivery pointing at a missing message. A delivery leaves
+the store once (``delivery_done``, or its session's deletion): its seq goes back to 0 (not stored).
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ class NoRecorder:
     def session(self, session) -> None:
         pass
 
-    def session_deleted(self, client_id) -> None:
+    def session_deleted(self, client_id, session=None) -> None:
         pass
 
     def delivery(self, session, d, packet_id=None, state=None) -> None:
@@ -56,13 +62,16 @@ class NoRecorder:
 
 class Recorder:
     __slots__ = ("sessions", "sessions_deleted", "deliveries", "deliveries_deleted", "retained", "retained_deleted",
-                 "events", "timelines_forgotten", "dropped_seqs", "stored")
+                 "events", "timelines_forgotten", "dropped_seqs", "stored", "messages", "fresh", "heads",
+                 "next_msg_id", "unreferenced", "queued", "queued_clients")
 
     def __init__(self) -> None:
         # client ids whose session is in the store. A session that ends with its connection
         # (Session Expiry 0) and holds no will has nothing a restart could need: it is never
         # written, which keeps the connect path of clean-session clients free of store writes.
         self.stored: set[str] = set()
+        self.next_msg_id = 1  # the next Message.store_id (restore: above every stored one)
+        self.unreferenced: set[int] = set()  # stored messages no delivery needs (found at restore)
         self._reset()
 
     def _reset(self) -> None:
@@ -74,10 +83,17 @@ class Recorder:
         self.events: list[tuple[str, Record]] = []
         self.timelines_forgotten: set[str] = set()
         self.dropped_seqs: set[int] = set()  # seqs of stored timeline events to delete
+        self.messages: dict[int, Message] = {}  # messages whose stored deliveries changed, by store_id
+        self.fresh: set[int] = set()  # store_ids of messages to write (their first stored delivery)
+        self.heads: dict[str, Session] = {}  # sessions whose queue's stored head may have moved
+        # deliveries queued in this batch, by message store_id (Batch.queued), and their clients
+        self.queued: dict[int, list[tuple[str, int, int, tuple[int, ...]]]] = {}
+        self.queued_clients: set[str] = set()
 
     def __bool__(self) -> bool:
         return bool(self.sessions or self.sessions_deleted or self.deliveries or self.deliveries_deleted
-                    or self.retained or self.events or self.timelines_forgotten or self.dropped_seqs)
+                    or self.retained or self.events or self.timelines_forgotten or self.dropped_seqs
+                    or self.messages or self.heads or self.unreferenced or self.queued)
 
     # -- what the core calls --------------------------------------------------------------------
     def session(self, session: Session) -> None:
@@ -86,16 +102,68 @@ class Recorder:
         # deletions before the puts
         self.sessions[session.client_id] = session
 
-    def session_deleted(self, client_id: str) -> None:
+    def session_deleted(self, client_id: str, session: Session | None = None) -> None:
+        """The client's session is gone, with its stored deliveries (``session``: the one that ended)."""
         self.sessions.pop(client_id, None)
         self.sessions_deleted.add(client_id)
+        self.heads.pop(client_id, None)
+        self._drop_recorded(client_id)
+        if session is not None:
+            self._unstored(session)
+
+    def _drop_recorded(self, client_id: str) -> None:
+        """Forget what this batch recorded of the client's deliveries (its session leaves the store)."""
         for key in [k for k in self.deliveries if k[0] == client_id]:
             del self.deliveries[key]
+        if client_id in self.queued_clients:
+            self.queued_clients.discard(client_id)
+            for mid, entries in list(self.queued.items()):
+                kept = [e for e in entries if e[0] != client_id]
+                if kept:
+                    self.queued[mid] = kept
+                else:
+                    del self.queued[mid]
+
+    def _unstored(self, session: Session) -> None:
+        """The session's deliveries leave the store with it: their messages lose a reference each."""
+        messages = self.messages
+        for d in session.queue:
+            if d.seq:
+                m = d.message
+                m.store_refs -= 1
+                messages[m.store_id] = m
+                d.seq = 0
+        for f in session.inflight.values():
+            d = f.delivery
+            if d.seq:
+                m = d.message
+                m.store_refs -= 1
+                messages[m.store_id] = m
+                d.seq = 0
 
     def delivery(self, session: Session, d: Delivery, packet_id: int | None = None, state: str | None = None) -> None:
-        if not d.seq:
-            d.seq = session.next_seq
-            session.next_seq += 1
+        if not d.seq:  # its first time in the store: its message gains a reference
+            seq = d.seq = session.next_seq
+            session.next_seq = seq + 1
+            m = d.message
+            if not m.store_refs:  # not in the store (any more): written with this batch
+                if not m.store_id:
+                    m.store_id = self.next_msg_id
+                    self.next_msg_id += 1
+                self.fresh.add(m.store_id)
+            m.store_refs += 1
+            if packet_id is None:  # queued: one tuple in its message's list (a flood's common case)
+                entries = self.queued.get(m.store_id)
+                if entries is None:
+                    entries = self.queued[m.store_id] = []
+                    self.messages[m.store_id] = m
+                client_id = session.client_id
+                entries.append((client_id, seq, d.qos | 4 if d.retain else d.qos, d.subscription_ids))
+                self.queued_clients.add(client_id)
+                return
+            self.messages[m.store_id] = m
+        if packet_id is not None:  # gone in flight: no longer in the queue
+            self.heads[session.client_id] = session
         key = (session.client_id, d.seq)
         self.deliveries_deleted.discard(key)
         self.deliveries[key] = (d, packet_id, state)
@@ -105,6 +173,11 @@ class Recorder:
             key = (session.client_id, d.seq)
             self.deliveries.pop(key, None)
             self.deliveries_deleted.add(key)
+            m = d.message
+            m.store_refs -= 1
+            self.messages[m.store_id] = m
+            self.heads[session.client_id] = session
+            d.seq = 0  # not in the store any more
 
     def retained_changed(self, topic: str, message: Message | None) -> None:
         if topic[:5] == "$SYS/":  # the broker's own $SYS/broker values describe this run: not stored
@@ -136,17 +209,43 @@ class Recorder:
                 if session.client_id in stored:  # it was stored (it had a will): remove it
                     batch.delete_session(session.client_id)
                     stored.discard(session.client_id)
+                    self.heads.pop(session.client_id, None)
+                    self._drop_recorded(session.client_id)
+                    self._unstored(session)  # its stored deliveries go with it
                 continue
             batch.put_session(snapshot_session(session, wall_offset))
             stored.add(session.client_id)
         for client_id, seq in self.deliveries_deleted:
             batch.delete_delivery(client_id, seq)
         cache: dict[int, StoredMessage] = {}
+        fresh = self.fresh
+        for mid, m in self.messages.items():  # written once, deleted with its last stored delivery
+            if m.store_refs > 0:
+                if mid in fresh:
+                    sm = cache[mid] = stored_message(m, wall_offset)
+                    batch.put_message(sm)
+            else:
+                batch.delete_message(mid)
+        for mid in self.unreferenced:
+            batch.delete_message(mid)
+        self.unreferenced = set()
+        if self.queued:
+            batch.queued = {mid: entries for mid, entries in self.queued.items() if mid not in batch.messages_deleted}
         for (client_id, seq), (d, pid, state) in self.deliveries.items():
-            sm = cache.get(id(d.message))
+            m = d.message
+            sm = cache.get(m.store_id)
             if sm is None:
-                sm = cache[id(d.message)] = stored_message(d.message, wall_offset)
+                sm = cache[m.store_id] = stored_message(m, wall_offset)
             batch.put_delivery(StoredDelivery(client_id, seq, sm, d.qos, d.retain, d.subscription_ids, pid, state))
+        heads = batch.queue_heads
+        for client_id, session in self.heads.items():
+            if client_id in stored:
+                head = session.next_seq
+                for d in session.queue:  # the first stored one (those stored before it may have seq 0)
+                    if d.seq:
+                        head = d.seq
+                        break
+                heads[client_id] = head
         for topic, message in self.retained.items():
             if message is None:
                 batch.delete_retained(topic)
@@ -181,12 +280,12 @@ def times_moved(data: dict, offset: float) -> dict:
 
 def stored_message(m: Message, offset: float) -> StoredMessage:
     return StoredMessage(m.topic, m.payload, m.qos, m.retain, m.properties, m.origin,
-                         to_wall(m.expiry_at, offset), m.is_will)
+                         to_wall(m.expiry_at, offset), m.is_will, m.store_id)
 
 
 def message_from_stored(sm: StoredMessage, offset: float) -> Message:
     return Message(sm.topic, sm.payload, sm.qos, sm.retain, sm.properties, sm.origin,
-                   to_monotonic(sm.expiry_at_wall, offset), sm.is_will)
+                   to_monotonic(sm.expiry_at_wall, offset), sm.is_will, sm.msg_id)
 
 
 def snapshot_session(s: Session, offset: float) -> StoredSession:

@@ -13,6 +13,7 @@ from ..logs import fast_logger
 from ..storage.base import USERNAME_UNKNOWN, StoredSession, StoredState
 from .announce import Announcer
 from .causes import Cause, ConnectionEnded
+from .message import Message
 from .ownership import LocalSessions
 from .persistence import Recorder, message_from_stored, times_moved, to_monotonic
 from .retained import RetainedStore
@@ -47,6 +48,10 @@ class Restorer:
     def restore(self, state: StoredState, now: float, wall_now: float, crashed: bool) -> None:
         """Rebuild from ``state`` (``now`` monotonic, ``wall_now`` wall-clock)."""
         offset = wall_now - now
+        # stored messages: one Message per stored one, shared by its deliveries (counted as restored)
+        self.messages: dict[int, Message] = {}
+        self.recorder.next_msg_id = max(self.recorder.next_msg_id, state.next_message_id)
+        self.recorder.unreferenced |= state.unreferenced_messages
         # the will timelines first, so that what restoring the sessions records comes after them;
         # clients in the order of their latest event, so that the least recently active go first
         for client_id, events in sorted(state.timeline.items(), key=lambda item: item[1][-1].seq if item[1] else 0):
@@ -90,8 +95,16 @@ class Restorer:
             session.set_subscription(sub.topic_filter, opts)
             self.router.subscribe(ss.client_id, sub.topic_filter, opts)
         items = state.deliveries.get(ss.client_id, [])
+        messages = self.messages
         for sd in items:
-            d = Delivery(message_from_stored(sd.message, offset), sd.qos, sd.retain, tuple(sd.subscription_ids), sd.seq)
+            sm = sd.message
+            m = messages.get(sm.msg_id) if sm.msg_id else None
+            if m is None:
+                m = message_from_stored(sm, offset)
+                if sm.msg_id:
+                    messages[sm.msg_id] = m
+            m.store_refs += 1
+            d = Delivery(m, sd.qos, sd.retain, tuple(sd.subscription_ids), sd.seq)
             if sd.packet_id is not None and sd.state in _IN_FLIGHT:
                 packet = Publish(d.message.topic, d.message.payload, d.qos, d.retain, True, sd.packet_id, {})
                 session.set_inflight(sd.packet_id, InFlight(d, packet, AckState(sd.state)))
@@ -100,6 +113,8 @@ class Restorer:
                 session.queued_bytes += len(d.message.payload) + len(d.message.topic)
         if items:
             session.next_seq = items[-1].seq + 1
+        # never below the store's queue head: the seqs under it are forgotten there
+        session.next_seq = max(session.next_seq, state.min_next_seq.get(ss.client_id, 1))
         self.sessions.adopt(session)
         if ss.will is not None:
             w = ss.will

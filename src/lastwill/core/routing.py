@@ -33,6 +33,9 @@ class Router(Protocol):
 
     def subscribe(self, client_id: str, topic_filter: str, options: SubOptions) -> None: ...
 
+    def subscription_count(self) -> int:
+        """Subscriptions over every session (the max_total_subscriptions bound)."""
+
     def unsubscribe(self, client_id: str, topic_filter: str) -> bool: ...
 
     def retained_matching(self, topic_filter: str, now: float) -> list[Message]:
@@ -75,6 +78,9 @@ class LocalRouter:
 
     def unsubscribe(self, client_id: str, topic_filter: str) -> bool:
         return self.tree.remove(client_id, topic_filter)
+
+    def subscription_count(self) -> int:
+        return len(self.tree)
 
     def retained_matching(self, topic_filter: str, now: float) -> list[Message]:
         return self.retained.matching(topic_filter, now)

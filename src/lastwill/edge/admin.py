@@ -68,7 +68,8 @@ PROTOCOLS = {3: "3.1", 4: "3.1.1", 5: "5.0"}
 # the settings whose enforcement is counted in lastwill_limit_hits_total (core: BrokerCore.limit_hits)
 LIMITS = ("max_connections", "connect_timeout", "max_packet_size", "max_topic_length", "max_topic_levels",
           "max_subscriptions_per_client", "max_publish_rate", "max_queued_messages", "max_queued_bytes",
-          "unsent_bytes")
+          "unsent_bytes", "max_total_queued_bytes", "max_sessions", "max_offline_sessions", "max_retained_messages",
+          "max_retained_bytes", "max_wills", "max_total_subscriptions", "login_throttled", "handshake_timeout")
 
 # (monotonic now as the core sees it, offset to add to get wall-clock time)
 Clock = Callable[[], tuple[float, float]]
@@ -436,6 +437,15 @@ class BrokerCollector:
         yield _labelled(CounterMetricFamily, "lastwill_limit_hits",
                         "Times a limit was enforced (docs/security.md 'Limits'), by the setting", "limit",
                         LIMITS, c.limit_hits)
+        used = GaugeMetricFamily("lastwill_bound_used", "What the broker holds against each global bound "
+                                 "(docs/security.md 'Global bounds'), by the setting", labels=["limit"])
+        bound = GaugeMetricFamily("lastwill_bound", "Each global bound in force (the setting, or derived from "
+                                  "memory_budget)", labels=["limit"])
+        for b in c.bounds:
+            used.add_metric([b.limit], b.used)
+            bound.add_metric([b.limit], b.bound)
+        yield used
+        yield bound
         yield GaugeMetricFamily("lastwill_messages_queued", "Messages queued for sessions", value=totals.queued)
         yield GaugeMetricFamily("lastwill_messages_inflight", "QoS 1/2 messages sent and not yet acknowledged",
                                 value=totals.inflight)

@@ -593,7 +593,7 @@ class ClusterNode:
                         # QoS 1/2: acknowledged in the engine once the client acknowledged it (the core's
                         # ClusterRecorder); QoS 0 once it is handed to the core
                         msg = Message(d.topic, d.payload, d.qos, d.retain, props, d.origin, expiry_at, d.is_will,
-                                      d.entry_id if d.qos else None)
+                                      ref=d.entry_id if d.qos else None)
                         items.append((msg, d.qos, d.retain, d.subscription_ids))
                     ok, actions = self.core.deliver_remote(req.client_id, req.gen, items, now)
                     if not ok:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import socket
+import ssl
 import time
 
 from .. import logs
@@ -16,13 +17,14 @@ from ..core.actions import Authenticate, Close, Send
 from ..core.broker import BrokerCore
 from ..core.causes import Cause, ConnectionEnded, lost, lost_because
 from ..core.operator import AdminRequest, AdminResult
+from ..errors import ConfigError
 from ..storage.base import Batch, Storage
 from ..version import __version__
 from .budget import TURN_BUDGET, ReadBudget
 from .commits import CommitStats
 from .security import Security
 from .tcp import UNSENT_HARD_LIMIT, MqttProtocol
-from .tls import server_context
+from .tls import context_for, listener_files, tls_contexts
 from .tlsconn import TlsAcceptor
 
 log = logging.getLogger("lastwill")
@@ -77,8 +79,13 @@ class Server:
         self.addresses: list[tuple[str, int]] = []  # the plain MQTT listeners (listen)
         # every listener: (kind, host, port), kind "mqtt", "mqtts", "ws" or "wss" (Config.listeners())
         self.listeners: list[tuple[str, str, int]] = []
-        self.ssl_context = None  # for tls_listen and wss_listen (edge/tls.py)
+        # for tls_listen and wss_listen (edge/tls.py): each listener's SSLContext ("HOST:PORT" as written in
+        # the config), its own (tls_listener_certs) or the shared one; replaced by reload_tls() (SIGHUP)
+        self.tls_contexts: dict[str, ssl.SSLContext] = {}
         self.handshakes: set = set()  # TLS handshakes under way (edge/tlsconn.py TlsAcceptor; cancel() ends one)
+        self.upgrades: set = set()  # WebSocket upgrades under way (edge/websocket.py)
+        # handshakes and upgrades under way count toward max_connections (core/connection.py)
+        self.core.set_pending_connections(lambda: len(self.handshakes) + len(self.upgrades))
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         # (duplicate of a listening socket, protocol factory): the accept queue is drained from these
@@ -98,7 +105,7 @@ class Server:
         if self.config.tls_listen or self.config.wss_listen:
             # a bad certificate or key stops start-up (ConfigError naming the key and the file)
             # before the store is touched
-            self.ssl_context = server_context(self.config)
+            self.tls_contexts = tls_contexts(self.config)
         self.security.load()  # a bad password_file or acl_file stops start-up too (ConfigError: file, line)
         self.core.wall_offset = self.wall_offset()  # kept up to date by _flush
         if self.config.cluster:
@@ -152,10 +159,11 @@ class Server:
         for key, kind in (("tls_listen", "mqtts"), ("ws_listen", "ws"), ("wss_listen", "wss")):
             for item in getattr(cfg, key):
                 host, port = parse_listen(item, key)
+                context = self._context_of(item)
                 if kind == "mqtts":
-                    factory = lambda: TlsAcceptor(self, lambda: MqttProtocol(self, tls=True))  # noqa: E731
+                    factory = lambda c=context: TlsAcceptor(self, lambda: MqttProtocol(self, tls=True), c)  # noqa: E731
                 elif kind == "wss":
-                    factory = lambda: TlsAcceptor(self, lambda: WebSocketProtocol(self, tls=True))  # noqa: E731
+                    factory = lambda c=context: TlsAcceptor(self, lambda: WebSocketProtocol(self, tls=True), c)  # noqa: E731
                 else:
                     factory = lambda: WebSocketProtocol(self)  # noqa: E731
                 factory = self._listener_factory(factory)
@@ -171,6 +179,49 @@ class Server:
                     self.listeners.append((kind, addr[0], addr[1]))
                     log.info("listening on %s:%s (%s%s)", addr[0], addr[1], kind,
                              f", path {cfg.ws_path}" if kind in ("ws", "wss") else "")
+
+    def _context_of(self, item: str):
+        """The SSLContext of listener ``item`` as it is when a connection comes (reload_tls replaces it)."""
+        contexts = self.tls_contexts
+        return lambda: contexts[item]
+
+    def reload_tls(self) -> bool:
+        """SIGHUP: read every TLS listener's certificate, key and CAs again. New handshakes use them;
+        connections already open keep theirs. A file that fails keeps that listener's in force, with one
+        log line naming it. True if every one was reloaded."""
+        if not self.tls_contexts:
+            return True
+        ok = True
+        built: dict = {}
+        for item, files in listener_files(self.config).items():
+            try:
+                if files not in built:
+                    built[files] = context_for(self.config, files)
+            except ConfigError as e:
+                ok = False
+                built[files] = None
+                log.error("reload: %s; the certificate in force for %s stays", e, item)
+            if built[files] is not None:
+                self.tls_contexts[item] = built[files]
+        return ok
+
+    def admit_pending(self, peer: str) -> bool:
+        """A TLS handshake or a WebSocket upgrade may start: they count toward max_connections with the
+        core's connections. One more is closed at once, counted and logged as the core's are."""
+        limit = self.core.max_connections
+        if limit and len(self.core.conns) + len(self.handshakes) + len(self.upgrades) >= limit:
+            self.core.connection_refused(peer, self.loop.time())
+            return False
+        return True
+
+    def handshake_deadline(self) -> tuple[float, str]:
+        cfg = self.config
+        if cfg.connect_timeout < cfg.handshake_timeout:
+            return cfg.connect_timeout, "connect_timeout"
+        return cfg.handshake_timeout, "handshake_timeout"
+
+    def handshake_timed_out(self) -> None:
+        self.core.count_limit("handshake_timeout")
 
     def _listener_factory(self, factory):
         """The listener's protocol factory, noting that a connection was just accepted."""
@@ -351,8 +402,11 @@ class Server:
     def set_acl(self, acl: Acl | None) -> None:
         self.core.set_acl(acl)
 
-    def answer(self, conn_id: int, ok: bool) -> None:
-        self.run(self.core.authenticated(conn_id, ok, self.loop.time()))
+    def answer(self, conn_id: int, ok: bool, throttled: str | None = None) -> None:
+        self.run(self.core.authenticated(conn_id, ok, self.loop.time(), throttled))
+
+    def peer_of(self, conn_id: int) -> str | None:
+        return self.core.view.peer_of(conn_id)
 
     def hold_reading(self, conn_id: int) -> None:
         transport = self.transports.get(conn_id)

@@ -17,9 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-SCHEMA_VERSION = 4  # 1: sessions, deliveries, retained; 2: + the will timeline, will cause kinds;
+SCHEMA_VERSION = 5  # 1: sessions, deliveries, retained; 2: + the will timeline, will cause kinds;
 # 3: + the session's user name (the ACL checks its will when it is published, also after a restart);
-# 4: the same data, in tables that are cheaper to write (sessions WITHOUT ROWID, timeline in seq order)
+# 4: the same data, in tables that are cheaper to write (sessions WITHOUT ROWID, timeline in seq order);
+# 5: a message is stored once, however many sessions wait for it (storage/msglog.py)
 
 # StoredSession.username of a session stored before schema version 3, when no user name was kept:
 # not anonymous, not known. NUL cannot be in an MQTT user name [MQTT-1.5.4-2], so no user has it.
@@ -45,6 +46,10 @@ class StoredMessage:
     origin: str | None = None
     expiry_at_wall: float | None = None
     is_will: bool = False
+    # the message's id in the store, shared by every delivery of it (the messages a batch writes are
+    # in Batch.messages). 0: none given (a retained message, a batch made by hand): the store gives
+    # each such delivery's message a row of its own
+    msg_id: int = 0
 
 
 @dataclass(slots=True)
@@ -121,6 +126,22 @@ class Batch:
     sessions_deleted: set[str] = field(default_factory=set)
     deliveries: dict[tuple[str, int], StoredDelivery] = field(default_factory=dict)
     deliveries_deleted: set[tuple[str, int]] = field(default_factory=set)
+    # the messages the deliveries refer to (StoredMessage.msg_id), written once each: those to write
+    # (new, or written again), and those no delivery needs any more. The writer counts a message's
+    # deliveries and deletes it in the batch that deletes its last delivery, so that no delivery
+    # ever refers to a missing message, and no message outlives its deliveries (see msglog.py)
+    messages: dict[int, StoredMessage] = field(default_factory=dict)
+    messages_deleted: set[int] = field(default_factory=set)
+    # queued deliveries, the cheap way (one tuple each, grouped by message id): (client_id, seq,
+    # flags = qos | retain << 2, subscription ids), in the order they were queued. Applied before
+    # ``deliveries`` and ``deliveries_deleted``: a put or delete of the same (client, seq) in this
+    # batch comes after it. Their messages are in ``messages`` or already stored.
+    queued: dict[int, list[tuple[str, int, int, tuple[int, ...]]]] = field(default_factory=dict)
+    # per session, the seq of its first delivery still queued (or its next seq when none is): its
+    # queued deliveries with a lower seq have left the queue (gone in flight, or done). A hint that
+    # lets the store forget them without a row per delivery; a session not named here keeps its
+    # head, and a deleted delivery at or above it is remembered one by one
+    queue_heads: dict[str, int] = field(default_factory=dict)
     retained: dict[str, StoredMessage] = field(default_factory=dict)
     retained_deleted: set[str] = field(default_factory=set)
     # timeline events to add (the store keeps the last TIMELINE_PER_CLIENT of each client), and the
@@ -137,7 +158,7 @@ class Batch:
 
     def __bool__(self) -> bool:
         return bool(self.sessions or self.sessions_deleted or self.deliveries or self.deliveries_deleted
-                    or self.retained or self.retained_deleted or self.timeline or self.timeline_deleted
+                    or self.messages or self.messages_deleted or self.queued or self.queue_heads or self.retained or self.retained_deleted or self.timeline or self.timeline_deleted
                     or self.timeline_dropped or self.meta)
 
     # the recorders keep "put" and "delete" of one key mutually exclusive, except for sessions: a
@@ -160,6 +181,14 @@ class Batch:
         key = (client_id, seq)
         self.deliveries.pop(key, None)
         self.deliveries_deleted.add(key)  # also when put in this batch: it may exist in the store
+
+    def put_message(self, m: StoredMessage) -> None:
+        self.messages_deleted.discard(m.msg_id)
+        self.messages[m.msg_id] = m
+
+    def delete_message(self, msg_id: int) -> None:
+        self.messages.pop(msg_id, None)
+        self.messages_deleted.add(msg_id)
 
     def put_retained(self, m: StoredMessage) -> None:
         self.retained_deleted.discard(m.topic)
@@ -185,6 +214,13 @@ class StoredState:
 
     sessions: dict[str, StoredSession] = field(default_factory=dict)
     deliveries: dict[str, list[StoredDelivery]] = field(default_factory=dict)  # by client, seq order
+    # the deliveries of one message share its StoredMessage (msg_id set); ids above every stored one
+    # start at next_message_id; the messages no delivery refers to (the writer deletes them)
+    next_message_id: int = 1
+    unreferenced_messages: set[int] = field(default_factory=set)
+    # per client, the lowest seq its next delivery may have (a store that keeps queue heads forgets
+    # the seqs below its head: a new delivery must not reuse them)
+    min_next_seq: dict[str, int] = field(default_factory=dict)
     retained: dict[str, StoredMessage] = field(default_factory=dict)
     timeline: dict[str, list[StoredEvent]] = field(default_factory=dict)  # by client, seq order
     meta: dict[str, str] = field(default_factory=dict)

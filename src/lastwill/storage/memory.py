@@ -1,22 +1,37 @@
 """A store that keeps everything in this process (``--memory``): nothing survives a restart.
 
-It applies batches exactly as the SQLite store does, so the contract tests hold for both.
+It applies batches exactly as the SQLite store does, so the contract tests hold for both: a
+message is kept once, however many deliveries refer to it (by ``StoredMessage.msg_id``), until the
+batch that deletes it; a delivery is deleted exactly (a queue head is only a hint, see base.Batch).
 """
 
 from __future__ import annotations
 
 import copy
 
-from .base import TIMELINE_PER_CLIENT, Batch, StoredState
+from .base import TIMELINE_PER_CLIENT, Batch, StoredDelivery, StoredMessage, StoredState
 
 
 class MemoryStorage:
     def __init__(self) -> None:
+        # deliveries in _state.deliveries hold their message's msg_id in place of the message, which
+        # is in _messages (once)
         self._state = StoredState()
+        self._messages: dict[int, StoredMessage] = {}
+        self._next_id = 1
         self.commits = 0
 
     def load(self) -> StoredState:
-        return copy.deepcopy(self._state)
+        state = copy.deepcopy(self._state)
+        messages = copy.deepcopy(self._messages)
+        used = set()
+        for items in state.deliveries.values():
+            for d in items:
+                used.add(d.message)
+                d.message = messages[d.message]
+        state.next_message_id = self._next_id
+        state.unreferenced_messages = set(messages) - used
+        return state
 
     def commit(self, batch: Batch) -> None:
         state = self._state
@@ -25,23 +40,47 @@ class MemoryStorage:
             state.deliveries.pop(client_id, None)
         for client_id, s in batch.sessions.items():
             state.sessions[client_id] = copy.deepcopy(s)
+        for mid, m in batch.messages.items():
+            self._messages[mid] = copy.deepcopy(m)
+            self._next_id = max(self._next_id, mid + 1)
+        puts = [StoredDelivery(cid, seq, self._messages[mid], flags & 3, bool(flags & 4), tuple(sub_ids))
+                for mid, entries in batch.queued.items() for cid, seq, flags, sub_ids in entries]
+        puts += batch.deliveries.values()  # after the queued ones: they come later
+        auto: dict[int, int] = {}  # a message without msg_id (a batch made by hand): kept for it alone
+        for d in puts:
+            client_id, seq = d.client_id, d.seq
+            mid = d.message.msg_id
+            if not mid:
+                mid = auto.get(id(d.message))
+                if mid is None:
+                    mid = auto[id(d.message)] = self._next_id
+                    self._next_id += 1
+                    self._messages[mid] = copy.deepcopy(d.message)
+            elif mid >= self._next_id:
+                self._next_id = mid + 1
+            kept = StoredDelivery(d.client_id, d.seq, mid, d.qos, d.retain, tuple(d.subscription_ids),  # type: ignore[arg-type]
+                                  d.packet_id, d.state)
+            items = state.deliveries.setdefault(client_id, [])
+            if not items or items[-1].seq < seq:
+                items.append(kept)
+                continue
+            for i, old in enumerate(items):
+                if old.seq == seq:
+                    items[i] = kept
+                    break
+            else:
+                items.append(kept)
+                items.sort(key=lambda x: x.seq)
         deleted = batch.deliveries_deleted
-        if deleted:
+        if deleted:  # after the puts: a delivery queued in this batch may be done in it too
             for client_id in {c for c, _ in deleted}:
                 kept = [d for d in state.deliveries.get(client_id, []) if (client_id, d.seq) not in deleted]
                 if kept:
                     state.deliveries[client_id] = kept
                 else:
                     state.deliveries.pop(client_id, None)
-        for (client_id, seq), d in batch.deliveries.items():
-            items = state.deliveries.setdefault(client_id, [])
-            for i, old in enumerate(items):
-                if old.seq == seq:
-                    items[i] = copy.deepcopy(d)
-                    break
-            else:
-                items.append(copy.deepcopy(d))
-                items.sort(key=lambda x: x.seq)
+        for mid in batch.messages_deleted:
+            self._messages.pop(mid, None)
         for topic in batch.retained_deleted:
             state.retained.pop(topic, None)
         for topic, m in batch.retained.items():

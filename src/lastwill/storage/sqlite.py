@@ -15,7 +15,8 @@ Schema versions: 1 (sessions, subscriptions, deliveries, retained); 2 adds the `
 (the last TIMELINE_PER_CLIENT will timeline events of each client) and ``sessions.will_cause_kind``;
 3 adds ``sessions.username`` (what the ACL checks a session's will against, also after a restart);
 4 rebuilds ``sessions`` (WITHOUT ROWID) and ``timeline`` (seq order, no index on client_id), which
-are cheaper to write (see _SESSIONS_TABLE).
+are cheaper to write (see _SESSIONS_TABLE); 5 stores a message once however many sessions wait for
+it: ``deliveries`` becomes ``messages``, ``queued``, ``queues`` and ``inflight`` (see msglog.py).
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from .base import (
     SCHEMA_VERSION,
     TIMELINE_PER_CLIENT,
     Batch,
-    StoredDelivery,
     StoredEvent,
     StoredMessage,
     StoredSession,
@@ -40,6 +40,8 @@ from .base import (
     StoredWill,
     StoreError,
 )
+from .msglog import TABLES as _MESSAGE_TABLES
+from .msglog import MessageLog, migrate_from_v4
 
 log = logging.getLogger("lastwill.store")
 
@@ -93,18 +95,11 @@ CREATE TABLE subscriptions (
     retain_as_published INTEGER NOT NULL, retain_handling INTEGER NOT NULL, subscription_id INTEGER,
     PRIMARY KEY (client_id, topic_filter)
 );
-CREATE TABLE deliveries (
-    client_id TEXT NOT NULL, seq INTEGER NOT NULL, qos INTEGER NOT NULL, retain INTEGER NOT NULL,
-    subscription_ids TEXT NOT NULL, packet_id INTEGER, state TEXT,
-    topic TEXT NOT NULL, payload BLOB NOT NULL, msg_qos INTEGER NOT NULL, msg_retain INTEGER NOT NULL,
-    props BLOB NOT NULL, origin TEXT, expiry_at_wall REAL, is_will INTEGER NOT NULL,
-    PRIMARY KEY (client_id, seq)
-);
 CREATE TABLE retained (
     topic TEXT PRIMARY KEY, payload BLOB NOT NULL, qos INTEGER NOT NULL, props BLOB NOT NULL,
     origin TEXT, expiry_at_wall REAL, is_will INTEGER NOT NULL
 );
-""" + _TIMELINE_TABLE.format(name="timeline")
+""" + _TIMELINE_TABLE.format(name="timeline") + _MESSAGE_TABLES
 
 # schema version N-1 -> N, each run in one transaction with the version update
 _MIGRATIONS = {
@@ -120,6 +115,8 @@ _MIGRATIONS = {
     + "INSERT OR REPLACE INTO timeline_v4 (client_id, seq, at_wall, kind, detail, rule, data) "
       "SELECT client_id, seq, at_wall, kind, detail, rule, data FROM timeline ORDER BY seq; "
       "DROP TABLE timeline; ALTER TABLE timeline_v4 RENAME TO timeline;",
+    # one row per message, however many sessions wait for it (msglog.py); run in Python
+    5: migrate_from_v4,
 }
 
 
@@ -147,10 +144,9 @@ class SqliteStorage:
         self.path = self.data_dir / DB_NAME
         self.fsync = fsync
         self.db: sqlite3.Connection | None = None
-        # the client ids that have rows in the subscriptions table, in the deliveries table (a client
-        # leaves the second only when its session is deleted): what commit needs not delete
+        # the client ids that have rows in the subscriptions table: what commit needs not delete
         self._with_subs: set[str] = set()
-        self._with_deliveries: set[str] = set()
+        self.log = MessageLog()  # queued and in-flight messages
 
     # ---- opening -----------------------------------------------------------------------------
     def load(self) -> StoredState:
@@ -227,8 +223,14 @@ class SqliteStorage:
                 raise StoreError(f"store {self.path}: no migration from schema version {version}; "
                                  f"use the lastwill version that wrote it, or another --data-dir")
             try:
-                db.executescript(f"BEGIN; {step} UPDATE meta SET value = '{version + 1}' "
-                                 f"WHERE key = 'schema_version'; COMMIT;")
+                if callable(step):
+                    db.execute("BEGIN")
+                    step(db)
+                    db.execute(f"UPDATE meta SET value = '{version + 1}' WHERE key = 'schema_version'")
+                    db.execute("COMMIT")
+                else:
+                    db.executescript(f"BEGIN; {step} UPDATE meta SET value = '{version + 1}' "
+                                     f"WHERE key = 'schema_version'; COMMIT;")
             except sqlite3.Error as e:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
@@ -254,23 +256,16 @@ class SqliteStorage:
                                   w_fire, w_cause, w_kind)
             state.sessions[client_id] = StoredSession(client_id, expiry, bool(connected), disc_at, will, [],
                                                       json.loads(awaiting), next_pid, username)
-        with_subs, with_deliveries = self._with_subs, self._with_deliveries
+        with_subs = self._with_subs
         with_subs.clear()
-        with_deliveries.clear()
         for row in db.execute("SELECT * FROM subscriptions ORDER BY rowid"):
             client_id, topic_filter, qos, nl, rap, rh, sub_id = row
             with_subs.add(client_id)  # also without a session row: deleted with the session id
             session = state.sessions.get(client_id)
             if session is not None:
                 session.subscriptions.append(StoredSubscription(topic_filter, qos, bool(nl), bool(rap), rh, sub_id))
-        for row in db.execute("SELECT * FROM deliveries ORDER BY client_id, seq"):
-            (client_id, seq, qos, retain, sub_ids, pid, st, topic, payload, mqos, mretain, props, origin,
-             expiry, is_will) = row
-            with_deliveries.add(client_id)
-            msg = StoredMessage(topic, bytes(payload), mqos, bool(mretain), _unprops(props), origin, expiry,
-                                bool(is_will))
-            state.deliveries.setdefault(client_id, []).append(
-                StoredDelivery(client_id, seq, msg, qos, bool(retain), tuple(json.loads(sub_ids)), pid, st))
+        state.deliveries, state.next_message_id, state.unreferenced_messages = self.log.load(db)
+        state.min_next_seq = {cid: q.head for cid, q in self.log.queues.items() if q.head > 1}
         for row in db.execute("SELECT * FROM retained"):
             topic, payload, qos, props, origin, expiry, is_will = row
             state.retained[topic] = StoredMessage(topic, bytes(payload), qos, True, _unprops(props), origin,
@@ -285,12 +280,12 @@ class SqliteStorage:
     # ---- writing -------------------------------------------------------------------------------
     def commit(self, batch: Batch) -> None:
         """One transaction. Statements that cannot change anything are not run: the DELETE of a
-        session's subscriptions when it has none stored (``_with_subs``), of its deliveries when it
-        never had any (``_with_deliveries``), the trimming of timelines that cannot exceed the bound
+        session's subscriptions when it has none stored (``_with_subs``), of a delivery's in-flight row
+        when it has none (``MessageLog.queues``), the trimming of timelines that cannot exceed the bound
         (``batch.timeline_trim``). This store is the only writer of its file, so what it remembers
         of the rows it wrote is what the file holds."""
         db = self.db
-        with_subs, with_deliveries = self._with_subs, self._with_deliveries
+        with_subs = self._with_subs
         subs_gone: list[str] = []
         subs_new: set[str] = set()
         try:
@@ -302,9 +297,7 @@ class SqliteStorage:
                 if gone:
                     db.executemany("DELETE FROM subscriptions WHERE client_id = ?", gone)
                     subs_gone += [c for (c,) in gone]
-                gone = [(c,) for c in batch.sessions_deleted if c in with_deliveries]
-                if gone:
-                    db.executemany("DELETE FROM deliveries WHERE client_id = ?", gone)
+                self.log.sessions_deleted(db, batch.sessions_deleted)
             if batch.sessions:
                 rows = []
                 replaced = []
@@ -331,15 +324,10 @@ class SqliteStorage:
                     subs_gone += [c for (c,) in replaced]
                 if sub_rows:
                     db.executemany("INSERT INTO subscriptions VALUES (?,?,?,?,?,?,?)", sub_rows)
-            if batch.deliveries_deleted:
-                db.executemany("DELETE FROM deliveries WHERE client_id = ? AND seq = ?", list(batch.deliveries_deleted))
-            if batch.deliveries:
-                db.executemany("INSERT OR REPLACE INTO deliveries VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", [
-                    (d.client_id, d.seq, d.qos, int(d.retain),
-                     json.dumps(list(d.subscription_ids)) if d.subscription_ids else "[]", d.packet_id,
-                     d.state, m.topic, m.payload, m.qos, int(m.retain), _props(m.properties), m.origin,
-                     m.expiry_at_wall, int(m.is_will))
-                    for d in batch.deliveries.values() for m in (d.message,)])
+            if batch.deliveries or batch.deliveries_deleted or batch.messages or batch.messages_deleted \
+                    or batch.queue_heads or batch.queued:
+                self.log.write(db, batch.deliveries, batch.deliveries_deleted, batch.messages,
+                               batch.messages_deleted, batch.queue_heads, batch.queued)
             if batch.retained_deleted:
                 db.executemany("DELETE FROM retained WHERE topic = ?", [(t,) for t in batch.retained_deleted])
             if batch.retained:
@@ -371,14 +359,14 @@ class SqliteStorage:
         except sqlite3.Error as e:
             if db.in_transaction:
                 db.execute("ROLLBACK")
+                try:  # what the message log remembers of the file: as the file is again
+                    self.log.load(db)
+                except sqlite3.Error:
+                    pass
             raise StoreError(f"store {self.path}: commit failed: {e}") from None
         # committed: what the file now holds
         with_subs.difference_update(subs_gone)
         with_subs.update(subs_new)
-        if batch.sessions_deleted:
-            with_deliveries.difference_update(batch.sessions_deleted)
-        if batch.deliveries:
-            with_deliveries.update(k[0] for k in batch.deliveries)
 
     def close(self) -> None:
         if self.db is not None:
