@@ -177,3 +177,12 @@ def test_a_kick_ends_the_connection_with_0x8E_and_a_fence_closes_every_connectio
     node.run(node.core.fence(NOW))
     assert [p.reason_code for p in node.packets(b, Disconnect)] == [0x9C]  # Use another server
     assert b in node.closed and not node.core.sessions and node.core.take_intents() is None
+
+
+def test_a_will_the_engine_cancelled_at_a_reconnect_is_on_the_client_s_timeline_MQTT_3_1_3_9():
+    node = Node()
+    node.connect("dev", clean=False, session_expiry_interval=60)
+    node.claim(Claim(9, True, (), ("the client came back (on node n2) after node n1 died, before its will was due",)))
+    kinds = [e.kind for e in node.core.timeline.events("dev")]
+    assert kinds[0] == "cancelled"  # before what the new connection armed
+    assert node.core.wills.cancelled_by_cause == {"reconnect": 1}

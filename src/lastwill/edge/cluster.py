@@ -33,6 +33,7 @@ from ..cluster.lease import LocalLease
 from ..cluster.model import (
     Ack,
     Broadcast,
+    CancelCause,
     ConnectResult,
     DisconnectResult,
     Doorbell,
@@ -329,8 +330,7 @@ class ClusterNode:
             self._kick()
 
     def _claimed(self, claim: ClaimSession, answer: ConnectResult, now: float) -> None:
-        cancelled = tuple(f"will of generation {c.gen} cancelled: {c.cause.value}"
-                          + (f" (node {c.dead_node} died)" if c.dead_node else "") for c in answer.cancelled)
+        cancelled = tuple(self._cancelled_text(c) for c in answer.cancelled)
         alive, actions = self.core.session_claimed(
             claim.conn_id, Claim(answer.gen, answer.session_present, answer.subscriptions, cancelled), now)
         self.server.run(actions)
@@ -343,6 +343,18 @@ class ClusterNode:
         self.last_entry.pop(claim.client_id, None)
         if answer.session_present:
             self._want(claim.client_id)
+
+    def _cancelled_text(self, c) -> str:
+        """Why the engine discarded a pending will at this CONNECT, in words (for the timeline)."""
+        here = f"on node {self.node_id}"
+        if c.cause is CancelCause.NODE_DIED:
+            return (f"the client came back ({here}) after node {c.dead_node} died, before its will was due "
+                    f"(at {_clock(c.due_ms)}): discarded unpublished")
+        if c.cause is CancelCause.TAKEOVER:
+            return (f"a new connection ({here}) took the session over before the will of the previous one was due "
+                    f"(at {_clock(c.due_ms)}): discarded unpublished")
+        return (f"the client reconnected ({here}) to its session before its will was due (at {_clock(c.due_ms)}): "
+                f"discarded unpublished")
 
     def _kick_commit(self) -> None:
         intents = self.core.take_intents()
