@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import time
+import urllib.request
 
 import pytest
 from redis.asyncio import Redis
@@ -181,6 +183,14 @@ def test_a_paused_node_fences_itself_publishes_nothing_and_its_wills_are_publish
     assert m2["lastwill_cluster_epochs_reaped_total"] == 1
     assert m2["lastwill_cluster_wills_fired_for_dead_node_total"] == 6
     assert m1["lastwill_cluster_epoch"] > epoch
+    # the admin API of any node shows the whole cluster: n1's old epoch taken over, who published what
+    with urllib.request.urlopen(f"http://127.0.0.1:{n2.admin_port}/api/cluster", timeout=10) as r:
+        view = json.loads(r.read())
+    states = {(n["node_id"], n["epoch"]): n["state"] for n in view["nodes"]}
+    assert states[("n1", epoch)] in ("fenced", "reaped") and states[("n1", epoch_of(cluster, "n1"))] == "live"
+    assert sorted(f["client_id"] for f in view["fired"]) == sorted(f"dev{i}" for i in range(6))
+    assert {(f["fired_by"], f["dead_node"]) for f in view["fired"]} == {("n2", "n1")}
+    assert view["pending_wills"] == 0 and view["this_node"]["node_id"] == "n2"
 
 
 def test_a_connect_is_refused_with_server_unavailable_while_redis_is_down_and_the_node_recovers(cluster):

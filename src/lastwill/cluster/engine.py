@@ -534,6 +534,48 @@ class RedisEngine:
             return ()
         return await self._one(Call("retained", (0, len(names), *names), parse))
 
+    async def view(self, limit: int = 100) -> dict:
+        """The cluster as the engine holds it, read only (the admin API's /api/cluster): every node
+        incarnation with its lease and state and how many sessions it holds, the pending wills (the
+        first ``limit`` by deadline), the last ``limit`` audit records, the engine's clock."""
+        c = self.client
+        last = _i(await c.get(self.key("epoch")) or 0)  # every incarnation, the last ``limit`` of them
+        epochs = list(range(max(1, last - limit + 1), last + 1))
+        pipe = c.pipeline(transaction=False)
+        for e in epochs:
+            pipe.hgetall(self.key(f"node:{e}"))
+            pipe.scard(self.key(f"owned:{e}"))
+        pipe.zcard(self.key("due"))
+        pipe.zrange(self.key("due"), 0, limit - 1, withscores=True)
+        raw = await pipe.execute()
+        due_count, due = raw[-2], raw[-1]
+        nodes = []
+        for i, e in enumerate(epochs):
+            h = {_s(k): _s(v) for k, v in raw[2 * i].items()}
+            if not h:
+                continue
+            nodes.append({"epoch": e, "node_id": h.get("nid"), "addr": h.get("addr"), "state": h.get("state"),
+                          "lease_until_ms": _oi(h.get("lease_until")), "lease_end_ms": _oi(h.get("lease_end")),
+                          "fenced_by": _oi(h.get("fenced_by")), "sessions": raw[2 * i + 1]})
+        pipe = c.pipeline(transaction=False)
+        for gen, _ in due:
+            pipe.hmget(self.key(f"will:{_s(gen)}"), "cid", "topic", "cause", "dead_node", "node")
+        fields = await pipe.execute() if due else []
+        pending = [{"gen": _i(gen), "due_ms": int(score), "client_id": _os(f[0]), "topic": _os(f[1]),
+                    "cause": _os(f[2]), "dead_node": _os(f[3]), "node": _os(f[4])}
+                   for (gen, score), f in zip(due, fields, strict=True)]
+        records = []
+        for eid, f in await c.xrevrange(self.key("fired"), "+", "-", count=limit):
+            g = {_s(k): _s(v) for k, v in f.items()}
+            records.append({"id": _s(eid), "client_id": g.get("cid"), "gen": _oi(g.get("gen")),
+                            "fired_by": g.get("node"), "by_epoch": _oi(g.get("by")), "status": g.get("status"),
+                            "cause": g.get("cause"), "dead_node": _os(g.get("dead_node")),
+                            "due_ms": _oi(g.get("due")), "fired_ms": _oi(g.get("at")),
+                            "receivers": _oi(g.get("receivers")), "topic": g.get("topic")})
+        self.round_trips += 5
+        return {"now_ms": await self.now_ms(), "nodes": nodes, "pending_wills": due_count, "due": pending,
+                "fired": records}
+
     # -- the engine clock ---------------------------------------------------------------------------
     async def now_ms(self) -> int:
         """The engine's clock (what every script reads)."""

@@ -238,6 +238,12 @@ class ClusterNode:
                  self.config.cluster_lease, self.config.cluster_heartbeat,
                  f"; epoch {reg.replaced} of the same node id fenced" if reg.replaced else "")
 
+    async def view(self) -> dict:
+        """The admin API's /api/cluster: the engine's view, and which node answers."""
+        out = await self.engine.view()
+        out["this_node"] = {"node_id": self.node_id, "epoch": self.epoch}
+        return out
+
     def _note_clock(self, lease_until_ms: int, sent: float) -> None:
         now = self.loop.time()
         engine_now = (lease_until_ms - self.settings.lease_ms) / 1000

@@ -148,6 +148,7 @@ class Server:
                 from .cluster import ClusterCollector
 
                 self.admin.registry.register(ClusterCollector(self.cluster))
+                self.admin.cluster_view = self.cluster.view
             await self.admin.start()
 
     async def _start_tls_ws_listeners(self) -> None:
