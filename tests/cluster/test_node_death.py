@@ -333,3 +333,23 @@ def test_two_nodes_of_three_killed_at_once_their_wills_are_published_once_by_the
     invariants(cluster)
     for c in clients:
         c.close()
+
+
+@pytest.mark.parametrize("shutdown_wills", ["keep", "publish"])
+def test_a_node_stopped_cleanly_leaves_its_clients_wills_to_the_cluster_once(cluster, shutdown_wills):
+    """SIGTERM: with shutdown_wills = keep the node ends its lease at once and the survivors publish its
+    clients' wills as for a dead node (recovery grace 0 here); with publish they go out at the shutdown.
+    Either way each once."""
+    (n1,) = cluster.start("n1", args=("--shutdown-wills", shutdown_wills))
+    (n2,) = cluster.start("n2")
+    o = observe(cluster, n2.port)
+    clients = [will_client(n1.port, i, level=5 if i % 2 else 4, qos=1) for i in range(4)]
+    assert n1.stop() == 0
+    assert tokens(o, 4) == collections.Counter(f"tok{i}" for i in range(4))
+    o.expect_none(1.0)
+    records = cluster.audit()
+    assert sorted(r["cid"] for r in records) == sorted(f"dev{i}" for i in range(4))
+    assert {r["node"] for r in records} == ({"n2"} if shutdown_wills == "keep" else {"n1"})
+    invariants(cluster)
+    for c in clients:
+        c.close()

@@ -210,6 +210,12 @@ class ClusterNode:
                 if not self._busy and not self._queue:
                     break
                 await asyncio.sleep(0.02)
+            try:  # the wills those ends made due go out now, from this node (or any other: once)
+                for _ in range(20):
+                    if await self._fire_due() > 0:
+                        break
+            except (RedisError, OSError, Fenced, StaleRoutes) as e:
+                log.warning("cluster: wills not published at stop (the other nodes will): %s", e)
         else:
             self.server.write_actions(self.core.fence(now))
         for task in (*self._tasks, self._listener):
