@@ -353,3 +353,76 @@ def test_a_node_stopped_cleanly_leaves_its_clients_wills_to_the_cluster_once(clu
     invariants(cluster)
     for c in clients:
         c.close()
+
+
+@pytest.mark.parametrize("outage", [0.0, 2.5])
+def test_a_redis_restart_under_qos_1_load_loses_no_acknowledged_message(cluster, outage):
+    """kill -9 of Redis and a restart from its AOF (at once, or after longer than the lease: then every
+    node fences itself and closes its clients) while a publisher on n1 sends QoS 1 messages to a
+    persistent subscriber on n2: the PUBACKs wait, or the connection closes and the publisher connects
+    again and sends again; every message that was acknowledged reaches the subscriber."""
+    import threading
+
+    n1, n2 = cluster.start("n1", "n2")
+    received: set[str] = set()
+    stop = threading.Event()
+
+    def subscriber() -> None:
+        first = True
+        while not stop.is_set():
+            try:
+                sub = RawClient(n2.port, timeout=30)
+                ack = sub.connect("sink", 5, clean_start=first, session_expiry_interval=300)
+                if ack.reason_code:
+                    sub.close()
+                    time.sleep(0.1)
+                    continue
+                if first:
+                    assert sub.subscribe("load/#", 1) == [1]
+                    first = False
+                    ready.set()
+                while not stop.is_set():
+                    try:
+                        packets = sub.read(0.5)
+                    except TimeoutError:
+                        continue
+                    sub.ack(packets)
+                    received.update(p.payload.decode() for p in packets if type(p).__name__ == "Publish")
+            except (ConnectionError, OSError):
+                time.sleep(0.1)
+
+    ready = threading.Event()
+    t = threading.Thread(target=subscriber, daemon=True)
+    t.start()
+    assert ready.wait(30)
+    acked: list[str] = []
+    pub = None
+    restarted = False
+    i = 0
+    deadline = time.monotonic() + 120
+    while i < 400:
+        assert time.monotonic() < deadline, f"stuck at message {i}"
+        if i == 150 and not restarted:
+            cluster.redis_server.kill9()
+            time.sleep(outage)
+            cluster.redis_server.start()
+            restarted = True
+        try:
+            if pub is None:
+                pub = RawClient(n1.port, timeout=30)
+                if pub.connect("loader", 5).reason_code:
+                    pub.close()
+                    pub = None
+                    time.sleep(0.1)
+                    continue
+            pub.publish("load/x", f"m{i}".encode(), 1)
+            pub.expect("Puback", 30)
+            acked.append(f"m{i}")
+            i += 1
+        except (ConnectionError, OSError, TimeoutError):
+            pub = None  # closed (the node fenced itself): connect again and send it again
+            time.sleep(0.1)
+    wait_until(lambda: set(acked) <= received, 60, "every acknowledged message at the subscriber")
+    stop.set()
+    t.join(10)
+    assert len(acked) == 400
