@@ -193,6 +193,9 @@ class ClusterNode:
         log.info("cluster engine %s: redis %s, appendonly %s, appendfsync %s, maxmemory-policy %s",
                  self.config.cluster, info.version, "yes" if info.appendonly else "no", info.appendfsync,
                  info.maxmemory_policy)
+        if self.config.queue_qos0:
+            log.warning("cluster: queue_qos0 is not supported in cluster mode: QoS 0 messages for offline "
+                        "sessions are not queued")
         await self._register()
         for coro in (self._beat_loop(), self._reap_loop(), self._watch_loop(), self._fire_loop()):
             self._tasks.append(asyncio.ensure_future(coro))
