@@ -191,6 +191,8 @@ def test_a_paused_node_fences_itself_publishes_nothing_and_its_wills_are_publish
     assert sorted(f["client_id"] for f in view["fired"]) == sorted(f"dev{i}" for i in range(6))
     assert {(f["fired_by"], f["dead_node"]) for f in view["fired"]} == {("n2", "n1")}
     assert view["pending_wills"] == 0 and view["this_node"]["node_id"] == "n2"
+    held = {n["node_id"]: n["clients"] for n in view["nodes"] if n["state"] == "live"}
+    assert held["n2"] == ["observer"] and held["n1"] == []  # which node each client is on
 
 
 def test_a_connect_is_refused_with_server_unavailable_while_redis_is_down_and_the_node_recovers(cluster):

@@ -554,9 +554,16 @@ class RedisEngine:
             h = {_s(k): _s(v) for k, v in raw[2 * i].items()}
             if not h:
                 continue
+            clients: list[str] = []
+            if h.get("state") == "live" and raw[2 * i + 1]:  # which clients it holds (the first ``limit``)
+                async for cid in c.sscan_iter(self.key(f"owned:{e}"), count=limit):
+                    clients.append(_s(cid))
+                    if len(clients) >= limit:
+                        break
             nodes.append({"epoch": e, "node_id": h.get("nid"), "addr": h.get("addr"), "state": h.get("state"),
                           "lease_until_ms": _oi(h.get("lease_until")), "lease_end_ms": _oi(h.get("lease_end")),
-                          "fenced_by": _oi(h.get("fenced_by")), "sessions": raw[2 * i + 1]})
+                          "fenced_by": _oi(h.get("fenced_by")), "sessions": raw[2 * i + 1],
+                          "clients": sorted(clients)})
         pipe = c.pipeline(transaction=False)
         for gen, _ in due:
             pipe.hmget(self.key(f"will:{_s(gen)}"), "cid", "topic", "cause", "dead_node", "node")
