@@ -200,22 +200,6 @@ class Config:
     shutdown_wills: str = setting("keep", choices=("keep", "publish"),
                                   help="the wills of clients connected at a clean shutdown: keep them pending for "
                                        "the next start, or publish them")
-    # ---- a cluster on Redis (docs/cluster.md): several nodes, one broker to every client
-    cluster: str = setting("", metavar="URL", shown="off (one node)",
-                           help="run as a node of a cluster whose state is in this Redis 7 server (redis://HOST:PORT/DB); "
-                                "sessions, subscriptions, retained messages and wills live there, no local store")
-    node_id: str = setting("", metavar="ID", shown="node_name",
-                           help="this node's name in the cluster (one node id per process); each start registers a "
-                                "new epoch under it")
-    cluster_lease: float = setting(10.0, metavar="SECONDS",
-                                   help="how long a heartbeat keeps this node alive in the cluster; a node that cannot "
-                                        "renew it in time closes its clients and rejoins under a new epoch")
-    cluster_heartbeat: float = setting(2.0, metavar="SECONDS", help="how often the node renews its lease")
-    cluster_grace: float = setting(2.0, metavar="SECONDS",
-                                   help="how long after a node's lease ended the survivors take its sessions and "
-                                        "wills over (above the expected clock skew)")
-    cluster_unsafe_engine: bool = setting(False, help="accept a Redis that could lose data (no AOF, eviction on): "
-                                                      "for tests only")
     # ---- logging
     log_level: str = setting("info", choices=("debug", "info", "warning", "error"), help="least severe log level")
     log_format: str = setting("text", choices=("text", "json"),
@@ -254,6 +238,22 @@ class Config:
                             help="mosquitto's ACL syntax; anything not granted is denied")
     allow_anonymous: bool | None = setting(None, shown="unset: allowed only when every listener is on loopback",
                                            help="let clients without a user name connect")
+    # ---- a cluster on Redis (docs/cluster.md): several nodes, one broker to every client
+    cluster: str = setting("", metavar="URL", shown="off (one node)",
+                           help="run as a node of a cluster whose state is in this Redis 7 server (redis://HOST:PORT/DB); "
+                                "sessions, subscriptions, retained messages and wills live there, no local store")
+    node_id: str = setting("", metavar="ID", shown="node_name",
+                           help="this node's name in the cluster (one node id per process); each start registers a "
+                                "new epoch under it")
+    cluster_lease: float = setting(10.0, metavar="SECONDS",
+                                   help="how long a heartbeat keeps this node alive in the cluster; a node that cannot "
+                                        "renew it in time closes its clients and rejoins under a new epoch")
+    cluster_heartbeat: float = setting(2.0, metavar="SECONDS", help="how often the node renews its lease")
+    cluster_grace: float = setting(2.0, metavar="SECONDS",
+                                   help="how long after a node's lease ended the survivors take its sessions and "
+                                        "wills over (above the expected clock skew)")
+    cluster_unsafe_engine: bool = setting(False, help="accept a Redis that could lose data (no AOF, eviction on): "
+                                                      "for tests only")
     # password guessing (docs/security.md "Password guessing"): backoff per source address and user name
     login_backoff: float = setting(1.0, bounds=(0, 3600), metavar="SECONDS",
                                    help="after a failed password check, its address and user name are throttled this "

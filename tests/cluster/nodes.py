@@ -19,11 +19,11 @@ GRACE = 0.5
 
 
 class Node(ServeProcess):
-    def __init__(self, directory: Path, node_id: str, redis_url: str, *args: str):
+    def __init__(self, directory: Path, node_id: str, redis_url: str, *args: str, admin: bool = False):
         directory.mkdir(parents=True, exist_ok=True)
         super().__init__(directory / f"{node_id}.log", "--cluster", redis_url, "--node-id", node_id,
                          "--cluster-lease", str(LEASE), "--cluster-heartbeat", str(BEAT), "--cluster-grace", str(GRACE),
-                         "--recovery-grace", "0", "--sys-interval", "0", "--log-level", "debug", *args)
+                         "--recovery-grace", "0", "--sys-interval", "0", "--log-level", "debug", *args, admin=admin)
         self.node_id = node_id
 
     def kill9(self) -> None:
@@ -64,10 +64,11 @@ class Cluster:
     def client(self) -> redis.Redis:
         return redis.Redis(host="127.0.0.1", port=self.redis_server.port)
 
-    def start(self, *node_ids: str, args: tuple[str, ...] = ()) -> list[Node]:
+    def start(self, *node_ids: str, args: tuple[str, ...] = (), admin: bool = False,
+              url: str | None = None) -> list[Node]:
         started = []
         for nid in node_ids:
-            node = Node(self.dir, nid, self.redis_server.url, *args)
+            node = Node(self.dir, nid, url or self.redis_server.url, *args, admin=admin)
             node.start(timeout=60)
             self.nodes[nid] = node
             started.append(node)
@@ -109,3 +110,77 @@ def port_closed_by_peer(sock: socket.socket, timeout: float = 30.0) -> bytes:
         if not chunk:
             return data
         data += chunk
+
+
+class BlackholeProxy:
+    """A TCP proxy between a node and Redis that the test can cut: while ``cut``, nothing passes either
+    way and the connections stay open (a partition, not a refusal)."""
+
+    def __init__(self, upstream_port: int):
+        import threading
+
+        self.upstream = upstream_port
+        self.cut = False
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.port = self.listener.getsockname()[1]
+        self.sockets: list[socket.socket] = []
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def _accept(self) -> None:
+        import threading
+
+        while not self.closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(("127.0.0.1", self.upstream))
+            except OSError:
+                client.close()
+                continue
+            self.sockets += [client, server]
+            threading.Thread(target=self._pump, args=(client, server), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        held = b""
+        src.settimeout(0.05)
+        while not self.closed:
+            try:
+                data = src.recv(65536)
+                if not data:
+                    break
+                held += data
+            except TimeoutError:
+                pass
+            except OSError:
+                break
+            if held and not self.cut:
+                try:
+                    dst.sendall(held)
+                except OSError:
+                    break
+                held = b""
+        for s in (src, dst):
+            try:
+                s.close()
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.closed = True
+        self.listener.close()
+        for s in self.sockets:
+            try:
+                s.close()
+            except OSError:
+                pass

@@ -215,3 +215,83 @@ def test_a_will_on_one_node_reaches_a_subscriber_on_another_when_the_connection_
     o.expect_none(1.0)
     records = cluster.audit()
     assert [(r["cid"], r["node"], r["status"]) for r in records] == [(f"w{version}", "n1", "FIRED")]
+
+
+def test_start_up_refuses_an_engine_that_would_lose_wills_naming_the_setting(tmp_path):
+    import subprocess
+    import sys
+
+    from .redis_proc import REDIS_SERVER, free_port
+
+    port = free_port()
+    redis_proc = subprocess.Popen([REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                   "--appendonly", "no", "--dir", str(tmp_path)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(200):
+            try:
+                __import__("socket").create_connection(("127.0.0.1", port), 0.5).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        done = subprocess.run([sys.executable, "-m", "lastwill", "serve", "--listen", "127.0.0.1:0",
+                               "--cluster", f"redis://127.0.0.1:{port}/0"],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2
+        assert "'appendonly' is 'no'" in done.stderr and "cluster_unsafe_engine" in done.stderr
+    finally:
+        redis_proc.kill()
+        redis_proc.wait()
+
+
+def test_message_expiry_no_local_and_subscription_identifiers_across_nodes(cluster):
+    """[MQTT-3.3.2-5] an expired message is not delivered; [MQTT-3.3.2-6] the interval is counted down;
+    [MQTT-3.8.3-3] No Local; [MQTT-3.3.4-3] the subscription identifier comes with the message."""
+    n1, n2 = cluster.start("n1", "n2")
+    offline = Client(n2.port, "sleeper", session_expiry=300)
+    offline.subscribe("e/#", 1)
+    offline.close()
+    wait_until(lambda: "disconnect client_id=sleeper" in n2.log_text(), 30, "the disconnect")
+    watcher = Client(n2.port, "watcher")
+    cluster.made.append(watcher)
+    props = Properties(PacketTypes.SUBSCRIBE)
+    props.SubscriptionIdentifier = 7
+    done = threading.Event()
+    watcher.client.on_subscribe = lambda *a: done.set()
+    watcher.client.subscribe("e/#", options=mqtt.SubscribeOptions(qos=1), properties=props)
+    assert done.wait(30)
+    talker = Client(n1.port, "talker")
+    cluster.made.append(talker)
+    done.clear()
+    talker.client.on_subscribe = lambda *a: done.set()
+    talker.client.subscribe("e/#", options=mqtt.SubscribeOptions(qos=1, noLocal=True))
+    assert done.wait(30)
+    for payload, expiry in ((b"short", 1), (b"long", 60)):
+        p = Properties(PacketTypes.PUBLISH)
+        p.MessageExpiryInterval = expiry
+        talker.client.publish("e/x", payload, 1, properties=p).wait_for_publish(30)
+    got = [watcher.get(30) for _ in range(2)]
+    assert [m.payload for m in got] == [b"short", b"long"]
+    assert got[0].properties.SubscriptionIdentifier == [7]
+    assert talker.messages.empty()  # its own messages are not sent back to it (No Local)
+    time.sleep(2.5)  # the short one's interval passes while its subscriber is offline
+    back = Client(n1.port, "sleeper", clean=False, session_expiry=300)
+    cluster.made.append(back)
+    m = back.get(30)
+    assert m.payload == b"long" and 0 < m.properties.MessageExpiryInterval <= 60
+    assert [x.payload for x in drain(back.messages, 1.0)] == []
+    assert talker.messages.empty()
+
+
+def test_a_takeover_on_the_same_node_closes_the_old_connection_with_0x8E_and_publishes_its_will_once(cluster):
+    n1, n2 = cluster.start("n1", "n2")
+    o = observe(cluster, n2.port, "will/#")
+    old = Client(n1.port, "twin", will=("will/twin", b"gone", 1))
+    cluster.made.append(old)
+    new = Client(n1.port, "twin")
+    cluster.made.append(new)
+    assert old.disconnected.wait(30)
+    assert old.disconnect_reason == 0x8E  # [MQTT-3.1.4-3]
+    assert o.get(30).payload == b"gone"
+    o.expect_none(1.0)
+    assert len(cluster.audit()) == 1

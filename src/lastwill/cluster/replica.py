@@ -59,9 +59,16 @@ class RouteReplica:
         """The deliveries of a PUBLISH to ``topic``: one per subscribed session (overlapping
         subscriptions merged: the highest QoS, every subscription identifier [MQTT-3.3.4-3]), No Local
         [MQTT-3.8.3-3], Retain As Published [MQTT-3.3.1-12], one member per shared group."""
+        normal, shared = self.split_targets(topic, qos, retain, origin)
+        return normal + shared
+
+    def split_targets(self, topic: str, qos: int, retain: bool = False,
+                      origin: str | None = None) -> tuple[tuple[Target, ...], tuple[Target, ...]]:
+        """``targets``, as (the normal subscriptions', the shared groups' chosen members')."""
         normal, shared = self.tree.match(topic)
         out = [Target(c, min(qos, q), retain and rap, tuple(ids))
                for c, (q, rap, ids) in merge_subscriptions(normal, origin).items()]
+        picked = []
         for key, _group, members in shared:
             if not members:
                 continue
@@ -70,5 +77,5 @@ class RouteReplica:
             self._next_member[key] = i + 1
             o = members[names[i]]
             ids = () if o.subscription_id is None else (o.subscription_id,)
-            out.append(Target(names[i], min(qos, o.qos), retain and o.retain_as_published, ids))
-        return tuple(out)
+            picked.append(Target(names[i], min(qos, o.qos), retain and o.retain_as_published, ids))
+        return tuple(out), tuple(picked)

@@ -50,7 +50,7 @@ from .actions import Action
 from .announce import Announcer
 from .causes import Cause, ConnectionEnded
 from .changes import ChangeFeed
-from .cluster import Claim, ClusterIntents, ClusterRouter, ClusterSessions, ClusterWillFiring
+from .cluster import Claim, ClusterIntents, ClusterRecorder, ClusterRouter, ClusterSessions, ClusterWillFiring
 from .connect import ConnectHandler
 from .connection import Connections
 from .delivery import Deliverer
@@ -69,7 +69,7 @@ from .routing import LocalRouter
 from .sessions import AUTHENTICATING, CLOSED, CONNECTED, NEW, Conn, Session
 from .subscribe import SubscribeHandler
 from .systree import EdgeCounts, SysTree
-from .timeline import Timeline
+from .timeline import EventKind, Timeline
 from .timers import TimerQueue
 from .topics import SubscriptionTree
 from .will import LocalWillFiring, WillKeeper
@@ -89,6 +89,12 @@ class BrokerCore:
         self.config = cfg = config or Config()
         # what changed since the last commit; a no-op recorder when nothing is persisted
         self.recorder = recorder = Recorder() if persist else NoRecorder()
+        # cluster mode (docs/cluster.md): the engine holds sessions, subscriptions, retained messages and
+        # wills; this core serves the clients connected to this node and records what the engine must be
+        # told (self.intents, taken by the edge once per loop turn)
+        self.intents: ClusterIntents | None = ClusterIntents() if cluster else None
+        if self.intents is not None:
+            self.recorder = recorder = ClusterRecorder(self.intents)
         self.stats = stats = {
             "messages_in": 0, "messages_out": 0, "dropped_queue_full": 0, "dropped_too_large": 0,
             "dropped_expired": 0, "connects": 0, "dropped_queue_bytes": 0,
@@ -104,10 +110,6 @@ class BrokerCore:
         self.tree = SubscriptionTree()
         # the will keeper publishes through the router, which needs it (to tell it of dropped will
         # deliveries): the firing gets the router once it is built
-        # cluster mode (docs/cluster.md): the engine holds sessions, subscriptions, retained messages and
-        # wills; this core serves the clients connected to this node and records what the engine must be
-        # told (self.intents, taken by the edge once per loop turn)
-        self.intents: ClusterIntents | None = ClusterIntents() if cluster else None
         firing = LocalWillFiring() if not cluster else ClusterWillFiring()
         self.wills = wills = WillKeeper(timers, self.timeline, firing, recorder.session,
                                         cause_property=cfg.will_cause_property, authorize=access.will_denied)
@@ -369,6 +371,19 @@ class BrokerCore:
         for message, qos, retain, ids in deliveries:
             deliver(session, message, qos, retain, ids, now)
         return True, self.outbox.take()
+
+    def cluster_event(self, client_id: str, now: float, kind: EventKind, detail: str, rule: str | None,
+                      **data) -> None:
+        """Something the cluster did with a client's will (a node published it, another node cancelled
+        it): on this node's timeline of the client, for ``explain``."""
+        self.timeline.record(client_id, now, kind, detail, rule, **data)
+
+    def route_local(self, messages: list[Message], now: float) -> list[Action]:
+        """QoS 0 messages another node published (pub/sub): to the matching sessions connected here."""
+        route = self.router.route_local
+        for message in messages:
+            route(message, now)
+        return self.outbox.take()
 
     def kicked(self, client_id: str, gen: int, now: float) -> list[Action]:
         """A CONNECT on another node took the session of this connection over: it ends with the takeover

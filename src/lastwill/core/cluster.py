@@ -27,6 +27,7 @@ from .access import Access
 from .causes import Cause, ConnectionEnded
 from .delivery import Deliverer
 from .message import Message
+from .persistence import NoRecorder
 from .routing import merge_subscriptions
 from .sessions import Session, WillState
 from .topics import SubOptions, SubscriptionTree
@@ -80,16 +81,19 @@ class DisconnectIntent:
 
 
 class ClusterIntents:
-    __slots__ = ("publishes", "subscribes", "retained", "disconnects")
+    __slots__ = ("publishes", "subscribes", "retained", "disconnects", "acks")
 
     def __init__(self) -> None:
         self.publishes: list[PublishIntent] = []
         self.subscribes: list[SubscribeIntent] = []
         self.retained: list[RetainedWanted] = []
         self.disconnects: list[DisconnectIntent] = []
+        # deliveries from the engine's queues that are done (PUBACK, PUBCOMP, expired, ...): (client id,
+        # queue entry); until then they stay in the engine, so that a node's death loses none
+        self.acks: list[tuple[str, str]] = []
 
     def __bool__(self) -> bool:
-        return bool(self.publishes or self.subscribes or self.retained or self.disconnects)
+        return bool(self.publishes or self.subscribes or self.retained or self.disconnects or self.acks)
 
     def take(self) -> ClusterIntents | None:
         """What was recorded since the last call (None if nothing), and a fresh record."""
@@ -100,6 +104,7 @@ class ClusterIntents:
         taken.subscribes, self.subscribes = self.subscribes, []
         taken.retained, self.retained = self.retained, []
         taken.disconnects, self.disconnects = self.disconnects, []
+        taken.acks, self.acks = self.acks, []
         return taken
 
     def extend(self, other: ClusterIntents) -> None:
@@ -107,6 +112,22 @@ class ClusterIntents:
         self.subscribes += other.subscribes
         self.retained += other.retained
         self.disconnects += other.disconnects
+        self.acks += other.acks
+
+
+class ClusterRecorder(NoRecorder):
+    """A cluster node stores nothing itself; a delivery taken from the engine's queue of a session is
+    acknowledged there once it is done (the Recorder's ``delivery_done``)."""
+
+    __slots__ = ("intents",)
+
+    def __init__(self, intents: ClusterIntents) -> None:
+        self.intents = intents
+
+    def delivery_done(self, session, d) -> None:
+        ref = d.message.ref
+        if ref is not None:
+            self.intents.acks.append((session.client_id, ref))
 
 
 # -- the claim of a session (CONNECT) -------------------------------------------------------------------
@@ -183,9 +204,23 @@ class ClusterRouter:
     def route(self, message: Message, now: float) -> int:
         """Local subscribers now (no shared groups: one member cluster-wide is chosen from the cluster's
         table); the message goes to the engine for everyone else and for the retained store."""
+        receivers, served = self.route_local(message, now)
+        self.intents.publishes.append(PublishIntent(message, served))
+        return receivers
+
+    def route_local(self, message: Message, now: float) -> tuple[int, frozenset[str]]:
+        """Deliver to the matching subscriptions of the sessions connected here (not the shared ones):
+        how many got it, and which clients were served here."""
         normal, _shared = self.tree.match(message.topic)
         served: frozenset[str] = frozenset()
         receivers = 0
+        if normal and message.qos:
+            # QoS 1/2 to a persistent session goes through its queue in the engine even when its client
+            # is connected here: acknowledged there only when the client acknowledged it, so that this
+            # node's death loses none of it (the publisher had its PUBACK)
+            sessions = self.sessions
+            normal = [(cid, o) for cid, o in normal
+                      if not (o.qos and (s := sessions.get(cid)) is not None and s.expiry_interval)]
         if normal:
             if self.access.acl is not None:
                 normal = self._readers(message, normal, now)
@@ -200,8 +235,7 @@ class ClusterRouter:
                 receivers += 1
             # every local subscriber of the topic is served here, No Local ones included (they get nothing)
             served = frozenset(client_id for client_id, _ in normal)
-        self.intents.publishes.append(PublishIntent(message, served))
-        return receivers
+        return receivers, served
 
     def _readers(self, message: Message, normal: list, now: float) -> list:
         may_read = self.access.may_read
@@ -279,7 +313,9 @@ class ClusterSessions:
         """Its connection ended: the engine decides its will and keeps it; this node forgets it, giving
         back what it still had to send."""
         gen = self.gens.pop(session.client_id, None)
-        requeue = [(d.message, d.qos, d.retain, d.subscription_ids) for d in _pending(session)]
+        # what came from the engine stays there until acknowledged: only what was routed here goes back
+        requeue = [(d.message, d.qos, d.retain, d.subscription_ids) for d in _pending(session)
+                   if d.message.ref is None]
         if gen is not None:
             normal = ended is not None and ended.cause is _NORMAL
             self.intents.disconnects.append(DisconnectIntent(

@@ -414,6 +414,8 @@ class ConnectHandler:
                          connect.will, now)
             return True
         self.cluster.claims[conn.client_id] = claim
+        for why in claim.cancelled:  # pending wills of its earlier connections, discarded [MQTT-3.1.3-9]
+            self.wills.cancelled_in_cluster(conn.client_id, now, why)
         conn.claimed = True
         self._go_on(conn, (connect, *held), now)
         return True

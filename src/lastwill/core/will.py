@@ -332,6 +332,14 @@ class WillKeeper:
         self.timeline.record(session.client_id, now, _CANCELLED, why, "MQTT-3.1.3-9", cause=cause)
         log.info("will client_id=%s cancelled: %s [MQTT-3.1.3-9]", session.client_id, why)
 
+    def cancelled_in_cluster(self, client_id: str, now: float, why: str) -> None:
+        """Cluster mode: the engine discarded a pending will of this client, unpublished, because it came
+        back in time (on any node) [MQTT-3.1.3-9]; ``why`` says how, in words."""
+        self.cancelled += 1
+        _count(self.cancelled_by_cause, _RECONNECT)
+        self.timeline.record(client_id, now, _CANCELLED, why, "MQTT-3.1.3-9", cause=_RECONNECT)
+        log.info("will client_id=%s cancelled: %s [MQTT-3.1.3-9]", client_id, why)
+
     def recovered(self, session: Session, now: float, grace: float, ended: ConnectionEnded) -> None:
         """The broker restarted; the client was connected when it stopped, so its connection ended
         without DISCONNECT. The will is pending: published after ``max(grace, min(will delay, session

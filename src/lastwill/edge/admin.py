@@ -107,6 +107,7 @@ class AdminServer:
         PlatformCollector(registry=self.registry)
         self.runner: web.AppRunner | None = None
         self.addresses: list[tuple[str, int]] = []
+        self.cluster_view = None  # cluster mode: async () -> dict, the engine's view (GET /api/cluster)
 
     # ---- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -117,6 +118,8 @@ class AdminServer:
         app.router.add_get("/api/clients/{client_id}/timeline", self.timeline)
         app.router.add_get("/api/retained", self.retained)
         app.router.add_get("/metrics", self.metrics)
+        if self.cluster_view is not None:
+            app.router.add_get("/api/cluster", self.cluster)
         if self.administer is not None:
             app.router.add_post("/api/clients/{client_id}/disconnect", self.disconnect)
             app.router.add_delete("/api/sessions/{client_id}", self.delete_session)
@@ -229,6 +232,11 @@ class AdminServer:
         out = [_pending(client_id, status, now, offset) for client_id, status in pending]
         out.sort(key=lambda w: (w["fire_at_epoch"], w["client_id"]))
         return _json({"now": now + offset, "count": len(out), "armed": armed, "wills": out})
+
+    async def cluster(self, request: web.Request) -> web.Response:
+        """Cluster mode: every node (epoch, lease, state, sessions held), the pending wills of the whole
+        cluster, and which node published which will (the engine's audit), newest first."""
+        return _json(await self.cluster_view())
 
     async def timeline(self, request: web.Request) -> web.Response:
         client_id = request.match_info["client_id"]  # percent-decoded by aiohttp

@@ -154,6 +154,11 @@ class Server:
             self.admin = AdminServer(self.config, self.core.view,
                                      lambda: (self.loop.time(), self.wall_offset()), self.commit_stats,
                                      self.administer, self.core.changes)
+            if self.cluster is not None:
+                from .cluster import ClusterCollector
+
+                self.admin.registry.register(ClusterCollector(self.cluster))
+                self.admin.cluster_view = self.cluster.view
             await self.admin.start()
 
     async def _start_tls_ws_listeners(self) -> None:
@@ -354,7 +359,7 @@ class Server:
     def feed(self, conn_id: int, data: bytes) -> bool:
         self.bytes_received += len(data)
         now = self.loop.time()
-        if self.cluster is not None and not self.cluster.live(now):
+        if self.cluster is not None and not self.cluster.live(now, conn_id):
             return False  # this node's lease ran out: it fences itself, nothing of its clients is handled
         try:
             actions = self.core.data_received(conn_id, data, now)
