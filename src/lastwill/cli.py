@@ -257,7 +257,8 @@ async def _serve(config: Config, log_handler: logging.Handler | None = None,
             return
         if logs.reopen(log_handler):  # log_file: after logrotate moved it away
             log.info("SIGHUP: log_file %s opened again", config.log_file)
-        log.info("SIGHUP: reloading password_file and acl_file, and the TLS certificates")
+        log.info("SIGHUP: reloading password_file and acl_file%s",
+                 ", and the TLS certificates" if config.tls_listen or config.wss_listen else "")
         broker.reload()
     loop.add_signal_handler(signal.SIGHUP, reload)
     await broker.start()
