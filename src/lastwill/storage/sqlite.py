@@ -222,7 +222,7 @@ class SqliteStorage:
 
     def _migrate(self, db: sqlite3.Connection, version: int) -> None:
         """Bring an older store up to SCHEMA_VERSION, one version at a time, each in one transaction.
-        A big store takes a while (100,000 clients with 64 timeline events each: 33 s, docs/security.md
+        A big store takes a while (100,000 clients with 64 timeline events each: 22 s, docs/security.md
         "Store growth"): it is logged when it starts, every MIGRATION_PROGRESS seconds, and when it ends."""
         start = version
         began = self._progress(db, version)
