@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import shutil
 import sqlite3
 import sys
@@ -33,7 +34,7 @@ def grow(path: Path, clients: int, events: int) -> None:
     db.execute("BEGIN")
     now = time.time()
     db.executemany("INSERT OR REPLACE INTO sessions (client_id, expiry_interval, connected, disconnected_at_wall, "
-                   "next_packet_id, awaiting_pubrel, username) VALUES (?, 4294967295, 0, ?, 1, '', ?)",
+                   "next_packet_id, awaiting_pubrel, username) VALUES (?, 4294967295, 0, ?, 1, '[]', ?)",
                    ((f"device-{i:06d}", now, f"user{i % 1000}") for i in range(clients)))
     seq = db.execute("SELECT coalesce(max(seq), 0) FROM timeline").fetchone()[0]
 
@@ -59,6 +60,7 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=64)
     parser.add_argument("--dir")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")  # the store's lines
     work = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="lastwill-migration-"))
     work.mkdir(parents=True, exist_ok=True)
     path = work / DB_NAME

@@ -178,3 +178,21 @@ def test_max_inflight_bytes_holds_deliveries_back_until_acknowledged(broker_fact
         acked = len(sub.received)
         sub.read_until(acked + 1, 10)
     assert [p.payload[:1] for p in sub.received] == [bytes([i]) for i in range(10)]
+
+
+def test_max_retained_bytes_puback_0x97_v5_and_close_v311(broker_factory):
+    b = broker_factory(max_retained_bytes=1000, sys_interval=0)
+    c = RawClient(b.port)
+    c.connect("r5", 5)
+    c.send(Publish("r/a", b"x" * 900, 1, True, False, 1))
+    assert c.expect("Puback").reason_code == 0
+    c.send(Publish("r/b", b"x" * 200, 1, True, False, 2))
+    assert c.expect("Puback").reason_code == 0x97  # 903 + 203 bytes > 1000
+    c.send(Publish("r/a", b"y" * 990, 1, True, False, 3))  # replacing: 993 bytes in all, fits
+    assert c.expect("Puback").reason_code == 0
+    old = RawClient(b.port)
+    old.connect("r4", 4)
+    old.send(Publish("r/c", b"x" * 100, 1, True, False, 1))
+    assert old.closed_within(10) == (True, b"")  # 3.1.1 cannot refuse a PUBLISH: closed, no PUBACK
+    assert limit_hits(b, "max_retained_bytes") == 2
+    assert b.call(lambda: b.broker.server.core.retained.nbytes) == 993
