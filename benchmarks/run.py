@@ -537,10 +537,14 @@ def env_block(meta: dict) -> str:
         f"lastwill {m['lastwill']} at {m['git_commit']}"
         + (f" (src/ fingerprint {m['src_sha']})" if m.get("src_sha") else ""),
         "- brokers: " + "; ".join(
-            f"{b}: " + ("mosquitto -c (generated config: MOSQUITTO_CONF in benchmarks/run.py; for wills_5000_qos1 "
-                        "MOSQUITTO_CONF_DEFAULT_LIMITS, i.e. mosquitto's default queue and in-flight limits)"
+            f"{b}: " + (("mosquitto -c (MOSQUITTO_CONF_DEFAULTS in benchmarks/run.py: Debian's settings, "
+                         "persistence on, log to a file, connection messages on)" if meta.get("defaults") else
+                         "mosquitto -c (generated config: MOSQUITTO_CONF in benchmarks/run.py; for wills_5000_qos1 "
+                         "MOSQUITTO_CONF_DEFAULT_LIMITS, i.e. mosquitto's default queue and in-flight limits)")
                         if b == "mosquitto" else
-                        "python -m lastwill serve --log-level warning " + " ".join(LASTWILL_VARIANTS.get(b, []))
+                        "python -m lastwill serve "
+                        + ("(log level info, the default) " if meta.get("defaults") else "--log-level warning ")
+                        + " ".join(LASTWILL_VARIANTS.get(b, []))
                         + ("(defaults: durable, SQLite WAL in its working directory, fsync batch)"
                            if not LASTWILL_VARIANTS.get(b) else ""))
             for b in meta.get("brokers", BROKERS)),

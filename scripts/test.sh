@@ -76,10 +76,10 @@ else
         command -v sudo >/dev/null 2>&1 || die "not root and no sudo: run  apt-get install -y ${missing[*]}"
         SUDO=(sudo)
     fi
-    if ! run "$LOGS/apt.log" "${SUDO[@]}" apt-get install -y -q "${missing[@]}"; then
+    if ! run "$LOGS/apt.log" "${SUDO[@]}" apt-get -o DPkg::Lock::Timeout=600 install -y -q "${missing[@]}"; then
         say "1/4 debian packages: install failed; running apt-get update and retrying"
-        run "$LOGS/apt-update.log" "${SUDO[@]}" apt-get update -q || die "apt-get update failed"
-        run "$LOGS/apt.log" "${SUDO[@]}" apt-get install -y -q "${missing[@]}" \
+        run "$LOGS/apt-update.log" "${SUDO[@]}" apt-get -o DPkg::Lock::Timeout=600 update -q || die "apt-get update failed"
+        run "$LOGS/apt.log" "${SUDO[@]}" apt-get -o DPkg::Lock::Timeout=600 install -y -q "${missing[@]}" \
             || die "apt-get install -y ${missing[*]} failed"
     fi
 fi

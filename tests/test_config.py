@@ -44,7 +44,8 @@ def test_the_bounds_of_the_schema_are_what_validate_enforces():
         Config(**{s.name: lo}).validate()
         with pytest.raises(ConfigError) as err:
             Config(**{s.name: hi + 1}).validate()
-        assert str(err.value) == f"config key '{s.name}': expected an integer from {lo} to {hi}, got {hi + 1}"
+        what = f"an integer from {lo} to {hi}" if s.kind is Kind.INT else f"a number from {lo:g} to {hi:g}"
+        assert str(err.value) == f"config key '{s.name}': expected {what}, got {hi + 1}"
         assert err.value.key == s.name
 
 

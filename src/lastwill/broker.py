@@ -27,8 +27,11 @@ class Broker:
         if listen is not None:
             settings["listen"] = listen
         self.config = config.replace(**settings) if settings else config.validate()
-        self.storage = None if self.config.memory else SqliteStorage(self.config.data_dir, self.config.fsync)
-        self.core = BrokerCore(self.config, persist=self.storage is not None)
+        # a cluster node keeps nothing of its own: the engine (Redis) holds what must survive
+        cluster = bool(self.config.cluster)
+        self.storage = None if self.config.memory or cluster else SqliteStorage(self.config.data_dir,
+                                                                                 self.config.fsync)
+        self.core = BrokerCore(self.config, persist=self.storage is not None, cluster=cluster)
         self.server = Server(self.config, self.core, self.storage)
 
     async def start(self) -> Broker:
@@ -39,9 +42,11 @@ class Broker:
         await self.server.stop()
 
     def reload(self) -> bool:
-        """Read password_file and acl_file again (what SIGHUP does); connections stay. A file that
-        fails keeps the rules in force and is logged. True if everything configured was reloaded."""
-        return self.server.security.reload()
+        """Read password_file, acl_file and the TLS certificates, keys and CAs again (what SIGHUP does);
+        connections stay (new TLS handshakes use the new certificates). A file that fails keeps what is
+        in force and is logged. True if everything configured was reloaded."""
+        auth = self.server.security.reload()
+        return self.server.reload_tls() and auth
 
     async def __aenter__(self) -> Broker:
         return await self.start()

@@ -218,7 +218,8 @@ def log_start(loaded: Loaded) -> None:
         shown[key] = "<hidden>" if SETTINGS[key].secret else value
     text = ", ".join(f"{key}={format_value(value) if isinstance(value, list) else value} ({loaded.origin[key]})"
                      for key, value in shown.items())
-    store = "in memory" if config.memory else f"store in {config.data_dir} (fsync {config.fsync})"
+    store = f"cluster node {config.cluster_node_id} on {config.cluster}" if config.cluster else \
+        "in memory" if config.memory else f"store in {config.data_dir} (fsync {config.fsync})"
     log.info("settings: %s, log %s to %s; not defaults: %s", store, config.log_format, config.log_file or "stderr",
              text or "none", extra={"settings": shown, "origin": dict(loaded.origin)})
 
@@ -250,14 +251,15 @@ async def _serve(config: Config, log_handler: logging.Handler | None = None,
     started = False
     reload_pending = early is not None and early.seen
 
-    def reload() -> None:  # SIGHUP: password_file and acl_file again, connections kept (edge/security.py)
+    def reload() -> None:  # SIGHUP: password_file, acl_file, TLS files again, connections kept
         nonlocal reload_pending
         if not started:
             reload_pending = True
             return
         if logs.reopen(log_handler):  # log_file: after logrotate moved it away
             log.info("SIGHUP: log_file %s opened again", config.log_file)
-        log.info("SIGHUP: reloading password_file and acl_file")
+        log.info("SIGHUP: reloading password_file and acl_file%s",
+                 ", and the TLS certificates" if config.tls_listen or config.wss_listen else "")
         broker.reload()
     loop.add_signal_handler(signal.SIGHUP, reload)
     await broker.start()

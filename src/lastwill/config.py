@@ -15,6 +15,7 @@ import dataclasses
 import difflib
 import enum
 import ipaddress
+import os
 import re
 import socket
 import tomllib
@@ -41,6 +42,28 @@ def default_node_name() -> str:
     """"lastwill@<hostname>", usable as one topic level (the core never asks the system for it)."""
     host = socket.gethostname() or "localhost"
     return "lastwill@" + "".join("_" if c in "/+#\x00" else c for c in host)
+
+
+def machine_memory() -> int:
+    """The memory this process may use: the machine's physical memory, or its cgroup's limit if lower."""
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not Linux
+        total = 4 << 30
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and 0 < int(text) < total:
+            total = int(text)
+    return total
+
+
+def default_memory_budget() -> int:
+    """Half of what the machine (or the cgroup) has: the rest for the interpreter, the store's cache,
+    the socket buffers and the other processes."""
+    return machine_memory() // 2
 
 
 def setting(default: Any = dataclasses.MISSING, *, help: str, factory: Any = None, choices: tuple[str, ...] = (),
@@ -70,6 +93,14 @@ class Config:
     tls_key: str = setting("", metavar="FILE", help="the private key of tls_cert, a PEM file, unencrypted")
     tls_ca: str = setting("", metavar="FILE",
                           help="PEM file of the CAs that sign client certificates; set: clients are asked for one")
+    tls_listener_certs: list[str] = setting(factory=list, metavar="'HOST:PORT cert=FILE key=FILE [ca=FILE]'",
+                                            help="a certificate, key and client CAs of one tls_listen or "
+                                                 "wss_listen listener (HOST:PORT as written there), instead of "
+                                                 "tls_cert, tls_key, tls_ca; repeatable")
+    handshake_timeout: float = setting(10.0, bounds=(0.001, 3600), metavar="SECONDS",
+                                       help="close a connection whose TLS handshake or WebSocket upgrade is not done "
+                                            "within this time (or connect_timeout, if shorter); those under way "
+                                            "count toward max_connections")
     tls_require_client_cert: bool = setting(False, help="refuse a TLS client without a valid certificate "
                                                         "(needs tls_ca)")
     tls_cert_cn_as_username: bool = setting(False, help="the client certificate's Common Name is the user name "
@@ -122,6 +153,41 @@ class Config:
     max_queued_bytes: int = setting(16 * 1024 * 1024, bounds=(0, 2**62), metavar="BYTES",
                                     help="bytes (topics and payloads) queued per session; the same")
     queue_qos0: bool = setting(False, help="queue QoS 0 messages for offline sessions (mosquitto's default: no)")
+    # ---- global bounds (docs/security.md "Global bounds"): what the whole broker may hold. Each one left
+    # at 0 is derived from memory_budget; beyond a bound the new thing is refused (CONNACK/PUBACK/SUBACK
+    # 0x97 Quota exceeded, 3.1.1: return code 3 or a close) and what was accepted is kept
+    memory_budget: int = setting(factory=default_memory_budget, bounds=(0, 2**62), metavar="BYTES",
+                                 shown="half the machine's memory",
+                                 help="memory the global bounds left at 0 are derived from: queued messages 3/8 of "
+                                      "it, sessions 32 KiB each, retained messages 4 KiB each and an eighth of it, "
+                                      "subscriptions 2 KiB each, a connection's in-flight messages 1/256 of it "
+                                      "(0: no global bound unless set)")
+    max_total_queued_bytes: int = setting(0, bounds=(0, 2**62), metavar="BYTES", shown="0 (derived)",
+                                          help="bytes queued over all sessions (topics, payloads and 290 bytes per "
+                                               "message); a QoS 1/2 PUBLISH beyond it is refused, a QoS 0 delivery "
+                                               "that would be queued is dropped")
+    max_sessions: int = setting(0, bounds=(0, 2**62), shown="0 (derived)",
+                                help="sessions, connected and offline; a CONNECT that would make a new one is refused")
+    max_offline_sessions: int = setting(0, bounds=(0, 2**62), shown="0 (derived: max_sessions)",
+                                        help="sessions kept for clients that are not connected (see "
+                                             "offline_session_overflow)")
+    offline_session_overflow: str = setting("refuse", choices=("refuse", "expire_oldest"),
+                                            help="when max_offline_sessions or max_sessions is reached: refuse the "
+                                                 "CONNECT that would need one more, or end the offline session "
+                                                 "disconnected longest ago (its pending will is published first)")
+    max_retained_messages: int = setting(0, bounds=(0, 2**62), shown="0 (derived)",
+                                         help="retained messages; a PUBLISH that would store one more is refused")
+    max_retained_bytes: int = setting(0, bounds=(0, 2**62), metavar="BYTES", shown="0 (derived)",
+                                      help="bytes (topics and payloads) of the retained messages; the same")
+    max_wills: int = setting(0, bounds=(0, 2**62), shown="0 (derived: max_sessions)",
+                             help="wills stored (armed or pending); a CONNECT with one more is refused, a will is "
+                                  "never dropped once its CONNECT was accepted")
+    max_inflight_bytes: int = setting(0, bounds=(0, 2**62), metavar="BYTES", shown="0 (derived)",
+                                      help="bytes (topics and payloads) sent to one connection and not yet "
+                                           "acknowledged; more wait in the session's queue (one always goes)")
+    max_total_subscriptions: int = setting(0, bounds=(0, 2**62), shown="0 (derived)",
+                                           help="subscriptions over all sessions (the topic tree); one more is "
+                                                "refused with SUBACK 0x97 (3.1.1: 0x80)")
     # ---- persistence (README "Durability")
     data_dir: str = setting("./lastwill-data", metavar="DIR", help="directory of the store (lastwill.db)")
     memory: bool = setting(False, help="keep nothing across restarts (no store)")
@@ -172,6 +238,29 @@ class Config:
                             help="mosquitto's ACL syntax; anything not granted is denied")
     allow_anonymous: bool | None = setting(None, shown="unset: allowed only when every listener is on loopback",
                                            help="let clients without a user name connect")
+    # ---- a cluster on Redis (docs/cluster.md): several nodes, one broker to every client
+    cluster: str = setting("", metavar="URL", shown="off (one node)",
+                           help="run as a node of a cluster whose state is in this Redis 7 server (redis://HOST:PORT/DB); "
+                                "sessions, subscriptions, retained messages and wills live there, no local store")
+    node_id: str = setting("", metavar="ID", shown="node_name",
+                           help="this node's name in the cluster (one node id per process); each start registers a "
+                                "new epoch under it")
+    cluster_lease: float = setting(10.0, metavar="SECONDS",
+                                   help="how long a heartbeat keeps this node alive in the cluster; a node that cannot "
+                                        "renew it in time closes its clients and rejoins under a new epoch")
+    cluster_heartbeat: float = setting(2.0, metavar="SECONDS", help="how often the node renews its lease")
+    cluster_grace: float = setting(2.0, metavar="SECONDS",
+                                   help="how long after a node's lease ended the survivors take its sessions and "
+                                        "wills over (above the expected clock skew)")
+    cluster_unsafe_engine: bool = setting(False, help="accept a Redis that could lose data (no AOF, eviction on): "
+                                                      "for tests only")
+    # password guessing (docs/security.md "Password guessing"): backoff per source address and user name
+    login_backoff: float = setting(1.0, bounds=(0, 3600), metavar="SECONDS",
+                                   help="after a failed password check, its address and user name are throttled this "
+                                        "long, doubled after each further failure (CONNACK 0x89, 3.1.1 return code 3; "
+                                        "the failing CONNACK 0x86 is held as long, at most 5 s); 0: no throttling")
+    login_backoff_max: float = setting(60.0, bounds=(0, 86400), metavar="SECONDS",
+                                       help="the longest a source address or user name is throttled")
 
     def validate(self) -> Config:
         """Check every key (raising ConfigError naming it); enumerations are matched case-insensitively
@@ -184,6 +273,10 @@ class Config:
                 lo, hi = s.bounds
                 if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
                     raise bad_value(s.name, f"expected an integer from {lo} to {hi}, got {value!r}")
+            if s.kind is Kind.FLOAT and s.bounds is not None:
+                lo, hi = s.bounds
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+                    raise bad_value(s.name, f"expected a number from {lo:g} to {hi:g}, got {value!r}")
             if s.kind is Kind.CHOICE:
                 if isinstance(value, str) and value.lower() in s.choices:
                     setattr(self, s.name, value.lower())
@@ -224,6 +317,7 @@ class Config:
             raise bad_value("presence_topic", f"expected a topic name with '{{client_id}}' exactly once and no "
                                               f"wildcards (e.g. 'presence/{{client_id}}'), or empty for no presence, "
                                               f"got {p!r}")
+        self._validate_cluster()
         if self.admin_listen:
             host, _ = parse_listen(self.admin_listen, "admin_listen")
             if not self.admin_token and not is_loopback(host):
@@ -232,6 +326,29 @@ class Config:
                                                f"(clients send 'Authorization: Bearer <token>')")
         self._validate_auth()
         return self
+
+    def _validate_cluster(self) -> None:
+        """cluster, node_id and the lease settings (the engine itself is checked at start-up)."""
+        for key in ("cluster", "node_id"):
+            if not isinstance(getattr(self, key), str):
+                raise bad_value(key, f"expected a string, got {getattr(self, key)!r}")
+        if self.cluster and not self.cluster.startswith(("redis://", "rediss://", "unix://")):
+            raise bad_value("cluster", f"expected a Redis URL (redis://HOST:PORT/DB), got {self.cluster!r}")
+        if self.node_id and (len(self.node_id) > 255 or any(c in self.node_id for c in "/+#\x00")):
+            raise bad_value("node_id", f"expected a name of 1 to 255 characters without '/', '+', '#', got "
+                                       f"{self.node_id!r}")
+        for key in ("cluster_lease", "cluster_heartbeat", "cluster_grace"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 3600:
+                raise bad_value(key, f"expected seconds from 0 to 3600, got {value!r}")
+        if not 0 < self.cluster_heartbeat < self.cluster_lease:
+            raise bad_value("cluster_heartbeat", f"expected more than 0 and less than cluster_lease "
+                                                 f"({self.cluster_lease}s), got {self.cluster_heartbeat!r}")
+
+    @property
+    def cluster_node_id(self) -> str:
+        """The node's id in the cluster: node_id, or node_name when it is not set."""
+        return self.node_id or self.node_name
 
     def _validate_auth(self) -> None:
         """password_file, acl_file, allow_anonymous (the files themselves are read at start-up: edge/security.py)."""
@@ -261,8 +378,13 @@ class Config:
         for key in ("tls_cert", "tls_key", "tls_ca", "ws_path"):
             if not isinstance(getattr(self, key), str):
                 raise bad_value(key, f"expected a string, got {getattr(self, key)!r}")
-        if self.tls_listen or self.wss_listen:
-            which = "tls_listen" if self.tls_listen else "wss_listen"
+        own = parse_listener_certs(self.tls_listener_certs)
+        for item in own:
+            if item not in self.tls_listen and item not in self.wss_listen:
+                raise bad_value("tls_listener_certs", f"{item!r} is not a listener of tls_listen or wss_listen "
+                                                      f"(written as it is there)")
+        if any(item not in own for item in (*self.tls_listen, *self.wss_listen)):
+            which = "tls_listen" if any(i not in own for i in self.tls_listen) else "wss_listen"
             for key in ("tls_cert", "tls_key"):
                 if not getattr(self, key):
                     raise bad_value(key, f"required when {which} is set: expected the path of a PEM file "
@@ -421,6 +543,48 @@ def parse_listen(value: str, key: str = "listen") -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise bad_value(key, f"expected HOST:PORT with a port from 0 to 65535, got {value!r}")
     return host, int(port)
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """A certificate, its key and the client CAs; ``where``: how errors name them ("" for tls_cert,
+    tls_key, tls_ca; a tls_listener_certs entry names its listener)."""
+
+    cert: str
+    key: str
+    ca: str
+    where: str = ""
+
+    def name(self, key: str) -> str:
+        """The config key as an error names it."""
+        if not self.where:
+            return key
+        return f"tls_listener_certs[{self.where}].{key.removeprefix('tls_')}"
+
+
+def parse_listener_certs(items: list[str]) -> dict[str, TlsFiles]:
+    """tls_listener_certs: {"HOST:PORT": its TlsFiles}; each item is
+    "HOST:PORT cert=FILE key=FILE [ca=FILE]". Raises ConfigError naming the key."""
+    if not isinstance(items, list):
+        raise bad_value("tls_listener_certs", f"expected a list of 'HOST:PORT cert=FILE key=FILE [ca=FILE]', "
+                                              f"got {items!r}")
+    out = {}
+    for item in items:
+        words = item.split() if isinstance(item, str) else []
+        fields: dict[str, str] = {}
+        for word in words[1:]:
+            name, eq, value = word.partition("=")
+            if not eq or name not in ("cert", "key", "ca") or not value or name in fields:
+                fields = {}
+                break
+            fields[name] = value
+        if not words or "cert" not in fields or "key" not in fields:
+            raise bad_value("tls_listener_certs", f"expected 'HOST:PORT cert=FILE key=FILE [ca=FILE]', got {item!r}")
+        parse_listen(words[0], "tls_listener_certs")
+        if words[0] in out:
+            raise bad_value("tls_listener_certs", f"{words[0]!r} is given twice")
+        out[words[0]] = TlsFiles(fields["cert"], fields["key"], fields.get("ca", ""), words[0])
+    return out
 
 
 def is_loopback(host: str) -> bool:

@@ -50,7 +50,8 @@ def secured(tmp_path, broker_factory):
     pw = write_passwords(tmp_path / "passwords", alice="wonderland", bob="builder")
     acl = tmp_path / "acl"
     acl.write_text(ACL)
-    return broker_factory(password_file=str(pw), acl_file=str(acl))
+    # (login_backoff 0: these tests send wrong passwords in a row; throttling: test_login_throttle_sockets.py)
+    return broker_factory(password_file=str(pw), acl_file=str(acl), login_backoff=0)
 
 
 def paho(port: int, client_id: str, user: str | None = None, password: str | None = None, version: int = 5,
@@ -118,7 +119,7 @@ def test_unknown_user_answer_takes_as_long_as_a_wrong_password(tmp_path, broker_
     """The hash runs for unknown users too (200,000 iterations here): an unknown user is not answered
     faster. Medians of 5; noise on a shared machine only makes answers slower, so the bound is loose."""
     pw = write_passwords(tmp_path / "pw", iterations=200_000, alice="wonderland")
-    b = broker_factory(password_file=str(pw))
+    b = broker_factory(password_file=str(pw), login_backoff=0)
     known, unknown = [], []
     for i in range(5):
         known.append(raw_connack(b.port, Connect(f"k{i}", protocol_level=5, username="alice", password=b"no"))[1])
@@ -133,7 +134,7 @@ def test_password_check_does_not_block_other_clients(tmp_path, broker_factory):
     PINGREQs are answered meanwhile."""
     pw = write_passwords(tmp_path / "pw", iterations=3_000_000, slow="pw")
     # connect_timeout bounds the password check too: room for a machine slowed by other work
-    b = broker_factory(password_file=str(pw), allow_anonymous=True, connect_timeout=60)
+    b = broker_factory(password_file=str(pw), allow_anonymous=True, connect_timeout=60, login_backoff=0)
     with socket.create_connection(("127.0.0.1", b.port), timeout=10) as s:
         s.sendall(encode(Connect("pinger", protocol_level=5), 5))
         assert s.recv(64)[:1] == b"\x20"
@@ -165,7 +166,7 @@ def test_file_made_by_real_mosquitto_passwd_works_with_lastwill(tmp_path, broker
         pytest.fail("mosquitto_passwd missing: scripts/test.sh installs the mosquitto package")
     f = tmp_path / "pw"
     subprocess.run([exe, "-b", "-c", str(f), "dave", "d4ve"], check=True)
-    b = broker_factory(password_file=str(f))
+    b = broker_factory(password_file=str(f), login_backoff=0)
     ok = paho(b.port, "d1", "dave", "d4ve")
     bad = paho(b.port, "d2", "dave", "dave")
     assert ok.result["rc"] == 0 and bad.result["rc"].value == 0x86
@@ -400,7 +401,7 @@ def test_denials_counted_in_metrics_and_explained(tmp_path, broker_factory):
     pw = write_passwords(tmp_path / "pw", alice="wonderland", bob="builder")
     acl = tmp_path / "acl"
     acl.write_text(ACL)
-    b = broker_factory(password_file=str(pw), acl_file=str(acl), admin_listen="127.0.0.1:0")
+    b = broker_factory(password_file=str(pw), acl_file=str(acl), admin_listen="127.0.0.1:0", login_backoff=0)
     raw_connack(b.port, Connect("x", protocol_level=5, username="alice", password=b"bad"))
     dying = paho(b.port, "dev", "alice", "wonderland", will=("dead/alice", b"gone", 1, False))
     acks: dict = {}

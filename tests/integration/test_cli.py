@@ -108,12 +108,12 @@ def test_serve_help_shows_a_choice_flag_exactly(capsys, monkeypatch):
     out = serve_help(capsys, monkeypatch)
     assert out.startswith("usage: lastwill serve [--config FILE] [--SETTING VALUE ...]\n\nRun the broker.")
     start = out.index("  --shutdown-wills")
-    assert out[start:out.index("  --log-level")] == (
+    assert out[start:out.index("\n  --", start) + 1] == (  # up to the next flag, whichever it is
         "  --shutdown-wills {keep,publish}\n"
         "                        the wills of clients connected at a clean shutdown: keep them pending for\n"
         "                        the next start, or publish them (default: keep)\n")
     start = out.index("  --receive-maximum")
-    assert out[start:out.index("  --maximum-qos")] == (
+    assert out[start:out.index("\n  --", start) + 1] == (
         "  --receive-maximum N   QoS 1 and 2 messages a client may have unacknowledged (MQTT 5 Receive\n"
         "                        Maximum) (default: 1024; from 1 to 65535)\n")
 

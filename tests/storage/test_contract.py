@@ -518,3 +518,19 @@ def test_generate_golden_files_match_schema(tmp_path):
     """The committed golden files were made by tests/storage/make_golden.py, one per schema version."""
     for version in range(1, SCHEMA_VERSION + 1):
         assert _schema_version(GOLDEN / f"v{version}") == str(version)
+
+
+def test_a_migration_is_logged_when_it_starts_with_the_size_and_when_it_ends(tmp_path, caplog):
+    """A big store takes a while to migrate (docs/security.md "Store growth"): the operator is told."""
+    import logging
+
+    from lastwill.clock import FakeClock
+
+    caplog.set_level(logging.INFO, logger="lastwill.store")
+    d = _golden_copy(tmp_path, "v3")
+    clock = FakeClock()
+    SqliteStorage(d, clock=clock).load()
+    lines = [r.getMessage() for r in caplog.records if r.name == "lastwill.store"]
+    assert any("migrating from schema version 3 to" in x and "sessions rows" in x and "timeline rows" in x
+               for x in lines), lines
+    assert any(x.endswith(f"migrated from schema version 3 to {SCHEMA_VERSION} in 0.0s") for x in lines), lines

@@ -14,7 +14,7 @@ async def fanin_qos1(args) -> dict:
     n_pubs = args.publishers or 10
     st = State(fanout=1, cap=args.backlog)
     payload = b"p" * args.payload
-    sub = await connect(args.port, lambda: Qos1Subscriber(st, "sub"), connect_packet("bench-q1-sub", level))
+    sub = await connect(args.sub_port or args.port, lambda: Qos1Subscriber(st, "sub"), connect_packet("bench-q1-sub", level))
     await subscribe(sub, "bench/q1/+", 1, level)
     pubs = await connect_many(args.port, [
         (lambda i=i: Qos1Publisher(st, f"pub{i}", f"bench/q1/{i}", payload, level, args.window),

@@ -34,10 +34,11 @@ async def fanin_qos1_persistent(args) -> dict:
     props = prop_u32(SESSION_EXPIRY_INTERVAL, 3600) if level == 5 else b""
     # a clean connection first discards whatever session an earlier run left on this broker
     # [MQTT-3.1.2-6], so that no message queued for it then is counted now
-    old = await connect(args.port, lambda: Client(State(), "sub-clean"), connect_packet("bench-q1p-sub", level))
+    old = await connect(args.sub_port or args.port, lambda: Client(State(), "sub-clean"),
+                        connect_packet("bench-q1p-sub", level))
     close_all([old])
     await asyncio.sleep(0.05)
-    sub = await connect(args.port, lambda: StampedSubscriber(st, "sub", level, n_pubs),
+    sub = await connect(args.sub_port or args.port, lambda: StampedSubscriber(st, "sub", level, n_pubs),
                         connect_packet("bench-q1p-sub", level, clean=False, props=props))
     await subscribe(sub, "bench/q1p/+", 1, level)
     pubs = await connect_many(args.port, [

@@ -110,7 +110,7 @@ async def latency_qos1(args) -> dict:
     loopback alone cost."""
     level = args.mqtt
     st = State()
-    sub = await connect_kernel_stamped(args.port, lambda: StampedSubscriber(st, "sub", level, 1),
+    sub = await connect_kernel_stamped(args.sub_port or args.port, lambda: StampedSubscriber(st, "sub", level, 1),
                                        connect_packet("bench-lat-sub", level))
     sub.record_latency = True
     await subscribe(sub, "bench/lat", 1, level)

@@ -26,7 +26,7 @@ async def wills_drop_qos1(args) -> dict:
     raise_fd_limit()
     st = State()
     prefix = "bench/w5k/"
-    obs = await connect(args.port, lambda: Qos1WillObserver(st, "observer", prefix.encode()),
+    obs = await connect(args.sub_port or args.port, lambda: Qos1WillObserver(st, "observer", prefix.encode()),
                         connect_packet("bench-w5k-observer", level, keep_alive=0))
     await subscribe(obs, prefix + "+", 1, level)
     packets = [connect_packet(f"bench-w5k-{i}", level, keep_alive=60, will=(f"{prefix}{i}", b"gone", 1))

@@ -30,6 +30,7 @@ from .model import (
     Ack,
     AckResult,
     AuditRecord,
+    Broadcast,
     CancelCause,
     CancelledWill,
     ConnectResult,
@@ -57,6 +58,7 @@ from .model import (
     Retained,
     RouteChange,
     RouteOp,
+    RoutesChanged,
     RouteSnapshot,
     SessionQueue,
     StaleRoutes,
@@ -211,6 +213,28 @@ class RedisEngine:
                 results.append(e)
         if refusal is not None:
             raise refusal
+        return results
+
+    async def run_all(self, calls: Sequence[Call]) -> list:
+        """Run the calls in one round trip (a pipeline); each one's parsed result or, in its place, the
+        exception it raised (``Fenced``, ``StaleRoutes``, a server error). A connection error raises."""
+        if not calls:
+            return []
+        raws = await self._pipeline(calls)
+        if any(isinstance(r, NoScriptError) for r in raws):
+            await self.load_scripts()
+            again = [i for i, r in enumerate(raws) if isinstance(r, NoScriptError)]
+            for i, r in zip(again, await self._pipeline([calls[i] for i in again]), strict=True):
+                raws[i] = r
+        results: list = []
+        for c, r in zip(calls, raws, strict=True):
+            if isinstance(r, Exception):
+                results.append(r)
+                continue
+            try:
+                results.append(c.parse(r))
+            except Exception as e:  # noqa: BLE001 - handed to the caller, per call
+                results.append(e)
         return results
 
     async def _pipeline(self, calls: Sequence[Call]) -> list:
@@ -510,6 +534,55 @@ class RedisEngine:
             return ()
         return await self._one(Call("retained", (0, len(names), *names), parse))
 
+    async def view(self, limit: int = 100) -> dict:
+        """The cluster as the engine holds it, read only (the admin API's /api/cluster): every node
+        incarnation with its lease and state and how many sessions it holds, the pending wills (the
+        first ``limit`` by deadline), the last ``limit`` audit records, the engine's clock."""
+        c = self.client
+        last = _i(await c.get(self.key("epoch")) or 0)  # every incarnation, the last ``limit`` of them
+        epochs = list(range(max(1, last - limit + 1), last + 1))
+        pipe = c.pipeline(transaction=False)
+        for e in epochs:
+            pipe.hgetall(self.key(f"node:{e}"))
+            pipe.scard(self.key(f"owned:{e}"))
+        pipe.zcard(self.key("due"))
+        pipe.zrange(self.key("due"), 0, limit - 1, withscores=True)
+        raw = await pipe.execute()
+        due_count, due = raw[-2], raw[-1]
+        nodes = []
+        for i, e in enumerate(epochs):
+            h = {_s(k): _s(v) for k, v in raw[2 * i].items()}
+            if not h:
+                continue
+            clients: list[str] = []
+            if h.get("state") == "live" and raw[2 * i + 1]:  # which clients it holds (the first ``limit``)
+                async for cid in c.sscan_iter(self.key(f"owned:{e}"), count=limit):
+                    clients.append(_s(cid))
+                    if len(clients) >= limit:
+                        break
+            nodes.append({"epoch": e, "node_id": h.get("nid"), "addr": h.get("addr"), "state": h.get("state"),
+                          "lease_until_ms": _oi(h.get("lease_until")), "lease_end_ms": _oi(h.get("lease_end")),
+                          "fenced_by": _oi(h.get("fenced_by")), "sessions": raw[2 * i + 1],
+                          "clients": sorted(clients)})
+        pipe = c.pipeline(transaction=False)
+        for gen, _ in due:
+            pipe.hmget(self.key(f"will:{_s(gen)}"), "cid", "topic", "cause", "dead_node", "node")
+        fields = await pipe.execute() if due else []
+        pending = [{"gen": _i(gen), "due_ms": int(score), "client_id": _os(f[0]), "topic": _os(f[1]),
+                    "cause": _os(f[2]), "dead_node": _os(f[3]), "node": _os(f[4])}
+                   for (gen, score), f in zip(due, fields, strict=True)]
+        records = []
+        for eid, f in await c.xrevrange(self.key("fired"), "+", "-", count=limit):
+            g = {_s(k): _s(v) for k, v in f.items()}
+            records.append({"id": _s(eid), "client_id": g.get("cid"), "gen": _oi(g.get("gen")),
+                            "fired_by": g.get("node"), "by_epoch": _oi(g.get("by")), "status": g.get("status"),
+                            "cause": g.get("cause"), "dead_node": _os(g.get("dead_node")),
+                            "due_ms": _oi(g.get("due")), "fired_ms": _oi(g.get("at")),
+                            "receivers": _oi(g.get("receivers")), "topic": g.get("topic")})
+        self.round_trips += 5
+        return {"now_ms": await self.now_ms(), "nodes": nodes, "pending_wills": due_count, "due": pending,
+                "fired": records}
+
     # -- the engine clock ---------------------------------------------------------------------------
     async def now_ms(self) -> int:
         """The engine's clock (what every script reads)."""
@@ -519,6 +592,11 @@ class RedisEngine:
         """Tests only: move the engine's clock forward (check_engine refuses an engine where this was
         done). Leases, deadlines and expiries are all read against it."""
         await self.client.incrby(self.key("clock:offset"), ms)
+        self.round_trips += 1
+
+    async def broadcast(self, data: bytes) -> None:
+        """QoS 0 messages for every node (pub/sub; each node's NodeChannel hands them out as Broadcast)."""
+        await self.client.publish(self.key("qos0"), data)
         self.round_trips += 1
 
     # -- channels -----------------------------------------------------------------------------------
@@ -534,16 +612,18 @@ class NodeChannel:
         self._pubsub = engine.client.pubsub()
         self._bell = engine.key(f"bell:{epoch}")
         self._ctl = engine.key(f"ctl:{epoch}")
+        self._routes = engine.key("routes")
+        self._bcast = engine.key("qos0")
 
     async def __aenter__(self) -> NodeChannel:
-        await self._pubsub.subscribe(self._bell, self._ctl)
+        await self._pubsub.subscribe(self._bell, self._ctl, self._routes, self._bcast)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self._pubsub.unsubscribe()
         await self._pubsub.aclose()
 
-    async def get(self, timeout: float) -> Doorbell | Kicked | None:
+    async def get(self, timeout: float) -> Doorbell | Kicked | RoutesChanged | Broadcast | None:
         """The next event, or None when none came within ``timeout`` seconds."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -558,6 +638,10 @@ class NodeChannel:
         if channel == self._ctl:
             cid, _, gen = _s(data).rpartition("\0")
             return Kicked(cid, _i(gen))
+        if channel == self._routes:
+            return RoutesChanged(_i(data))
+        if channel == self._bcast:
+            return Broadcast(bytes(data))
         return Doorbell(tuple(_s(data).split("\0")))
 
 

@@ -363,6 +363,20 @@ class Kicked:
     gen: int
 
 
+@dataclass(frozen=True, slots=True)
+class Broadcast:
+    """QoS 0 messages a node sent to every node (pub/sub: at most once), as that node encoded them."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RoutesChanged:
+    """The subscription table reached ``version``: a replica behind it catches up (a hint)."""
+
+    version: int
+
+
 # -- the engine's own settings ----------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class EngineInfo:

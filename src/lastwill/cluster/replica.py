@@ -7,6 +7,7 @@ node never routes on a table older than the engine's. Matching uses the core's S
 
 from __future__ import annotations
 
+from ..core.routing import merge_subscriptions
 from ..core.topics import SubscriptionTree
 from .model import ResyncNeeded, RouteChange, RouteOp, RouteSnapshot, Target
 from .seams import Router
@@ -58,19 +59,16 @@ class RouteReplica:
         """The deliveries of a PUBLISH to ``topic``: one per subscribed session (overlapping
         subscriptions merged: the highest QoS, every subscription identifier [MQTT-3.3.4-3]), No Local
         [MQTT-3.8.3-3], Retain As Published [MQTT-3.3.1-12], one member per shared group."""
+        normal, shared = self.split_targets(topic, qos, retain, origin)
+        return normal + shared
+
+    def split_targets(self, topic: str, qos: int, retain: bool = False,
+                      origin: str | None = None) -> tuple[tuple[Target, ...], tuple[Target, ...]]:
+        """``targets``, as (the normal subscriptions', the shared groups' chosen members')."""
         normal, shared = self.tree.match(topic)
-        merged: dict[str, list] = {}
-        for client_id, o in normal:
-            if o.no_local and client_id == origin:
-                continue
-            m = merged.get(client_id)
-            if m is None:
-                m = merged[client_id] = [0, False, []]
-            m[0] = max(m[0], min(qos, o.qos))
-            m[1] = m[1] or (retain and o.retain_as_published)
-            if o.subscription_id is not None:
-                m[2].append(o.subscription_id)
-        out = [Target(c, q, r, tuple(sorted(ids))) for c, (q, r, ids) in merged.items()]
+        out = [Target(c, min(qos, q), retain and rap, tuple(ids))
+               for c, (q, rap, ids) in merge_subscriptions(normal, origin).items()]
+        picked = []
         for key, _group, members in shared:
             if not members:
                 continue
@@ -79,5 +77,5 @@ class RouteReplica:
             self._next_member[key] = i + 1
             o = members[names[i]]
             ids = () if o.subscription_id is None else (o.subscription_id,)
-            out.append(Target(names[i], min(qos, o.qos), retain and o.retain_as_published, ids))
-        return tuple(out)
+            picked.append(Target(names[i], min(qos, o.qos), retain and o.retain_as_published, ids))
+        return tuple(out), tuple(picked)

@@ -33,7 +33,7 @@ class AckHandler:
         session = conn.session
         f = session.inflight.get(p.packet_id)
         if f is not None and f.state == AWAIT_PUBACK:
-            del session.inflight[p.packet_id]
+            session.drop_inflight(p.packet_id)
             if conn.resend:
                 conn.resend.pop(p.packet_id, None)  # acknowledged before it was re-sent
             self.recorder.delivery_done(session, f.delivery)
@@ -56,7 +56,7 @@ class AckHandler:
         if conn.resend:
             conn.resend.pop(p.packet_id, None)  # answered before it was re-sent
         if p.reason_code >= 0x80:  # refused by the receiver: discard, no PUBREL [MQTT-4.3.3-4] [MQTT-4.8.2-6]
-            del session.inflight[p.packet_id]
+            session.drop_inflight(p.packet_id)
             self.recorder.delivery_done(session, f.delivery)
             self.deliverer.pump(session, now)
             return
@@ -69,7 +69,7 @@ class AckHandler:
         session = conn.session
         f = session.inflight.get(p.packet_id)
         if f is not None and f.state == AWAIT_PUBCOMP:
-            del session.inflight[p.packet_id]
+            session.drop_inflight(p.packet_id)
             self.recorder.delivery_done(session, f.delivery)
             if session.queue or conn.resend:
                 self.deliverer.pump(session, now)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..codec.packets import Packet
+from ..codec.packets import Packet, Will
 
 
 @dataclass(slots=True)
@@ -36,4 +36,20 @@ class Authenticate:
         return f"Authenticate(conn_id={self.conn_id}, username={self.username!r}, password=<hidden>)"
 
 
-Action = Send | Close | Authenticate
+@dataclass(slots=True)
+class ClaimSession:
+    """Cluster mode: take the session of ``client_id`` in the engine for this CONNECT (taking it over
+    from another node, arming ``will`` [MQTT-3.1.2-7]), then call ``BrokerCore.session_claimed(conn_id,
+    claim or None, now)``. The CONNECT waits; so does what follows it."""
+
+    conn_id: int
+    client_id: str
+    clean_start: bool
+    session_expiry: int
+    will: Will | None
+    username: str | None
+    user_check: bool
+    protocol_level: int
+
+
+Action = Send | Close | Authenticate | ClaimSession

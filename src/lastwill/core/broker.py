@@ -50,11 +50,13 @@ from .actions import Action
 from .announce import Announcer
 from .causes import Cause, ConnectionEnded
 from .changes import ChangeFeed
+from .cluster import Claim, ClusterIntents, ClusterRecorder, ClusterRouter, ClusterSessions, ClusterWillFiring
 from .connect import ConnectHandler
 from .connection import Connections
 from .delivery import Deliverer
 from .disconnect import DisconnectHandler
 from .limits import Limits
+from .message import Message
 from .operator import AdminRequest, AdminResult, Operator
 from .outbox import Outbox
 from .ownership import LocalSessions
@@ -67,12 +69,14 @@ from .routing import LocalRouter
 from .sessions import AUTHENTICATING, CLOSED, CONNECTED, NEW, Conn, Session
 from .subscribe import SubscribeHandler
 from .systree import EdgeCounts, SysTree
-from .timeline import Timeline
+from .timeline import EventKind, Timeline
 from .timers import TimerKind, TimerQueue
 from .topics import SubscriptionTree
 from .will import LocalWillFiring, WillKeeper
 
 _SHUTDOWN = ConnectionEnded(Cause.SERVER_SHUTDOWN, "server shutting down")
+_TAKEN_OVER = ConnectionEnded(Cause.TAKEOVER, "session taken over by a new connection on another node",
+                              "MQTT-3.1.4-3")
 
 
 def _default_client_id() -> str:
@@ -81,10 +85,16 @@ def _default_client_id() -> str:
 
 class BrokerCore:
     def __init__(self, config: Config | None = None, *, client_id_factory: Callable[[], str] | None = None,
-                 persist: bool = False):
+                 persist: bool = False, cluster: bool = False):
         self.config = cfg = config or Config()
         # what changed since the last commit; a no-op recorder when nothing is persisted
         self.recorder = recorder = Recorder() if persist else NoRecorder()
+        # cluster mode (docs/cluster.md): the engine holds sessions, subscriptions, retained messages and
+        # wills; this core serves the clients connected to this node and records what the engine must be
+        # told (self.intents, taken by the edge once per loop turn)
+        self.intents: ClusterIntents | None = ClusterIntents() if cluster else None
+        if self.intents is not None:
+            self.recorder = recorder = ClusterRecorder(self.intents)
         self.stats = stats = {
             "messages_in": 0, "messages_out": 0, "dropped_queue_full": 0, "dropped_too_large": 0,
             "dropped_expired": 0, "connects": 0, "dropped_queue_bytes": 0,
@@ -93,22 +103,27 @@ class BrokerCore:
         self.outbox = outbox = Outbox()
         self.timers = timers = TimerQueue()
         self.timeline = Timeline(sink=recorder if persist else None)  # persisted with the rest
-        self.limits = limits = Limits(cfg)
+        self.retained = RetainedStore()
+        self.limits = limits = Limits(cfg, self.retained)
         by_id: dict[str, Session] = {}
         self.access = access = Access(cfg, lambda cid: s.username if (s := by_id.get(cid)) is not None else None)
         self.tree = SubscriptionTree()
-        self.retained = RetainedStore()
         # the will keeper publishes through the router, which needs it (to tell it of dropped will
         # deliveries): the firing gets the router once it is built
-        firing = LocalWillFiring()
+        firing = LocalWillFiring() if not cluster else ClusterWillFiring()
         self.wills = wills = WillKeeper(timers, self.timeline, firing, recorder.session,
                                         cause_property=cfg.will_cause_property, authorize=access.will_denied)
         self.deliverer = deliverer = Deliverer(cfg, outbox, recorder, wills, limits, access, stats, timers)
         timers.register(TimerKind.PUMP, lambda client_id, now: deliverer.pump_due(by_id.get(client_id), now))
-        self.router = router = LocalRouter(self.tree, self.retained, by_id, deliverer, access, wills,
-                                           recorder, timers, stats)
-        firing.publish = router.route
-        self.ownership = sessions = LocalSessions(by_id, router, wills, timers, recorder)
+        if self.intents is None:
+            self.router = router = LocalRouter(self.tree, self.retained, by_id, deliverer, access, wills,
+                                               recorder, timers, stats)
+            firing.publish = router.route
+            self.ownership = sessions = LocalSessions(by_id, router, wills, timers, recorder, limits,
+                                                      cfg.offline_session_overflow == "expire_oldest")
+        else:
+            self.router = router = ClusterRouter(self.tree, by_id, deliverer, access, wills, stats, self.intents)
+            self.ownership = sessions = ClusterSessions(by_id, router, wills, self.intents)
         wills.register_timers(by_id.get)
         self.announce = announce = Announcer(cfg, timers, wills, router.route, router.has_subscribers_under,
                                              by_id.get)
@@ -117,9 +132,13 @@ class BrokerCore:
         self.connect = ConnectHandler(cfg, outbox, connections, sessions, wills, access, limits, announce,
                                       deliverer, stats, client_id_factory or _default_client_id)
         connections.on_connect = self.connect.on_connect
+        if self.intents is not None:
+            self.connect.cluster = sessions
         connections.handlers = self._handlers(cfg, outbox, router, deliverer, limits, access, recorder, stats,
                                               connections, wills)
-        self.view = BrokerView(connections.conns, by_id, wills, self.timeline, stats, limits, self.retained)
+        self.view = BrokerView(connections.conns, by_id, wills, self.timeline, stats, limits, self.retained,
+                               lambda: limits.bound_use(len(by_id), len(sessions.offline), wills.stored,
+                                                        len(self.tree)))
         self.operator = Operator(connections, sessions, wills, outbox, router, self.retained, self.timeline)
         # mosquitto's $SYS/broker/... topics, every sys_interval seconds once start_sys() is called
         self.packets_in = 0  # MQTT packets decoded (the edge counts what it writes)
@@ -251,9 +270,10 @@ class BrokerCore:
         self.connections.lost(conn_id, ended, now)
         return self.outbox.take() if self.outbox.actions else []
 
-    def authenticated(self, conn_id: int, ok: bool, now: float) -> list[Action]:
-        """The edge's answer to an ``Authenticate`` action (see ConnectHandler.authenticated)."""
-        self.connect.authenticated(conn_id, ok, now)
+    def authenticated(self, conn_id: int, ok: bool, now: float, throttled: str | None = None) -> list[Action]:
+        """The edge's answer to an ``Authenticate`` action (see ConnectHandler.authenticated); ``throttled``:
+        why the login was refused without a password check (core/throttle.py)."""
+        self.connect.authenticated(conn_id, ok, now, throttled)
         return self.outbox.take()
 
     def tick(self, now: float, limit: int | None = None) -> list[Action]:
@@ -293,11 +313,24 @@ class BrokerCore:
         Restorer(timeline=self.timeline, retained=self.retained, router=self.router, sessions=self.ownership,
                  wills=self.wills, announce=self.announce, recorder=self.recorder, timers=self.timers,
                  recovery_grace=self.config.recovery_grace).restore(state, now, wall_now, crashed)
+        self.ownership.restored()
+        self.limits.recount(self.ownership.by_id.values())
         return self.outbox.take()
 
     def protocol_level(self, conn_id: int) -> int:
         conn = self.connections.conns.get(conn_id)
         return conn.protocol_level if conn is not None else 4
+
+    def set_pending_connections(self, count: Callable[[], int]) -> None:
+        """``count()``: network connections the edge holds that the core does not know yet (TLS handshakes,
+        WebSocket upgrades under way); max_connections counts them too."""
+        self.limits.pending_connections = count
+
+    def connection_refused(self, peer: str, now: float) -> None:
+        """The edge closed a connection at accept for max_connections (before a TLS handshake or a
+        WebSocket upgrade): counted and logged as the core's own."""
+        self.limits.hit("max_connections", None, now, "connection from %s closed at accept: max_connections (%d) "
+                        "reached", peer, self.limits.max_connections)
 
     def count_limit(self, limit: str) -> None:
         """The edge enforced ``limit`` (e.g. ``unsent_bytes``): counted with the core's own."""
@@ -312,6 +345,70 @@ class BrokerCore:
         """An operator's action (the admin API): what was done, and the actions to carry out."""
         result = self.operator.handle(request, now)
         return result, self.outbox.take()
+
+    # ==== cluster mode (called by edge/cluster.py) ================================================
+    def take_intents(self) -> ClusterIntents | None:
+        """What the engine must be told since the last call (None: nothing, or not a cluster node)."""
+        return self.intents.take() if self.intents is not None else None
+
+    def session_claimed(self, conn_id: int, claim: Claim | None, now: float) -> tuple[bool, list[Action]]:
+        """The engine's answer to a ``ClaimSession`` (None: it could not be reached). False: the
+        connection is gone, the claim must be given back."""
+        alive = self.connect.claimed(conn_id, claim, now)
+        return alive, self.outbox.take()
+
+    def generation(self, client_id: str) -> int | None:
+        """The engine generation the connection of ``client_id`` here holds (None: not connected here)."""
+        return self.ownership.generation(client_id) if self.intents is not None else None
+
+    def deliver_remote(self, client_id: str, gen: int, deliveries: list[tuple[Message, int, bool, tuple[int, ...]]],
+                       now: float) -> tuple[bool, list[Action]]:
+        """Messages the engine queued for a session connected here (message, qos, retain flag,
+        subscription ids). False: the session is not held here under ``gen`` any more."""
+        session = self.ownership.by_id.get(client_id)
+        if session is None or self.generation(client_id) != gen:
+            return False, []
+        deliver = self.deliverer.deliver
+        for message, qos, retain, ids in deliveries:
+            deliver(session, message, qos, retain, ids, now)
+        return True, self.outbox.take()
+
+    def cluster_event(self, client_id: str, now: float, kind: EventKind, detail: str, rule: str | None,
+                      **data) -> None:
+        """Something the cluster did with a client's will (a node published it, another node cancelled
+        it): on this node's timeline of the client, for ``explain``."""
+        self.timeline.record(client_id, now, kind, detail, rule, **data)
+
+    def route_local(self, messages: list[Message], now: float) -> list[Action]:
+        """QoS 0 messages another node published (pub/sub): to the matching sessions connected here."""
+        route = self.router.route_local
+        for message in messages:
+            route(message, now)
+        return self.outbox.take()
+
+    def kicked(self, client_id: str, gen: int, now: float) -> list[Action]:
+        """A CONNECT on another node took the session of this connection over: it ends with the takeover
+        rules [MQTT-3.1.4-3] (MQTT 5: DISCONNECT 0x8E); its will is the engine's to decide."""
+        session = self.ownership.by_id.get(client_id)
+        if session is None or session.conn is None or self.generation(client_id) != gen:
+            return []
+        conn = session.conn
+        if conn.protocol_level == PROTOCOL_5:
+            self.outbox.send(conn, Disconnect(ReasonCode.SESSION_TAKEN_OVER))  # [MQTT-3.1.4-3] 0x8E
+        self.connections.end(conn, now, _TAKEN_OVER)
+        return self.outbox.take()
+
+    def fence(self, now: float) -> list[Action]:
+        """This node lost its lease: close every connection, publish nothing, forget every session (the
+        engine gave them and their wills to the other nodes)."""
+        for conn in list(self.connections.conns.values()):
+            if conn.state == CONNECTED and conn.protocol_level == PROTOCOL_5:
+                self.outbox.send(conn, Disconnect(ReasonCode.USE_ANOTHER_SERVER))  # 0x9C
+            self.connections.close(conn, "this node lost its lease in the cluster")
+        self.ownership.forget_all()
+        if self.intents is not None:
+            self.intents.take()
+        return self.outbox.take()
 
     def shutdown(self, now: float, keep_wills: bool = False) -> list[Action]:
         """Close every connection (DISCONNECT 0x8B in MQTT 5).

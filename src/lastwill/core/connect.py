@@ -16,8 +16,10 @@ from ..config import MAX_PACKET_LIMIT, Config
 from ..errors import MqttError
 from ..logs import fast_logger
 from .access import Access, AuthOutcome
+from .actions import ClaimSession
 from .announce import Announcer, is_sys_topic
 from .causes import Cause, ConnectionEnded
+from .cluster import Claim, ClusterSessions
 from .connection import Connections
 from .delivery import Deliverer
 from .fit import fit, size
@@ -43,8 +45,11 @@ _QOS_NOT_SUPPORTED = ReasonCode.QOS_NOT_SUPPORTED
 _REFUSED = AuthOutcome.REFUSED
 _RETAIN_NOT_SUPPORTED = ReasonCode.RETAIN_NOT_SUPPORTED
 _SESSION_TAKEN_OVER = ReasonCode.SESSION_TAKEN_OVER
+_SERVER_UNAVAILABLE = ReasonCode.SERVER_UNAVAILABLE
 _SUCCESS = ReasonCode.SUCCESS
 _PACKET_TOO_LARGE = ReasonCode.PACKET_TOO_LARGE
+_QUOTA_EXCEEDED = ReasonCode.QUOTA_EXCEEDED
+_SERVER_BUSY = ReasonCode.SERVER_BUSY
 _TOPIC_NAME_INVALID = ReasonCode.TOPIC_NAME_INVALID
 
 
@@ -52,11 +57,12 @@ class Refused(Exception):
     """A CONNECT is refused: CONNACK ``reason_code`` (None: close without CONNACK, for what MQTT 3.1.1
     has no return code for), ``why`` for the log and the timeline, and the rule."""
 
-    def __init__(self, reason_code: int | None, why: str, rule: str | None = None):
+    def __init__(self, reason_code: int | None, why: str, rule: str | None = None, logged: bool = False):
         super().__init__(why)
         self.reason_code = reason_code
         self.why = why
         self.rule = rule
+        self.logged = logged  # a global bound's refusal: logged (once per interval) by core/limits.py
 
 
 @dataclass(slots=True)
@@ -71,7 +77,7 @@ class Grant:
 
 class ConnectHandler:
     __slots__ = ("config", "outbox", "connections", "sessions", "wills", "access", "limits", "announce",
-                 "deliverer", "stats", "new_client_id")
+                 "deliverer", "stats", "new_client_id", "cluster")
 
     def __init__(self, config: Config, outbox: Outbox, connections: Connections, sessions: SessionOwnership,
                  wills: WillKeeper, access: Access, limits: Limits, announce: Announcer, deliverer: Deliverer,
@@ -87,6 +93,7 @@ class ConnectHandler:
         self.deliverer = deliverer
         self.stats = stats
         self.new_client_id = new_client_id
+        self.cluster: ClusterSessions | None = None  # cluster mode: the engine's claim comes before CONNACK
 
     def on_connect(self, conn: Conn, p: Connect, now: float) -> None:
         try:
@@ -97,14 +104,20 @@ class ConnectHandler:
                 self._authorize_will(conn, p)
             grant = self._grant(conn, p)
             ack_props = self._accepting_connack(conn, p, grant, assigned)
+            self._admit(conn, p, grant, now)
         except Refused as r:
             self._refuse(conn, r, p.will, now)
             return
+        if self.cluster is not None and not conn.claimed:
+            self._claim(conn, p, grant)
+            return  # waiting for the engine: claimed() comes back here
         # -- accepted from here on
         self._take_over(conn, now)
         session, session_present = self._open_session(conn, p, grant, now)
         self._reply(conn, p, session_present, grant, ack_props)
         self.connections.accepted(conn, now)  # no connect timeout; keep-alive from now on
+        if self.cluster is not None:
+            self.cluster.connected(session, now)
         if session_present:
             self.deliverer.resend_inflight(conn, session)
             self.deliverer.pump(session, now)
@@ -115,7 +128,8 @@ class ConnectHandler:
         """The CONNECT's own fields. Returns the client identifier the server assigned, if it did."""
         v5 = p.protocol_level == PROTOCOL_5
         conn.protocol_level = p.protocol_level
-        conn.client_id = p.client_id
+        if not conn.claimed:  # (a claimed CONNECT keeps the identifier it was claimed with)
+            conn.client_id = p.client_id
         if conn.decoder.protocol_level is None:  # a CONNECT handed in already decoded
             conn.decoder.protocol_level = p.protocol_level
         if v5:
@@ -126,7 +140,12 @@ class ConnectHandler:
                 # enhanced authentication is not offered: refuse the method [MQTT-4.12.0-1]
                 raise Refused(_BAD_AUTHENTICATION_METHOD, "authentication method not supported",
                               "MQTT-4.12.0-1")
-        assigned = self._client_id(conn, p) if not p.client_id else None
+        if p.client_id:
+            assigned = None
+        elif conn.claimed:
+            assigned = conn.client_id if v5 else None
+        else:
+            assigned = self._client_id(conn, p)
         if p.will is not None:
             self._validate_will(conn.client_id, p.will, v5, now)  # before anything is stored [MQTT-3.1.2-7]
         return assigned
@@ -212,6 +231,46 @@ class ConnectHandler:
             conn.receive_maximum = p.properties.get("receive_maximum", 65535)
             conn.topic_alias_maximum = p.properties.get("topic_alias_maximum", 0) if cfg.outbound_topic_aliases else 0
         return grant
+
+    def _admit(self, conn: Conn, p: Connect, grant: Grant, now: float) -> None:
+        """The global bounds (core/limits.py): a CONNECT that would make one session, one offline session
+        or one stored will too many, or store a retained will beyond the retained bounds, is refused with
+        CONNACK 0x97 Quota exceeded (3.1.1: return code 3, Server unavailable); nothing of it is stored.
+        With offline_session_overflow = "expire_oldest" the oldest offline session makes room instead.
+        The last step before acceptance: once it passes, the CONNECT is accepted (and its will, from
+        then on, is never refused)."""
+        limits = self.limits
+        bounds = limits.bounds
+        sessions = self.sessions
+        existing = sessions.get(conn.client_id)
+        evict = self.config.offline_session_overflow == "expire_oldest"
+        if existing is None and len(sessions) >= bounds.sessions:
+            if not (evict and sessions.end_oldest_offline(now, "max_sessions")):
+                self._quota(conn, "max_sessions", f"the broker holds {len(sessions)} sessions (max_sessions "
+                                                  f"{bounds.sessions})", now)
+        if grant.expiry and (existing is None or existing.expiry_interval == 0) and \
+                len(sessions.offline) >= bounds.offline_sessions:
+            # a new persistent session could outlive its connection: not beyond max_offline_sessions
+            if not (evict and sessions.end_oldest_offline(now, "max_offline_sessions")):
+                self._quota(conn, "max_offline_sessions", f"the broker keeps {len(sessions.offline)} offline "
+                                                          f"sessions (max_offline_sessions {bounds.offline_sessions})",
+                            now)
+        will = p.will
+        if will is not None:
+            had = existing is not None and existing.will is not None
+            if not had and self.wills.stored >= bounds.wills:
+                self._quota(conn, "max_wills", f"the broker stores {self.wills.stored} wills (max_wills "
+                                               f"{bounds.wills})", now)
+            if will.retain and will.payload:
+                why = limits.retained_over(will.topic, len(will.payload) + len(will.topic))
+                if why is not None:
+                    # its publication could not be refused later: refused now, with the CONNECT
+                    self._quota(conn, why[0], f"its will would be retained: {why[1]}", now)
+
+    def _quota(self, conn: Conn, limit: str, why: str, now: float) -> None:
+        self.limits.refused(limit, now, "connect refused client_id=%s from %s: 0x97 quota exceeded: %s",
+                            conn.client_id, conn.peer, why)
+        raise Refused(_QUOTA_EXCEEDED, f"{limit}: {why}", logged=True)
 
     def _take_over(self, conn: Conn, now: float) -> None:
         """An existing connection with this client id is taken over [MQTT-3.1.4-3]."""
@@ -325,21 +384,60 @@ class ConnectHandler:
             return
         props = self.outbox.reason(conn, r.why) if conn.protocol_level == PROTOCOL_5 else {}
         self.outbox.send(conn, Connack(r.reason_code, properties=props))
-        log.info("connect refused client_id=%s from %s: 0x%02X %s%s", conn.client_id or "<empty>",
-                 conn.peer, r.reason_code, r.why, f" [{r.rule}]" if r.rule else "")
+        if not r.logged:
+            log.info("connect refused client_id=%s from %s: 0x%02X %s%s", conn.client_id or "<empty>",
+                     conn.peer, r.reason_code, r.why, f" [{r.rule}]" if r.rule else "")
         self.wills.refused(conn.client_id, conn.last_activity, f"0x{r.reason_code:02X} {r.why}", r.rule, will)
         self.connections.close(conn, f"CONNECT refused: {r.why}")
 
+    # -- cluster mode: the session is the engine's -----------------------------------------------------
+    def _claim(self, conn: Conn, p: Connect, grant: Grant) -> None:
+        """Park the CONNECT (as for a password check) while the engine gives it the session."""
+        conn.state = AUTHENTICATING
+        conn.held = [p]
+        self.outbox.actions.append(ClaimSession(
+            conn.conn_id, conn.client_id, p.clean_start, grant.expiry, p.will, conn.username,
+            self.access.acl is not None or bool(self.access.passwords), p.protocol_level))
+
+    def claimed(self, conn_id: int, claim: Claim | None, now: float) -> bool:
+        """The engine's answer to ``ClaimSession``: the CONNECT goes on with it, or (the engine could not
+        be reached) is refused with CONNACK 0x88 Server unavailable (3.1.1: return code 3), nothing
+        stored. False: the connection was gone meanwhile (the claim must be given back)."""
+        conn = self.connections.conns.get(conn_id)
+        if conn is None or conn.state != AUTHENTICATING:
+            return False
+        connect, *held = conn.held
+        conn.held = None
+        conn.state = NEW
+        if claim is None:
+            self._refuse(conn, Refused(_SERVER_UNAVAILABLE, "the cluster's engine (Redis) cannot be reached"),
+                         connect.will, now)
+            return True
+        self.cluster.claims[conn.client_id] = claim
+        for why in claim.cancelled:  # pending wills of its earlier connections, discarded [MQTT-3.1.3-9]
+            self.wills.cancelled_in_cluster(conn.client_id, now, why)
+        conn.claimed = True
+        self._go_on(conn, (connect, *held), now)
+        return True
+
     # -- the password check's answer --------------------------------------------------------------------
-    def authenticated(self, conn_id: int, ok: bool, now: float) -> None:
+    def authenticated(self, conn_id: int, ok: bool, now: float, throttled: str | None = None) -> None:
         """The edge's answer to ``Authenticate``: the CONNECT goes on, or is refused with CONNACK 0x86
-        (3.1.1: return code 4), the same answer whether the user is unknown or the password wrong."""
+        (3.1.1: return code 4), the same answer whether the user is unknown or the password wrong.
+        ``throttled`` (why; core/throttle.py): no password check was run, its address or user name is
+        throttled after failed ones: CONNACK 0x89 Server busy (3.1.1: return code 3)."""
         conn = self.connections.conns.get(conn_id)
         if conn is None or conn.state != AUTHENTICATING:
             return  # closed meanwhile
         connect, *held = conn.held
         conn.held = None
         conn.state = NEW
+        if throttled is not None:
+            self.stats["auth_refused"] += 1
+            self.limits.refused("login_throttled", now, "connect refused client_id=%s from %s: 0x89 server busy: %s",
+                                conn.client_id, conn.peer, throttled)
+            self._refuse(conn, Refused(_SERVER_BUSY, f"login throttled: {throttled}", logged=True), connect.will, now)
+            return
         if not ok:
             self.stats["auth_refused"] += 1
             # [MQTT-3.1.4-2] (3.1.1: [MQTT-3.2.2-5]): CONNACK 0x86 Bad User Name or Password, then close
@@ -348,7 +446,11 @@ class ConnectHandler:
                                        self._auth_rule(connect)), connect.will, now)
             return
         conn.auth_done = True
-        for item in (connect, *held):  # in the order they arrived
+        self._go_on(conn, (connect, *held), now)
+
+    def _go_on(self, conn: Conn, items: tuple, now: float) -> None:
+        """Handle the parked CONNECT and what arrived after it."""
+        for item in items:  # in the order they arrived
             if conn.state == CLOSED:
                 break
             if isinstance(item, MqttError):

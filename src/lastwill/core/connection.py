@@ -78,8 +78,9 @@ class Connections:
 
     # -- opening --------------------------------------------------------------------------------
     def open(self, conn_id: int, now: float, peer: str, sockport: int, cert_username: str | None) -> None:
-        limit = self.limits.max_connections
-        if limit and len(self.conns) >= limit:
+        limits = self.limits
+        limit = limits.max_connections
+        if limit and len(self.conns) + limits.pending_connections() >= limit:
             # max_connections counts every open network connection, those still to send CONNECT too;
             # one more is closed at once, before anything is read from it: the limit bounds
             # descriptors and memory, so an extra connection is not kept open to read its CONNECT
@@ -216,7 +217,7 @@ class Connections:
         else:
             decision = _DISCARDED if will_cancelled else None
         self.announce.disconnected(conn, session, now, ended, decision)
-        self.sessions.disconnected(session, now)
+        self.sessions.disconnected(session, now, ended)
 
     # -- timers ----------------------------------------------------------------------------------------
     def _keep_alive_check(self, conn_id: int, now: float) -> None:

@@ -63,7 +63,8 @@ class Deliverer:
                  sub_ids: tuple[int, ...], now: float) -> None:
         conn = session.conn
         if conn is not None and not conn.paused and \
-                (qos == 0 or (not session.queue and len(session.inflight) < conn.receive_maximum)):
+                (qos == 0 or (not session.queue and len(session.inflight) < conn.receive_maximum and
+                              session.inflight_bytes < self.limits.bounds.inflight_bytes)):
             self.transmit(conn, session, Delivery(message, qos, retain, sub_ids), now)
             return
         # a slow subscriber (its socket buffer is full: conn.paused) gets its messages, QoS 0 too,
@@ -74,6 +75,23 @@ class Deliverer:
                 self.wills.delivery_dropped(message, session.client_id, _OFFLINE_QOS0, now)
             return
         size = len(message.payload) + len(message.topic)
+        limits = self.limits
+        if limits.queue_full() and ((qos == 0 and not message.is_will) or limits.queue_ceiling_reached()):
+            # max_total_queued_bytes: a QoS 0 message (at most once) is not queued into a full broker.
+            # QoS 1/2 PUBLISHes were refused before they were accepted (publish.py); what gets here
+            # beyond the bound is the rest of one accepted message's fan-out, and wills (their CONNECT
+            # was accepted: published whatever the bound), which may use the reserve above it. Past the
+            # reserve too, the delivery is dropped for this subscriber, as a full session queue does
+            self.stats["dropped_queue_bytes"] += 1
+            if message.is_will:
+                self.wills.delivery_dropped(message, session.client_id, _QUEUE_FULL, now,
+                                            f"the broker's queues are full ({limits.queued_total()} bytes, "
+                                            f"max_total_queued_bytes {limits.bounds.queued_bytes} and its reserve)")
+            limits.refused("max_total_queued_bytes", now, "QoS %d message on %r not queued for client_id=%s: the "
+                           "broker's queues hold %d bytes (max_total_queued_bytes %d)%s", qos, message.topic[:200],
+                           session.client_id, limits.queued_total(), limits.bounds.queued_bytes,
+                           " (a will)" if message.is_will else "")
+            return
         over_bytes = session.queued_bytes + size > self.config.max_queued_bytes
         if over_bytes or len(session.queue) >= self.config.max_queued_messages:
             session.dropped += 1
@@ -92,6 +110,7 @@ class Deliverer:
         d = Delivery(message, qos, retain, sub_ids)
         session.enqueue(d)
         session.queued_bytes += size
+        limits.enqueued(size)
         if session.expiry_interval:
             self.recorder.delivery(session, d)
 
@@ -181,19 +200,22 @@ class Deliverer:
                 break
             del resend[pid]
             if acl is not None and self._read_revoked(session, f.delivery, now):
-                del session.inflight[pid]  # discarded as if its delivery had completed
+                session.drop_inflight(pid)  # discarded as if its delivery had completed
                 continue
             budget -= len(f.delivery.message.payload)
             self._resend_publish(conn, session, pid, f, now)
         queue = session.queue
         receive_maximum = conn.receive_maximum
-        while queue and budget > 0:
-            d = queue[0]
+        # max_inflight_bytes (limits.py) or INFLIGHT_BYTES, the smaller (one always goes: the bound is
+        # checked before)
+        inflight_bound = min(self.limits.bounds.inflight_bytes, INFLIGHT_BYTES)
+        dequeued = self.limits.dequeued
+        while queue and budget > 0 and (queue[0].qos == 0 or (len(session.inflight) < receive_maximum and
+                                                              session.inflight_bytes < inflight_bound)):
+            d = queue.popleft()
             size = len(d.message.payload) + len(d.message.topic)
-            if d.qos and len(session.inflight) >= min(receive_maximum, INFLIGHT_BYTES // size or 1):
-                break
-            queue.popleft()
             session.queued_bytes -= size
+            dequeued(size)
             if acl is not None and self._read_revoked(session, d, now):
                 continue
             budget -= size
@@ -257,7 +279,7 @@ class Deliverer:
         if conn.maximum_packet_size is not None and \
                 len(encode(f.packet, conn.protocol_level)) > conn.maximum_packet_size:
             # the new connection allows less: discarded as if sent [MQTT-3.1.2-24] [MQTT-3.1.2-25]
-            del session.inflight[pid]
+            session.drop_inflight(pid)
             self.recorder.delivery_done(session, f.delivery)  # or a restart would bring it back
             self.stats["dropped_too_large"] += 1
             return

@@ -21,6 +21,7 @@ class Message:
     # many stored deliveries refer to it (the recorder deletes it from the store when none does)
     store_id: int = 0
     store_refs: int = 0
+    ref: str | None = None  # cluster mode: the entry of the session's queue in the engine it came from
 
     def expired(self, now: float) -> bool:
         return self.expiry_at is not None and now >= self.expiry_at

@@ -73,6 +73,19 @@ class PublishHandler:
             self._refuse(conn, p, ReasonCode.QUOTA_EXCEEDED, "max_publish_rate", now,
                          f"more than {cfg.max_publish_rate:g} PUBLISH per second")
             return
+        limits = self.limits
+        if qos and limits.queue_full():
+            # max_total_queued_bytes: a QoS 1/2 message is not accepted into a broker whose queues are full
+            # (it would be dropped for its offline subscribers after being acknowledged)
+            self._refuse(conn, p, ReasonCode.QUOTA_EXCEEDED, "max_total_queued_bytes", now,
+                         f"the broker's queues hold {limits.queued_total()} bytes (max_total_queued_bytes "
+                         f"{limits.bounds.queued_bytes})", shared=True)
+            return
+        if p.retain and p.payload:
+            over = limits.retained_over(topic, len(p.payload) + len(topic))
+            if over is not None:  # max_retained_messages, max_retained_bytes: neither retained nor routed
+                self._refuse(conn, p, ReasonCode.QUOTA_EXCEEDED, over[0], now, over[1], shared=True)
+                return
         self.stats["messages_in"] += 1
         if (topic[:1] != "$" and self.access.acl is None) or self._may_route(conn, p, topic):
             if props:
@@ -144,21 +157,28 @@ class PublishHandler:
             return False
         return True
 
-    def _refuse(self, conn: Conn, p: Publish, code: int, limit: str, now: float, why: str) -> None:
+    def _refuse(self, conn: Conn, p: Publish, code: int, limit: str, now: float, why: str,
+                shared: bool = False) -> None:
         """A PUBLISH over a limit is neither routed nor retained. MQTT 5: PUBACK/PUBREC with ``code``
         (0x90 Topic Name invalid, 0x97 Quota exceeded), a QoS 0 one is dropped; the connection stays.
         MQTT 3.1.1 has no negative acknowledgement and an acknowledgement must not lie: the connection
-        is closed, except that a QoS 0 PUBLISH over max_publish_rate is dropped (at most once)."""
+        is closed, except that a QoS 0 PUBLISH over max_publish_rate is dropped (at most once).
+        ``shared``: a global bound (core/limits.py), logged once per interval whoever hits it."""
         qos = p.qos
+        limits = self.limits
         if conn.protocol_level == PROTOCOL_5 or (qos == 0 and limit == "max_publish_rate"):
             if qos and conn.protocol_level == PROTOCOL_5:
-                self.limits.hit(limit, conn.client_id, now, "client_id=%s PUBLISH to %r refused with 0x%02X: %s",
-                                conn.client_id, p.topic[:200], code, why)
+                fmt = "client_id=%s PUBLISH to %r refused with 0x%02X: %s"
+                args = (conn.client_id, p.topic[:200], code, why)
                 self.outbox.send(conn, (Puback if qos == 1 else Pubrec)(p.packet_id, code,
                                                                        self.outbox.reason(conn, why)))
             else:
-                self.limits.hit(limit, conn.client_id, now, "client_id=%s QoS 0 PUBLISH to %r dropped: %s",
-                                conn.client_id, p.topic[:200], why)
+                fmt = "client_id=%s QoS 0 PUBLISH to %r dropped: %s"
+                args = (conn.client_id, p.topic[:200], why)
+            if shared:
+                limits.refused(limit, now, fmt, *args)
+            else:
+                limits.hit(limit, conn.client_id, now, fmt, *args)
             return
-        self.limits.count(limit)  # logged as the connection closes
+        limits.count(limit)  # logged as the connection closes
         raise MqttError(f"PUBLISH to {p.topic[:200]!r}: {why}; MQTT 3.1.1 cannot refuse a PUBLISH", code)

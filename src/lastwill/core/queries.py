@@ -6,11 +6,11 @@ the answers are frozen dataclasses with the core's monotonic times (the reader c
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from .limits import Limits
+from .limits import BoundUse, Limits
 from .retained import RetainedStore
 from .sessions import CONNECTED, NEVER, Conn, Session
 from .timeline import Timeline, WillEvent
@@ -80,13 +80,16 @@ class Counters:
     limit_hits: MappingProxyType  # limit -> times enforced
     retained: int
     timeline_clients: int
+    bounds: tuple[BoundUse, ...] = ()  # the global bounds and what is held now (core/limits.py)
 
 
 class BrokerView:
-    __slots__ = ("_conns", "_sessions", "_wills", "_timeline", "_stats", "_limits", "_retained")
+    __slots__ = ("_conns", "_sessions", "_wills", "_timeline", "_stats", "_limits", "_retained", "_bound_use")
 
     def __init__(self, conns: dict[int, Conn], sessions: dict[str, Session], wills: WillKeeper,
-                 timeline: Timeline, stats: dict[str, int], limits: Limits, retained: RetainedStore) -> None:
+                 timeline: Timeline, stats: dict[str, int], limits: Limits, retained: RetainedStore,
+                 bound_use: Callable[[], tuple[BoundUse, ...]] | None = None) -> None:
+        self._bound_use = bound_use
         self._conns = conns
         self._sessions = sessions
         self._wills = wills
@@ -100,7 +103,8 @@ class BrokerView:
         return Counters(w.armed, MappingProxyType(dict(w.published_by_cause)), w.published_unreceived,
                         MappingProxyType(dict(w.cancelled_by_cause)), MappingProxyType(dict(w.dropped_by_reason)),
                         w.denied, MappingProxyType(dict(self._stats)), MappingProxyType(dict(self._limits.hits)),
-                        len(self._retained), len(self._timeline))
+                        len(self._retained), len(self._timeline),
+                        self._bound_use() if self._bound_use is not None else ())
 
     def clients(self) -> Iterator[ClientInfo]:
         for conn in self._conns.values():

@@ -20,11 +20,15 @@ class _Level:
 
 
 class RetainedStore:
-    __slots__ = ("_by_topic", "_root")
+    __slots__ = ("_by_topic", "_root", "nbytes")
 
     def __init__(self) -> None:
         self._by_topic: dict[str, Message] = {}
         self._root = _Level()
+        self.nbytes = 0  # topics + payloads of the messages held (max_retained_bytes)
+
+    def _take(self, message: Message) -> None:
+        self.nbytes -= len(message.payload) + len(message.topic)
 
     def __len__(self) -> int:
         return len(self._by_topic)
@@ -37,11 +41,17 @@ class RetainedStore:
         if not message.payload:
             # [MQTT-3.3.1-6] an empty payload removes the retained message, and
             # [MQTT-3.3.1-7] is itself never stored
-            if self._by_topic.pop(message.topic, None) is None:
+            old = self._by_topic.pop(message.topic, None)
+            if old is None:
                 return False
+            self._take(old)
             self._unlink(message.topic)
             return True
         topic = message.topic
+        old = self._by_topic.get(topic)
+        if old is not None:
+            self._take(old)
+        self.nbytes += len(message.payload) + len(topic)
         self._by_topic[topic] = message  # [MQTT-3.3.1-5] replace any existing one
         node = self._root
         for name in topic.split("/"):
@@ -59,6 +69,7 @@ class RetainedStore:
         """Remove ``topic`` only if it still holds ``message`` (used by expiry timers)."""
         if self._by_topic.get(topic) is message:
             del self._by_topic[topic]
+            self._take(message)
             self._unlink(topic)
             return True
         return False
@@ -89,6 +100,7 @@ class RetainedStore:
             if msg.expired(now):  # [MQTT-3.3.2-5] an expired message is not delivered
                 if self._by_topic.get(msg.topic) is msg:
                     del self._by_topic[msg.topic]
+                    self._take(msg)
                     self._unlink(msg.topic)
             else:
                 out.append(msg)

@@ -33,6 +33,9 @@ class Router(Protocol):
 
     def subscribe(self, client_id: str, topic_filter: str, options: SubOptions) -> None: ...
 
+    def subscription_count(self) -> int:
+        """Subscriptions over every session (the max_total_subscriptions bound)."""
+
     def unsubscribe(self, client_id: str, topic_filter: str) -> bool: ...
 
     def retained_matching(self, topic_filter: str, now: float) -> list[Message]:
@@ -76,6 +79,9 @@ class LocalRouter:
     def unsubscribe(self, client_id: str, topic_filter: str) -> bool:
         return self.tree.remove(client_id, topic_filter)
 
+    def subscription_count(self) -> int:
+        return len(self.tree)
+
     def retained_matching(self, topic_filter: str, now: float) -> list[Message]:
         return self.retained.matching(topic_filter, now)
 
@@ -105,7 +111,7 @@ class LocalRouter:
                     (opts.subscription_id,) if opts.subscription_id else (), now)
             return 1
         receivers = 0
-        for client_id, (sub_qos, rap, ids) in _merged(normal, origin).items():
+        for client_id, (sub_qos, rap, ids) in merge_subscriptions(normal, origin).items():
             deliver(sessions[client_id], message, min(message.qos, sub_qos), message.retain and rap, tuple(ids), now)
             receivers += 1
         for share_key, _group, members in shared:
@@ -169,8 +175,9 @@ class LocalRouter:
             self.recorder.retained_changed(topic, None)
 
 
-def _merged(normal: list, origin: str | None) -> dict[str, list]:
-    """One delivery per client of overlapping subscriptions: the highest QoS, every identifier
+def merge_subscriptions(normal: list, origin: str | None) -> dict[str, list]:
+    """One delivery per client of overlapping subscriptions (shared with the cluster's replica,
+    cluster/replica.py): the highest QoS, every identifier
     [MQTT-3.3.4-2] [MQTT-3.3.4-3] [MQTT-3.3.4-4] [MQTT-3.3.4-5]; none to its own publisher with No Local
     [MQTT-3.8.3-3]. client id -> [qos, retain as published, subscription ids]."""
     merged: dict[str, list] = {}

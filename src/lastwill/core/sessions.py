@@ -117,6 +117,7 @@ class Session:
     next_seq: int = 1  # for Delivery.seq
     dropped: int = 0  # messages dropped because the queue was full
     queued_bytes: int = 0  # topics + payloads of the messages in ``queue`` (for max_queued_bytes)
+    inflight_bytes: int = 0  # topics + payloads of the deliveries in ``inflight`` (for max_inflight_bytes)
     # the user name the session was last connected with (None: anonymous): what the ACL checks for
     # its deliveries and its will, also when no connection is open (stored with the session)
     username: str | None = None
@@ -154,7 +155,16 @@ class Session:
         inflight = self.inflight
         if inflight is EMPTY_MAP:
             inflight = self.inflight = {}
+        old = inflight.get(pid)
+        if old is not None:
+            self.inflight_bytes -= len(old.delivery.message.payload) + len(old.delivery.message.topic)
         inflight[pid] = f
+        self.inflight_bytes += len(f.delivery.message.payload) + len(f.delivery.message.topic)
+
+    def drop_inflight(self, pid: int) -> None:
+        """The delivery of ``pid`` is no longer in flight (acknowledged, refused, discarded)."""
+        f = self.inflight.pop(pid)
+        self.inflight_bytes -= len(f.delivery.message.payload) + len(f.delivery.message.topic)
 
     def add_awaiting_pubrel(self, pid: int) -> None:
         awaiting = self.awaiting_pubrel
@@ -195,6 +205,7 @@ class Conn:
     # password; auth_done: checked, the CONNECT is being handled again
     held: list | None = None
     auth_done: bool = False
+    claimed: bool = False  # cluster: the engine gave this CONNECT its session (ClaimSession)
     acl_denied: int = 0  # PUBLISHes refused by the ACL on this connection (to throttle the log)
     # what the client told us (MQTT 5 CONNECT properties)
     receive_maximum: int = 65535

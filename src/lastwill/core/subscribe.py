@@ -66,6 +66,15 @@ class SubscribeHandler:
                     len(session.subscriptions) >= cfg.max_subscriptions_per_client:
                 over = ("max_subscriptions_per_client",
                         f"the client has {len(session.subscriptions)} subscriptions (max_subscriptions_per_client)")
+            if over is None and sub.topic_filter not in session.subscriptions and \
+                    self.router.subscription_count() >= self.limits.bounds.subscriptions:
+                # a global bound (core/limits.py): the topic tree's size over every session
+                over = ("max_total_subscriptions", f"the broker holds {self.router.subscription_count()} subscriptions "
+                                                   f"(max_total_subscriptions {self.limits.bounds.subscriptions})")
+                self.limits.refused(over[0], now, "client_id=%s subscribe %r refused with 0x97: %s",
+                                    session.client_id, sub.topic_filter[:200], over[1])
+                codes.append(ReasonCode.QUOTA_EXCEEDED)  # 3.1.1: 0x80 Failure
+                continue
             if over is not None:
                 # 0x8F Topic Filter invalid ("not allowed for this Client") / 0x97 Quota exceeded; 3.1.1: 0x80
                 code = ReasonCode.QUOTA_EXCEEDED if over[0] == "max_subscriptions_per_client" else ReasonCode.TOPIC_FILTER_INVALID

@@ -209,6 +209,7 @@ class WillKeeper:
         # acl_file: why the session's will may not be published now (None: it may)
         self.authorize = authorize
         self.armed = 0
+        self.stored = 0  # wills stored now, armed or pending (the max_wills bound, core/limits.py)
         self.published = 0
         self.cancelled = 0
         self.published_by_cause: dict[str, int] = {}  # Cause values
@@ -238,7 +239,7 @@ class WillKeeper:
         A resumed session's pending will was cancelled by ``resume`` first; the new CONNECT's will
         (or none) replaces whatever the session held.
         """
-        session.will = WillState(will) if will is not None else None
+        self._set(session, WillState(will) if will is not None else None)
         self.record(session)  # durable before the CONNACK goes out
         expiry = session.expiry_interval
         if will is not None:
@@ -266,14 +267,19 @@ class WillKeeper:
         """The store held this will for the session (start-up): armed, or pending until ``fire_at``."""
         if fire_at is not None and ended is None:
             ended = _UNKNOWN_END
-        session.will = WillState(will, fire_at, ended)
+        self._set(session, WillState(will, fire_at, ended))
+
+    def _set(self, session: Session, state: WillState | None) -> None:
+        """The one place a session's will is stored or removed: ``stored`` counts them."""
+        self.stored += (state is not None) - (session.will is not None)
+        session.will = state
 
     # -- the connection ends ----------------------------------------------------------------
     def discard(self, session: Session, now: float, why: str, rule: str) -> bool:
         """DISCONNECT 0x00: delete the will without publishing it [MQTT-3.14.4-3]. True if there was one."""
         if session.will is None:
             return False
-        session.will = None  # [MQTT-3.1.2-10] removed on DISCONNECT 0x00
+        self._set(session, None)  # [MQTT-3.1.2-10] removed on DISCONNECT 0x00
         self.record(session)  # the cancellation is durable before the broker acts on it
         self.cancelled += 1
         _count(self.cancelled_by_cause, _DISCONNECT)
@@ -316,7 +322,7 @@ class WillKeeper:
         if state is None or state.fire_at is None:
             return
         self.timers.cancel((_WILL, session.client_id))
-        session.will = None
+        self._set(session, None)
         self.record(session)
         self.cancelled += 1
         cause = _RECONNECT_AFTER_RESTART if state.recovered else _RECONNECT
@@ -325,6 +331,14 @@ class WillKeeper:
                else "client reconnected to its session (Clean Start 0) before the will delay elapsed")
         self.timeline.record(session.client_id, now, _CANCELLED, why, "MQTT-3.1.3-9", cause=cause)
         log.info("will client_id=%s cancelled: %s [MQTT-3.1.3-9]", session.client_id, why)
+
+    def cancelled_in_cluster(self, client_id: str, now: float, why: str) -> None:
+        """Cluster mode: the engine discarded a pending will of this client, unpublished, because it came
+        back in time (on any node) [MQTT-3.1.3-9]; ``why`` says how, in words."""
+        self.cancelled += 1
+        _count(self.cancelled_by_cause, _RECONNECT)
+        self.timeline.record(client_id, now, _CANCELLED, why, "MQTT-3.1.3-9", cause=_RECONNECT)
+        log.info("will client_id=%s cancelled: %s [MQTT-3.1.3-9]", client_id, why)
 
     def recovered(self, session: Session, now: float, grace: float, ended: ConnectionEnded) -> None:
         """The broker restarted; the client was connected when it stopped, so its connection ended
@@ -370,7 +384,7 @@ class WillKeeper:
                              f"pending will restored; due in {max(0.0, fire_at - now):.1f}s", "MQTT-3.1.3-9")
         log.info("will client_id=%s restored as pending, due in %.1fs", session.client_id, max(0.0, fire_at - now))
 
-    def session_ending(self, session: Session, now: float, why: str, rule: str) -> None:
+    def session_ending(self, session: Session, now: float, why: str, rule: str | None) -> None:
         """The session ends: a pending will is published at once [MQTT-3.1.2-8]."""
         state = session.will
         if state is not None and state.fire_at is not None:
@@ -404,7 +418,7 @@ class WillKeeper:
         if state is None:
             return False
         self.timers.cancel((_WILL, session.client_id))
-        session.will = None
+        self._set(session, None)
         self.record(session)  # durable before the broker acts on it (the edge commits before it answers)
         self.cancelled += 1
         _count(self.cancelled_by_cause, _OPERATOR)
@@ -430,7 +444,7 @@ class WillKeeper:
         if state is None:
             return
         # removed from the session before it is published, so it can go out only once [MQTT-3.1.2-10]
-        session.will = None
+        self._set(session, None)
         self.timers.cancel((_WILL, session.client_id))
         self.record(session)
         if not self.firing.claim(session.client_id, state, now):

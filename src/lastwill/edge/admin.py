@@ -68,7 +68,8 @@ PROTOCOLS = {3: "3.1", 4: "3.1.1", 5: "5.0"}
 # the settings whose enforcement is counted in lastwill_limit_hits_total (core: BrokerCore.limit_hits)
 LIMITS = ("max_connections", "connect_timeout", "max_packet_size", "max_topic_length", "max_topic_levels",
           "max_subscriptions_per_client", "max_publish_rate", "max_queued_messages", "max_queued_bytes",
-          "unsent_bytes")
+          "unsent_bytes", "max_total_queued_bytes", "max_sessions", "max_offline_sessions", "max_retained_messages",
+          "max_retained_bytes", "max_wills", "max_total_subscriptions", "login_throttled", "handshake_timeout")
 
 # (monotonic now as the core sees it, offset to add to get wall-clock time)
 Clock = Callable[[], tuple[float, float]]
@@ -106,6 +107,7 @@ class AdminServer:
         PlatformCollector(registry=self.registry)
         self.runner: web.AppRunner | None = None
         self.addresses: list[tuple[str, int]] = []
+        self.cluster_view = None  # cluster mode: async () -> dict, the engine's view (GET /api/cluster)
 
     # ---- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -116,6 +118,8 @@ class AdminServer:
         app.router.add_get("/api/clients/{client_id}/timeline", self.timeline)
         app.router.add_get("/api/retained", self.retained)
         app.router.add_get("/metrics", self.metrics)
+        if self.cluster_view is not None:
+            app.router.add_get("/api/cluster", self.cluster)
         if self.administer is not None:
             app.router.add_post("/api/clients/{client_id}/disconnect", self.disconnect)
             app.router.add_delete("/api/sessions/{client_id}", self.delete_session)
@@ -228,6 +232,11 @@ class AdminServer:
         out = [_pending(client_id, status, now, offset) for client_id, status in pending]
         out.sort(key=lambda w: (w["fire_at_epoch"], w["client_id"]))
         return _json({"now": now + offset, "count": len(out), "armed": armed, "wills": out})
+
+    async def cluster(self, request: web.Request) -> web.Response:
+        """Cluster mode: every node (epoch, lease, state, sessions held), the pending wills of the whole
+        cluster, and which node published which will (the engine's audit), newest first."""
+        return _json(await self.cluster_view())
 
     async def timeline(self, request: web.Request) -> web.Response:
         client_id = request.match_info["client_id"]  # percent-decoded by aiohttp
@@ -436,6 +445,15 @@ class BrokerCollector:
         yield _labelled(CounterMetricFamily, "lastwill_limit_hits",
                         "Times a limit was enforced (docs/security.md 'Limits'), by the setting", "limit",
                         LIMITS, c.limit_hits)
+        used = GaugeMetricFamily("lastwill_bound_used", "What the broker holds against each global bound "
+                                 "(docs/security.md 'Global bounds'), by the setting", labels=["limit"])
+        bound = GaugeMetricFamily("lastwill_bound", "Each global bound in force (the setting, or derived from "
+                                  "memory_budget)", labels=["limit"])
+        for b in c.bounds:
+            used.add_metric([b.limit], b.used)
+            bound.add_metric([b.limit], b.bound)
+        yield used
+        yield bound
         yield GaugeMetricFamily("lastwill_messages_queued", "Messages queued for sessions", value=totals.queued)
         yield GaugeMetricFamily("lastwill_messages_inflight", "QoS 1/2 messages sent and not yet acknowledged",
                                 value=totals.inflight)

@@ -16,6 +16,15 @@ class ConnectionHost(Protocol):
     config: Config
     reads: ReadBudget
     loop: asyncio.AbstractEventLoop
+    upgrades: set  # WebSocket connections whose HTTP upgrade is under way (they count toward max_connections)
+
+    def admit_pending(self, peer: str) -> bool:
+        """A TLS handshake or a WebSocket upgrade may start; False: refused and counted (max_connections)."""
+
+    def handshake_deadline(self) -> tuple[float, str]:
+        """(seconds, the setting) a handshake or an upgrade may take."""
+
+    def handshake_timed_out(self) -> None: ...
 
     def open_connection(self, transport, peer: str, sockport: int, cert_username: str | None) -> int:
         """A connection is ready for MQTT (``transport`` is what the server writes to): its id."""

@@ -20,8 +20,17 @@ from typing import Protocol
 from ..auth import Acl, AuthFileError, PasswordFile
 from ..config import Config
 from ..core.actions import Authenticate
+from ..core.throttle import LoginThrottle, Verdict
 
 log = logging.getLogger("lastwill.auth")
+
+
+def _address(peer: str | None) -> str:
+    """The host part of "HOST:PORT" ("[::1]:5" -> "::1"): what login throttling keys on."""
+    if not peer:
+        return "?"
+    host = peer.rpartition(":")[0] or peer
+    return host[1:-1] if host.startswith("[") and host.endswith("]") else host
 
 
 class AuthHost(Protocol):
@@ -33,8 +42,12 @@ class AuthHost(Protocol):
     def set_acl(self, acl: Acl | None) -> None:
         """The core checks these rules from now on."""
 
-    def answer(self, conn_id: int, ok: bool) -> None:
-        """The password check of the connection's CONNECT is done: the core goes on with it."""
+    def answer(self, conn_id: int, ok: bool, throttled: str | None = None) -> None:
+        """The password check of the connection's CONNECT is done: the core goes on with it.
+        ``throttled``: refused without a check (why), CONNACK 0x89."""
+
+    def peer_of(self, conn_id: int) -> str | None:
+        """"HOST:PORT" of the connection's peer."""
 
     def hold_reading(self, conn_id: int) -> None:
         """Stop reading the connection until ``release_reading`` (the read budget does not resume it)."""
@@ -52,6 +65,10 @@ class Security:
         self.acl: Acl | None = None
         self._executor: ThreadPoolExecutor | None = None
         self.checks = 0  # password checks run in the threads (not answered from the cache)
+        # password guessing: backoff per source address and user name (core/throttle.py); a failing
+        # CONNACK is held at most half connect_timeout, so that the connection is still there to get it
+        self.throttle = LoginThrottle(self.config.login_backoff, self.config.login_backoff_max,
+                                      answer_max=min(5.0, self.config.connect_timeout / 2))
 
     # -- the files --------------------------------------------------------------------------------
     def load(self) -> None:
@@ -116,7 +133,13 @@ class Security:
         pw = self.passwords
         conn_id = action.conn_id
         if pw is not None and pw.cached(action.username, action.password):
-            server.answer(conn_id, True)
+            server.answer(conn_id, True)  # verified recently: never throttled
+            return
+        now = server.loop.time()
+        blocked = self.throttle.check(_address(server.peer_of(conn_id)), action.username, now)
+        if blocked.verdict is Verdict.THROTTLED:
+            server.answer(conn_id, False, f"{blocked.key_kind} {blocked.key[:100]!r} after {blocked.failures} failed "
+                                          f"password check(s), for {blocked.until - now:.1f}s more")
             return
         server.hold_reading(conn_id)  # what the client sends next waits in the socket until the answer
 
@@ -138,11 +161,27 @@ class Security:
         except Exception:  # pragma: no cover - verify does not raise; refuse if it ever does
             log.exception("password check for user %r failed; refusing the CONNECT", action.username)
             ok = False
+        if server.loop is None or server.loop.is_closed():
+            return
+        address = _address(server.peer_of(action.conn_id))
         if ok:
             pw.remember(action.username, action.password)
-        server.release_reading(action.conn_id)
-        if server.loop is not None and not server.loop.is_closed():
-            server.answer(action.conn_id, ok)
+            self.throttle.succeeded(address, action.username)
+            self._answer(action.conn_id, True)
+            return
+        # a failed check: its address and user name back off, and the CONNACK 0x86 is held back
+        delay = self.throttle.failed(address, action.username, server.loop.time())
+        if delay > 0:
+            server.loop.call_later(delay, self._answer, action.conn_id, False)
+        else:
+            self._answer(action.conn_id, False)
+
+    def _answer(self, conn_id: int, ok: bool) -> None:
+        server = self.server
+        if server.loop is None or server.loop.is_closed():
+            return
+        server.release_reading(conn_id)
+        server.answer(conn_id, ok)
 
     def close(self) -> None:
         if self._executor is not None:

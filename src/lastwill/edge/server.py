@@ -7,6 +7,7 @@ import gc
 import logging
 import os
 import socket
+import ssl
 import time
 
 from .. import logs
@@ -17,13 +18,14 @@ from ..core.actions import Authenticate, Close, Send
 from ..core.broker import BrokerCore
 from ..core.causes import Cause, ConnectionEnded, lost, lost_because
 from ..core.operator import AdminRequest, AdminResult
+from ..errors import ConfigError
 from ..storage.base import Batch, Storage
 from ..version import __version__
 from .budget import TURN_BUDGET, ReadBudget
 from .commits import CommitStats
 from .security import Security
 from .tcp import UNSENT_HARD_LIMIT, MqttProtocol
-from .tls import server_context
+from .tls import context_for, listener_files, tls_contexts
 from .tlsconn import TlsAcceptor
 
 log = logging.getLogger("lastwill")
@@ -61,6 +63,7 @@ class Server:
         self.commit_seconds: list[float] = []  # recent commit latencies (for metrics)
         self.commit_stats = CommitStats()  # all of them, as a histogram (for /metrics)
         self.admin = None  # the admin HTTP API (edge/admin.py), when admin_listen is set
+        self.cluster = None  # edge/cluster.py ClusterNode, in cluster mode (config.cluster)
         self.security = Security(self)  # password_file, acl_file: loaded by start(), reload() on SIGHUP
         self._pending: list = []
         self.flush_scheduled = False
@@ -77,8 +80,13 @@ class Server:
         self.addresses: list[tuple[str, int]] = []  # the plain MQTT listeners (listen)
         # every listener: (kind, host, port), kind "mqtt", "mqtts", "ws" or "wss" (Config.listeners())
         self.listeners: list[tuple[str, str, int]] = []
-        self.ssl_context = None  # for tls_listen and wss_listen (edge/tls.py)
+        # for tls_listen and wss_listen (edge/tls.py): each listener's SSLContext ("HOST:PORT" as written in
+        # the config), its own (tls_listener_certs) or the shared one; replaced by reload_tls() (SIGHUP)
+        self.tls_contexts: dict[str, ssl.SSLContext] = {}
         self.handshakes: set = set()  # TLS handshakes under way (edge/tlsconn.py TlsAcceptor; cancel() ends one)
+        self.upgrades: set = set()  # WebSocket upgrades under way (edge/websocket.py)
+        # handshakes and upgrades under way count toward max_connections (core/connection.py)
+        self.core.set_pending_connections(lambda: len(self.handshakes) + len(self.upgrades))
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         # (duplicate of a listening socket, protocol factory): the accept queue is drained from these
@@ -98,9 +106,14 @@ class Server:
         if self.config.tls_listen or self.config.wss_listen:
             # a bad certificate or key stops start-up (ConfigError naming the key and the file)
             # before the store is touched
-            self.ssl_context = server_context(self.config)
+            self.tls_contexts = tls_contexts(self.config)
         self.security.load()  # a bad password_file or acl_file stops start-up too (ConfigError: file, line)
         self.core.wall_offset = self.wall_offset()  # kept up to date by _flush
+        if self.config.cluster:
+            from .cluster import ClusterNode  # redis is imported only in cluster mode
+
+            self.cluster = ClusterNode(self, self.config)
+            await self.cluster.start()  # EngineConfigError (a setting that would lose data) stops start-up
         if self.storage is not None:
             # millions of restored deliveries, none in a reference cycle: the cyclic collector would
             # walk all of them again and again as they are made (half the restore time at 2 million)
@@ -141,6 +154,11 @@ class Server:
             self.admin = AdminServer(self.config, self.core.view,
                                      lambda: (self.loop.time(), self.wall_offset()), self.commit_stats,
                                      self.administer, self.core.changes)
+            if self.cluster is not None:
+                from .cluster import ClusterCollector
+
+                self.admin.registry.register(ClusterCollector(self.cluster))
+                self.admin.cluster_view = self.cluster.view
             await self.admin.start()
 
     async def _start_tls_ws_listeners(self) -> None:
@@ -152,10 +170,11 @@ class Server:
         for key, kind in (("tls_listen", "mqtts"), ("ws_listen", "ws"), ("wss_listen", "wss")):
             for item in getattr(cfg, key):
                 host, port = parse_listen(item, key)
+                context = self._context_of(item)
                 if kind == "mqtts":
-                    factory = lambda: TlsAcceptor(self, lambda: MqttProtocol(self, tls=True))  # noqa: E731
+                    factory = lambda c=context: TlsAcceptor(self, lambda: MqttProtocol(self, tls=True), c)  # noqa: E731
                 elif kind == "wss":
-                    factory = lambda: TlsAcceptor(self, lambda: WebSocketProtocol(self, tls=True))  # noqa: E731
+                    factory = lambda c=context: TlsAcceptor(self, lambda: WebSocketProtocol(self, tls=True), c)  # noqa: E731
                 else:
                     factory = lambda: WebSocketProtocol(self)  # noqa: E731
                 factory = self._listener_factory(factory)
@@ -171,6 +190,49 @@ class Server:
                     self.listeners.append((kind, addr[0], addr[1]))
                     log.info("listening on %s:%s (%s%s)", addr[0], addr[1], kind,
                              f", path {cfg.ws_path}" if kind in ("ws", "wss") else "")
+
+    def _context_of(self, item: str):
+        """The SSLContext of listener ``item`` as it is when a connection comes (reload_tls replaces it)."""
+        contexts = self.tls_contexts
+        return lambda: contexts[item]
+
+    def reload_tls(self) -> bool:
+        """SIGHUP: read every TLS listener's certificate, key and CAs again. New handshakes use them;
+        connections already open keep theirs. A file that fails keeps that listener's in force, with one
+        log line naming it. True if every one was reloaded."""
+        if not self.tls_contexts:
+            return True
+        ok = True
+        built: dict = {}
+        for item, files in listener_files(self.config).items():
+            try:
+                if files not in built:
+                    built[files] = context_for(self.config, files)
+            except ConfigError as e:
+                ok = False
+                built[files] = None
+                log.error("reload: %s; the certificate in force for %s stays", e, item)
+            if built[files] is not None:
+                self.tls_contexts[item] = built[files]
+        return ok
+
+    def admit_pending(self, peer: str) -> bool:
+        """A TLS handshake or a WebSocket upgrade may start: they count toward max_connections with the
+        core's connections. One more is closed at once, counted and logged as the core's are."""
+        limit = self.core.max_connections
+        if limit and len(self.core.conns) + len(self.handshakes) + len(self.upgrades) >= limit:
+            self.core.connection_refused(peer, self.loop.time())
+            return False
+        return True
+
+    def handshake_deadline(self) -> tuple[float, str]:
+        cfg = self.config
+        if cfg.connect_timeout < cfg.handshake_timeout:
+            return cfg.connect_timeout, "connect_timeout"
+        return cfg.handshake_timeout, "handshake_timeout"
+
+    def handshake_timed_out(self) -> None:
+        self.core.count_limit("handshake_timeout")
 
     def _listener_factory(self, factory):
         """The listener's protocol factory, noting that a connection was just accepted."""
@@ -243,7 +305,9 @@ class Server:
             task.cancel()
         for handshake in list(self.handshakes):  # TLS handshakes under way: those connections never opened
             handshake.cancel()
-        if self.loop is not None:
+        if self.cluster is not None:
+            await self.cluster.stop(publish_wills=self.config.shutdown_wills == "publish")
+        elif self.loop is not None:
             keep = self.storage is not None and self.config.shutdown_wills == "keep"
             self.run(self.core.shutdown(self.loop.time(), keep_wills=keep))
             self._flush()
@@ -294,8 +358,11 @@ class Server:
 
     def feed(self, conn_id: int, data: bytes) -> bool:
         self.bytes_received += len(data)
+        now = self.loop.time()
+        if self.cluster is not None and not self.cluster.live(now, conn_id):
+            return False  # this node's lease ran out: it fences itself, nothing of its clients is handled
         try:
-            actions = self.core.data_received(conn_id, data, self.loop.time())
+            actions = self.core.data_received(conn_id, data, now)
         except Exception:  # a bug in the core must cost one connection, never the broker
             log.exception("internal error handling data from connection %s; closing it", conn_id)
             self.lost_causes[conn_id] = _INTERNAL_ERROR
@@ -346,8 +413,11 @@ class Server:
     def set_acl(self, acl: Acl | None) -> None:
         self.core.set_acl(acl)
 
-    def answer(self, conn_id: int, ok: bool) -> None:
-        self.run(self.core.authenticated(conn_id, ok, self.loop.time()))
+    def answer(self, conn_id: int, ok: bool, throttled: str | None = None) -> None:
+        self.run(self.core.authenticated(conn_id, ok, self.loop.time(), throttled))
+
+    def peer_of(self, conn_id: int) -> str | None:
+        return self.core.view.peer_of(conn_id)
 
     def hold_reading(self, conn_id: int) -> None:
         transport = self.transports.get(conn_id)
@@ -413,6 +483,17 @@ class Server:
                     del self.commit_seconds[:512]
         actions = self._pending
         self._pending = []
+        if self.cluster is not None:
+            # the engine takes the turn's intents first; the actions are written once it has them
+            self.cluster.submit(self.core.take_intents(), actions)
+        else:
+            self.write_actions(actions)
+        logs.flush()  # the turn's log lines, in one write
+        self._writing = False
+        return True
+
+    def write_actions(self, actions: list) -> None:
+        """Write the packets and close the connections the core asked for (after the commit)."""
         if actions:
             core = self.core
             transports = self.transports
@@ -457,9 +538,6 @@ class Server:
                         close_after_last_packet(self.loop, transport)
                     else:
                         transport.close()
-        logs.flush()  # the turn's log lines, in one write
-        self._writing = False
-        return True
 
     def _arm_timer(self) -> None:
         deadline = self.core.next_deadline()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import ssl
 
-from ..config import Config
+from ..config import Config, TlsFiles, parse_listener_certs
 from ..errors import ConfigError
 
 log = logging.getLogger("lastwill")
@@ -46,16 +46,42 @@ def _read(key: str, path: str) -> bytes:
 
 
 def server_context(config: Config) -> ssl.SSLContext:
-    """The SSLContext of every TLS listener: TLS 1.2 at least, the server certificate, and the client
-    CAs (tls_ca) when set. Raises ConfigError naming the key and the file."""
-    cert, key, ca = config.tls_cert, config.tls_key, config.tls_ca
-    cert_pem = _read("tls_cert", cert)
-    key_pem = _read("tls_key", key)
+    """The SSLContext of the TLS listeners without a certificate of their own: TLS 1.2 at least, the
+    server certificate, and the client CAs (tls_ca) when set. Raises ConfigError naming the key and the file."""
+    return context_for(config, TlsFiles(config.tls_cert, config.tls_key, config.tls_ca))
+
+
+def listener_files(config: Config) -> dict[str, TlsFiles]:
+    """The files of each TLS listener ("HOST:PORT" as written in tls_listen / wss_listen): its own
+    (tls_listener_certs) or tls_cert, tls_key, tls_ca."""
+    own = parse_listener_certs(config.tls_listener_certs)
+    default = TlsFiles(config.tls_cert, config.tls_key, config.tls_ca)
+    return {item: own.get(item, default) for item in (*config.tls_listen, *config.wss_listen)}
+
+
+def tls_contexts(config: Config) -> dict[str, ssl.SSLContext]:
+    """Every TLS listener's SSLContext (one per distinct set of files). Raises ConfigError naming the
+    key and the file."""
+    built: dict[TlsFiles, ssl.SSLContext] = {}
+    out = {}
+    for item, files in listener_files(config).items():
+        if files not in built:
+            built[files] = context_for(config, files)
+        out[item] = built[files]
+    return out
+
+
+def context_for(config: Config, files: TlsFiles) -> ssl.SSLContext:
+    """The SSLContext of a TLS listener. Raises ConfigError naming the key and the file."""
+    cert, key, ca = files.cert, files.key, files.ca
+    k_cert, k_key, k_ca = files.name("tls_cert"), files.name("tls_key"), files.name("tls_ca")
+    cert_pem = _read(k_cert, cert)
+    key_pem = _read(k_key, key)
     if b"-----BEGIN" not in cert_pem or b"CERTIFICATE-----" not in cert_pem:
-        raise ConfigError(f"config key 'tls_cert': file {cert!r} is not a PEM certificate "
+        raise ConfigError(f"config key '{k_cert}': file {cert!r} is not a PEM certificate "
                           f"(no '-----BEGIN CERTIFICATE-----')")
     if b"PRIVATE KEY-----" not in key_pem:
-        raise ConfigError(f"config key 'tls_key': file {key!r} is not a PEM private key "
+        raise ConfigError(f"config key '{k_key}': file {key!r} is not a PEM private key "
                           f"(no '-----BEGIN ... PRIVATE KEY-----')")
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2  # (Python's default today too: explicit, whatever the default)
@@ -63,36 +89,37 @@ def server_context(config: Config) -> ssl.SSLContext:
     try:
         ctx.load_cert_chain(cert, key, password=_ask_password)
     except _EncryptedKey:
-        raise ConfigError(f"config key 'tls_key': file {key!r} is an encrypted private key: lastwill needs "
+        raise ConfigError(f"config key '{k_key}': file {key!r} is an encrypted private key: lastwill needs "
                           f"it unencrypted (e.g. openssl pkey -in {key} -out plain.key), readable only by "
                           f"the broker's user") from None
     except ssl.SSLError as e:
         if e.reason == "KEY_VALUES_MISMATCH":
-            raise ConfigError(f"config key 'tls_key': the private key in {key!r} does not match the "
-                              f"certificate in {cert!r} (tls_cert)") from None
+            raise ConfigError(f"config key '{k_key}': the private key in {key!r} does not match the "
+                              f"certificate in {cert!r} ({k_cert})") from None
         try:  # which of the two is unusable?
             ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=cert)
         except ssl.SSLError:
-            raise ConfigError(f"config key 'tls_cert': file {cert!r} holds no usable PEM certificate "
+            raise ConfigError(f"config key '{k_cert}': file {cert!r} holds no usable PEM certificate "
                               f"({e.reason or e})") from None
-        raise ConfigError(f"config key 'tls_key': file {key!r} holds no usable private key for the "
+        raise ConfigError(f"config key '{k_key}': file {key!r} holds no usable private key for the "
                           f"certificate in {cert!r} ({e.reason or e})") from None
     except OSError as e:  # e.g. removed between the read above and here
-        raise ConfigError(f"config key 'tls_cert'/'tls_key': cannot load {cert!r} / {key!r}: "
+        raise ConfigError(f"config key '{k_cert}'/'{k_key}': cannot load {cert!r} / {key!r}: "
                           f"{e.strerror or e}") from None
     if ca:
-        ca_pem = _read("tls_ca", ca)
+        ca_pem = _read(k_ca, ca)
         if b"CERTIFICATE-----" not in ca_pem:
-            raise ConfigError(f"config key 'tls_ca': file {ca!r} is not a PEM file of CA certificates "
+            raise ConfigError(f"config key '{k_ca}': file {ca!r} is not a PEM file of CA certificates "
                               f"(no '-----BEGIN CERTIFICATE-----')")
         try:
             ctx.load_verify_locations(cafile=ca)
         except (ssl.SSLError, OSError) as e:
-            raise ConfigError(f"config key 'tls_ca': file {ca!r} holds no usable PEM CA certificate "
+            raise ConfigError(f"config key '{k_ca}': file {ca!r} holds no usable PEM CA certificate "
                               f"({getattr(e, 'reason', None) or e})") from None
         # asked for, and verified against tls_ca when sent; required or not
         ctx.verify_mode = ssl.CERT_REQUIRED if config.tls_require_client_cert else ssl.CERT_OPTIONAL
-    log.info("TLS: certificate %s, key %s, TLS 1.2 at least; client certificates: %s", cert, key,
+    log.info("TLS%s: certificate %s, key %s, TLS 1.2 at least; client certificates: %s",
+             f" ({files.where})" if files.where else "", cert, key,
              "not asked for" if not ca else
              f"{'required' if config.tls_require_client_cert else 'optional'}, CAs from {ca}"
              + ("; the certificate's CN is the user name" if config.tls_cert_cn_as_username else ""))

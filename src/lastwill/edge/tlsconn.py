@@ -50,8 +50,18 @@ class TlsHost(Protocol):
 
     config: Config
     loop: asyncio.AbstractEventLoop
-    ssl_context: ssl.SSLContext | None
     handshakes: set  # the TlsAcceptors whose handshake is under way (cancel() ends one)
+
+    def admit_pending(self, peer: str) -> bool:
+        """A TLS handshake or a WebSocket upgrade may start (they count toward max_connections); False:
+        refused and counted, the caller closes the connection."""
+
+    def handshake_deadline(self) -> tuple[float, str]:
+        """(seconds, the setting) a handshake or an upgrade may take: handshake_timeout, or
+        connect_timeout if shorter."""
+
+    def handshake_timed_out(self) -> None:
+        """Count one (the handshake_timeout limit)."""
 
 
 def _why(e: BaseException) -> str:
@@ -68,16 +78,19 @@ def _why(e: BaseException) -> str:
 
 class TlsAcceptor(asyncio.Protocol):
     """The protocol of the TCP transport of one TLS connection, for its whole life: the handshake
-    (bounded by connect_timeout; ``server.handshakes`` holds the ones under way), then the records
+    (bounded by handshake_timeout; ``server.handshakes`` holds the ones under way, counted toward
+    max_connections), then the records
     of the listener's protocol, made by ``make_protocol`` once the handshake is done (the core never
     hears of a connection whose handshake failed)."""
 
     __slots__ = ("server", "make_protocol", "raw", "sslobj", "incoming", "outgoing", "app", "transport",
-                 "state", "timer", "peer", "error", "reading_paused")
+                 "state", "timer", "peer", "error", "reading_paused", "context")
 
-    def __init__(self, server: TlsHost, make_protocol):
+    def __init__(self, server: TlsHost, make_protocol, context):
         self.server = server
         self.make_protocol = make_protocol
+        # the listener's SSLContext as it is now: a reload (SIGHUP) changes what new handshakes get
+        self.context = context
         self.raw: asyncio.Transport | None = None
         self.sslobj: ssl.SSLObject | None = None
         self.incoming = ssl.MemoryBIO()
@@ -96,9 +109,13 @@ class TlsAcceptor(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else str(peer or "")
         server = self.server
-        self.sslobj = server.ssl_context.wrap_bio(self.incoming, self.outgoing, server_side=True)
+        if not server.admit_pending(self.peer):  # max_connections counts handshakes under way
+            self.state = CLOSING
+            transport.abort()
+            return
+        self.sslobj = self.context().wrap_bio(self.incoming, self.outgoing, server_side=True)
         server.handshakes.add(self)
-        self.timer = server.loop.call_later(server.config.connect_timeout, self._handshake_timeout)
+        self.timer = server.loop.call_later(server.handshake_deadline()[0], self._handshake_timeout)
 
     def data_received(self, data: bytes) -> None:
         state = self.state
@@ -177,8 +194,10 @@ class TlsAcceptor(asyncio.Protocol):
     def _handshake_timeout(self) -> None:
         self.timer = None
         if self.state == HANDSHAKE:
-            log.info("TLS handshake with %s failed, connection closed: no TLS handshake within %ss (connect_timeout)",
-                     self.peer, self.server.config.connect_timeout)
+            seconds, setting = self.server.handshake_deadline()
+            log.info("TLS handshake with %s failed, connection closed: no TLS handshake within %ss (%s)",
+                     self.peer, seconds, setting)
+            self.server.handshake_timed_out()
             self.server.handshakes.discard(self)
             self.state = CLOSING
             self.raw.abort()
@@ -347,7 +366,7 @@ class TlsTransport(asyncio.Transport):
         if name == "compression":
             return conn.sslobj.compression()
         if name == "sslcontext":
-            return conn.server.ssl_context
+            return conn.sslobj.context
         return conn.raw.get_extra_info(name, default)
 
     def set_protocol(self, protocol) -> None:

@@ -118,7 +118,13 @@ class WebSocketProtocol(BudgetedProtocol):
                 self.closing = True
                 transport.abort()
                 return
-        self._timer = self.host.loop.call_later(self.host.config.connect_timeout, self._upgrade_timeout)
+        host = self.host
+        if not host.admit_pending(self.peer):  # max_connections counts upgrades under way
+            self.closing = True
+            transport.abort()
+            return
+        host.upgrades.add(self)
+        self._timer = host.loop.call_later(host.handshake_deadline()[0], self._upgrade_timeout)
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
@@ -137,6 +143,7 @@ class WebSocketProtocol(BudgetedProtocol):
         if self.deferred is not None:  # what it sent before it went counts first (edge/tcp.py ReadBudget)
             self.host.reads.process_deferred(self)
         self.closing = True
+        self.host.upgrades.discard(self)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -182,6 +189,7 @@ class WebSocketProtocol(BudgetedProtocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self.host.upgrades.discard(self)  # (its place in max_connections is now the core's connection)
         self.conn_id = self.host.open_connection(WebSocketTransport(self), self.peer, self.sockport, self.cert_user)
         log.debug("WebSocket connection %s from %s: path %s, subprotocol %s", self.conn_id, self.peer, path,
                   subprotocol)
@@ -198,8 +206,10 @@ class WebSocketProtocol(BudgetedProtocol):
     def _upgrade_timeout(self) -> None:
         self._timer = None
         if self.conn_id == 0 and not self.closing:
-            log.info("WebSocket connection from %s closed: no upgrade request within %ss (connect_timeout)",
-                     self.peer, self.host.config.connect_timeout)
+            seconds, setting = self.host.handshake_deadline()
+            log.info("WebSocket connection from %s closed: no upgrade request within %ss (%s)",
+                     self.peer, seconds, setting)
+            self.host.handshake_timed_out()
             self.closing = True
             self.transport.abort()
 

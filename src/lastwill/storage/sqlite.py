@@ -27,6 +27,7 @@ import os
 import sqlite3
 from pathlib import Path
 
+from ..clock import Clock, SystemClock
 from ..codec.properties import WILL, encode_properties, read_properties
 from .base import (
     SCHEMA_VERSION,
@@ -46,6 +47,7 @@ from .msglog import MessageLog, migrate_from_v4
 log = logging.getLogger("lastwill.store")
 
 DB_NAME = "lastwill.db"
+MIGRATION_PROGRESS = 5.0  # seconds between two "still migrating" log lines
 FSYNC_POLICIES = {"always": "FULL", "batch": "NORMAL", "off": "OFF"}
 
 # the timeline table as schema version 2 made it (migration 2); version 4 rebuilds it
@@ -137,9 +139,10 @@ def _unprops(blob: bytes, kind: str = "PUBLISH") -> dict:
 
 
 class SqliteStorage:
-    def __init__(self, data_dir: str | Path, fsync: str = "batch"):
+    def __init__(self, data_dir: str | Path, fsync: str = "batch", clock: Clock | None = None):
         if fsync not in FSYNC_POLICIES:
             raise StoreError(f"fsync policy {fsync!r}: expected one of {', '.join(FSYNC_POLICIES)}")
+        self.clock = clock or SystemClock()  # (how long a migration has taken, for its log lines)
         self.data_dir = Path(data_dir)
         self.path = self.data_dir / DB_NAME
         self.fsync = fsync
@@ -214,8 +217,11 @@ class SqliteStorage:
         return int(row[0])
 
     def _migrate(self, db: sqlite3.Connection, version: int) -> None:
-        """Bring an older store up to SCHEMA_VERSION, one version at a time, each in one transaction."""
+        """Bring an older store up to SCHEMA_VERSION, one version at a time, each in one transaction.
+        A big store takes a while (100,000 clients with 64 timeline events each: 22 s, docs/security.md
+        "Store growth"): it is logged when it starts, every MIGRATION_PROGRESS seconds, and when it ends."""
         start = version
+        began = self._progress(db, version)
         while version < SCHEMA_VERSION:
             step = _MIGRATIONS.get(version + 1)
             if step is None:
@@ -238,7 +244,35 @@ class SqliteStorage:
                 raise StoreError(f"store {self.path}: migrating from schema version {version} to "
                                  f"{version + 1} failed ({e}); the store is unchanged") from None
             version += 1
-        log.info("store %s migrated from schema version %d to %d", self.path, start, version)
+        db.set_progress_handler(None, 0)
+        log.info("store %s migrated from schema version %d to %d in %.1fs", self.path, start, version,
+                 self.clock.monotonic() - began)
+
+    def _progress(self, db: sqlite3.Connection, version: int) -> float:
+        """Log that a migration starts, with the size of the store, and have SQLite report how long it
+        has been going every MIGRATION_PROGRESS seconds. Returns when it started."""
+        clock = self.clock
+        sizes = {table: db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # (fixed table names)
+                 for table in ("sessions", "deliveries", "timeline") if self._has_table(db, table)}
+        log.info("store %s: migrating from schema version %d to %d (%s); the broker starts when it is done",
+                 self.path, version, SCHEMA_VERSION, ", ".join(f"{n} {t} rows" for t, n in sizes.items()))
+        began = clock.monotonic()
+        next_at = [began + MIGRATION_PROGRESS]
+
+        def progress() -> int:
+            now = clock.monotonic()
+            if now >= next_at[0]:
+                next_at[0] = now + MIGRATION_PROGRESS
+                log.info("store %s: still migrating, %.0fs so far", self.path, now - began)
+            return 0  # go on
+
+        db.set_progress_handler(progress, 200_000)  # (every 200,000 SQLite instructions: ~ a few ms)
+        return began
+
+    @staticmethod
+    def _has_table(db: sqlite3.Connection, name: str) -> bool:
+        return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() \
+            is not None
 
     def _read_all(self) -> StoredState:
         db = self.db

@@ -26,4 +26,7 @@ for j = 1, m do
     existed[#existed + 1] = 0
   end
 end
-return {'OK', tonumber(redis.call('GET', P .. 'routever') or '0'), existed}
+local ver = tonumber(redis.call('GET', P .. 'routever') or '0')
+-- a hint to every node that its replica is behind (it also catches up on a timer and on STALE)
+if n + m > 0 then redis.call('PUBLISH', P .. 'routes', ver) end
+return {'OK', ver, existed}

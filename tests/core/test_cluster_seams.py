@@ -1,0 +1,188 @@
+"""The core in cluster mode, sans-IO: what it asks of the engine (ClaimSession, intents) and what it does
+with the answers. No Redis here: the engine's side is tests/cluster; this is the core's decisions."""
+
+from __future__ import annotations
+
+from lastwill.codec.packets import (
+    Connack,
+    Connect,
+    Disconnect,
+    Puback,
+    Publish,
+    Subscribe,
+    Subscription,
+    Will,
+)
+from lastwill.config import Config
+from lastwill.core.actions import ClaimSession, Close, Send
+from lastwill.core.broker import BrokerCore
+from lastwill.core.causes import lost
+from lastwill.core.cluster import Claim
+from lastwill.core.message import Message
+from lastwill.core.topics import SubOptions
+
+NOW = 100.0
+
+
+class Node:
+    def __init__(self) -> None:
+        self.core = BrokerCore(Config(), cluster=True)
+        self.sent: dict[int, list] = {}
+        self.claims: list[ClaimSession] = []
+        self.closed: set[int] = set()
+
+    def run(self, actions: list) -> None:
+        for a in actions:
+            if isinstance(a, Send):
+                self.sent.setdefault(a.conn_id, []).append(a.packet)
+            elif isinstance(a, ClaimSession):
+                self.claims.append(a)
+            elif isinstance(a, Close):
+                self.closed.add(a.conn_id)
+
+    def connect(self, client_id: str, version: int = 5, will: Will | None = None, clean: bool = True,
+                **props) -> int:
+        conn = self.core.new_conn_id()
+        self.run(self.core.open(conn, NOW, "test"))
+        self.run(self.core.handle(conn, Connect(client_id=client_id, clean_start=clean, keep_alive=0,
+                                                protocol_level=version, will=will, properties=props), NOW))
+        return conn
+
+    def claim(self, claim: Claim | None) -> None:
+        c = self.claims.pop(0)
+        alive, actions = self.core.session_claimed(c.conn_id, claim, NOW)
+        assert alive
+        self.run(actions)
+
+    def packets(self, conn: int, kind: type) -> list:
+        return [p for p in self.sent.get(conn, []) if isinstance(p, kind)]
+
+
+def test_a_connect_waits_for_the_engine_s_claim_before_its_connack_MQTT_3_1_2_7():
+    node = Node()
+    conn = node.connect("dev", will=Will("w/dev", b"gone", 1, False))
+    assert node.packets(conn, Connack) == []  # nothing accepted before the engine has the will
+    (claim,) = node.claims
+    assert (claim.client_id, claim.will.topic, claim.clean_start) == ("dev", "w/dev", True)
+    node.claims.insert(0, claim)
+    node.claim(Claim(gen=7, session_present=False, subscriptions=()))
+    (ack,) = node.packets(conn, Connack)
+    assert ack.reason_code == 0 and not ack.session_present
+    assert node.core.generation("dev") == 7
+
+
+def test_a_connect_is_refused_with_0x88_or_rc_3_when_the_engine_cannot_be_reached():
+    for version in (4, 5):
+        node = Node()
+        conn = node.connect("dev", version=version, will=Will("w/dev", b"gone", 1, False))
+        node.claim(None)
+        (ack,) = node.packets(conn, Connack)
+        assert ack.reason_code == 0x88  # the encoder writes 3.1.1 return code 3 (Server unavailable)
+        assert conn in node.closed
+        assert node.core.generation("dev") is None
+
+
+def test_a_resumed_session_gets_its_subscriptions_back_and_session_present_MQTT_3_2_2_3():
+    node = Node()
+    conn = node.connect("dev", clean=False, session_expiry_interval=60)
+    node.claim(Claim(gen=3, session_present=True, subscriptions=(("a/#", SubOptions(1)),)))
+    (ack,) = node.packets(conn, Connack)
+    assert ack.session_present
+    assert dict(node.core.sessions["dev"].subscriptions) == {"a/#": SubOptions(1)}
+    node.core.take_intents()
+    pub = node.connect("pub")
+    node.claim(Claim(gen=4, session_present=False, subscriptions=()))
+    node.run(node.core.handle(pub, Publish("a/b", b"x", 0, False, False, None, {}), NOW))
+    assert [p.payload for p in node.packets(conn, Publish)] == [b"x"]  # served by this node
+
+
+def test_a_publish_serves_local_subscribers_and_leaves_the_rest_to_the_engine():
+    node = Node()
+    sub = node.connect("sub")
+    node.claim(Claim(1, False, ()))
+    node.run(node.core.handle(sub, Subscribe(1, [Subscription("t/#", 1)]), NOW))
+    intents = node.core.take_intents()
+    assert [(s.client_id, s.add) for s in intents.subscribes] == [("sub", [("t/#", SubOptions(1))])]
+    assert [(r.client_id, r.topic_filter) for r in intents.retained] == [("sub", "t/#")]
+    pub = node.connect("pub")
+    node.claim(Claim(2, False, ()))
+    node.run(node.core.handle(pub, Publish("t/x", b"m", 1, True, False, 1, {}), NOW))
+    assert [p.payload for p in node.packets(sub, Publish)] == [b"m"]
+    (intent,) = node.core.take_intents().publishes
+    assert intent.served == frozenset({"sub"}) and intent.message.retain  # the rest: the engine's
+
+
+def test_qos_1_to_a_persistent_session_here_goes_through_the_engine_not_straight_to_it():
+    node = Node()
+    sub = node.connect("keeper", session_expiry_interval=300)
+    node.claim(Claim(1, False, ()))
+    node.run(node.core.handle(sub, Subscribe(1, [Subscription("t/#", 1)]), NOW))
+    pub = node.connect("pub")
+    node.claim(Claim(2, False, ()))
+    node.core.take_intents()
+    node.run(node.core.handle(pub, Publish("t/x", b"m", 1, False, False, 1, {}), NOW))
+    assert node.packets(sub, Publish) == []
+    (intent,) = node.core.take_intents().publishes
+    assert "keeper" not in intent.served  # its queue in the engine gets it: a node's death loses none
+
+
+def test_a_delivery_from_the_engine_is_acknowledged_there_when_the_client_acknowledged_it():
+    node = Node()
+    sub = node.connect("sub")
+    node.claim(Claim(5, False, ()))
+    ok, actions = node.core.deliver_remote("sub", 5, [(Message("t", b"m", 1, False, ref="9-0"), 1, False, ())], NOW)
+    assert ok
+    node.run(actions)
+    (p,) = node.packets(sub, Publish)
+    assert node.core.take_intents() is None  # not yet
+    node.run(node.core.handle(sub, Puback(p.packet_id), NOW))
+    assert node.core.take_intents().acks == [("sub", "9-0")]
+    assert node.core.deliver_remote("sub", 4, [], NOW)[0] is False  # an older generation: not this session
+
+
+def test_the_end_of_a_connection_hands_the_session_and_its_will_to_the_engine_MQTT_3_1_2_8():
+    node = Node()
+    conn = node.connect("dev", will=Will("w/dev", b"gone", 1, False), session_expiry_interval=60)
+    node.claim(Claim(8, False, ()))
+    node.core.take_intents()
+    node.run(node.core.connection_lost(conn, lost(ConnectionResetError()), NOW))
+    (d,) = node.core.take_intents().disconnects
+    assert (d.client_id, d.gen, d.normal, d.expiry) == ("dev", 8, False, 60)
+    assert "dev" not in node.core.sessions  # held by the engine now
+    assert node.core.generation("dev") is None
+
+
+def test_disconnect_0x00_tells_the_engine_to_delete_the_will_MQTT_3_14_4_3():
+    node = Node()
+    conn = node.connect("dev", will=Will("w/dev", b"gone", 1, False))
+    node.claim(Claim(8, False, ()))
+    node.core.take_intents()
+    node.run(node.core.handle(conn, Disconnect(0), NOW))
+    (d,) = node.core.take_intents().disconnects
+    assert d.normal
+
+
+def test_a_kick_ends_the_connection_with_0x8E_and_a_fence_closes_every_connection_MQTT_3_1_4_3():
+    node = Node()
+    a = node.connect("a")
+    node.claim(Claim(1, False, ()))
+    b = node.connect("b")
+    node.claim(Claim(2, False, ()))
+    node.run(node.core.kicked("a", 99, NOW))  # another generation: not this connection
+    assert a not in node.closed
+    node.run(node.core.kicked("a", 1, NOW))
+    assert [p.reason_code for p in node.packets(a, Disconnect)] == [0x8E]
+    assert a in node.closed
+    node.core.take_intents()
+    node.run(node.core.fence(NOW))
+    assert [p.reason_code for p in node.packets(b, Disconnect)] == [0x9C]  # Use another server
+    assert b in node.closed and not node.core.sessions and node.core.take_intents() is None
+
+
+def test_a_will_the_engine_cancelled_at_a_reconnect_is_on_the_client_s_timeline_MQTT_3_1_3_9():
+    node = Node()
+    node.connect("dev", clean=False, session_expiry_interval=60)
+    node.claim(Claim(9, True, (), ("the client came back (on node n2) after node n1 died, before its will was due",)))
+    kinds = [e.kind for e in node.core.timeline.events("dev")]
+    assert kinds[0] == "cancelled"  # before what the new connection armed
+    assert node.core.wills.cancelled_by_cause == {"reconnect": 1}
