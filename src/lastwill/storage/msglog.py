@@ -104,8 +104,8 @@ def pack_one(sno: int, seq: int, pid: int, flags: int, sub_ids: tuple) -> tuple[
     return pack_entries([sno], [seq], [pid], [flags], [sub_ids])
 
 
-def decode_entries(blob: bytes, subs: str | None):
-    """Yields (sno, seq, qos, retain, subscription ids, packet id or None, state) from packed entries."""
+def columns(blob: bytes) -> tuple[array, array, array, bytes]:
+    """Packed entries as their columns: session numbers, seqs, packet ids (arrays) and flags (bytes)."""
     width = blob[0]
     code = "I" if width == 4 else "q"
     n = (len(blob) - 1) // (2 * width + 3)
@@ -115,7 +115,13 @@ def decode_entries(blob: bytes, subs: str | None):
     seqs.frombytes(blob[1 + width * n:1 + 2 * width * n])
     pids = array("H")
     pids.frombytes(blob[1 + 2 * width * n:1 + 2 * width * n + 2 * n])
-    flags = blob[1 + 2 * width * n + 2 * n:]
+    return snos, seqs, pids, blob[1 + 2 * width * n + 2 * n:]
+
+
+def decode_entries(blob: bytes, subs: str | None):
+    """Yields (sno, seq, qos, retain, subscription ids, packet id or None, state) from packed entries."""
+    snos, seqs, pids, flags = columns(blob)
+    n = len(snos)
     sub_list = json.loads(subs) if subs else None
     for i in range(n):
         f = flags[i]
@@ -204,16 +210,7 @@ class MessageLog:
         def entries_of(mid: int, blob: bytes, subs: str | None) -> None:
             """The live deliveries among a row's entries (millions at a restart: kept tight)."""
             m = messages[mid]
-            width = blob[0]
-            code = "I" if width == 4 else "q"
-            n = (len(blob) - 1) // (2 * width + 3)
-            snos = array(code)
-            snos.frombytes(blob[1:1 + width * n])
-            seqs = array(code)
-            seqs.frombytes(blob[1 + width * n:1 + 2 * width * n])
-            pids = array("H")
-            pids.frombytes(blob[1 + 2 * width * n:1 + 2 * width * n + 2 * n])
-            flags = blob[1 + 2 * width * n + 2 * n:]
+            snos, seqs, pids, flags = columns(blob)
             sub_list = json.loads(subs) if subs else None
             last_sno, owner = None, None
             live = False
