@@ -194,12 +194,7 @@ class RedisEngine:
                 self.round_trips += 1
                 raw = await self.client.evalsha(self._shas[c.script], 1, self._anchor, self.prefix, *c.args)
             return [c.parse(raw)]
-        raws = await self._pipeline(calls)
-        if any(isinstance(r, NoScriptError) for r in raws):
-            await self.load_scripts()
-            again = [i for i, r in enumerate(raws) if isinstance(r, NoScriptError)]
-            for i, r in zip(again, await self._pipeline([calls[i] for i in again]), strict=True):
-                raws[i] = r
+        raws = await self._pipeline_with_scripts(calls)
         for r in raws:
             if isinstance(r, Exception):
                 raise r
@@ -215,17 +210,23 @@ class RedisEngine:
             raise refusal
         return results
 
-    async def run_all(self, calls: Sequence[Call]) -> list:
-        """Run the calls in one round trip (a pipeline); each one's parsed result or, in its place, the
-        exception it raised (``Fenced``, ``StaleRoutes``, a server error). A connection error raises."""
-        if not calls:
-            return []
+    async def _pipeline_with_scripts(self, calls: Sequence[Call]) -> list:
+        """One pipeline; the calls that found their script missing (Redis restarted or flushed its
+        script cache) run again, in a second pipeline, once the scripts are loaded."""
         raws = await self._pipeline(calls)
         if any(isinstance(r, NoScriptError) for r in raws):
             await self.load_scripts()
             again = [i for i, r in enumerate(raws) if isinstance(r, NoScriptError)]
             for i, r in zip(again, await self._pipeline([calls[i] for i in again]), strict=True):
                 raws[i] = r
+        return raws
+
+    async def run_all(self, calls: Sequence[Call]) -> list:
+        """Run the calls in one round trip (a pipeline); each one's parsed result or, in its place, the
+        exception it raised (``Fenced``, ``StaleRoutes``, a server error). A connection error raises."""
+        if not calls:
+            return []
+        raws = await self._pipeline_with_scripts(calls)
         results: list = []
         for c, r in zip(calls, raws, strict=True):
             if isinstance(r, Exception):
