@@ -46,6 +46,8 @@ class JsonFormatter(logging.Formatter):
         super().__init__()
         self._second = -1
         self._prefix = ""
+        self._stamp_of = (-1, -1)  # (second, msecs) of _stamp: the lines of a loop turn share it
+        self._stamp = ""
         self._offset = ""
         self._encode = json.JSONEncoder(ensure_ascii=False, default=str).encode
 
@@ -91,6 +93,8 @@ class TextFormatter(logging.Formatter):
         super().__init__(TEXT_FORMAT)
         self._second = -1
         self._prefix = ""
+        self._stamp_of = (-1, -1)  # (second, msecs) of _stamp: the lines of a loop turn share it
+        self._stamp = ""
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
         return self._asctime(record.created, int(record.msecs))
@@ -104,7 +108,11 @@ class TextFormatter(logging.Formatter):
 
     def line(self, created: float, levelname: str, name: str, message: str) -> str:
         """A line of no more than these fields (FastLogger's), as format() writes it."""
-        return f"{self._asctime(created, _msecs(created))} {levelname} {name}: {message}"
+        at = (int(created), _msecs(created))
+        if at != self._stamp_of:
+            self._stamp = self._asctime(created, at[1])
+            self._stamp_of = at
+        return f"{self._stamp} {levelname} {name}: {message}"
 
 
 def formatter(log_format: str) -> logging.Formatter:
@@ -148,12 +156,16 @@ class LineHandler(logging.Handler):
             pending, self.pending = self.pending, []
             out = []
             fmt_line = self.formatter.line
+            levels: dict[int, str] = {}
             for item in pending:
                 if type(item) is str:
                     out.append(item)
                 else:
                     created, levelno, name, msg, args = item
-                    out.append(fmt_line(created, logging.getLevelName(levelno), name, msg % args if args else msg))
+                    level = levels.get(levelno)
+                    if level is None:
+                        level = levels[levelno] = logging.getLevelName(levelno)
+                    out.append(fmt_line(created, level, name, msg % args if args else msg))
             out.append("")
             try:
                 self.stream.write("\n".join(out))
@@ -213,10 +225,14 @@ class FastLogger:
         if not logger.isEnabledFor(level):
             return
         handler = _active
-        if handler is not None and len(_ROOT.handlers) == 1 and not any(c.handlers for c in self.chain):
-            handler.line(self.name, level, fmt, args)
-        else:
-            logger.log(level, fmt, *args)
+        if handler is not None and len(_ROOT.handlers) == 1:
+            for c in self.chain:  # (a loop, not any() of a generator: this runs per line)
+                if c.handlers:
+                    break
+            else:
+                handler.line(self.name, level, fmt, args)
+                return
+        logger.log(level, fmt, *args)
 
     def debug(self, fmt: str, *args) -> None:
         self._log(logging.DEBUG, fmt, args)

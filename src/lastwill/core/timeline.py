@@ -93,7 +93,8 @@ def _keys(keys: tuple) -> tuple:
 
 
 def make_record(seq: int, at: float, kind: str, detail: Detail, rule: str | None, data: dict) -> Record:
-    return (seq, at, kind, detail, rule, _keys(tuple(data)), *data.values())
+    keys = tuple(data)
+    return (seq, at, kind, detail, rule, _KEY_TUPLES.get(keys) or _keys(keys), *data.values())
 
 
 # per shape of data (its key names): whether some keys are the detail's ("_"), and the keys that
@@ -117,10 +118,10 @@ def detail_and_data(record: Record, time_offset: float = 0.0) -> tuple[str, dict
     detail = record[_DETAIL]
     if not keys:
         return (detail if isinstance(detail, str) else detail({})), {}
-    data = dict(zip(keys, record[_KEYS + 1:], strict=True))
+    data = dict(zip(keys, record[_KEYS + 1:], strict=False))  # (make_record wrote one value per key)
     if not isinstance(detail, str):
         detail = detail(data)
-    private, times = _shape(keys)
+    private, times = _SHAPES.get(keys) or _shape(keys)
     if private:
         data = {k: v for k, v in data.items() if k[:1] != "_"}
     if time_offset and times:
@@ -164,7 +165,7 @@ class Timeline:
                **data) -> None:
         """Add an event. ``detail``: its text, or a function of its data (including the keys that
         start with "_", which are kept for it only) that writes the text when the event is read."""
-        if rule and isinstance(detail, str) and detail.endswith(f" [{rule}]"):
+        if rule and isinstance(detail, str) and detail[-1:] == "]" and detail.endswith(f" [{rule}]"):
             detail = detail[: -len(rule) - 3]  # an error's text may end with its rule: shown once
         self.last_seq += 1
         rec = make_record(self.last_seq, at, kind, detail, rule, data)

@@ -47,6 +47,10 @@ _INTERNAL_ERROR = lost_because(Cause.INTERNAL_ERROR, "internal error in the brok
 # Server.run): long enough that a connect storm's group commits stay large (a commit costs as much as
 # tens of CONNECTs), short enough that a storm of wills reaches subscribers as it is handled
 EARLY_WRITE_AFTER = 0.016
+# ... and the first such write of a turn comes sooner: in a storm the first wills (the first CONNACKs)
+# leave after a few milliseconds, not after a full EARLY_WRITE_AFTER (one more, small, commit per
+# long turn; a turn shorter than this writes once, at its end, as before)
+FIRST_EARLY_WRITE_AFTER = 0.005
 
 # Timers handled per call of the core's tick: a storm of due wills is handled in slices, with the
 # writes of the ready ones in between (Server.run)
@@ -68,6 +72,7 @@ class Server:
         self._pending: list = []
         self.flush_scheduled = False
         self._work_started = 0.0  # reads.clock() when the current turn's work began (see run)
+        self._write_after = FIRST_EARLY_WRITE_AFTER  # of work since _work_started: write early (see run)
         self._writing = False  # inside _commit_and_write (no early flush from within it)
         # bounded read work per loop turn, round-robin (edge/budget.py)
         # (work_clock: seconds, what the work of a loop turn is measured with; tests give a fake one)
@@ -341,12 +346,14 @@ class Server:
         if actions:
             self._pending.extend(actions)
             if self.flush_scheduled and not self._writing and \
-                    self.reads.clock() - self._work_started >= EARLY_WRITE_AFTER:
+                    self.reads.clock() - self._work_started >= self._write_after:
                 self._commit_and_write()
                 self._work_started = self.reads.clock()
+                self._write_after = EARLY_WRITE_AFTER
         if not self.flush_scheduled:
             self.flush_scheduled = True
             self._work_started = self.reads.clock()
+            self._write_after = FIRST_EARLY_WRITE_AFTER
             self.loop.call_soon(self._flush)
 
     # ---- what connections ask (edge/host.py ConnectionHost, edge/security.py AuthHost) -----------
@@ -458,6 +465,7 @@ class Server:
         if reads.waiting and not self.flush_scheduled:  # come back next turn to resume more of them
             self.flush_scheduled = True
             self._work_started = reads.clock()
+            self._write_after = FIRST_EARLY_WRITE_AFTER
             self.loop.call_soon(self._flush)
 
     def _commit_and_write(self) -> bool:

@@ -122,9 +122,18 @@ _MIGRATIONS = {
 }
 
 
-# json.dumps(data, default=str) with one encoder made once (json.dumps builds a new one per call when
-# given ``default``: a quarter of a commit's time went there); the output is the same
-_timeline_json = json.JSONEncoder(default=str).encode
+# json.dumps(data, default=str), the same text, with the C encoder made once: JSONEncoder.encode builds
+# a new one (and its circular-reference table) per call, which was half of the cost of a timeline row
+# in a will storm (two rows per will; docs/benchmarks.md, profiles). An event's data is a flat dict
+# made by the broker (no cycles). Without the C encoder (another Python), JSONEncoder's own.
+if json.encoder.c_make_encoder is not None:
+    _timeline_chunks = json.encoder.c_make_encoder(
+        None, str, json.encoder.encode_basestring_ascii, None, ": ", ", ", False, False, True)
+
+    def _timeline_json(data: dict) -> str:
+        return "".join(_timeline_chunks(data, 0))
+else:  # pragma: no cover - CPython has the C encoder
+    _timeline_json = json.JSONEncoder(default=str).encode
 
 
 def _props(props: dict, kind: str = "PUBLISH") -> bytes:
