@@ -272,7 +272,7 @@ class ClusterNode:
         if self.lease.valid(now) or self._stopping:
             return True
         if not self._fencing:
-            asyncio.ensure_future(self._fence("its lease ran out before a heartbeat renewed it"))
+            asyncio.ensure_future(self._fence("its lease ran out before a heartbeat renewed it", self.epoch))
         return conn_id >= self._conn_floor
 
     # ---- commits ----------------------------------------------------------------------------------------
@@ -413,10 +413,11 @@ class ClusterNode:
             self._engine_up()
             self.stats["round_trips"] += 1
             self.stats["commits"] += 1
-            if any(isinstance(r, Fenced) for r in results):
+            fenced = next((r for r in results if isinstance(r, Fenced)), None)
+            if fenced is not None:
                 if claims:
                     self._refuse(claims)  # (connections opened before the fence are closed by it)
-                await self._fence("the engine refused a call: the lease had ended")
+                await self._fence("the engine refused a call: the lease had ended", fenced.epoch)
                 return []
             refused = []
             for c, r in zip(claims, results, strict=False):
@@ -596,8 +597,8 @@ class ClusterNode:
                 incarnation = self.incarnation
                 try:
                     queues = await self.engine.fetch(self.epoch, requests)
-                except Fenced:
-                    await self._fence("the engine refused a fetch: the lease had ended")
+                except Fenced as e:
+                    await self._fence("the engine refused a fetch: the lease had ended", e.epoch)
                     return
                 except (RedisError, OSError) as e:
                     self._engine_down(e)
@@ -686,10 +687,10 @@ class ClusterNode:
                     await self.engine.expire(self.epoch)
                 await self._sync()
                 self._poll()
-            except Fenced:
+            except Fenced as e:
                 if epoch == self.epoch:
                     self.stats["leases_missed"] += 1
-                    await self._fence("the engine says its lease had ended")
+                    await self._fence("the engine says its lease had ended", e.epoch)
             except (RedisError, OSError) as e:
                 self.stats["leases_missed"] += 1
                 self._engine_down(e)
@@ -743,11 +744,15 @@ class ClusterNode:
         while not self._stopping:
             await asyncio.sleep(0.05)
             if not self._fencing and not self.lease.valid(self.loop.time()):
-                await self._fence("its lease ran out before a heartbeat renewed it")
+                await self._fence("its lease ran out before a heartbeat renewed it", self.epoch)
 
-    async def _fence(self, why: str) -> None:
-        """Close every client connection, publish nothing, and register again under a new epoch."""
-        if self._fencing or self._stopping:
+    async def _fence(self, why: str, epoch: int) -> None:
+        """Close every client connection, publish nothing, and register again under a new epoch.
+
+        ``epoch`` is the epoch found fenced: a refusal of a call that an earlier epoch sent (a claim, fetch or
+        commit in flight while the node was paused, answered after it registered again) is stale and fences
+        nothing, or the fresh epoch would be fenced a second time and its new connections closed."""
+        if self._fencing or self._stopping or epoch != self.epoch:
             return
         self._fencing = True
         self._conn_floor = self.core.sockets + 1  # connections opened from now on are served
@@ -782,8 +787,8 @@ class ClusterNode:
             try:
                 if not self._fencing:
                     wait = await self._fire_due()
-            except Fenced:
-                await self._fence("the engine refused a claim: the lease had ended")
+            except Fenced as e:
+                await self._fence("the engine refused a claim: the lease had ended", e.epoch)
             except (RedisError, OSError) as e:
                 self._engine_down(e)
             except Exception:
