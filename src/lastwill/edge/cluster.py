@@ -253,6 +253,18 @@ class ClusterNode:
         out["this_node"] = {"node_id": self.node_id, "epoch": self.epoch}
         return out
 
+    async def clients(self) -> list[dict]:
+        """The admin API's cluster-wide client list: every client of a live node, from the engine."""
+        return await self.engine.live_clients()
+
+    async def pending(self) -> list[dict]:
+        """The admin API's cluster-wide pending wills, from the engine (its clock: wall-clock ms)."""
+        return await self.engine.pending_wills()
+
+    async def record(self, client_id: str) -> dict | None:
+        """The admin API's explain of a client on any node: the engine's record of it."""
+        return await self.engine.client_record(client_id)
+
     def _note_clock(self, lease_until_ms: int, sent: float) -> None:
         now = self.loop.time()
         engine_now = (lease_until_ms - self.settings.lease_ms) / 1000

@@ -159,6 +159,7 @@ class Server:
 
                 self.admin.registry.register(ClusterCollector(self.cluster))
                 self.admin.cluster_view = self.cluster.view
+                self.admin.cluster_node = self.cluster
             await self.admin.start()
 
     async def _start_tls_ws_listeners(self) -> None:
