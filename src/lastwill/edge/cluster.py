@@ -103,13 +103,14 @@ def encode_qos0(epoch: int, messages: list[Message], now: float) -> bytes:
     """QoS 0 messages as one pub/sub payload: per message a header and its bytes (several payloads
     sent together are simply concatenated)."""
     out = []
+    pack = _QOS0_HEAD.pack
     for m in messages:
         topic = m.topic.encode("utf-8")
         origin = (m.origin or "").encode("utf-8")
-        props = _props(m.properties)
-        expiry = m.remaining_expiry(now) or 0
+        props = _props(m.properties) if m.properties else b""
+        expiry = (m.remaining_expiry(now) or 0) if m.expiry_at is not None else 0
         flags = (1 if m.retain else 0) | (2 if m.is_will else 0) | (4 if m.origin is not None else 0)
-        out.append(_QOS0_HEAD.pack(epoch, flags, expiry, len(topic), len(origin), len(props), len(m.payload)))
+        out.append(pack(epoch, flags, expiry, len(topic), len(origin), len(props), len(m.payload)))
         out += (topic, origin, props, m.payload)
     return b"".join(out)
 
@@ -119,9 +120,13 @@ def decode_qos0(data: bytes, own_epoch: int, now: float) -> list[Message]:
     out = []
     off = 0
     size = _QOS0_HEAD.size
+    unpack = _QOS0_HEAD.unpack_from
     while off < len(data):
-        epoch, flags, expiry, lt, lo, lp, ln = _QOS0_HEAD.unpack_from(data, off)
+        epoch, flags, expiry, lt, lo, lp, ln = unpack(data, off)
         off += size
+        if epoch == own_epoch:  # (every node gets the channel's messages, its own too): skipped unread
+            off += lt + lo + lp + ln
+            continue
         topic = data[off:off + lt].decode("utf-8")
         off += lt
         origin = data[off:off + lo].decode("utf-8")
@@ -130,8 +135,6 @@ def decode_qos0(data: bytes, own_epoch: int, now: float) -> list[Message]:
         off += lp
         payload = data[off:off + ln]
         off += ln
-        if epoch == own_epoch:
-            continue
         out.append(Message(topic, payload, 0, bool(flags & 1), props, origin if flags & 4 else None,
                            now + expiry if expiry else None, bool(flags & 2)))
     return out
