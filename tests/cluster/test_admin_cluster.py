@@ -134,3 +134,19 @@ def test_sys_client_events_of_one_node_reach_a_subscriber_on_another(cluster):
     topic, body = events["disconnected"]
     assert topic == "$SYS/brokers/n1/clients/sensor/disconnected"
     assert body["clientid"] == "sensor" and body["will"]  # what the will rule decided, from n1
+
+
+def test_with_redis_down_the_admin_api_answers_for_the_node_s_own_clients_and_says_it_is_partial(cluster):
+    (n1,) = cluster.start("n1", admin=True)
+    c = RawClient(n1.port, timeout=30)
+    assert c.connect("local", 5).reason_code == 0
+    assert [x["client_id"] for x in get(n1, "/api/clients")["clients"]] == ["local"]
+    assert "partial" not in get(n1, "/api/clients")
+    cluster.redis_server.kill9()
+    try:
+        body = get(n1, "/api/clients")  # 200, not an error: the node's own clients (none once it fenced itself)
+        assert body["partial"] is True and {x["node"] for x in body["clients"]} <= {"n1"}
+        assert get(n1, "/api/wills")["partial"] is True
+    finally:
+        cluster.redis_server.start()
+    c.close()

@@ -217,7 +217,11 @@ class AdminServer:
             for c in out:
                 c["node"] = here
             mine = {c["client_id"] for c in out}
-            for r in await self.cluster_node.clients():
+            others = await self.cluster_node.clients()
+            if others is None:  # the engine cannot be reached: this node's clients only, and it says so
+                out.sort(key=lambda c: c["client_id"])
+                return _json({"now": now + offset, "count": len(out), "clients": out, "partial": True})
+            for r in others:
                 if r["client_id"] in mine:
                     continue
                 since = (r["connected_ms"] or 0) / 1000
@@ -251,7 +255,12 @@ class AdminServer:
             for w in out:
                 w["node"] = here
             mine = {w["client_id"] for w in out}
-            for r in await self.cluster_node.pending():
+            others = await self.cluster_node.pending()
+            if others is None:  # the engine cannot be reached: this node's pending wills only
+                out.sort(key=lambda w: (w["fire_at_epoch"], w["client_id"]))
+                return _json({"now": now + offset, "count": len(out), "armed": armed, "wills": out,
+                              "partial": True})
+            for r in others:
                 if r["client_id"] in mine:
                     continue
                 at = r["due_ms"] / 1000

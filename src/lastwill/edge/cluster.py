@@ -256,17 +256,31 @@ class ClusterNode:
         out["this_node"] = {"node_id": self.node_id, "epoch": self.epoch}
         return out
 
-    async def clients(self) -> list[dict]:
-        """The admin API's cluster-wide client list: every client of a live node, from the engine."""
-        return await self.engine.live_clients()
+    async def clients(self) -> list[dict] | None:
+        """The admin API's cluster-wide client list: every client of a live node, from the engine (None:
+        the engine cannot be reached, the node answers for its own clients only)."""
+        try:
+            return await self.engine.live_clients()
+        except (RedisError, OSError) as e:
+            log.debug("cluster: the admin API's client list without the engine: %s", e)
+            return None
 
-    async def pending(self) -> list[dict]:
+    async def pending(self) -> list[dict] | None:
         """The admin API's cluster-wide pending wills, from the engine (its clock: wall-clock ms)."""
-        return await self.engine.pending_wills()
+        try:
+            return await self.engine.pending_wills()
+        except (RedisError, OSError) as e:
+            log.debug("cluster: the admin API's pending wills without the engine: %s", e)
+            return None
 
     async def record(self, client_id: str) -> dict | None:
-        """The admin API's explain of a client on any node: the engine's record of it."""
-        return await self.engine.client_record(client_id)
+        """The admin API's explain of a client on any node: the engine's record of it (None: unknown there,
+        or the engine cannot be reached)."""
+        try:
+            return await self.engine.client_record(client_id)
+        except (RedisError, OSError) as e:
+            log.debug("cluster: the admin API's explain of %r without the engine: %s", client_id, e)
+            return None
 
     def _note_clock(self, lease_until_ms: int, sent: float) -> None:
         now = self.loop.time()
