@@ -7,7 +7,8 @@ CPU 1, as in run.py):
 - ``cluster-1``: one ``lastwill serve --cluster`` node on a redis-server (AOF, appendfsync always),
   publishers and subscribers on that node;
 - ``cluster-2``: two nodes on one redis-server, publishers on n1, subscribers on n2 (every message
-  crosses nodes through Redis).
+  crosses nodes through Redis);
+- ``cluster-3``: three nodes, publishers on n1, subscribers spread over n1, n2 and n3 (round robin).
 
 Scenarios: the load generator's (benchmarks/loadgen), with ``--sub-port`` for the second node.
 For the cluster brokers the Redis script calls (EVALSHA) and pipelines during the run are read from
@@ -37,13 +38,14 @@ import run  # noqa: E402  (benchmarks/run.py: brokers, machine facts)
 SCENARIOS = {
     # name: (loadgen scenario, extra args, headline key)
     "fanin_qos0": ("fanin_qos0", [], "rate"),
+    "fanout_qos0": ("fanout_qos0", [], "rate"),
     "fanin_qos1": ("fanin_qos1", [], "rate"),
     "fanin_qos1_persistent": ("fanin_qos1_persistent", [], "rate"),
     "latency_qos1": ("latency_qos1", ["--rate", "500"], "lat_ms_p50"),
     "connect_rate": ("connect_rate", [], "rate"),
     "wills_2000_qos1": ("wills_drop_qos1", ["--clients", "2000"], "last_ms"),
 }
-BROKERS = ("mosquitto", "lastwill", "cluster-1", "cluster-2")
+BROKERS = ("mosquitto", "lastwill", "cluster-1", "cluster-2", "cluster-3")
 
 
 class Redis:
@@ -126,13 +128,17 @@ def measure(broker: str, scenario: str, args, workdir: Path) -> dict:
     else:
         redis = Redis(workdir)
         nodes = [Node(workdir, redis, "n1")]
-        if broker == "cluster-2":
+        if broker in ("cluster-2", "cluster-3"):
             nodes.append(Node(workdir, redis, "n2"))
+        if broker == "cluster-3":
+            nodes.append(Node(workdir, redis, "n3"))
         port, sub_port, pid = nodes[0].port, nodes[-1].port, nodes[0].pid
     before = redis.counters() if redis else {}
     cmd = ["taskset", "-c", run.LOADGEN_CPU, sys.executable, str(run.LOADGEN), loadgen, "--port", str(port),
            "--sub-port", str(sub_port), "--broker-pid", str(pid), "--duration", str(args.duration),
            "--warmup", str(args.warmup), *extra]
+    if broker == "cluster-3":  # the subscribers spread over the three nodes (one third on the publishers' n1)
+        cmd += ["--sub-ports", ",".join(str(n.port) for n in nodes)]
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.duration + args.warmup + 120)
         lines = out.stdout.strip().splitlines()
@@ -187,8 +193,9 @@ def main() -> int:
                           f"evalsha={r.get('redis_evalsha', '')} per={per_unit(r)} "
                           f"{'FAILED ' + str(r['failed'])[:200] if 'failed' in r else ''}", flush=True)
     print()
-    print(f"| scenario | metric | {' | '.join(brokers)} | cluster-2 / lastwill | cluster-2 / mosquitto |")
-    print(f"|---|---|{'---|' * len(brokers)}---|---|")
+    print(f"| scenario | metric | {' | '.join(brokers)} | cluster-2 / lastwill | cluster-2 / mosquitto | "
+          f"cluster-3 / lastwill |")
+    print(f"|---|---|{'---|' * len(brokers)}---|---|---|")
     for sc in scenarios:
         key = SCENARIOS[sc][2]
         med = {}
@@ -200,7 +207,7 @@ def main() -> int:
         def ratio(a, b, med=med):
             return f"{med[a] / med[b]:.2f}" if med.get(a) and med.get(b) else "-"
         print(f"| {sc} | {key} | {' | '.join(cells)} | {ratio('cluster-2', 'lastwill')} | "
-              f"{ratio('cluster-2', 'mosquitto')} |")
+              f"{ratio('cluster-2', 'mosquitto')} | {ratio('cluster-3', 'lastwill')} |")
     facts = run.machine_facts()
     out = HERE / "results" / f"cluster-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(exist_ok=True)

@@ -22,6 +22,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--sub-port", type=int, default=0,
                    help="connect the subscribers there instead (another node of a cluster); default: --port")
+    p.add_argument("--sub-ports", default="",
+                   help="comma-separated ports: spread the QoS 0 subscribers over them, round robin (the nodes "
+                        "of a cluster); overrides --sub-port for fanin_qos0/fanout_qos0")
     p.add_argument("--duration", type=float, default=3.0, help="measuring window, seconds")
     p.add_argument("--warmup", type=float, default=1.0, help="traffic before the window, seconds")
     p.add_argument("--mqtt", type=int, choices=(4, 5), default=4, help="protocol level: 4 = 3.1.1, 5 = 5.0")

@@ -56,8 +56,13 @@ async def start_qos0(args, st: State, n_pubs: int, n_subs: int, topic_of, topic_
     """Connect and subscribe ``n_subs``, connect ``n_pubs`` and start the pump. -> (clients, task)"""
     level = args.mqtt
     payload = os.urandom(args.payload // 2).hex().encode()[:args.payload].ljust(args.payload, b"x")
-    subs = await connect_many(args.sub_port or args.port, [
-        (lambda i=i: Client(st, f"sub{i}"), connect_packet(f"bench-sub-{i}", level)) for i in range(n_subs)])
+    ports = [int(x) for x in args.sub_ports.split(",") if x] if getattr(args, "sub_ports", "") else []
+    ports = ports or [args.sub_port or args.port]
+    subs = []
+    for k, port in enumerate(ports):  # subscriber i on ports[i % len(ports)]
+        subs += await connect_many(port, [
+            (lambda i=i: Client(st, f"sub{i}"), connect_packet(f"bench-sub-{i}", level))
+            for i in range(k, n_subs, len(ports))])
     for s in subs:
         await subscribe(s, topic_filter, 0, level)
     pubs = await connect_many(args.port, [

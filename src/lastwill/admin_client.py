@@ -141,7 +141,17 @@ def format_timeline(body: dict) -> str:
         where = "not connected; its session is kept"
     else:
         where = "not connected; no session"
+    if body.get("node") and body.get("connected"):  # a cluster: which node holds the client
+        where = f"connected to node {body['node']}" + (f" from {body['peer']}" if body.get("peer") else "")
     lines = [f"client {client_id!r}: {where}"]
+    if body.get("answered_by"):
+        source = "the engine's record" if body.get("source") == "engine" else "this node's timeline"
+        lines.append(f"asked:  node {body['answered_by']} ({source})")
+    if body.get("source") != "engine":
+        for f in body.get("fired") or []:  # the cluster's audit: which node published its wills
+            lines.append(f"fired:  node {f['fired_by']} (epoch {f['by_epoch']}) published its will on "
+                         f"{f['topic']!r} at {local(f['fired_ms'] / 1000)}"
+                         + (f" (node {f['dead_node']} had died)" if f.get("dead_node") else ""))
     pending = body.get("pending")
     if pending:
         lines.append(f"will:   pending on {pending['topic']!r}, published at {local(pending['fire_at_epoch'])} "
@@ -178,14 +188,17 @@ def format_wills(body: dict) -> str:
         return f"no pending wills ({armed_text}); asked at {local(now)} ({utc_offset(now)})\n"
     lines = [f"{len(wills)} pending will(s), soonest first ({armed_text}); times local ({utc_offset(now)}), "
              f"asked at {local(now)}", ""]
-    rows = [["CLIENT", "TOPIC", "QOS", "RETAIN", "PUBLISHED AT", "IN", "CAUSE"]]
+    nodes = any("node" in w for w in wills)  # a cluster: the node the client was on
+    rows = [["CLIENT", *(["NODE"] if nodes else []), "TOPIC", "QOS", "RETAIN", "PUBLISHED AT", "IN", "CAUSE"]]
     for w in wills:
         cause = w.get("cause") or ""
         if w.get("recovered"):
             cause += " (recovered at start-up)"
-        rows.append([w["client_id"], w["topic"], str(w["qos"]), "1" if w["retain"] else "0",
-                     local(w["fire_at_epoch"]), duration(w["seconds_left"]), cause])
-    lines.extend(_table(rows, right={5}, last_free=True))
+        if w.get("dead_node"):
+            cause += f" (node {w['dead_node']} died)"
+        rows.append([w["client_id"], *([w.get("node") or ""] if nodes else []), w["topic"], str(w["qos"]),
+                     "1" if w["retain"] else "0", local(w["fire_at_epoch"]), duration(w["seconds_left"]), cause])
+    lines.extend(_table(rows, right={6 if nodes else 5}, last_free=True))
     return "\n".join(lines) + "\n"
 
 

@@ -584,6 +584,91 @@ class RedisEngine:
         return {"now_ms": await self.now_ms(), "nodes": nodes, "pending_wills": due_count, "due": pending,
                 "fired": records}
 
+    async def live_clients(self, limit: int = 10000) -> list[dict]:
+        """Every client connected to a live node, as the engine holds it (read only, the admin API's
+        cluster-wide /api/clients): client id, node id and epoch, connected since (engine ms), whether an
+        armed will is stored. At most ``limit`` clients."""
+        c = self.client
+        nodes = {_s(k): _i(v) for k, v in (await c.hgetall(self.key("nodeid"))).items()}
+        pipe = c.pipeline(transaction=False)
+        for e in nodes.values():
+            pipe.hget(self.key(f"node:{e}"), "state")
+        states = await pipe.execute()
+        held: list[tuple[str, int, str]] = []
+        for (nid, e), state in zip(nodes.items(), states, strict=True):
+            if _os(state) != "live":
+                continue
+            async for cid in c.sscan_iter(self.key(f"owned:{e}"), count=1000):
+                held.append((_s(cid), e, nid))
+                if len(held) >= limit:
+                    break
+        pipe = c.pipeline(transaction=False)
+        for cid, _, _ in held:
+            pipe.hmget(self.key(f"sess:{cid}"), "owner", "conn_ms", "will", "expiry")
+        fields = await pipe.execute() if held else []
+        self.round_trips += 3 + len(nodes)
+        out = []
+        for (cid, e, nid), f in zip(held, fields, strict=True):
+            if _oi(f[0]) != e:  # taken over meanwhile (it is in the new owner's set)
+                continue
+            out.append({"client_id": cid, "node": nid, "epoch": e, "connected_ms": _oi(f[1]),
+                        "will": f[2] is not None, "expiry_interval": _oi(f[3])})
+        return out
+
+    async def pending_wills(self, limit: int = 10000) -> list[dict]:
+        """The wills of the whole cluster waiting for their deadline, soonest first (at most ``limit``):
+        client id, topic, QoS, retain, due (engine ms), cause, the node that armed it, the dead node."""
+        c = self.client
+        due = await c.zrange(self.key("due"), 0, limit - 1, withscores=True)
+        pipe = c.pipeline(transaction=False)
+        for gen, _ in due:
+            pipe.hmget(self.key(f"will:{_s(gen)}"), "cid", "topic", "qos", "retain", "cause", "node", "dead_node")
+        fields = await pipe.execute() if due else []
+        self.round_trips += 2
+        return [{"gen": _i(gen), "due_ms": int(score), "client_id": _os(f[0]), "topic": _os(f[1]),
+                 "qos": _oi(f[2]) or 0, "retain": _os(f[3]) == "1", "cause": _os(f[4]), "node": _os(f[5]),
+                 "dead_node": _os(f[6])}
+                for (gen, score), f in zip(due, fields, strict=True) if f[0] is not None]
+
+    async def client_record(self, cid: str, audit_scan: int = 5000) -> dict | None:
+        """One client as the engine holds it (the admin API's explain of a client of another node): its
+        session (which node holds it, since when), its stored will (armed, or pending with its deadline
+        and cause), and the audit records of its wills that were published (which node and epoch, when),
+        found among the newest ``audit_scan`` records. None if the engine knows nothing of it."""
+        c = self.client
+        sess = {_s(k): _s(v) for k, v in (await c.hgetall(self.key(f"sess:{cid}"))).items()}
+        will = None
+        gen = sess.get("will") or sess.get("pwill")
+        if gen:
+            w = {_s(k): _s(v) for k, v in (await c.hgetall(self.key(f"will:{gen}"))).items()}
+            due = await c.zscore(self.key("due"), gen)
+            if w:
+                will = {"gen": _i(gen), "topic": w.get("topic"), "qos": _oi(w.get("qos")),
+                        "retain": w.get("retain") == "1", "delay": _oi(w.get("delay")),
+                        "armed_ms": _oi(w.get("armed_ms")), "armed_by": w.get("node"),
+                        "pending": due is not None, "due_ms": None if due is None else int(due),
+                        "ended_ms": _oi(w.get("ended_ms")), "cause": w.get("cause") or None,
+                        "dead_node": w.get("dead_node") or None}
+        fired = []
+        for eid, f in await c.xrevrange(self.key("fired"), "+", "-", count=audit_scan):
+            g = {_s(k): _s(v) for k, v in f.items()}
+            if g.get("cid") != cid:
+                continue
+            fired.append({"id": _s(eid), "gen": _oi(g.get("gen")), "fired_by": g.get("node"),
+                          "by_epoch": _oi(g.get("by")), "status": g.get("status"), "cause": g.get("cause"),
+                          "dead_node": _os(g.get("dead_node")) or None, "dead_epoch": _oi(g.get("dead_epoch") or None),
+                          "ended_ms": _oi(g.get("ended") or None), "due_ms": _oi(g.get("due")),
+                          "fired_ms": _oi(g.get("at")), "receivers": _oi(g.get("receivers")),
+                          "topic": g.get("topic")})
+        self.round_trips += 4
+        if not sess and not fired:
+            return None
+        owner = _oi(sess.get("owner")) if sess else None
+        return {"client_id": cid, "session": bool(sess), "connected": bool(owner),
+                "node": sess.get("node") or None, "epoch": owner or None, "connected_ms": _oi(sess.get("conn_ms")),
+                "disconnected_ms": _oi(sess.get("disc_ms")), "expiry_interval": _oi(sess.get("expiry")),
+                "will": will, "fired": fired}
+
     # -- the engine clock ---------------------------------------------------------------------------
     async def now_ms(self) -> int:
         """The engine's clock (what every script reads)."""

@@ -70,7 +70,8 @@ class Announcer:
         # wall-clock seconds = monotonic now + wall_offset: the edge sets it (the core reads no clock)
         self.wall_offset = 0.0
         self.sys_events = cfg.sys_events
-        self.node = cfg.node_name
+        # a cluster's nodes share a host (and so a default node_name): its events name the cluster node id
+        self.node = cfg.cluster_node_id if cfg.cluster else cfg.node_name
         self.presence_topic = cfg.presence_topic
         self._p_prefix, _, self._p_suffix = cfg.presence_topic.partition("{client_id}")
         # presence_offline_expiry: an "offline" message expires (Message Expiry, and out of the retained store)

@@ -383,7 +383,7 @@ class BrokerCore:
         """QoS 0 messages another node published (pub/sub): to the matching sessions connected here."""
         route = self.router.route_local
         for message in messages:
-            route(message, now)
+            route(message, now, True)
         return self.outbox.take()
 
     def kicked(self, client_id: str, gen: int, now: float) -> list[Action]:

@@ -208,9 +208,10 @@ class ClusterRouter:
         self.intents.publishes.append(PublishIntent(message, served))
         return receivers
 
-    def route_local(self, message: Message, now: float) -> tuple[int, frozenset[str]]:
+    def route_local(self, message: Message, now: float, remote: bool = False) -> tuple[int, frozenset[str]]:
         """Deliver to the matching subscriptions of the sessions connected here (not the shared ones):
-        how many got it, and which clients were served here."""
+        how many got it, and which clients were served here (not computed for a ``remote`` message,
+        another node's QoS 0 by pub/sub: nothing goes on from here)."""
         normal, _shared = self.tree.match(message.topic)
         served: frozenset[str] = frozenset()
         receivers = 0
@@ -234,7 +235,8 @@ class ClusterRouter:
                 deliver(session, message, min(message.qos, sub_qos), message.retain and rap, tuple(ids), now)
                 receivers += 1
             # every local subscriber of the topic is served here, No Local ones included (they get nothing)
-            served = frozenset(client_id for client_id, _ in normal)
+            if not remote:
+                served = frozenset(client_id for client_id, _ in normal)
         return receivers, served
 
     def _readers(self, message: Message, normal: list, now: float) -> list:

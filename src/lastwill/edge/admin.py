@@ -108,6 +108,9 @@ class AdminServer:
         self.runner: web.AppRunner | None = None
         self.addresses: list[tuple[str, int]] = []
         self.cluster_view = None  # cluster mode: async () -> dict, the engine's view (GET /api/cluster)
+        # cluster mode: the node (edge/cluster.py ClusterNode): node_id, and async clients(), pending(),
+        # record(client_id) read from the engine, so that any node answers for the whole cluster
+        self.cluster_node = None
 
     # ---- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -209,6 +212,23 @@ class AdminServer:
                 "connected_since": iso(c.connected_at + offset), "connected_since_epoch": c.connected_at + offset,
                 "connected_for": round(now - c.connected_at, 3), "will": c.will.phase is not WillPhase.NONE,
             })
+        if self.cluster_node is not None:  # the whole cluster: this node's clients in full, the others' from the engine
+            here = self.cluster_node.node_id
+            for c in out:
+                c["node"] = here
+            mine = {c["client_id"] for c in out}
+            others = await self.cluster_node.clients()
+            if others is None:  # the engine cannot be reached: this node's clients only, and it says so
+                out.sort(key=lambda c: c["client_id"])
+                return _json({"now": now + offset, "count": len(out), "clients": out, "partial": True})
+            for r in others:
+                if r["client_id"] in mine:
+                    continue
+                since = (r["connected_ms"] or 0) / 1000
+                out.append({"client_id": r["client_id"], "node": r["node"], "peer": None, "protocol": None,
+                            "protocol_level": None, "keep_alive": None, "connected_since": iso(since),
+                            "connected_since_epoch": since, "connected_for": round(max(0.0, now + offset - since), 3),
+                            "will": r["will"]})
         out.sort(key=lambda c: c["client_id"])
         return _json({"now": now + offset, "count": len(out), "clients": out})
 
@@ -230,6 +250,25 @@ class AdminServer:
         now, offset = self.clock()
         pending, armed = self.view.pending_wills()
         out = [_pending(client_id, status, now, offset) for client_id, status in pending]
+        if self.cluster_node is not None:  # the engine holds every node's pending wills (its clock: wall-clock ms)
+            here = self.cluster_node.node_id
+            for w in out:
+                w["node"] = here
+            mine = {w["client_id"] for w in out}
+            others = await self.cluster_node.pending()
+            if others is None:  # the engine cannot be reached: this node's pending wills only
+                out.sort(key=lambda w: (w["fire_at_epoch"], w["client_id"]))
+                return _json({"now": now + offset, "count": len(out), "armed": armed, "wills": out,
+                              "partial": True})
+            for r in others:
+                if r["client_id"] in mine:
+                    continue
+                at = r["due_ms"] / 1000
+                out.append({"client_id": r["client_id"], "topic": r["topic"], "qos": r["qos"], "retain": r["retain"],
+                            "fire_at": iso(at), "fire_at_epoch": at,
+                            "seconds_left": round(max(0.0, at - (now + offset)), 3), "cause": r["cause"],
+                            "cause_kind": r["cause"], "recovered": False, "node": r["node"],
+                            "dead_node": r["dead_node"]})
         out.sort(key=lambda w: (w["fire_at_epoch"], w["client_id"]))
         return _json({"now": now + offset, "count": len(out), "armed": armed, "wills": out})
 
@@ -241,8 +280,14 @@ class AdminServer:
     async def timeline(self, request: web.Request) -> web.Response:
         client_id = request.match_info["client_id"]  # percent-decoded by aiohttp
         view = self.view
+        record = await self.cluster_node.record(client_id) if self.cluster_node is not None else None
         if not view.known(client_id):
-            raise web.HTTPNotFound(text=f"unknown client {client_id!r}: no session and no will timeline")
+            if record is None:
+                raise web.HTTPNotFound(text=f"unknown client {client_id!r}: no session and no will timeline")
+            body = _from_engine(record, self.cluster_node.node_id, *self.clock())
+            if request.query.get("format") == "text":
+                return web.Response(text=format_timeline(body), content_type="text/plain", charset="utf-8")
+            return _json(body)
         now, offset = self.clock()
         events = view.timeline(client_id)
         session = view.session(client_id)
@@ -262,6 +307,10 @@ class AdminServer:
                          for k, v in e.data.items()},
             } for e in events],
         }
+        if self.cluster_node is not None:
+            body["node"] = self.cluster_node.node_id if conn is not None else (record or {}).get("node")
+            body["answered_by"] = self.cluster_node.node_id
+            body["fired"] = (record or {}).get("fired", [])
         if request.query.get("format") == "text":  # what `lastwill explain` prints (the dashboard shows it)
             return web.Response(text=format_timeline(body), content_type="text/plain", charset="utf-8")
         return _json(body)
@@ -346,6 +395,64 @@ def _pending(client_id: str, status: WillStatus, now: float, offset: float) -> d
         "cause": ended.detail if ended is not None else None,
         "cause_kind": ended.cause.value if ended is not None else None, "recovered": status.recovered,
     }
+
+
+def _from_engine(record: dict, answered_by: str, now: float, offset: float) -> dict:
+    """A client of another node (or of a node that died), explained from the engine's record: which node
+    holds it, its stored will (armed, or pending until its deadline) and which node published its wills
+    when (the audit). The detailed timeline stays on the node that held the client; the engine keeps
+    the decisive facts, which outlive that node."""
+    wall = now + offset
+    events = []
+    w = record.get("will")
+    if w is not None and w.get("armed_ms"):
+        events.append({"at": w["armed_ms"] / 1000, "kind": EventKind.ARMED.value, "rule": "MQTT-3.1.2-8",
+                       "detail": f"will on {w['topic']!r} armed at CONNECT on node {w['armed_by']}", "data": {}})
+    if w is not None and w["pending"]:
+        ended = f"node {w['dead_node']} died" if w.get("dead_node") else (w.get("cause") or "the connection ended")
+        events.append({"at": (w.get("ended_ms") or w["due_ms"]) / 1000, "kind": EventKind.DEFERRED.value,
+                       "rule": "MQTT-3.1.3-9", "detail": f"{ended}; the will is published at its deadline unless "
+                                                         f"the client reconnects first",
+                       "data": {"fire_at": w["due_ms"] / 1000}})
+    for f in reversed(record.get("fired", [])):
+        if f.get("dead_node"):
+            why = (f"node {f['dead_node']} (epoch {f['dead_epoch']}) stopped renewing its lease; it ended at "
+                   f"{iso((f.get('ended_ms') or f['due_ms']) / 1000)}; ")
+        else:
+            why = f"{f.get('cause') or 'due'}; "
+        events.append({"at": f["fired_ms"] / 1000, "kind": EventKind.PUBLISHED.value, "rule": "MQTT-3.1.2-8",
+                       "detail": f"{why}node {f['fired_by']} (epoch {f['by_epoch']}) published this will at "
+                                 f"{iso(f['fired_ms'] / 1000)} to {f['receivers']} session(s) (due "
+                                 f"{iso(f['due_ms'] / 1000)})",
+                       "data": {"topic": f["topic"], "receivers": f["receivers"], "node": f["fired_by"]}})
+    events.sort(key=lambda e: e["at"])
+    for i, e in enumerate(events):
+        e.update(seq=i + 1, time=iso(e["at"]))
+    pending = None
+    if w is not None and w["pending"]:
+        at = w["due_ms"] / 1000
+        pending = {"client_id": record["client_id"], "topic": w["topic"], "qos": w["qos"], "retain": w["retain"],
+                   "fire_at": iso(at), "fire_at_epoch": at, "seconds_left": round(max(0.0, at - wall), 3),
+                   "cause": w.get("cause"), "cause_kind": w.get("cause"), "recovered": False}
+    phase = "none" if w is None else ("pending" if w["pending"] else "armed")
+    connected, node = record["connected"], record.get("node")
+    if pending is not None:
+        text = (f"the will on {w['topic']!r} is pending: it is published at the time shown unless the client "
+                f"reconnects first")
+    elif w is not None:
+        text = f"connected to node {node} with a will on {w['topic']!r}"
+    elif record["fired"]:
+        f = record["fired"][0]
+        text = (f"the will was published on {f['topic']!r} to {f['receivers']} subscriber(s) by node "
+                f"{f['fired_by']} (epoch {f['by_epoch']})")
+    elif connected:
+        text = f"connected to node {node} without a will"
+    else:
+        text = "no will recorded for this client"
+    return {"client_id": record["client_id"], "now": wall, "connected": connected, "peer": None,
+            "protocol": None, "session": record["session"], "will": phase, "pending": pending, "summary": text,
+            "events": events, "node": node if connected else None, "answered_by": answered_by,
+            "fired": record["fired"], "source": "engine"}
 
 
 _DECISIVE = (EventKind.PUBLISHED, EventKind.CANCELLED, EventKind.NO_WILL, EventKind.REFUSED, EventKind.ARMED,

@@ -103,13 +103,14 @@ def encode_qos0(epoch: int, messages: list[Message], now: float) -> bytes:
     """QoS 0 messages as one pub/sub payload: per message a header and its bytes (several payloads
     sent together are simply concatenated)."""
     out = []
+    pack = _QOS0_HEAD.pack
     for m in messages:
         topic = m.topic.encode("utf-8")
         origin = (m.origin or "").encode("utf-8")
-        props = _props(m.properties)
-        expiry = m.remaining_expiry(now) or 0
+        props = _props(m.properties) if m.properties else b""
+        expiry = (m.remaining_expiry(now) or 0) if m.expiry_at is not None else 0
         flags = (1 if m.retain else 0) | (2 if m.is_will else 0) | (4 if m.origin is not None else 0)
-        out.append(_QOS0_HEAD.pack(epoch, flags, expiry, len(topic), len(origin), len(props), len(m.payload)))
+        out.append(pack(epoch, flags, expiry, len(topic), len(origin), len(props), len(m.payload)))
         out += (topic, origin, props, m.payload)
     return b"".join(out)
 
@@ -119,9 +120,13 @@ def decode_qos0(data: bytes, own_epoch: int, now: float) -> list[Message]:
     out = []
     off = 0
     size = _QOS0_HEAD.size
+    unpack = _QOS0_HEAD.unpack_from
     while off < len(data):
-        epoch, flags, expiry, lt, lo, lp, ln = _QOS0_HEAD.unpack_from(data, off)
+        epoch, flags, expiry, lt, lo, lp, ln = unpack(data, off)
         off += size
+        if epoch == own_epoch:  # (every node gets the channel's messages, its own too): skipped unread
+            off += lt + lo + lp + ln
+            continue
         topic = data[off:off + lt].decode("utf-8")
         off += lt
         origin = data[off:off + lo].decode("utf-8")
@@ -130,8 +135,6 @@ def decode_qos0(data: bytes, own_epoch: int, now: float) -> list[Message]:
         off += lp
         payload = data[off:off + ln]
         off += ln
-        if epoch == own_epoch:
-            continue
         out.append(Message(topic, payload, 0, bool(flags & 1), props, origin if flags & 4 else None,
                            now + expiry if expiry else None, bool(flags & 2)))
     return out
@@ -253,6 +256,32 @@ class ClusterNode:
         out["this_node"] = {"node_id": self.node_id, "epoch": self.epoch}
         return out
 
+    async def clients(self) -> list[dict] | None:
+        """The admin API's cluster-wide client list: every client of a live node, from the engine (None:
+        the engine cannot be reached, the node answers for its own clients only)."""
+        try:
+            return await self.engine.live_clients()
+        except (RedisError, OSError) as e:
+            log.debug("cluster: the admin API's client list without the engine: %s", e)
+            return None
+
+    async def pending(self) -> list[dict] | None:
+        """The admin API's cluster-wide pending wills, from the engine (its clock: wall-clock ms)."""
+        try:
+            return await self.engine.pending_wills()
+        except (RedisError, OSError) as e:
+            log.debug("cluster: the admin API's pending wills without the engine: %s", e)
+            return None
+
+    async def record(self, client_id: str) -> dict | None:
+        """The admin API's explain of a client on any node: the engine's record of it (None: unknown there,
+        or the engine cannot be reached)."""
+        try:
+            return await self.engine.client_record(client_id)
+        except (RedisError, OSError) as e:
+            log.debug("cluster: the admin API's explain of %r without the engine: %s", client_id, e)
+            return None
+
     def _note_clock(self, lease_until_ms: int, sent: float) -> None:
         now = self.loop.time()
         engine_now = (lease_until_ms - self.settings.lease_ms) / 1000
@@ -272,7 +301,7 @@ class ClusterNode:
         if self.lease.valid(now) or self._stopping:
             return True
         if not self._fencing:
-            asyncio.ensure_future(self._fence("its lease ran out before a heartbeat renewed it"))
+            asyncio.ensure_future(self._fence("its lease ran out before a heartbeat renewed it", self.epoch))
         return conn_id >= self._conn_floor
 
     # ---- commits ----------------------------------------------------------------------------------------
@@ -413,10 +442,11 @@ class ClusterNode:
             self._engine_up()
             self.stats["round_trips"] += 1
             self.stats["commits"] += 1
-            if any(isinstance(r, Fenced) for r in results):
+            fenced = next((r for r in results if isinstance(r, Fenced)), None)
+            if fenced is not None:
                 if claims:
                     self._refuse(claims)  # (connections opened before the fence are closed by it)
-                await self._fence("the engine refused a call: the lease had ended")
+                await self._fence("the engine refused a call: the lease had ended", fenced.epoch)
                 return []
             refused = []
             for c, r in zip(claims, results, strict=False):
@@ -596,8 +626,8 @@ class ClusterNode:
                 incarnation = self.incarnation
                 try:
                     queues = await self.engine.fetch(self.epoch, requests)
-                except Fenced:
-                    await self._fence("the engine refused a fetch: the lease had ended")
+                except Fenced as e:
+                    await self._fence("the engine refused a fetch: the lease had ended", e.epoch)
                     return
                 except (RedisError, OSError) as e:
                     self._engine_down(e)
@@ -686,10 +716,10 @@ class ClusterNode:
                     await self.engine.expire(self.epoch)
                 await self._sync()
                 self._poll()
-            except Fenced:
+            except Fenced as e:
                 if epoch == self.epoch:
                     self.stats["leases_missed"] += 1
-                    await self._fence("the engine says its lease had ended")
+                    await self._fence("the engine says its lease had ended", e.epoch)
             except (RedisError, OSError) as e:
                 self.stats["leases_missed"] += 1
                 self._engine_down(e)
@@ -743,11 +773,15 @@ class ClusterNode:
         while not self._stopping:
             await asyncio.sleep(0.05)
             if not self._fencing and not self.lease.valid(self.loop.time()):
-                await self._fence("its lease ran out before a heartbeat renewed it")
+                await self._fence("its lease ran out before a heartbeat renewed it", self.epoch)
 
-    async def _fence(self, why: str) -> None:
-        """Close every client connection, publish nothing, and register again under a new epoch."""
-        if self._fencing or self._stopping:
+    async def _fence(self, why: str, epoch: int) -> None:
+        """Close every client connection, publish nothing, and register again under a new epoch.
+
+        ``epoch`` is the epoch found fenced: a refusal of a call that an earlier epoch sent (a claim, fetch or
+        commit in flight while the node was paused, answered after it registered again) is stale and fences
+        nothing, or the fresh epoch would be fenced a second time and its new connections closed."""
+        if self._fencing or self._stopping or epoch != self.epoch:
             return
         self._fencing = True
         self._conn_floor = self.core.sockets + 1  # connections opened from now on are served
@@ -782,8 +816,8 @@ class ClusterNode:
             try:
                 if not self._fencing:
                     wait = await self._fire_due()
-            except Fenced:
-                await self._fence("the engine refused a claim: the lease had ended")
+            except Fenced as e:
+                await self._fence("the engine refused a claim: the lease had ended", e.epoch)
             except (RedisError, OSError) as e:
                 self._engine_down(e)
             except Exception:

@@ -117,6 +117,13 @@ class Server:
         if self.config.cluster:
             from .cluster import ClusterNode  # redis is imported only in cluster mode
 
+            if self.config.admin_listen:
+                # imported now, before the lease starts: importing aiohttp and prometheus_client blocks the
+                # loop (over a second on a loaded machine), and done after registration it let the first
+                # lease run out before any heartbeat, so the node fenced itself right after starting
+                from . import admin  # noqa: F401
+            if self.config.ws_listen or self.config.wss_listen:
+                from . import websocket  # noqa: F401  (wsproto: the same reason)
             self.cluster = ClusterNode(self, self.config)
             await self.cluster.start()  # EngineConfigError (a setting that would lose data) stops start-up
         if self.storage is not None:
@@ -164,6 +171,7 @@ class Server:
 
                 self.admin.registry.register(ClusterCollector(self.cluster))
                 self.admin.cluster_view = self.cluster.view
+                self.admin.cluster_node = self.cluster
             await self.admin.start()
 
     async def _start_tls_ws_listeners(self) -> None:
