@@ -153,7 +153,10 @@ class BlackholeProxy:
 
     def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         held = b""
-        src.settimeout(0.05)
+        try:
+            src.settimeout(0.05)
+        except OSError:  # the other direction's pump closed both sockets already
+            return
         while not self.closed:
             try:
                 data = src.recv(65536)
