@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 
 from lastwill.cluster.engine import ClusterSettings, RedisEngine
 
+from .nodes import Cluster
 from .redis_proc import RedisServer
 
 TEST_TIMEOUT = 60.0  # seconds, for each async test
@@ -22,6 +23,25 @@ def redis_server(tmp_path_factory):
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def cluster(redis_server, tmp_path):
+    """Nodes on the session's redis-server (flushed), started by each test; what the test registered in
+    ``cluster.made`` is closed, the nodes stopped, and no node may have logged a traceback."""
+    if redis_server.proc is None:
+        redis_server.start()
+    c = Cluster(tmp_path, redis_server)
+    c.client.flushall()
+    c.made = []
+    yield c
+    for o in c.made:
+        try:
+            o.close()
+        except Exception:  # noqa: BLE001
+            pass
+    c.stop()
+    assert not c.tracebacks(), "\n".join(c.tracebacks())
 
 
 @pytest.fixture

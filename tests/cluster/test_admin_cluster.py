@@ -13,11 +13,8 @@ from lastwill.codec.packets import Will
 from tests.integration.conftest import Observer
 from tests.rawclient import RawClient
 
-from . import test_node_death as death
 from .nodes import wait_until
 from .test_node_death import epoch_of, observe, tokens
-
-cluster = death.cluster  # the fixture: a redis-server, nodes started by each test, tracebacks checked
 
 
 def get(node, path: str) -> dict:

@@ -20,11 +20,8 @@ from lastwill.codec.encoder import encode
 from lastwill.codec.packets import Connack, Connect, Will
 from tests.integration.conftest import Observer
 
-from . import test_node_death as death
 from .nodes import wait_until
 from .test_node_death import epoch_of, invariants, observe, tokens
-
-cluster = death.cluster  # the fixture: a redis-server, nodes started by each test, tracebacks checked
 
 CLIENTS = int(os.environ.get("LASTWILL_CLAIM_CLIENTS", "2000"))
 

@@ -23,23 +23,6 @@ from .helpers import check_invariants
 from .nodes import BlackholeProxy, Cluster, wait_until
 
 
-@pytest.fixture
-def cluster(redis_server, tmp_path):
-    if redis_server.proc is None:
-        redis_server.start()
-    c = Cluster(tmp_path, redis_server)
-    c.client.flushall()
-    c.made = []
-    yield c
-    for o in c.made:
-        try:
-            o.close()
-        except Exception:  # noqa: BLE001
-            pass
-    c.stop()
-    assert not c.tracebacks(), "\n".join(c.tracebacks())
-
-
 def observe(cluster, port, topic="will/#", client_id="observer"):
     o = Observer(port, topic, qos=2, version=5, client_id=client_id)
     cluster.made.append(o)

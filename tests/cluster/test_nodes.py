@@ -14,25 +14,7 @@ from paho.mqtt.properties import Properties
 
 from tests.integration.conftest import Observer, StepClient
 
-from .nodes import Cluster, wait_until
-
-
-@pytest.fixture
-def cluster(redis_server, tmp_path):
-    if redis_server.proc is None:
-        redis_server.start()
-    c = Cluster(tmp_path, redis_server)
-    c.client.flushall()
-    made: list = []
-    c.made = made
-    yield c
-    for o in made:
-        try:
-            o.close()
-        except Exception:  # noqa: BLE001
-            pass
-    c.stop()
-    assert not c.tracebacks(), "\n".join(c.tracebacks())
+from .nodes import wait_until
 
 
 def observe(cluster, port, topic, qos=2, version=5, client_id="observer"):
