@@ -33,6 +33,7 @@ from .model import (
     Broadcast,
     CancelCause,
     CancelledWill,
+    ClaimTaken,
     ConnectResult,
     DisconnectResult,
     Doorbell,
@@ -324,17 +325,21 @@ class RedisEngine:
     # -- sessions (SessionOwnership) ----------------------------------------------------------------
     def call_connect(self, epoch: int, node_id: str, client_id: str, clean_start: bool, session_expiry: int,
                      will: WillSpec | None, user: str | None = None, user_check: bool = False,
-                     recovery_grace_ms: int | None = None) -> Call:
+                     recovery_grace_ms: int | None = None, since_ms: int = 0) -> Call:
+        """``since_ms``: a late claim of a connection the node accepted at that engine time while it could
+        not reach the engine; answered ``ClaimTaken`` (nothing written) if the client id connected since."""
         rg = self.settings.recovery_grace_ms if recovery_grace_ms is None else recovery_grace_ms
         args: list = [epoch, client_id, _flag(clean_start), session_expiry, node_id, _enc_user(user),
-                      _flag(user_check), rg]
+                      _flag(user_check), rg, since_ms]
         if will is None:
             args.append("0")
         else:
             args += ["1", will.topic, will.payload, will.qos, _flag(will.retain), will.properties, will.delay,
                      "" if will.message_expiry is None else will.message_expiry, will.protocol_level]
 
-        def parse(r: list) -> ConnectResult:
+        def parse(r: list) -> ConnectResult | ClaimTaken:
+            if _s(r[0]) == "TAKEN":
+                return ClaimTaken(_i(r[1]))
             _check(r, epoch)
             return ConnectResult(
                 gen=_i(r[1]), session_present=bool(_i(r[2])),
@@ -347,11 +352,11 @@ class RedisEngine:
 
     async def connect(self, epoch: int, node_id: str, client_id: str, clean_start: bool, session_expiry: int,
                       will: WillSpec | None, user: str | None = None, user_check: bool = False,
-                      recovery_grace_ms: int | None = None) -> ConnectResult:
+                      recovery_grace_ms: int | None = None, since_ms: int = 0) -> ConnectResult | ClaimTaken:
         """An accepted CONNECT: the session is this epoch's under a new generation, the old connection
         taken over, old wills cancelled or due now, the new will armed [MQTT-3.1.2-7]."""
         return await self._one(self.call_connect(epoch, node_id, client_id, clean_start, session_expiry, will,
-                                                 user, user_check, recovery_grace_ms))
+                                                 user, user_check, recovery_grace_ms, since_ms))
 
     def call_disconnect(self, epoch: int, client_id: str, gen: int, normal: bool,
                         session_expiry: int | None = None, cause: str = "") -> Call:

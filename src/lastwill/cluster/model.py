@@ -148,6 +148,14 @@ class ConnectResult:
     user_changed: bool  # the session was another user's: it ended instead of being resumed
 
 
+@dataclass(frozen=True, slots=True)
+class ClaimTaken:
+    """A late claim refused: the client id connected (at ``connected_ms``, engine time) after the node
+    accepted its connection while the engine was unreachable; the newer connection has the session."""
+
+    connected_ms: int
+
+
 class WillOutcome(enum.Enum):
     NONE = "none"  # the connection had no will
     CANCELLED = "cancelled"  # DISCONNECT 0x00 [MQTT-3.14.4-3]

@@ -7,8 +7,10 @@ What runs here (docs/cluster.md, "The broker side"):
   connection ends, acknowledgements of fetched deliveries) goes to the engine in one pipeline, one
   round trip; the turns' packets (PUBACK, SUBACK, CONNACK, ...) are written only after it succeeded,
   so nothing is acknowledged before the engine has it. Turns that come meanwhile wait for the next
-  pipeline (a group commit). When the engine cannot be reached, CONNECTs are refused (0x88 / rc 3) and
-  the rest is retried until the lease runs out (then the node fences itself: nothing was acknowledged).
+  pipeline (a group commit). When the engine cannot be reached, CONNECTs with a will or a lasting
+  session are refused (0x88 / rc 3), those with nothing to keep are served alone and claimed later
+  (edge/cluster_outage.py), and the rest is retried until the lease runs out (then the node fences
+  itself: nothing was acknowledged).
 * **Heartbeat**: the lease is renewed every ``cluster_heartbeat``; the node checks its own lease on its
   monotonic clock before handling a client's bytes and on a short timer; a node whose lease lapsed
   closes every client connection, publishes nothing, and registers again under a new epoch.
@@ -61,6 +63,7 @@ from ..core.timeline import EventKind
 from ..core.topics import topic_matches
 from ..errors import ConfigError
 from ..storage.base import StoreError
+from .cluster_outage import LateClaims, answer_unreachable
 
 log = logging.getLogger("lastwill.cluster")
 logging.getLogger("redis").setLevel(logging.WARNING)  # (its debug lines say nothing about the broker)
@@ -175,12 +178,15 @@ class ClusterNode:
         self._listener: asyncio.Task | None = None
         self._fencing = False
         self._conn_floor = 0
+        self._kept: set[int] = set()
+        self._committing: list = []  # the actions of the commit under way (written once it is done)  # connections a fence kept (the engine never had them)
+        self.late = LateClaims(self.engine, self.core, server, self.node_id, lambda: self.loop.time())
         self._stopping = False
         self.down_since: float | None = None  # the engine has not answered since (logged once per outage)
         # counters (the admin API's metrics read them)
         self.stats = {"round_trips": 0, "commits": 0, "leases_renewed": 0, "leases_missed": 0, "fenced": 0,
                       "epochs_reaped": 0, "wills_fired": 0, "wills_fired_dead_node": 0, "claims_lost": 0,
-                      "stale_routes": 0, "connects_refused_unavailable": 0}
+                      "stale_routes": 0, "connects_refused_unavailable": 0, "connects_served_alone": 0}
 
     # ---- start and stop -----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -302,11 +308,18 @@ class ClusterNode:
             return True
         if not self._fencing:
             asyncio.ensure_future(self._fence("its lease ran out before a heartbeat renewed it", self.epoch))
-        return conn_id >= self._conn_floor
+        return conn_id >= self._conn_floor or conn_id in self._kept
 
     # ---- commits ----------------------------------------------------------------------------------------
     def submit(self, intents: ClusterIntents | None, actions: list) -> None:
         """A loop turn's intents and actions: the actions are written once the engine took the intents."""
+        if intents is not None and (intents.subscribes or intents.retained):
+            intents = self._claimed_only(intents)
+        if self.down_since is not None and any(type(a) is ClaimSession for a in actions):
+            # the engine is not answering: these CONNECTs do not wait behind a commit being retried
+            answer_unreachable(self.core, self.server, [a for a in actions if type(a) is ClaimSession],
+                               self.loop.time(), self.stats)
+            actions = [a for a in actions if type(a) is not ClaimSession]
         if not self._busy and not self._acks and not any(type(a) is ClaimSession for a in actions) and \
                 (intents is None or self._qos0_only(intents)):
             self.server.write_actions(actions)
@@ -315,6 +328,14 @@ class ClusterNode:
         if not self._busy:
             self._busy = True
             asyncio.ensure_future(self._drain())
+
+    def _claimed_only(self, intents: ClusterIntents) -> ClusterIntents | None:
+        """Subscriptions of connections the engine does not hold (accepted while it was unreachable) are
+        not sent: they go with the connection's late claim (LateClaims)."""
+        gen = self.core.generation
+        intents.subscribes = [x for x in intents.subscribes if gen(x.client_id) is not None]
+        intents.retained = [x for x in intents.retained if gen(x.client_id) is not None]
+        return intents if intents else None
 
     def _qos0_only(self, intents: ClusterIntents) -> bool:
         """Nothing the engine must take before the turn's packets leave: only QoS 0 publishes that no
@@ -359,7 +380,9 @@ class ClusterNode:
                 if claims:
                     actions = [a for a in actions if type(a) is not ClaimSession]
                 incarnation = self.incarnation
+                self._committing = actions
                 answered = await self._commit(intents, claims)
+                self._committing = []
                 if incarnation != self.incarnation:
                     continue  # fenced meanwhile: the connections are closed, nothing is acknowledged
                 self.server.write_actions(actions)
@@ -446,8 +469,14 @@ class ClusterNode:
             if fenced is not None:
                 if claims:
                     self._refuse(claims)  # (connections opened before the fence are closed by it)
+                    claims, claim_calls = [], []
                 await self._fence("the engine refused a call: the lease had ended", fenced.epoch)
-                return []
+                if incarnation != self.incarnation or self._stopping:
+                    return []  # this commit's connections are closed: nothing of it is acknowledged
+                # sent under the epoch a fence under way is replacing (by connections the engine never had,
+                # which the fence kept): sent again under the new one, acknowledged only then
+                await asyncio.sleep(RETRY_AFTER)
+                continue
             refused = []
             for c, r in zip(claims, results, strict=False):
                 if isinstance(r, ConnectResult):
@@ -474,11 +503,7 @@ class ClusterNode:
             intents, acks = again, []
 
     def _refuse(self, claims: list[ClaimSession]) -> None:
-        now = self.loop.time()
-        for c in claims:
-            self.stats["connects_refused_unavailable"] += 1
-            _, actions = self.core.session_claimed(c.conn_id, None, now)
-            self.server.write_actions(actions)
+        answer_unreachable(self.core, self.server, claims, self.loop.time(), self.stats)
 
     def _calls(self, intents: ClusterIntents, acks: list[Ack], broadcast: bool = True) -> list[Call]:
         engine = self.engine
@@ -597,8 +622,9 @@ class ClusterNode:
     def _engine_down(self, error: BaseException) -> None:
         if self.down_since is None:
             self.down_since = self.loop.time()
-            log.error("cluster: the engine (%s) cannot be reached: %s; new CONNECTs are refused (0x88 / rc 3) "
-                      "until it answers again", self.config.cluster, error)
+            log.error("cluster: the engine (%s) cannot be reached: %s; until it answers again, new CONNECTs with a "
+                      "will or a lasting session are refused (0x88 / rc 3), the others served by this node alone",
+                      self.config.cluster, error)
 
     def _engine_up(self) -> None:
         if self.down_since is not None:
@@ -712,6 +738,8 @@ class ClusterNode:
                     self._note_clock(until, sent)
                     self.stats["leases_renewed"] += 1
                 self._engine_up()
+                if self.core.unclaimed():
+                    await self._claim_late(epoch)
                 if beats % 5 == 0:
                     await self.engine.expire(self.epoch)
                 await self._sync()
@@ -725,6 +753,15 @@ class ClusterNode:
                 self._engine_down(e)
             except Exception:
                 log.exception("cluster: internal error in the heartbeat")
+
+    async def _claim_late(self, epoch: int) -> None:
+        if self._fencing or epoch != self.epoch or not self.lease.valid(self.loop.time()):
+            return
+        offset = self.clock_offset
+        incarnation = self.incarnation
+        if await self.late.claim(epoch, lambda t: int((t + offset) * 1000), lambda: incarnation == self.incarnation):
+            self._due.set()
+        self._kick_commit()  # their subscriptions, into the cluster's table
 
     async def _reap_loop(self) -> None:
         """Dead nodes are looked for 4 times per heartbeat: a dead node's wills are not late by a whole
@@ -788,16 +825,21 @@ class ClusterNode:
         self.incarnation += 1
         self.stats["fenced"] += 1
         try:
-            log.error("cluster: node %s (epoch %d) fenced itself: %s; closing its %d connection(s), publishing "
-                      "nothing (the other nodes take its sessions and wills over)", self.node_id, self.epoch, why,
-                      len(self.server.transports))
+            # the connections the engine never had are kept, unless a dropped commit held a packet for them
+            waiting = {a.conn_id for _, actions in self._queue for a in actions}
+            waiting.update(a.conn_id for a in self._committing)
+            self._kept = {u.conn_id for u in self.core.unclaimed()} - waiting
+            log.error("cluster: node %s (epoch %d) fenced itself: %s; closing its %d connection(s) (keeping %d the "
+                      "engine never had), publishing nothing (the other nodes take its sessions and wills over)",
+                      self.node_id, self.epoch, why, len(self.server.transports) - len(self._kept), len(self._kept))
             self._queue = []
             self._acks = []
             self._want_fetch = set()
             self.last_entry.clear()
-            self.server.write_actions(self.core.fence(self.loop.time()))
-            for transport in list(self.server.transports.values()):
-                transport.abort()
+            self.server.write_actions(self.core.fence(self.loop.time(), self._kept))
+            for conn_id, transport in list(self.server.transports.items()):
+                if conn_id not in self._kept:
+                    transport.abort()
             while not self._stopping:
                 try:
                     await self._register()
@@ -892,6 +934,8 @@ _METRICS = {  # ClusterNode.stats key -> (metric name, help)
     "commits": ("lastwill_cluster_commits", "Pipelines of a loop turn's changes sent to the engine"),
     "connects_refused_unavailable": ("lastwill_cluster_connects_refused",
                                      "CONNECTs refused with 0x88 / rc 3: the engine could not be reached"),
+    "connects_served_alone": ("lastwill_cluster_connects_served_alone",
+                              "CONNECTs with nothing to keep accepted while the engine could not be reached"),
 }
 
 
