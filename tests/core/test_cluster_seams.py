@@ -3,6 +3,8 @@ with the answers. No Redis here: the engine's side is tests/cluster; this is the
 
 from __future__ import annotations
 
+import json
+
 from lastwill.codec.packets import (
     Connack,
     Connect,
@@ -267,3 +269,16 @@ def test_a_fence_keeps_the_connections_the_engine_never_had():
     assert claimed in node.closed and other in node.closed and local not in node.closed
     assert list(node.core.sessions) == ["b"] and [u.client_id for u in node.core.unclaimed()] == ["b"]
 
+
+def test_a_will_published_for_a_dead_node_s_client_has_a_sys_disconnected_event_from_this_node_MQTT_3_1_2_8():
+    node = Node()
+    sub = node.connect("ops")
+    node.claim(Claim(1, False, ()))
+    node.run(node.core.handle(sub, Subscribe(1, [Subscription("$SYS/brokers/+/clients/#", 0)]), NOW))
+    node.run(node.core.dead_node_will("dev", "alice", "n1", 1_700_000_000_000, 1_700_000_002_000, NOW))
+    (event,) = node.packets(sub, Publish)
+    assert event.topic == f"$SYS/brokers/{node.core.config.cluster_node_id}/clients/dev/disconnected"
+    body = json.loads(event.payload)
+    assert (body["clientid"], body["username"], body["reason"], body["node"]) == ("dev", "alice", "node_died", "n1")
+    assert body["disconnected_at"] == 1_700_000_000_000
+    assert body["will"] == {"decision": "published", "fire_at": 1_700_000_002_000, "rule": "MQTT-3.1.2-8"}

@@ -387,6 +387,13 @@ class BrokerCore:
         it): on this node's timeline of the client, for ``explain``."""
         self.timeline.record(client_id, now, kind, detail, rule, **data)
 
+    def dead_node_will(self, client_id: str, user: str | None, dead_node: str, ended_ms: int | None, due_ms: int,
+                       now: float) -> list[Action]:
+        """This node published the will of a client of a dead node: the $SYS disconnected event for it
+        (engine times: wall-clock ms)."""
+        self.announce.dead_node_will(client_id, user, dead_node, ended_ms, due_ms, now)
+        return self.outbox.take()
+
     def route_local(self, messages: list[Message], now: float) -> list[Action]:
         """QoS 0 messages another node published (pub/sub): to the matching sessions connected here."""
         route = self.router.route_local

@@ -905,6 +905,8 @@ class ClusterNode:
                     self.stats["wills_fired"] += 1
                     if w.dead_node:
                         self.stats["wills_fired_dead_node"] += 1
+                        self.server.run(self.core.dead_node_will(w.client_id, w.user, w.dead_node, w.ended_ms,
+                                                                 w.due_ms, now))
                     self.core.cluster_event(w.client_id, now, EventKind.PUBLISHED, self._fired_text(w, r, batch.now_ms),
                                             "MQTT-3.1.2-8", receivers=r.receivers, topic=w.topic, cause=w.cause,
                                             node=self.node_id)
