@@ -134,13 +134,15 @@ class CpuWindow(threading.Thread):
         super().__init__(daemon=True)
         self.pids, self.start_at, self.span = pids, warmup + 1.0, max(0.5, duration - 1.2)
         self.cpu: float | None = None
+        self.each: list[float] = []
 
     def run(self) -> None:
         time.sleep(self.start_at)
-        t0, c0 = time.monotonic(), cpu_seconds(self.pids)
+        t0, c0 = time.monotonic(), [cpu_seconds([p]) for p in self.pids]
         time.sleep(self.span)
         self.span = time.monotonic() - t0
-        self.cpu = cpu_seconds(self.pids) - c0
+        self.each = [cpu_seconds([p]) - c for p, c in zip(self.pids, c0, strict=True)]
+        self.cpu = sum(self.each)
 
 
 def measure(broker: str, scenario: str, args, workdir: Path) -> dict:
@@ -183,6 +185,8 @@ def measure(broker: str, scenario: str, args, workdir: Path) -> dict:
     if window.cpu is not None and result.get("rate"):
         # CPU time of every broker-side process (the nodes and redis-server) per delivered message
         result["cpu_us_per_msg"] = round(window.cpu / (result["rate"] * window.span) * 1e6, 2)
+        # the same, per process: the nodes n1, n2, ... then redis-server (or the one broker)
+        result["cpu_us_per_msg_each"] = [round(c / (result["rate"] * window.span) * 1e6, 2) for c in window.each]
     if redis is not None:
         after = redis.counters()
         result["redis_evalsha"] = after.get("evalsha", 0) - before.get("evalsha", 0)
@@ -228,6 +232,7 @@ def main() -> int:
                     records.append(r)
                     key = SCENARIOS[sc][2]
                     print(f"{sc:24} {b:10} {key}={r.get(key)} cpu_us_per_msg={r.get('cpu_us_per_msg')} "
+                          f"{r.get('cpu_us_per_msg_each')} "
                           f"lost={r.get('lost')} "
                           f"evalsha={r.get('redis_evalsha', '')} per={per_unit(r)} "
                           f"{'FAILED ' + str(r['failed'])[:200] if 'failed' in r else ''}", flush=True)

@@ -49,6 +49,7 @@ from .model import (
     FireOutcome,
     FireRequest,
     FireResult,
+    Held,
     Kick,
     Kicked,
     OutMessage,
@@ -685,10 +686,34 @@ class RedisEngine:
         await self.client.incrby(self.key("clock:offset"), ms)
         self.round_trips += 1
 
-    async def broadcast(self, data: bytes) -> None:
-        """QoS 0 messages for every node (pub/sub; each node's NodeChannel hands them out as Broadcast)."""
-        await self.client.publish(self.key("qos0"), data)
+    async def broadcast(self, payloads: dict[int, bytes]) -> None:
+        """QoS 0 messages for other nodes: each payload on the channel of its node's epoch (``qos0:E``;
+        pub/sub, at most once; the node's NodeChannel hands it out as Broadcast), one round trip."""
+        if len(payloads) == 1:
+            ((epoch, data),) = payloads.items()
+            await self.client.publish(self.key(f"qos0:{epoch}"), data)
+        else:
+            pipe = self.client.pipeline(transaction=False)
+            for epoch, data in payloads.items():
+                pipe.publish(self.key(f"qos0:{epoch}"), data)
+            await pipe.execute()
         self.round_trips += 1
+
+    async def holders(self) -> tuple[frozenset[int], dict[str, int]]:
+        """The live epochs, and which live epoch holds each connected client (the ``owned:E`` sets;
+        read only, two round trips). A node sends QoS 0 only to the nodes whose clients match."""
+        c = self.client
+        now_ms = await self.now_ms()
+        live = [_i(e) for e in await c.zrangebyscore(self.key("nodes"), now_ms, "+inf")]
+        pipe = c.pipeline(transaction=False)
+        for e in live:
+            pipe.smembers(self.key(f"owned:{e}"))
+        held: dict[str, int] = {}
+        for e, members in zip(live, await pipe.execute() if live else [], strict=True):
+            for cid in members:
+                held[_s(cid)] = e
+        self.round_trips += 3
+        return frozenset(live), held
 
     # -- channels -----------------------------------------------------------------------------------
     def listen(self, epoch: int) -> NodeChannel:
@@ -704,17 +729,18 @@ class NodeChannel:
         self._bell = engine.key(f"bell:{epoch}")
         self._ctl = engine.key(f"ctl:{epoch}")
         self._routes = engine.key("routes")
-        self._bcast = engine.key("qos0")
+        self._bcast = engine.key(f"qos0:{epoch}")
+        self._held = engine.key("held")
 
     async def __aenter__(self) -> NodeChannel:
-        await self._pubsub.subscribe(self._bell, self._ctl, self._routes, self._bcast)
+        await self._pubsub.subscribe(self._bell, self._ctl, self._routes, self._bcast, self._held)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self._pubsub.unsubscribe()
         await self._pubsub.aclose()
 
-    async def get(self, timeout: float) -> Doorbell | Kicked | RoutesChanged | Broadcast | None:
+    async def get(self, timeout: float) -> Doorbell | Kicked | RoutesChanged | Broadcast | Held | None:
         """The next event, or None when none came within ``timeout`` seconds."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -733,6 +759,9 @@ class NodeChannel:
             return RoutesChanged(_i(data))
         if channel == self._bcast:
             return Broadcast(bytes(data))
+        if channel == self._held:
+            cid, _, epoch = _s(data).rpartition("\0")
+            return Held(cid, _i(epoch))
         return Doorbell(tuple(_s(data).split("\0")))
 
 

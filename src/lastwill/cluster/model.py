@@ -373,9 +373,17 @@ class Kicked:
 
 @dataclass(frozen=True, slots=True)
 class Broadcast:
-    """QoS 0 messages a node sent to every node (pub/sub: at most once), as that node encoded them."""
+    """QoS 0 messages another node sent to this one (pub/sub: at most once), as that node encoded them."""
 
     data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """A CONNECT on the node of ``epoch`` took ``client_id`` (a hint: where to send its QoS 0)."""
+
+    client_id: str
+    epoch: int
 
 
 @dataclass(frozen=True, slots=True)

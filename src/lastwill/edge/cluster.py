@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import struct
 import time
 
 from redis.asyncio import Redis
@@ -44,6 +43,7 @@ from ..cluster.model import (
     FetchRequest,
     FireOutcome,
     FireRequest,
+    Held,
     Kicked,
     OutMessage,
     RoutesChanged,
@@ -54,7 +54,7 @@ from ..cluster.model import (
 )
 from ..cluster.replica import RouteReplica
 from ..codec.packets import Will
-from ..codec.properties import encode_properties, read_properties
+from ..codec.properties import read_properties
 from ..config import Config
 from ..core.actions import ClaimSession
 from ..core.cluster import Claim, ClusterIntents, DisconnectIntent, PublishIntent
@@ -64,6 +64,8 @@ from ..core.topics import topic_matches
 from ..errors import ConfigError
 from ..storage.base import StoreError
 from .cluster_outage import LateClaims, answer_unreachable
+from .cluster_qos0 import Holders, Qos0Sender, decode_qos0
+from .cluster_qos0 import forwarded_properties as _props
 
 log = logging.getLogger("lastwill.cluster")
 logging.getLogger("redis").setLevel(logging.WARNING)  # (its debug lines say nothing about the broker)
@@ -72,18 +74,12 @@ FETCH_COUNT = 1000  # queue entries per session per fetch
 FIRE_BATCH = 250  # due wills claimed per round trip (one fire script: bounds how long it blocks Redis)
 POLL_PER_BEAT = 500  # sessions whose queue is polled per heartbeat (doorbells are hints)
 RETRY_AFTER = 0.2  # seconds between two tries of a commit the engine did not take
-_DROPPED_PROPS = ("will_delay_interval", "message_expiry_interval", "topic_alias", "subscription_identifier")
 
 
 def settings_of(config: Config) -> ClusterSettings:
     return ClusterSettings(lease_ms=int(config.cluster_lease * 1000), beat_ms=int(config.cluster_heartbeat * 1000),
                            grace_ms=int(config.cluster_grace * 1000),
                            recovery_grace_ms=int(config.recovery_grace * 1000))
-
-
-def _props(properties: dict) -> bytes:
-    kept = {k: v for k, v in properties.items() if k not in _DROPPED_PROPS}
-    return encode_properties(kept) if kept else b""
 
 
 def will_spec(will: Will, protocol_level: int) -> WillSpec:
@@ -97,50 +93,6 @@ def _clock(ms: int | None) -> str:
     if ms is None:
         return "?"
     return time.strftime("%H:%M:%S", time.gmtime(ms / 1000)) + f".{ms % 1000 // 100} UTC"
-
-
-_QOS0_HEAD = struct.Struct(">QBIHHII")  # epoch, flags, expiry, topic, origin, properties, payload lengths
-
-
-def encode_qos0(epoch: int, messages: list[Message], now: float) -> bytes:
-    """QoS 0 messages as one pub/sub payload: per message a header and its bytes (several payloads
-    sent together are simply concatenated)."""
-    out = []
-    pack = _QOS0_HEAD.pack
-    for m in messages:
-        topic = m.topic.encode("utf-8")
-        origin = (m.origin or "").encode("utf-8")
-        props = _props(m.properties) if m.properties else b""
-        expiry = (m.remaining_expiry(now) or 0) if m.expiry_at is not None else 0
-        flags = (1 if m.retain else 0) | (2 if m.is_will else 0) | (4 if m.origin is not None else 0)
-        out.append(pack(epoch, flags, expiry, len(topic), len(origin), len(props), len(m.payload)))
-        out += (topic, origin, props, m.payload)
-    return b"".join(out)
-
-
-def decode_qos0(data: bytes, own_epoch: int, now: float) -> list[Message]:
-    """The messages of another node (this node's own are skipped: it served its clients itself)."""
-    out = []
-    off = 0
-    size = _QOS0_HEAD.size
-    unpack = _QOS0_HEAD.unpack_from
-    while off < len(data):
-        epoch, flags, expiry, lt, lo, lp, ln = unpack(data, off)
-        off += size
-        if epoch == own_epoch:  # (every node gets the channel's messages, its own too): skipped unread
-            off += lt + lo + lp + ln
-            continue
-        topic = data[off:off + lt].decode("utf-8")
-        off += lt
-        origin = data[off:off + lo].decode("utf-8")
-        off += lo
-        props = read_properties(data[off:off + lp], 0, "PUBLISH")[0] if lp else {}
-        off += lp
-        payload = data[off:off + ln]
-        off += ln
-        out.append(Message(topic, payload, 0, bool(flags & 1), props, origin if flags & 4 else None,
-                           now + expiry if expiry else None, bool(flags & 2)))
-    return out
 
 
 class ClusterNode:
@@ -170,9 +122,9 @@ class ClusterNode:
         self.last_entry: dict[str, str] = {}  # client id -> the last queue entry handed to the core
         self._poll_from = 0
         self._due = asyncio.Event()
-        self._broadcasts: list[Message] = []
-        self._bcast_queue: list[bytes] = []
-        self._bcast_busy = False
+        self._broadcasts: list[tuple[Message, frozenset[int]]] = []  # QoS 0 for other nodes, with their epochs
+        self.holders = Holders()
+        self.qos0 = Qos0Sender(self.engine, lambda: self.loop.time(), self._engine_down)
         self._sync_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task] = []
         self._listener: asyncio.Task | None = None
@@ -249,6 +201,8 @@ class ClusterNode:
         self._note_clock(reg.lease_until_ms, sent)
         self.replica = RouteReplica()
         await self._sync()
+        self.holders.reading()
+        self.holders.replace(*await self.engine.holders())
         if self._listener is not None:
             self._listener.cancel()
         self._listener = asyncio.ensure_future(self._listen_loop(self.epoch))
@@ -344,6 +298,8 @@ class ClusterNode:
         if intents.subscribes or intents.retained or intents.disconnects or intents.acks:
             return False
         match = self.replica.tree.match
+        destinations = self.holders.destinations
+        epoch = self.epoch
         remote = []
         for p in intents.publishes:
             m = p.message
@@ -352,13 +308,12 @@ class ClusterNode:
             normal, shared = match(m.topic)
             if shared:
                 return False
-            served = p.served
-            for cid, _ in normal:
-                if cid not in served:
-                    remote.append(m)
-                    break
+            if normal:
+                nodes = destinations([cid for cid, _ in normal], p.served, epoch)
+                if nodes:
+                    remote.append((m, nodes))
         if remote:
-            self._send_broadcast(remote)
+            self.qos0.send(epoch, remote)
         return True
 
     def _kick(self) -> None:
@@ -525,27 +480,9 @@ class ClusterNode:
             if gen is not None:
                 calls.append(engine.call_subscribe(epoch, s.client_id, gen, s.add, s.remove))
         if self._broadcasts and broadcast:
-            self._send_broadcast(self._broadcasts)
+            self.qos0.send(self.epoch, self._broadcasts)
             self._broadcasts = []
         return calls
-
-    def _send_broadcast(self, messages: list[Message]) -> None:
-        """QoS 0 for other nodes: one pub/sub message per loop turn, sent in order by one task."""
-        self._bcast_queue.append(encode_qos0(self.epoch, messages, self.loop.time()))
-        if not self._bcast_busy:
-            self._bcast_busy = True
-            asyncio.ensure_future(self._broadcaster())
-
-    async def _broadcaster(self) -> None:
-        try:
-            while self._bcast_queue:
-                data, self._bcast_queue = b"".join(self._bcast_queue), []
-                try:
-                    await self.engine.broadcast(data)
-                except (RedisError, OSError) as e:  # QoS 0: at most once
-                    self._engine_down(e)
-        finally:
-            self._bcast_busy = False
 
     def _after(self, intents: ClusterIntents, results: list) -> None:
         for r in results:
@@ -567,12 +504,14 @@ class ClusterNode:
     def _out(self, p: PublishIntent) -> OutMessage | None:
         m = p.message
         if m.qos == 0:
-            # QoS 0 to the normal subscriptions of other nodes: pub/sub to every node, which delivers to
-            # its own (at most once, as QoS 0 is); the shared groups' members and the retained store
-            # through the engine
+            # QoS 0 to the normal subscriptions of other nodes: pub/sub to the nodes holding them, each
+            # delivers to its own (at most once, as QoS 0 is); the shared groups' members and the
+            # retained store through the engine
             normal, targets = self.replica.split_targets(m.topic, 0, m.retain, m.origin)
-            if any(t.client_id not in p.served for t in normal):
-                self._broadcasts.append(m)
+            if normal:
+                nodes = self.holders.destinations([t.client_id for t in normal], p.served, self.epoch)
+                if nodes:
+                    self._broadcasts.append((m, nodes))
         else:
             targets = self.replica.targets(m.topic, m.qos, m.retain, m.origin)
         if p.served:
@@ -705,9 +644,11 @@ class ClusterNode:
                         elif isinstance(event, Kicked):
                             self.server.run(self.core.kicked(event.client_id, event.gen, self.loop.time()))
                         elif isinstance(event, Broadcast):
-                            messages = decode_qos0(event.data, self.epoch, self.loop.time())
+                            messages = decode_qos0(event.data, self.loop.time())
                             if messages:
                                 self.server.run(self.core.route_local(messages, self.loop.time()))
+                        elif isinstance(event, Held):
+                            self.holders.held(event.client_id, event.epoch)
                         elif isinstance(event, RoutesChanged):
                             if (self.replica.version or 0) < event.version and not self._sync_lock.locked():
                                 asyncio.ensure_future(self._sync_quietly())
@@ -743,6 +684,8 @@ class ClusterNode:
                 if beats % 5 == 0:
                     await self.engine.expire(self.epoch)
                 await self._sync()
+                self.holders.reading()
+                self.holders.replace(*await self.engine.holders())
                 self._poll()
             except Fenced as e:
                 if epoch == self.epoch:
