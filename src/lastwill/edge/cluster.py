@@ -68,6 +68,7 @@ from .cluster_qos0 import Holders, Qos0Sender, decode_qos0
 from .cluster_qos0 import forwarded_properties as _props
 
 log = logging.getLogger("lastwill.cluster")
+_NOWHERE: frozenset[int] = frozenset()
 logging.getLogger("redis").setLevel(logging.WARNING)  # (its debug lines say nothing about the broker)
 
 FETCH_COUNT = 1000  # queue entries per session per fetch
@@ -301,17 +302,21 @@ class ClusterNode:
         destinations = self.holders.destinations
         epoch = self.epoch
         remote = []
+        # per topic within this turn (the table, the holders and what was served here do not change in it)
+        known: dict[str, frozenset[int]] = {}
         for p in intents.publishes:
             m = p.message
             if m.qos or m.retain:
                 return False
-            normal, shared = match(m.topic)
-            if shared:
-                return False
-            if normal:
-                nodes = destinations([cid for cid, _ in normal], p.served, epoch)
-                if nodes:
-                    remote.append((m, nodes))
+            nodes = known.get(m.topic)
+            if nodes is None:
+                normal, shared = match(m.topic)
+                if shared:
+                    return False
+                nodes = known[m.topic] = destinations([cid for cid, _ in normal], p.served, epoch) \
+                    if normal else _NOWHERE
+            if nodes:
+                remote.append((m, nodes))
         if remote:
             self.qos0.send(epoch, remote)
         return True
