@@ -40,8 +40,9 @@ import json
 import sqlite3
 import struct
 from array import array
+from bisect import bisect_right
 from dataclasses import dataclass, field
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 
 from ..codec.properties import encode_properties, read_properties
 from .base import ACK_STATES, StoredDelivery, StoredMessage
@@ -56,7 +57,7 @@ CREATE TABLE queued (part INTEGER PRIMARY KEY, msg_id INTEGER NOT NULL, entries 
 CREATE INDEX queued_msg ON queued (msg_id);
 CREATE TABLE queues (
     client_id TEXT PRIMARY KEY, sno INTEGER NOT NULL, head INTEGER NOT NULL, floor INTEGER NOT NULL,
-    gone TEXT NOT NULL
+    gone TEXT NOT NULL, sent BLOB
 ) WITHOUT ROWID;
 CREATE TABLE inflight (
     sno INTEGER NOT NULL, seq INTEGER NOT NULL, msg_id INTEGER NOT NULL, qos INTEGER NOT NULL,
@@ -69,6 +70,8 @@ RETAIN_FLAG = 4  # flags: qos | retain << 2 | state code << 3
 STATES = ACK_STATES  # an entry's ack state by its code (0: queued)
 STATE_CODES = {s: i for i, s in enumerate(STATES)}
 GONE_LIMIT = 1024  # past this many out-of-order deletions, a session's in-flight entries become rows
+_FIRST = itemgetter(0)
+RUNS_LIMIT = 1024  # past this many runs of sent deliveries (acknowledged out of order), they become rows
 
 
 def props_blob(props: dict) -> bytes:
@@ -131,6 +134,62 @@ def decode_entries(blob: bytes, subs: str | None):
                pids[i] if state is not None else None, state)
 
 
+def run_add(runs: list[list[int]], seq: int, pid: int) -> None:
+    """``seq`` sent with packet id ``pid``: into the runs [first seq, last seq, packet id of the
+    first], in each of which the packet ids follow the seqs (as the core gives them: 65535, then 1)."""
+    if runs:
+        last = runs[-1]
+        if seq == last[1] + 1 and pid == (last[2] + last[1] - last[0]) % 65535 + 1:
+            last[1] = seq
+            return
+        if seq < last[1]:  # not after the last one (the core sends a queue in seq order): in its place
+            runs.append([seq, seq, pid])
+            runs.sort()
+            return
+    runs.append([seq, seq, pid])
+
+
+def run_remove(runs: list[list[int]], seq: int) -> None:
+    """``seq`` is no longer in flight: out of its run (the first, when acknowledged in order)."""
+    if not runs:
+        return
+    i = 0 if runs[0][0] == seq else bisect_right(runs, seq, key=_FIRST) - 1
+    if i < 0:
+        return
+    r = runs[i]
+    first, last, pid = r
+    if not first <= seq <= last:
+        return
+    if first == last:
+        del runs[i]
+    elif seq == first:
+        r[0] = seq + 1
+        r[2] = pid % 65535 + 1
+    elif seq == last:
+        r[1] = seq - 1
+    else:
+        runs.insert(i + 1, [seq + 1, last, (pid + seq - first) % 65535 + 1])
+        r[1] = seq - 1
+
+
+def pack_runs(runs: list[list[int]]) -> bytes:
+    return array("q", [n for r in runs for n in r]).tobytes()
+
+
+def unpack_runs(blob: bytes | None) -> dict[int, int]:
+    """The packet id of each seq the packed runs hold."""
+    if not blob:
+        return {}
+    flat = array("q")
+    flat.frombytes(blob)
+    out = {}
+    for i in range(0, len(flat), 3):
+        first, last, pid = flat[i], flat[i + 1], flat[i + 2]
+        for seq in range(first, last + 1):
+            out[seq] = (pid - 1 + seq - first) % 65535 + 1
+    return out
+
+
 class _Columns:
     """The entries of one message being written in this commit."""
 
@@ -165,6 +224,20 @@ class Queue:
     rows: set[int] = field(default_factory=set)  # seqs with an ``inflight`` row
     # live in-flight entries: seq -> (msg_id, qos, retain, subscription ids, packet id, state)
     entries: dict[int, tuple] = field(default_factory=dict)
+    # queued entries sent and not yet acknowledged, the same way (in flight by ``runs``, not by their
+    # entry, which says queued), and their (first seq, last seq, packet id of the first) runs, as the
+    # queues row keeps them (``pack_runs``)
+    sent: dict[int, tuple] = field(default_factory=dict)
+    runs: list[list[int]] = field(default_factory=list)
+
+    def take_rows(self, live: dict[int, tuple]) -> list[tuple]:
+        """``live`` (``entries`` or ``sent``) as ``inflight`` rows; emptied."""
+        out = []
+        for seq, (mid, qos, retain, ids, pid, state) in live.items():
+            out.append((self.sno, seq, mid, qos, int(retain), json.dumps(list(ids)) if ids else None, pid, state))
+            self.rows.add(seq)
+        live.clear()
+        return out
 
     def settle(self) -> None:
         """The floor from the head and the live in-flight entries; ``gone`` below it forgotten."""
@@ -189,10 +262,11 @@ class MessageLog:
         """Every live delivery by client (seq order), the next message id, the unreferenced messages."""
         queues = self.queues
         queues.clear()
-        by_sno: dict[int, tuple[str, Queue]] = {}
-        for client_id, sno, head, floor, gone in db.execute("SELECT client_id, sno, head, floor, gone FROM queues"):
+        by_sno: dict[int, tuple[str, Queue, dict[int, int]]] = {}
+        for client_id, sno, head, floor, gone, sent in db.execute(
+                "SELECT client_id, sno, head, floor, gone, sent FROM queues"):
             q = queues[client_id] = Queue(sno, head, floor, set(json.loads(gone)) if gone != "[]" else set())
-            by_sno[sno] = (client_id, q)
+            by_sno[sno] = (client_id, q, unpack_runs(sent))  # the packet ids of its sent deliveries
         row = db.execute("SELECT value FROM meta WHERE key = 'next_sno'").fetchone()
         self.next_sno = max(max(by_sno, default=0) + 1, int(row[0]) if row else 1)
         found: dict[str, list[StoredDelivery]] = {}
@@ -223,14 +297,21 @@ class MessageLog:
                 seq = seqs[i]
                 f = flags[i]
                 state = STATES[f >> 3]
-                if seq < (q.head if state is None else q.floor) or (q.gone and seq in q.gone) or \
-                        (q.rows and seq in q.rows):
+                pid = None
+                if state is None and seq < q.head:  # left the queue: in flight if its runs say so
+                    pid = owner[2].get(seq) if owner[2] else None
+                    if pid is None:
+                        continue
+                    state = "puback" if f & 3 == 1 else "pubrec"
+                elif seq < (q.head if state is None else q.floor) or (q.gone and seq in q.gone):
+                    continue
+                if q.rows and seq in q.rows:
                     continue
                 ids = sub_list[i] if sub_list is not None else None
                 ids = tuple(ids) if ids else ()
-                if state is None:
-                    pid = None
-                else:
+                if pid is not None:  # sent from the queue
+                    q.sent[seq] = (mid, f & 3, bool(f & RETAIN_FLAG), ids, pid, state)
+                elif state is not None:
                     pid = pids[i]
                     q.entries[seq] = (mid, f & 3, bool(f & RETAIN_FLAG), ids, pid, state)
                 cid = owner[0]
@@ -258,6 +339,10 @@ class MessageLog:
                 self.with_parts.add(mid)
                 entries_of(mid, blob, subs)
         self.next_part = max_part + 1
+        for q in queues.values():  # the runs of the sent deliveries found
+            if q.sent:
+                for seq in sorted(q.sent):
+                    run_add(q.runs, seq, q.sent[seq][4])
         out: dict[str, list[StoredDelivery]] = {}
         seq_of = attrgetter("seq")
         for client_id, items in found.items():
@@ -298,39 +383,71 @@ class MessageLog:
 
     def write(self, db: sqlite3.Connection, deliveries: dict[tuple[str, int], StoredDelivery],
               deleted: set[tuple[str, int]], messages: dict[int, StoredMessage], messages_deleted: set[int],
-              heads: dict[str, int], queued_in: dict[int, tuple] | None = None) -> None:
-        """Apply a batch's deliveries and messages (sessions deleted before, see sessions_deleted)."""
+              heads: dict[str, int], queued_in: dict[int, tuple] | None = None,
+              sent: dict[str, list[tuple]] | None = None) -> None:
+        """Apply a batch's deliveries and messages (sessions deleted before, see sessions_deleted):
+        its new entries (``queued_in``), the queued deliveries sent (``sent``), the deliveries put
+        and deleted one by one, the queue heads, the messages written and deleted."""
+        work = _Work()
+        fast = self._pack_queued(queued_in, work) if queued_in else {}
+        columns, written, inflight_rows = self._puts(deliveries, messages, work)
+        self._write_messages(db, written, fast, columns)
+        if sent:
+            self._sent(sent, work)
+        if inflight_rows:
+            db.executemany("INSERT OR REPLACE INTO inflight VALUES (?,?,?,?,?,?,?,?)", inflight_rows)
         queues = self.queues
-        new_rows: dict[str, Queue] = {}
-        changed: dict[str, Queue] = {}
-        columns: dict[int, _Columns] = {}
-        fast: dict[int, tuple[bytes, str | None]] = {}  # Batch.queued, packed as it came
-        if queued_in:
-            for mid, (clients, seqs, flags, pids, sub_ids) in queued_in.items():
-                if len(clients) == 1:  # one delivery (a persistent subscriber's fan-in): no columns
-                    c = clients[0]
-                    q = queues.get(c) or self.queue_of(c, new_rows)
-                    f = flags[0]
+        changed = work.changed
+        for cid, head in heads.items():
+            q = queues.get(cid) or self.queue_of(cid, work.new_rows)
+            if head != q.head:
+                q.head = head
+                changed[cid] = q
+        if deleted:
+            self._deletes(db, deleted, changed)
+        self._spill(db, changed)
+        self._queue_rows(db, work)
+        if messages_deleted:
+            self._messages_deleted(db, messages_deleted)
+
+    def _pack_queued(self, queued_in: dict[int, tuple], work: _Work) -> dict[int, tuple[bytes, str | None]]:
+        """Batch.queued, packed as it came (one row's entries per message); the entries in flight at
+        once become their sessions' live in-flight entries."""
+        queues = self.queues
+        new_rows, changed = work.new_rows, work.changed
+        fast: dict[int, tuple[bytes, str | None]] = {}
+        for mid, (clients, seqs, flags, pids, sub_ids) in queued_in.items():
+            if len(clients) == 1:  # one delivery (a persistent subscriber's fan-in): no columns
+                c = clients[0]
+                q = queues.get(c) or self.queue_of(c, new_rows)
+                f = flags[0]
+                if f >> 3:
+                    q.entries[seqs[0]] = (mid, f & 3, bool(f & RETAIN_FLAG), sub_ids[0], pids[0], STATES[f >> 3])
+                    changed[c] = q
+                fast[mid] = pack_one(q.sno, seqs[0], pids[0], f, sub_ids[0])
+                continue
+            try:
+                snos = [queues[c].sno for c in clients]
+            except KeyError:  # a session's first stored delivery: its queue is made
+                for c in clients:
+                    if c not in queues:
+                        self.queue_of(c, new_rows)
+                snos = [queues[c].sno for c in clients]
+            if any(pids):  # in flight at once: the session's live in-flight entries
+                for c, seq, f, pid, ids in zip(clients, seqs, flags, pids, sub_ids, strict=True):
                     if f >> 3:
-                        q.entries[seqs[0]] = (mid, f & 3, bool(f & RETAIN_FLAG), sub_ids[0], pids[0], STATES[f >> 3])
+                        q = queues[c]
+                        q.entries[seq] = (mid, f & 3, bool(f & RETAIN_FLAG), ids, pid, STATES[f >> 3])
                         changed[c] = q
-                    fast[mid] = pack_one(q.sno, seqs[0], pids[0], f, sub_ids[0])
-                    continue
-                try:
-                    snos = [queues[c].sno for c in clients]
-                except KeyError:  # a session's first stored delivery: its queue is made
-                    for c in clients:
-                        if c not in queues:
-                            self.queue_of(c, new_rows)
-                    snos = [queues[c].sno for c in clients]
-                if any(pids):  # in flight at once: the session's live in-flight entries
-                    for c, seq, f, pid, ids in zip(clients, seqs, flags, pids, sub_ids, strict=True):
-                        if f >> 3:
-                            q = queues[c]
-                            q.entries[seq] = (mid, f & 3, bool(f & RETAIN_FLAG), ids, pid, STATES[f >> 3])
-                            changed[c] = q
-                fast[mid] = pack_entries(snos, seqs, pids, flags, sub_ids)
-        msg_rows = []
+            fast[mid] = pack_entries(snos, seqs, pids, flags, sub_ids)
+        return fast
+
+    def _puts(self, deliveries: dict[tuple[str, int], StoredDelivery], messages: dict[int, StoredMessage],
+              work: _Work) -> tuple[dict[int, _Columns], dict[int, StoredMessage], list[tuple]]:
+        """Deliveries put one by one: in flight (a row each) or queued (entries by message); the
+        messages to write, with those of deliveries whose message has no id (a row of its own)."""
+        queues = self.queues
+        columns: dict[int, _Columns] = {}
         auto: dict[int, int] = {}  # id() of a StoredMessage without msg_id -> the id it is given here
         written: dict[int, StoredMessage] = dict(messages)
         next_id = self.next_msg_id
@@ -344,11 +461,14 @@ class MessageLog:
                     mid = auto[id(m)] = next_id
                     next_id += 1
                     written[mid] = m
-            q = queues.get(cid) or self.queue_of(cid, new_rows)
+            q = queues.get(cid) or self.queue_of(cid, work.new_rows)
             if d.packet_id is not None:
                 q.rows.add(seq)
                 if q.entries.pop(seq, None) is not None:
-                    changed[cid] = q
+                    work.changed[cid] = q
+                if q.sent and q.sent.pop(seq, None) is not None:  # the row says more now (PUBREC came)
+                    run_remove(q.runs, seq)
+                    work.changed[cid] = q
                 inflight_rows.append((q.sno, seq, mid, d.qos, int(d.retain),
                                       json.dumps(list(d.subscription_ids)) if d.subscription_ids else None,
                                       d.packet_id, d.state))
@@ -360,6 +480,12 @@ class MessageLog:
         if written:
             next_id = max(next_id, max(written) + 1)
         self.next_msg_id = next_id
+        return columns, written, inflight_rows
+
+    def _write_messages(self, db: sqlite3.Connection, written: dict[int, StoredMessage],
+                        fast: dict[int, tuple[bytes, str | None]], columns: dict[int, _Columns]) -> None:
+        """The message rows (with the entries recorded with them) and the ``queued`` rows."""
+        msg_rows = []
         part_rows = []
         none = (None, None)
         fast_pop = fast.pop
@@ -389,69 +515,110 @@ class MessageLog:
                 part += 1
             self.next_part = part
             db.executemany("INSERT INTO queued VALUES (?,?,?,?)", rows)
-        if inflight_rows:
-            db.executemany("INSERT OR REPLACE INTO inflight VALUES (?,?,?,?,?,?,?,?)", inflight_rows)
-        for cid, head in heads.items():
-            q = queues.get(cid) or self.queue_of(cid, new_rows)
-            if head != q.head:
-                q.head = head
+
+    def _sent(self, sent: dict[str, list[tuple]], work: _Work) -> None:
+        """Queued deliveries gone in flight: their entries (which say queued) are live in flight
+        while the session's ``sent`` runs hold them; no row each."""
+        queues = self.queues
+        for cid, items in sent.items():
+            q = queues.get(cid) or self.queue_of(cid, work.new_rows)
+            live = q.sent
+            runs = q.runs
+            for seq, mid, f, pid, ids in items:
+                live[seq] = (mid, f & 3, bool(f & RETAIN_FLAG), ids, pid, STATES[f >> 3])
+                run_add(runs, seq, pid)
+            work.changed[cid] = q
+
+    def _deletes(self, db: sqlite3.Connection, deleted: set[tuple[str, int]], changed: dict[str, Queue]) -> None:
+        """Deliveries done: a row deleted, a sent one out of its runs, an in-flight entry (or, out
+        of queue order, a queued one) remembered in ``gone`` while above the floor."""
+        queues = self.queues
+        done_rows = []
+        later: dict[int, tuple[Queue, list[int]]] = {}  # in-flight entries done: gone if above the floor
+        last_cid, q = None, None
+        for cid, seq in deleted:
+            if cid != last_cid:
+                last_cid, q = cid, queues.get(cid)
+            if q is None:
+                continue
+            if q.sent and q.sent.pop(seq, None) is not None:
+                run_remove(q.runs, seq)
                 changed[cid] = q
-        if deleted:
-            done_rows = []
-            later: dict[int, tuple[Queue, list[int]]] = {}  # in-flight entries done: gone if above the floor
-            last_cid, q = None, None
-            for cid, seq in deleted:
-                if cid != last_cid:
-                    last_cid, q = cid, queues.get(cid)
-                if q is None:
-                    continue
-                if seq in q.rows:
-                    q.rows.discard(seq)
-                    done_rows.append((q.sno, seq))
-                    if q.entries.pop(seq, None) is not None:
-                        changed[cid] = q
-                elif q.entries.pop(seq, None) is not None:
-                    done = later.get(q.sno)
-                    if done is None:
-                        done = later[q.sno] = (q, [])
-                        changed[cid] = q
-                    done[1].append(seq)
-                elif seq >= q.head:  # a queued entry, out of queue order (a batch made by hand)
-                    q.gone.add(seq)
+            elif seq in q.rows:
+                q.rows.discard(seq)
+                done_rows.append((q.sno, seq))
+                if q.entries.pop(seq, None) is not None:
                     changed[cid] = q
-            if done_rows:
-                db.executemany("DELETE FROM inflight WHERE sno = ? AND seq = ?", done_rows)
-            for q, seqs in later.values():
-                q.settle()
-                q.gone.update(seq for seq in seqs if seq >= q.floor)
+            elif q.entries.pop(seq, None) is not None:
+                done = later.get(q.sno)
+                if done is None:
+                    done = later[q.sno] = (q, [])
+                    changed[cid] = q
+                done[1].append(seq)
+            elif seq >= q.head:  # a queued entry, out of queue order (a batch made by hand)
+                q.gone.add(seq)
+                changed[cid] = q
+        if done_rows:
+            db.executemany("DELETE FROM inflight WHERE sno = ? AND seq = ?", done_rows)
+        for q, seqs in later.values():
+            q.settle()
+            q.gone.update(seq for seq in seqs if seq >= q.floor)
+
+    @staticmethod
+    def _spill(db: sqlite3.Connection, changed: dict[str, Queue]) -> None:
+        """Past GONE_LIMIT out-of-order deletions (or RUNS_LIMIT runs of sent deliveries), a
+        session's live in-flight entries (its sent ones) become rows: what its queues row says stays
+        bounded."""
         spill = []
         for q in changed.values():
             q.settle()
             if len(q.gone) > GONE_LIMIT:  # in-flight entries held back the floor: made rows
-                for seq, (mid, qos, retain, ids, pid, state) in q.entries.items():
-                    spill.append((q.sno, seq, mid, qos, int(retain), json.dumps(list(ids)) if ids else None, pid,
-                                  state))
-                    q.rows.add(seq)
-                q.entries.clear()
+                spill += q.take_rows(q.entries)
                 q.settle()
+            if len(q.runs) > RUNS_LIMIT:
+                spill += q.take_rows(q.sent)
+                q.runs.clear()
         if spill:
             db.executemany("INSERT OR REPLACE INTO inflight VALUES (?,?,?,?,?,?,?,?)", spill)
-        for cid, q in new_rows.items():
+
+    def _queue_rows(self, db: sqlite3.Connection, work: _Work) -> None:
+        changed = work.changed
+        for cid, q in work.new_rows.items():
             changed[cid] = q
-        if new_rows:  # numbers are never given twice, also after a restart (those of deleted sessions
+        if work.new_rows:  # numbers are never given twice, also after a restart (those of deleted sessions
             # are still in the entries of messages other sessions need)
             db.execute("INSERT OR REPLACE INTO meta VALUES ('next_sno', ?)", (str(self.next_sno),))
         if changed:
-            db.executemany("INSERT OR REPLACE INTO queues VALUES (?,?,?,?,?)", [
-                (cid, q.sno, q.head, q.floor, json.dumps(sorted(q.gone)) if q.gone else "[]")
+            db.executemany("INSERT OR REPLACE INTO queues VALUES (?,?,?,?,?,?)", [
+                (cid, q.sno, q.head, q.floor, json.dumps(sorted(q.gone)) if q.gone else "[]",
+                 pack_runs(q.runs) if q.runs else None)
                 for cid, q in changed.items()])
-        if messages_deleted:
-            db.executemany("DELETE FROM messages WHERE id = ?", [(mid,) for mid in messages_deleted])
-            with_parts = self.with_parts
-            parts = [(mid,) for mid in messages_deleted if mid in with_parts]
-            if parts:
-                db.executemany("DELETE FROM queued WHERE msg_id = ?", parts)
-                with_parts.difference_update(mid for (mid,) in parts)
+
+    def _messages_deleted(self, db: sqlite3.Connection, messages_deleted: set[int]) -> None:
+        db.executemany("DELETE FROM messages WHERE id = ?", [(mid,) for mid in messages_deleted])
+        with_parts = self.with_parts
+        parts = [(mid,) for mid in messages_deleted if mid in with_parts]
+        if parts:
+            db.executemany("DELETE FROM queued WHERE msg_id = ?", parts)
+            with_parts.difference_update(mid for (mid,) in parts)
+
+
+class _Work:
+    """What one write changed: the queues made (their rows are new) and the queues to write."""
+
+    __slots__ = ("new_rows", "changed")
+
+    def __init__(self) -> None:
+        self.new_rows: dict[str, Queue] = {}
+        self.changed: dict[str, Queue] = {}
+
+
+def migrate_from_v5(db: sqlite3.Connection) -> None:
+    """Schema 5 -> 6: ``queues.sent``, the runs of a session's queued deliveries sent and not yet
+    acknowledged (none in a schema-5 store: those had ``inflight`` rows, which stay). A store
+    migrated from schema 4 in the same start-up has the column already (TABLES is the current one)."""
+    if "sent" not in {row[1] for row in db.execute("PRAGMA table_info(queues)")}:
+        db.execute("ALTER TABLE queues ADD COLUMN sent BLOB")
 
 
 def migrate_from_v4(db: sqlite3.Connection) -> None:
@@ -487,6 +654,7 @@ def migrate_from_v4(db: sqlite3.Connection) -> None:
         columns[mid].add(sno, seq, qos, bool(retain), ids, pid if in_flight else None, state if in_flight else None)
     for row in rows:
         db.execute("INSERT INTO messages VALUES (?,?,?,?,?,?,?,?,?,?,?)", (*row, *columns[row[0]].pack()))
-    db.executemany("INSERT INTO queues VALUES (?,?,?,?,?)", [(cid, sno, 0, 0, "[]") for cid, sno in snos.items()])
+    db.executemany("INSERT INTO queues (client_id, sno, head, floor, gone) VALUES (?,?,?,?,?)",
+                   [(cid, sno, 0, 0, "[]") for cid, sno in snos.items()])
     db.execute("INSERT OR REPLACE INTO meta VALUES ('next_sno', ?)", (str(len(snos) + 1),))
     db.execute("DROP TABLE deliveries")

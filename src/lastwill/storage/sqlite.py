@@ -16,7 +16,8 @@ Schema versions: 1 (sessions, subscriptions, deliveries, retained); 2 adds the `
 3 adds ``sessions.username`` (what the ACL checks a session's will against, also after a restart);
 4 rebuilds ``sessions`` (WITHOUT ROWID) and ``timeline`` (seq order, no index on client_id), which
 are cheaper to write (see _SESSIONS_TABLE); 5 stores a message once however many sessions wait for
-it: ``deliveries`` becomes ``messages``, ``queued``, ``queues`` and ``inflight`` (see msglog.py).
+it: ``deliveries`` becomes ``messages``, ``queued``, ``queues`` and ``inflight`` (see msglog.py); 6 adds
+``queues.sent``, the runs of a session's queued deliveries in flight (no row per delivery sent).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from .base import (
     StoreError,
 )
 from .msglog import TABLES as _MESSAGE_TABLES
-from .msglog import MessageLog, migrate_from_v4
+from .msglog import MessageLog, migrate_from_v4, migrate_from_v5
 
 log = logging.getLogger("lastwill.store")
 
@@ -119,6 +120,8 @@ _MIGRATIONS = {
       "DROP TABLE timeline; ALTER TABLE timeline_v4 RENAME TO timeline;",
     # one row per message, however many sessions wait for it (msglog.py); run in Python
     5: migrate_from_v4,
+    # the runs of each session's queued deliveries sent and not yet acknowledged (msglog.py)
+    6: migrate_from_v5,
 }
 
 
@@ -368,9 +371,9 @@ class SqliteStorage:
                 if sub_rows:
                     db.executemany("INSERT INTO subscriptions VALUES (?,?,?,?,?,?,?)", sub_rows)
             if batch.deliveries or batch.deliveries_deleted or batch.messages or batch.messages_deleted \
-                    or batch.queue_heads or batch.queued:
+                    or batch.queue_heads or batch.queued or batch.sent:
                 self.log.write(db, batch.deliveries, batch.deliveries_deleted, batch.messages,
-                               batch.messages_deleted, batch.queue_heads, batch.queued)
+                               batch.messages_deleted, batch.queue_heads, batch.queued, batch.sent)
             if batch.retained_deleted:
                 db.executemany("DELETE FROM retained WHERE topic = ?", [(t,) for t in batch.retained_deleted])
             if batch.retained:
