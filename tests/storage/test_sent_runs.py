@@ -4,6 +4,7 @@ out of order, the bound on the runs, both backends, and the migration of a golde
 
 from __future__ import annotations
 
+import random
 import shutil
 import sqlite3
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from lastwill.storage.base import SCHEMA_VERSION, Batch, StoredDelivery, StoredMessage, StoredSession
-from lastwill.storage.msglog import RUNS_LIMIT, pack_runs, run_add, run_remove, unpack_runs
+from lastwill.storage.msglog import RUNS_LIMIT, pack_runs, run_add, run_remove, runs_remove, unpack_runs
 from lastwill.storage.sqlite import DB_NAME, SqliteStorage
 from tests.storage.test_contract import Backend
 
@@ -172,3 +173,21 @@ def test_failed_migration_from_schema_5_leaves_it_unchanged(tmp_path):
         assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "5"
     finally:
         db.close()
+
+
+def test_runs_remove_in_order_and_out_of_order_as_one_by_one():
+    rng = random.Random(5)
+    for _ in range(200):
+        runs_a: list[list[int]] = []
+        seqs = sorted(rng.sample(range(1, 60), rng.randrange(1, 40)))
+        pid = rng.randrange(65500, 65536)
+        for seq in seqs:
+            run_add(runs_a, seq, pid)
+            pid = pid % 65535 + 1 if rng.random() < 0.9 else rng.randrange(1, 65536)
+        runs_b = [list(r) for r in runs_a]
+        gone = sorted(rng.sample(seqs, rng.randrange(0, len(seqs) + 1)))
+        for seq in gone:
+            run_remove(runs_a, seq)
+        runs_remove(runs_b, gone)
+        assert unpack_runs(pack_runs(runs_b)) == unpack_runs(pack_runs(runs_a))
+        assert all(r[0] <= r[1] for r in runs_b)

@@ -221,8 +221,8 @@ class Recorder:
     def take_batch(self, wall_offset: float) -> Batch:
         batch = Batch()
         self._take_sessions(batch, wall_offset)
-        for client_id, seq in self.deliveries_deleted:
-            batch.delete_delivery(client_id, seq)
+        # (the recorder keeps a key out of deliveries_deleted while it is in deliveries or sent)
+        batch.deliveries_deleted = self.deliveries_deleted  # (a new set after _reset)
         cache = self._take_messages(batch, wall_offset)
         if self.queued:
             self._take_queued(batch)

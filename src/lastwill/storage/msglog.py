@@ -172,6 +172,30 @@ def run_remove(runs: list[list[int]], seq: int) -> None:
         r[1] = seq - 1
 
 
+def runs_remove(runs: list[list[int]], seqs: list[int]) -> None:
+    """``run_remove`` of each of ``seqs`` (ascending): those acknowledged in order, from the front of
+    the first run, in one step."""
+    i = 0
+    n = len(seqs)
+    while i < n and runs:
+        r = runs[0]
+        first, last = r[0], r[1]
+        j = i
+        while j < n and seqs[j] == first + (j - i) and seqs[j] <= last:
+            j += 1
+        if j == i:
+            run_remove(runs, seqs[i])
+            i += 1
+            continue
+        k = j - i  # the first k of the first run, acknowledged
+        if first + k > last:
+            del runs[0]
+        else:
+            r[0] = first + k
+            r[2] = (r[2] - 1 + k) % 65535 + 1
+        i = j
+
+
 def pack_runs(runs: list[list[int]]) -> bytes:
     return array("q", [n for r in runs for n in r]).tobytes()
 
@@ -535,6 +559,7 @@ class MessageLog:
         queues = self.queues
         done_rows = []
         later: dict[int, tuple[Queue, list[int]]] = {}  # in-flight entries done: gone if above the floor
+        unsent: dict[int, tuple[Queue, list[int]]] = {}  # sent ones done: out of their runs, in seq order
         last_cid, q = None, None
         for cid, seq in deleted:
             if cid != last_cid:
@@ -542,8 +567,11 @@ class MessageLog:
             if q is None:
                 continue
             if q.sent and q.sent.pop(seq, None) is not None:
-                run_remove(q.runs, seq)
-                changed[cid] = q
+                done = unsent.get(q.sno)
+                if done is None:
+                    done = unsent[q.sno] = (q, [])
+                    changed[cid] = q
+                done[1].append(seq)
             elif seq in q.rows:
                 q.rows.discard(seq)
                 done_rows.append((q.sno, seq))
@@ -560,6 +588,8 @@ class MessageLog:
                 changed[cid] = q
         if done_rows:
             db.executemany("DELETE FROM inflight WHERE sno = ? AND seq = ?", done_rows)
+        for q, seqs in unsent.values():
+            runs_remove(q.runs, sorted(seqs))
         for q, seqs in later.values():
             q.settle()
             q.gone.update(seq for seq in seqs if seq >= q.floor)
@@ -595,7 +625,17 @@ class MessageLog:
                 for cid, q in changed.items()])
 
     def _messages_deleted(self, db: sqlite3.Connection, messages_deleted: set[int]) -> None:
-        db.executemany("DELETE FROM messages WHERE id = ?", [(mid,) for mid in messages_deleted])
+        """By ranges of consecutive ids (a queue drained in order deletes a range per commit)."""
+        ranges = []
+        first = last = -2
+        for mid in sorted(messages_deleted):
+            if mid != last + 1:
+                if first >= 0:
+                    ranges.append((first, last))
+                first = mid
+            last = mid
+        ranges.append((first, last))
+        db.executemany("DELETE FROM messages WHERE id BETWEEN ? AND ?", ranges)
         with_parts = self.with_parts
         parts = [(mid,) for mid in messages_deleted if mid in with_parts]
         if parts:

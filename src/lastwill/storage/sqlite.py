@@ -187,6 +187,12 @@ class SqliteStorage:
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={FSYNC_POLICIES[self.fsync]}")
+            # Debian's SQLite is built with secure_delete on: every deleted row is zeroed and every
+            # freed page written again, which was a quarter of the cost of reclaiming a message (a
+            # queue drained at 1 KiB a message: 4.4 -> 3.0 us of SQLite CPU per deleted row). FAST
+            # zeroes what is deleted on pages written anyway; freed pages keep their old bytes until
+            # reused (anyone who can read them can read the store's live messages too)
+            db.execute("PRAGMA secure_delete=FAST")
             if not exists or self._is_empty(db):
                 db.executescript("BEGIN;" + _SCHEMA +
                                  f"INSERT INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}'); COMMIT;")
