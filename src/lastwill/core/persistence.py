@@ -135,6 +135,15 @@ class Recorder:
     def _unstored(self, session: Session) -> None:
         """The session's deliveries leave the store with it: their messages lose a reference each."""
         messages = self.messages
+        backlog = session.backlog
+        if backlog is not None:  # what is left of it in the store, and what was queued behind it
+            backlog.drop(self)
+            for d in backlog.after:
+                if d.seq:
+                    m = d.message
+                    m.store_refs -= 1
+                    messages[m.store_id] = m
+                    d.seq = 0
         for d in session.queue:
             if d.seq:
                 m = d.message
@@ -200,6 +209,15 @@ class Recorder:
             self.heads[session.client_id] = session
             d.seq = 0  # not in the store any more
 
+    def reference_dropped(self, m: Message) -> None:
+        """A backlog entry of ``m`` left the store unread (core/backlog.py)."""
+        m.store_refs -= 1
+        self.messages[m.store_id] = m
+
+    def message_unreferenced(self, msg_id: int) -> None:
+        """The last backlog entry of a message never read left the store: the message goes too."""
+        self.unreferenced.add(msg_id)
+
     def retained_changed(self, topic: str, message: Message | None) -> None:
         if topic[:5] == "$SYS/":  # the broker's own $SYS/broker values describe this run: not stored
             return
@@ -243,6 +261,9 @@ class Recorder:
                     if d.seq:
                         head = d.seq
                         break
+                else:  # none in memory: the first of its backlog (core/backlog.py)
+                    if session.backlog is not None:
+                        head = session.backlog.first_seq() or head
                 heads[client_id] = head
         for topic, message in self.retained.items():
             if message is None:

@@ -223,6 +223,22 @@ class Batch:
         self.timeline_deleted.add(client_id)
 
 
+@dataclass(slots=True)
+class StoredBacklog:
+    """A session's queued deliveries left in the store at start-up (loaded as its queue drains to
+    them): runs of [first seq, first message id, count, flags = qos | retain << 2, subscription ids
+    or None], seqs and message ids going up by one together within a run, in seq order."""
+
+    runs: list[list]
+    count: int  # deliveries
+    bytes: int  # their topics + payloads (what max_queued_bytes counts)
+
+
+class MessageReader(Protocol):
+    def read_messages(self, msg_ids: list[int]) -> dict[int, StoredMessage]:
+        """The stored messages with these ids (those that exist), msg_id set."""
+
+
 @dataclass
 class StoredState:
     """Everything a store holds, as loaded at start-up."""
@@ -239,6 +255,13 @@ class StoredState:
     retained: dict[str, StoredMessage] = field(default_factory=dict)
     timeline: dict[str, list[StoredEvent]] = field(default_factory=dict)  # by client, seq order
     meta: dict[str, str] = field(default_factory=dict)
+    # a store may leave a session's queue beyond its first deliveries in the store (``deliveries``
+    # then holds its in-flight ones and the first queued ones): its backlog, by client; how many
+    # backlog entries refer to each message; and where the core reads those messages when it needs
+    # them (``reader``)
+    backlogs: dict[str, StoredBacklog] = field(default_factory=dict)
+    backlog_refs: dict[int, int] = field(default_factory=dict)
+    reader: MessageReader | None = None
 
 
 class Storage(Protocol):

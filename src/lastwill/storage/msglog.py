@@ -42,7 +42,7 @@ import struct
 from array import array
 from bisect import bisect_right
 from dataclasses import dataclass, field
-from operator import attrgetter, itemgetter
+from operator import itemgetter
 
 from ..codec.properties import encode_properties, read_properties
 from .base import ACK_STATES, StoredDelivery, StoredMessage
@@ -280,113 +280,6 @@ class MessageLog:
         self.next_msg_id = 1  # above every message row written (ids of msg_id-0 messages come from here)
         self.next_part = 1
         self.with_parts: set[int] = set()  # messages with ``queued`` rows
-
-    # ---- loading -----------------------------------------------------------------------------
-    def load(self, db: sqlite3.Connection) -> tuple[dict[str, list[StoredDelivery]], int, set[int]]:
-        """Every live delivery by client (seq order), the next message id, the unreferenced messages."""
-        queues = self.queues
-        queues.clear()
-        by_sno: dict[int, tuple[str, Queue, dict[int, int]]] = {}
-        for client_id, sno, head, floor, gone, sent in db.execute(
-                "SELECT client_id, sno, head, floor, gone, sent FROM queues"):
-            q = queues[client_id] = Queue(sno, head, floor, set(json.loads(gone)) if gone != "[]" else set())
-            by_sno[sno] = (client_id, q, unpack_runs(sent))  # the packet ids of its sent deliveries
-        row = db.execute("SELECT value FROM meta WHERE key = 'next_sno'").fetchone()
-        self.next_sno = max(max(by_sno, default=0) + 1, int(row[0]) if row else 1)
-        found: dict[str, list[StoredDelivery]] = {}
-        used: set[int] = set()
-        messages: dict[int, StoredMessage] = {}
-        for sno, seq, mid, qos, retain, sub_ids, pid, state in db.execute(
-                "SELECT sno, seq, msg_id, qos, retain, sub_ids, packet_id, state FROM inflight"):
-            owner = by_sno.get(sno)
-            if owner is not None:
-                owner[1].rows.add(seq)
-                found.setdefault(owner[0], []).append(StoredDelivery(
-                    owner[0], seq, mid, qos, bool(retain), tuple(json.loads(sub_ids)) if sub_ids else (),  # type: ignore[arg-type]
-                    pid, state))
-
-        def entries_of(mid: int, blob: bytes, subs: str | None) -> None:
-            """The live deliveries among a row's entries (millions at a restart: kept tight)."""
-            m = messages[mid]
-            snos, seqs, pids, flags = columns(blob)
-            sub_list = json.loads(subs) if subs else None
-            last_sno, owner = None, None
-            live = False
-            for i, sno in enumerate(snos):
-                if sno != last_sno:
-                    last_sno, owner = sno, by_sno.get(sno)
-                if owner is None:
-                    continue
-                q = owner[1]
-                seq = seqs[i]
-                f = flags[i]
-                state = STATES[f >> 3]
-                pid = None
-                if state is None and seq < q.head:  # left the queue: in flight if its runs say so
-                    pid = owner[2].get(seq) if owner[2] else None
-                    if pid is None:
-                        continue
-                    state = "puback" if f & 3 == 1 else "pubrec"
-                elif seq < (q.head if state is None else q.floor) or (q.gone and seq in q.gone):
-                    continue
-                if q.rows and seq in q.rows:
-                    continue
-                ids = sub_list[i] if sub_list is not None else None
-                ids = tuple(ids) if ids else ()
-                if pid is not None:  # sent from the queue
-                    q.sent[seq] = (mid, f & 3, bool(f & RETAIN_FLAG), ids, pid, state)
-                elif state is not None:
-                    pid = pids[i]
-                    q.entries[seq] = (mid, f & 3, bool(f & RETAIN_FLAG), ids, pid, state)
-                cid = owner[0]
-                items = found.get(cid)
-                if items is None:
-                    items = found[cid] = []
-                items.append(StoredDelivery(cid, seq, m, f & 3, bool(f & RETAIN_FLAG), ids, pid, state))
-                live = True
-            if live:
-                used.add(mid)
-
-        for row in db.execute("SELECT id, topic, payload, qos, retain, props, origin, expiry_at_wall, is_will, "
-                              "entries, subs FROM messages ORDER BY id"):
-            mid, topic, payload, qos, retain, props, origin, expiry, is_will, entries, subs = row
-            messages[mid] = StoredMessage(topic, bytes(payload), qos, bool(retain), unprops(props), origin, expiry,
-                                          bool(is_will), mid)
-            if entries:
-                entries_of(mid, entries, subs)
-        self.next_msg_id = max(messages, default=0) + 1
-        max_part = 0
-        self.with_parts.clear()
-        for part, mid, blob, subs in db.execute("SELECT part, msg_id, entries, subs FROM queued ORDER BY part"):
-            max_part = max(max_part, part)
-            if mid in messages:
-                self.with_parts.add(mid)
-                entries_of(mid, blob, subs)
-        self.next_part = max_part + 1
-        for q in queues.values():  # the runs of the sent deliveries found
-            if q.sent:
-                for seq in sorted(q.sent):
-                    run_add(q.runs, seq, q.sent[seq][4])
-        out: dict[str, list[StoredDelivery]] = {}
-        seq_of = attrgetter("seq")
-        for client_id, items in found.items():
-            if owner_rows := queues[client_id].rows:  # in-flight rows (loaded first): their messages by id
-                n_rows = len(owner_rows)
-                resolved = []
-                for d in items[:n_rows]:
-                    m = messages.get(d.message)  # type: ignore[call-overload]
-                    if m is not None:  # (None: never written so by this store: left alone)
-                        d.message = m
-                        used.add(m.msg_id)
-                        resolved.append(d)
-                items = resolved + items[n_rows:]
-            items.sort(key=seq_of)  # stable: of two entries with one seq (a batch made by hand), the later
-            seqs = list(map(seq_of, items))
-            if len(set(seqs)) != len(seqs):
-                items = [d for i, d in enumerate(items) if i + 1 == len(items) or items[i + 1].seq != d.seq]
-            if items:
-                out[client_id] = items
-        return out, self.next_msg_id, set(messages) - used
 
     # ---- writing (inside the caller's transaction) ----------------------------------------------
     def queue_of(self, client_id: str, new_rows: dict[str, Queue]) -> Queue:

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from ..clock import Clock, SystemClock
 from ..codec.properties import WILL, encode_properties, read_properties
+from . import msgload
 from .base import (
     SCHEMA_VERSION,
     TIMELINE_PER_CLIENT,
@@ -316,7 +317,10 @@ class SqliteStorage:
             session = state.sessions.get(client_id)
             if session is not None:
                 session.subscriptions.append(StoredSubscription(topic_filter, qos, bool(nl), bool(rap), rh, sub_id))
-        state.deliveries, state.next_message_id, state.unreferenced_messages = self.log.load(db)
+        loaded = msgload.load(self.log, db)  # a session's queue beyond its first deliveries: left in the store
+        state.deliveries, state.next_message_id, state.unreferenced_messages = (
+            loaded.deliveries, loaded.next_msg_id, loaded.unreferenced)
+        state.backlogs, state.backlog_refs, state.reader = loaded.backlogs, loaded.backlog_refs, self
         state.min_next_seq = {cid: q.head for cid, q in self.log.queues.items() if q.head > 1}
         for row in db.execute("SELECT * FROM retained"):
             topic, payload, qos, props, origin, expiry, is_will = row
@@ -412,13 +416,17 @@ class SqliteStorage:
             if db.in_transaction:
                 db.execute("ROLLBACK")
                 try:  # what the message log remembers of the file: as the file is again
-                    self.log.load(db)
+                    msgload.load(self.log, db)
                 except sqlite3.Error:
                     pass
             raise StoreError(f"store {self.path}: commit failed: {e}") from None
         # committed: what the file now holds
         with_subs.difference_update(subs_gone)
         with_subs.update(subs_new)
+
+    def read_messages(self, msg_ids: list[int]) -> dict[int, StoredMessage]:
+        """The stored messages with these ids (a session's backlog, as its queue drains to them)."""
+        return msgload.read_messages(self.db, msg_ids)
 
     def close(self) -> None:
         if self.db is not None:
