@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from operator import itemgetter
+from array import array
+from operator import itemgetter, sub
 
 from .base import StoredBacklog, StoredDelivery, StoredMessage
 from .msglog import RETAIN_FLAG, STATES, MessageLog, Queue, columns, run_add, unpack_runs, unprops
@@ -63,11 +64,7 @@ def load(log: MessageLog, db: sqlite3.Connection) -> Loaded:
     sizes: dict[int, int] = {}
     used: set[int] = set()
     refs = out.backlog_refs
-    for mid, size, blob, subs in db.execute(
-            "SELECT id, length(topic) + length(payload), entries, subs FROM messages ORDER BY id"):
-        sizes[mid] = size
-        if blob:
-            _entries(owners, mid, size, blob, subs, used, refs)
+    _scan(db, owners, sizes, used, refs)
     out.next_msg_id = log.next_msg_id = max(sizes, default=0) + 1
     max_part = 0
     log.with_parts.clear()
@@ -76,7 +73,7 @@ def load(log: MessageLog, db: sqlite3.Connection) -> Loaded:
         size = sizes.get(mid)
         if size is not None:
             log.with_parts.add(mid)
-            _entries(owners, mid, size, blob, subs, used, refs)
+            _entries(owners, mid, size, columns(blob), subs, used, refs)
     log.next_part = max_part + 1
     for o in owners.values():  # the runs of the sent deliveries found
         q = o.q
@@ -123,12 +120,71 @@ def _inflight_rows(db: sqlite3.Connection, owners: dict[int, _Owner]) -> dict[st
     return rows
 
 
-def _entries(owners: dict[int, _Owner], mid: int, size: int, blob: bytes, subs: str | None, used: set[int],
-             refs: dict[int, int]) -> None:
+class _Block:
+    """Consecutive message rows whose entries are all queued and extend their sessions' runs by one
+    (a flood to offline sessions: the same sessions in the same order, seqs and message ids one
+    higher each row): counted per row, added to the runs once at the end."""
+
+    __slots__ = ("snos", "flags", "seqs", "mid", "rows", "bytes", "owners")
+
+    def __init__(self, snos: array, flags: bytes, seqs: array, mid: int, owners: list[_Owner]) -> None:
+        self.snos, self.flags, self.seqs, self.mid, self.owners = snos, flags, seqs, mid, owners
+        self.rows = 0  # rows after the first (which went the slow way)
+        self.bytes = 0
+
+    def takes(self, mid: int, snos: array, flags: bytes, seqs: array) -> bool:
+        return mid == self.mid + 1 and flags == self.flags and snos == self.snos and \
+            set(map(sub, seqs, self.seqs)) == _ONE
+
+    def flush(self) -> None:
+        if self.rows:
+            for o in self.owners:
+                o.runs[-1][2] += self.rows
+                o.bytes += self.bytes
+
+
+_ONE = {1}
+
+
+def _scan(db: sqlite3.Connection, owners: dict[int, _Owner], sizes: dict[int, int], used: set[int],
+          refs: dict[int, int]) -> None:
+    """The message rows' entries (not their payloads), in id order; rows that only extend their
+    sessions' runs are taken as a block (``_Block``), the others entry by entry."""
+    block = None
+    for mid, size, blob, subs in db.execute(
+            "SELECT id, length(topic) + length(payload), entries, subs FROM messages ORDER BY id"):
+        sizes[mid] = size
+        if not blob:
+            continue
+        cols = columns(blob)
+        if block is not None:
+            if subs is None and block.takes(mid, cols[0], cols[3], cols[1]):
+                block.rows += 1
+                block.bytes += size
+                block.mid, block.seqs = mid, cols[1]
+                n = len(cols[0])
+                refs[mid] = n
+                used.add(mid)
+                continue
+            block.flush()
+            block = None
+        if _entries(owners, mid, size, cols, subs, used, refs) and subs is None:
+            snos = cols[0]
+            row_owners = [owners.get(sno) for sno in snos]
+            if None not in row_owners and len(set(snos)) == len(snos) and \
+                    not any(o.q.gone or o.q.rows for o in row_owners):  # type: ignore[union-attr]
+                block = _Block(snos, cols[3], cols[1], mid, row_owners)  # type: ignore[arg-type]
+    if block is not None:
+        block.flush()
+
+
+def _entries(owners: dict[int, _Owner], mid: int, size: int, cols: tuple, subs: str | None, used: set[int],
+             refs: dict[int, int]) -> bool:
     """The live entries of one row: queued ones into their session's runs, in-flight ones (in their
     entry, or sent from the queue: ``queues.sent``) into its eager list. Millions at a restart: the
-    common case (queued, extending its session's last run) first and tight."""
-    snos, seqs, pids, flags = columns(blob)
+    common case (queued, extending its session's last run) first and tight. True if every entry was
+    queued (then each session's last run ends with it)."""
+    snos, seqs, pids, flags = cols
     sub_list = json.loads(subs) if subs else None
     last_sno, o = None, None
     queued = 0
@@ -175,6 +231,7 @@ def _entries(owners: dict[int, _Owner], mid: int, size: int, blob: bytes, subs: 
         refs[mid] = refs.get(mid, 0) + queued
     if queued or live:
         used.add(mid)
+    return queued == len(snos)
 
 
 def _split(o: _Owner, sizes: dict[int, int], refs: dict[int, int], backlogs: dict[str, StoredBacklog]) -> list[tuple]:
