@@ -15,7 +15,8 @@ beyond one copy of each payload (after a clean stop, when the WAL is folded in) 
 growth per queued delivery. ``--reconnect``: then the first session comes back (Clean Start 0):
 time to its first PUBLISH and the rate its queue drains at (it acknowledges each). ``--restart``
 (durable): the broker is stopped and started again on its store: time until it answers a CONNECT,
-its RSS then.
+its RSS then (with ``--reconnect`` and more than one session: then the second session takes its
+queue, read from the store as it drains).
 
 The broker runs pinned to CPU 0 (``taskset``), this script on CPU 1, as benchmarks/run.py does.
 """
@@ -251,8 +252,8 @@ async def flood(port: int, messages: int, duration: float, payload_len: int) -> 
             "msg_per_s": round(state["acked"] / elapsed, 1)}
 
 
-async def reconnect_and_drain(port: int, expected: int) -> dict:
-    """The first session comes back and takes its queue, acknowledging each message."""
+async def reconnect_and_drain(port: int, expected: int, session: int = 0) -> dict:
+    """A session (the first) comes back and takes its queue, acknowledging each message."""
     loop = asyncio.get_running_loop()
     t0 = time.monotonic()
     _, c = await loop.create_connection(Conn, "127.0.0.1", port)
@@ -273,7 +274,7 @@ async def reconnect_and_drain(port: int, expected: int) -> dict:
                 done.set_result(None)
 
     c.on_packet = on_packet
-    c.send(connect_packet(session_id(0), 5, clean=False, props=prop_u32(SESSION_EXPIRY_INTERVAL, 3600)))
+    c.send(connect_packet(session_id(session), 5, clean=False, props=prop_u32(SESSION_EXPIRY_INTERVAL, 3600)))
     try:
         await asyncio.wait_for(done, 600)
     except asyncio.TimeoutError:
@@ -341,6 +342,12 @@ def run_variant(name: str, args) -> dict:
                 t = broker.start()
                 out["restart"] = {"startup_s": round(t, 2), "rss_kb": broker.rss_kb(),
                                   "broker_cpu_s": round(cpu_s(broker.proc.pid), 2)}
+                if args.sessions > 1 and args.reconnect:  # then the second session takes its queue
+                    cpu2 = cpu_s(broker.proc.pid)
+                    r = out["restart"]["reconnect"] = asyncio.run(
+                        reconnect_and_drain(broker.port, out["accepted"], session=1))
+                    r["us_cpu_per_msg"] = round((cpu_s(broker.proc.pid) - cpu2) * 1e6 / max(r["received"], 1), 1)
+                    r["rss_kb_after"] = broker.rss_kb()
                 broker.stop()
     finally:
         broker.stop() if broker.proc and broker.proc.poll() is None else None
