@@ -1,5 +1,5 @@
-"""The SQLite store's queued and in-flight messages (schema version 5): a message is written once,
-however many sessions wait for it.
+"""The SQLite store's queued and in-flight messages (schema version 6): a message is written once,
+however many sessions wait for it. (Loading them: storage/msgload.py.)
 
 Tables:
 - ``messages``: one row per message (topic, payload, properties, origin, expiry, is_will), keyed by
@@ -18,15 +18,18 @@ Tables:
   ``meta.next_sno``: a session of the same client id made later has another, so that the entries of
   the old one are not read as its own), its queue head (queued entries below it have left the
   queue: the core's recorder gives it, ``Batch.queue_heads``), its floor (entries below it are
-  done: the lowest of the head and the seqs of its in-flight entries) and ``gone``, the entries at
-  or above the floor deleted out of order (a few in-flight ones acknowledged out of order).
-- ``inflight``: a delivery whose state changed after its entry was written (a queued one sent,
-  PUBREC received): one row, keyed by (sno, seq), that overrides the entry; bounded by the clients'
-  Receive Maximum.
+  done: the lowest of the head and the seqs of its in-flight entries), ``gone``, the entries at
+  or above the floor deleted out of order (a few in-flight ones acknowledged out of order), and
+  ``sent`` (schema 6): the runs (first seq, last seq, packet id of the first) of its queued
+  deliveries sent and not yet acknowledged, packet ids following the seqs (``run_add``).
+- ``inflight``: a delivery whose state changed after its entry was written and its sent run (PUBREC
+  received), or a session's sent deliveries past RUNS_LIMIT runs: one row, keyed by (sno, seq), that
+  overrides the entry; bounded by the clients' Receive Maximum.
 
 A delivery is live when its session exists, it is not in ``gone``, and: it has an ``inflight`` row,
-or its entry is queued and at or above the head, or its entry is in flight and at or above the
-floor. The store keeps in memory, per session, the seqs with a row and the live in-flight entries
+or its entry is queued and at or above the head, or its entry is queued and its seq is in the
+session's sent runs (in flight: awaiting PUBACK at QoS 1, PUBREC at QoS 2), or its entry is in
+flight and at or above the floor. The store keeps in memory, per session, the seqs with a row and the live in-flight entries
 (both bounded by the Receive Maximum), never the queued ones. Reclaiming a message deletes its row
 (and its ``queued`` rows, found by an index on msg_id), in the transaction that deletes the last
 delivery that needed it: a crash never leaves a delivery pointing at a missing message. The entries
