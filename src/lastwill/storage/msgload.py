@@ -121,19 +121,22 @@ def _inflight_rows(db: sqlite3.Connection, owners: dict[int, _Owner]) -> dict[st
 
 
 class _Block:
-    """Consecutive message rows whose entries are all queued and extend their sessions' runs by one
-    (a flood to offline sessions: the same sessions in the same order, seqs and message ids one
-    higher each row): counted per row, added to the runs once at the end."""
+    """Consecutive message rows whose entries extend their sessions' runs by one (a flood to offline
+    sessions: the same sessions in the same order, seqs and message ids one higher each row), the
+    same entries of each row being dead (their session gone, or below its head: a queue drained
+    already): counted per row, added to the runs once at the end."""
 
-    __slots__ = ("snos", "flags", "seqs", "mid", "rows", "bytes", "owners")
+    __slots__ = ("snos", "flags", "seqs", "mid", "rows", "bytes", "owners", "room")
 
-    def __init__(self, snos: array, flags: bytes, seqs: array, mid: int, owners: list[_Owner]) -> None:
-        self.snos, self.flags, self.seqs, self.mid, self.owners = snos, flags, seqs, mid, owners
+    def __init__(self, snos: array, flags: bytes, seqs: array, mid: int, owners: list[_Owner], room: int) -> None:
+        self.snos, self.flags, self.seqs, self.mid = snos, flags, seqs, mid
+        self.owners = owners  # of the live entries
+        self.room = room  # rows after the first for which the dead entries stay below their heads
         self.rows = 0  # rows after the first (which went the slow way)
         self.bytes = 0
 
     def takes(self, mid: int, snos: array, flags: bytes, seqs: array) -> bool:
-        return mid == self.mid + 1 and flags == self.flags and snos == self.snos and \
+        return mid == self.mid + 1 and self.rows < self.room and flags == self.flags and snos == self.snos and \
             set(map(sub, seqs, self.seqs)) == _ONE
 
     def flush(self) -> None:
@@ -144,6 +147,30 @@ class _Block:
 
 
 _ONE = {1}
+_NO_ROOM = 1 << 62
+
+
+def _block(owners: dict[int, _Owner], mid: int, cols: tuple) -> _Block | None:
+    """A block starting with this row (just loaded entry by entry), if the rows after it may extend
+    it: every entry queued and live, or dead, in sessions without deletions out of order, inflight
+    rows or sent runs."""
+    snos, seqs, _, flags = cols
+    if len(set(snos)) != len(snos):
+        return None
+    live = []
+    room = _NO_ROOM
+    for i, sno in enumerate(snos):
+        o = owners.get(sno)
+        if o is None:
+            continue
+        q = o.q
+        if q.gone or q.rows or o.pids or flags[i] >= 8:
+            return None
+        if seqs[i] >= q.head:
+            live.append(o)
+        else:
+            room = min(room, q.head - seqs[i] - 1)
+    return _Block(snos, flags, seqs, mid, live, room) if live and room else None
 
 
 def _scan(db: sqlite3.Connection, owners: dict[int, _Owner], sizes: dict[int, int], used: set[int],
@@ -151,6 +178,7 @@ def _scan(db: sqlite3.Connection, owners: dict[int, _Owner], sizes: dict[int, in
     """The message rows' entries (not their payloads), in id order; rows that only extend their
     sessions' runs are taken as a block (``_Block``), the others entry by entry."""
     block = None
+    retry = 0  # rows to go before trying to start a block again
     for mid, size, blob, subs in db.execute(
             "SELECT id, length(topic) + length(payload), entries, subs FROM messages ORDER BY id"):
         sizes[mid] = size
@@ -162,18 +190,18 @@ def _scan(db: sqlite3.Connection, owners: dict[int, _Owner], sizes: dict[int, in
                 block.rows += 1
                 block.bytes += size
                 block.mid, block.seqs = mid, cols[1]
-                n = len(cols[0])
-                refs[mid] = n
+                refs[mid] = len(block.owners)
                 used.add(mid)
                 continue
             block.flush()
             block = None
-        if _entries(owners, mid, size, cols, subs, used, refs) and subs is None:
-            snos = cols[0]
-            row_owners = [owners.get(sno) for sno in snos]
-            if None not in row_owners and len(set(snos)) == len(snos) and \
-                    not any(o.q.gone or o.q.rows for o in row_owners):  # type: ignore[union-attr]
-                block = _Block(snos, cols[3], cols[1], mid, row_owners)  # type: ignore[arg-type]
+        if _entries(owners, mid, size, cols, subs, used, refs) or subs is not None:
+            continue  # in-flight entries, or subscription identifiers: no block
+        if retry:
+            retry -= 1
+        else:
+            block = _block(owners, mid, cols)
+            retry = 0 if block is not None else 16
     if block is not None:
         block.flush()
 
@@ -182,8 +210,8 @@ def _entries(owners: dict[int, _Owner], mid: int, size: int, cols: tuple, subs: 
              refs: dict[int, int]) -> bool:
     """The live entries of one row: queued ones into their session's runs, in-flight ones (in their
     entry, or sent from the queue: ``queues.sent``) into its eager list. Millions at a restart: the
-    common case (queued, extending its session's last run) first and tight. True if every entry was
-    queued (then each session's last run ends with it)."""
+    common case (queued, extending its session's last run) first and tight. True if some entry is in
+    flight."""
     snos, seqs, pids, flags = cols
     sub_list = json.loads(subs) if subs else None
     last_sno, o = None, None
@@ -231,7 +259,7 @@ def _entries(owners: dict[int, _Owner], mid: int, size: int, cols: tuple, subs: 
         refs[mid] = refs.get(mid, 0) + queued
     if queued or live:
         used.add(mid)
-    return queued == len(snos)
+    return live
 
 
 def _split(o: _Owner, sizes: dict[int, int], refs: dict[int, int], backlogs: dict[str, StoredBacklog]) -> list[tuple]:
