@@ -15,7 +15,8 @@ beyond one copy of each payload (after a clean stop, when the WAL is folded in) 
 growth per queued delivery. ``--reconnect``: then the first session comes back (Clean Start 0):
 time to its first PUBLISH and the rate its queue drains at (it acknowledges each). ``--restart``
 (durable): the broker is stopped and started again on its store: time until it answers a CONNECT,
-its RSS then.
+its RSS then (with ``--reconnect`` and more than one session: then the second session takes its
+queue, read from the store as it drains).
 
 The broker runs pinned to CPU 0 (``taskset``), this script on CPU 1, as benchmarks/run.py does.
 """
@@ -64,11 +65,12 @@ def rss_kb(pid: int) -> int:
 
 
 class Broker:
-    def __init__(self, workdir: Path, memory: bool, extra: list[str]):
+    def __init__(self, workdir: Path, memory: bool, extra: list[str], src: Path | None = None):
         self.workdir = workdir
         self.data = workdir / "lastwill-data"
         self.memory = memory
         self.extra = extra
+        self.src = src  # run lastwill from this src/ directory (PYTHONPATH): the "base" variant
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> float:
@@ -78,8 +80,9 @@ class Broker:
         cmd += (["--memory"] if self.memory else []) + self.extra
         self.log = open(self.workdir / "broker.log", "ab")
         t0 = time.monotonic()
+        env = dict(os.environ, PYTHONPATH=str(self.src)) if self.src else None
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=self.workdir,
-                                     start_new_session=True)
+                                     start_new_session=True, env=env)
         while not mqtt_ping(self.port, timeout=5.0):
             if self.proc.poll() is not None or time.monotonic() - t0 > 600:
                 raise RuntimeError(f"broker did not start: {(self.workdir / 'broker.log').read_text()[-800:]}")
@@ -249,8 +252,8 @@ async def flood(port: int, messages: int, duration: float, payload_len: int) -> 
             "msg_per_s": round(state["acked"] / elapsed, 1)}
 
 
-async def reconnect_and_drain(port: int, expected: int) -> dict:
-    """The first session comes back and takes its queue, acknowledging each message."""
+async def reconnect_and_drain(port: int, expected: int, session: int = 0) -> dict:
+    """A session (the first) comes back and takes its queue, acknowledging each message."""
     loop = asyncio.get_running_loop()
     t0 = time.monotonic()
     _, c = await loop.create_connection(Conn, "127.0.0.1", port)
@@ -271,7 +274,7 @@ async def reconnect_and_drain(port: int, expected: int) -> dict:
                 done.set_result(None)
 
     c.on_packet = on_packet
-    c.send(connect_packet(session_id(0), 5, clean=False, props=prop_u32(SESSION_EXPIRY_INTERVAL, 3600)))
+    c.send(connect_packet(session_id(session), 5, clean=False, props=prop_u32(SESSION_EXPIRY_INTERVAL, 3600)))
     try:
         await asyncio.wait_for(done, 600)
     except asyncio.TimeoutError:
@@ -304,7 +307,7 @@ def store_bytes(data: Path) -> dict:
 def run_variant(name: str, args) -> dict:
     memory = name == "memory"
     workdir = Path(tempfile.mkdtemp(prefix=f"store-once-{name}-"))
-    broker = Broker(workdir, memory, args.broker_arg)
+    broker = Broker(workdir, memory, args.broker_arg, args.base_src if name == "base" else None)
     out: dict = {"variant": name}
     try:
         broker.start()
@@ -324,7 +327,11 @@ def run_variant(name: str, args) -> dict:
         out["rss_growth_per_delivery"] = round((rss1 - rss0) * 1024 / deliveries, 1)
         out["rss_kb"] = rss1
         if args.reconnect:
+            cpu2 = cpu_s(broker.proc.pid)
             out["reconnect"] = asyncio.run(reconnect_and_drain(broker.port, out["accepted"]))
+            spent = cpu_s(broker.proc.pid) - cpu2  # the broker's CPU time for the drain
+            out["reconnect"]["broker_cpu_s"] = round(spent, 2)
+            out["reconnect"]["us_cpu_per_msg"] = round(spent * 1e6 / max(out["reconnect"]["received"], 1), 1)
         broker.stop()
         if not memory:
             sb = store_bytes(broker.data)
@@ -333,7 +340,14 @@ def run_variant(name: str, args) -> dict:
                                                                    / deliveries, 1)
             if args.restart:
                 t = broker.start()
-                out["restart"] = {"startup_s": round(t, 2), "rss_kb": broker.rss_kb()}
+                out["restart"] = {"startup_s": round(t, 2), "rss_kb": broker.rss_kb(),
+                                  "broker_cpu_s": round(cpu_s(broker.proc.pid), 2)}
+                if args.sessions > 1 and args.reconnect:  # then the second session takes its queue
+                    cpu2 = cpu_s(broker.proc.pid)
+                    r = out["restart"]["reconnect"] = asyncio.run(
+                        reconnect_and_drain(broker.port, out["accepted"], session=1))
+                    r["us_cpu_per_msg"] = round((cpu_s(broker.proc.pid) - cpu2) * 1e6 / max(r["received"], 1), 1)
+                    r["rss_kb_after"] = broker.rss_kb()
                 broker.stop()
     finally:
         broker.stop() if broker.proc and broker.proc.poll() is None else None
@@ -348,13 +362,17 @@ def main() -> None:
                    "below the default max_queued_bytes of 16 MiB per session at 1 KiB)")
     p.add_argument("--duration", type=float, default=30.0, help="or after this long (s)")
     p.add_argument("--payload", type=int, default=1024)
-    p.add_argument("--variants", default="durable,memory")
+    p.add_argument("--variants", default="durable,memory", help="durable, memory, base (durable, from --base-src)")
+    p.add_argument("--base-src", type=Path, help="variant 'base': lastwill from this src/ directory (e.g. "
+                   "git archive HEAD src | tar -x -C /tmp/base), for a before/after in one run")
     p.add_argument("--reconnect", action="store_true")
     p.add_argument("--restart", action="store_true")
     p.add_argument("--broker-arg", action="append", default=[], help="passed to lastwill serve (repeatable)")
     p.add_argument("--rounds", type=int, default=1, help="the variants one after the other, this many times; "
                    "medians reported")
     args = p.parse_args()
+    if "base" in args.variants.split(",") and not (args.base_src and (args.base_src / "lastwill").is_dir()):
+        p.error("variant base needs --base-src DIR with lastwill/ in it")
     os.sched_setaffinity(0, {int(LOADGEN_CPU)})
     results = []
     for _ in range(args.rounds):

@@ -10,6 +10,12 @@ garbage, future-schema, not-lastwill) are derived from the newest valid one when
 ``v4-queued`` is a schema-4 store holding queued and in-flight deliveries of two sessions (a message
 shared by both, a will, QoS 2 in PUBCOMP state), written by lastwill 4's store: schema 5 stores a
 message once for all the sessions it waits for, and its migration is checked on this file.
+
+``v5-queued`` is a schema-5 store written through the core by lastwill's schema-5 store (HEAD 419b0e4):
+sessions a (QoS 2, subscription id 7: t/1 sent from its queue and awaiting PUBACK, an inflight row;
+t/2 awaiting PUBCOMP; t/3, t/4 queued), b (t/1..t/4 queued) and c (connected when they were
+published: t/1, t/3, t/4 in flight at once in their entries, t/2 acknowledged out of order). Schema 6
+keeps a queued delivery sent in its session's runs instead of a row; the migration is checked on it.
 """
 
 from __future__ import annotations

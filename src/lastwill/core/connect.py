@@ -311,6 +311,9 @@ class ConnectHandler:
             self.sessions.resumed(session)
             self.wills.resume(session, now)  # [MQTT-3.1.3-9] reconnected before the will fired
         session.expiry_interval = grant.expiry
+        if session.backlog is not None and not grant.expiry:
+            # resumed, but it leaves the store (Session Expiry 0): what its queue left there, read now
+            self.deliverer.page_all(session)
         session.username = conn.username  # stored with the session: its will is checked against it
         session.username_unknown = False
         session.conn = conn

@@ -14,6 +14,7 @@ from ..config import Config
 from ..logs import fast_logger
 from .access import Access
 from .actions import Send
+from .backlog import PAGE_COUNT
 from .limits import Limits
 from .message import Message
 from .outbox import Outbox
@@ -63,7 +64,8 @@ class Deliverer:
                  sub_ids: tuple[int, ...], now: float) -> None:
         conn = session.conn
         if conn is not None and not conn.paused and \
-                (qos == 0 or (not session.queue and len(session.inflight) < conn.receive_maximum and
+                (qos == 0 or (not session.queue and session.backlog is None and
+                              len(session.inflight) < conn.receive_maximum and
                               session.inflight_bytes < self.limits.bounds.inflight_bytes)):
             self.transmit(conn, session, Delivery(message, qos, retain, sub_ids), now)
             return
@@ -93,18 +95,19 @@ class Deliverer:
                            " (a will)" if message.is_will else "")
             return
         over_bytes = session.queued_bytes + size > self.config.max_queued_bytes
-        if over_bytes or len(session.queue) >= self.config.max_queued_messages:
+        queued = session.queued_count()  # (with what is still in the store: core/backlog.py)
+        if over_bytes or queued >= self.config.max_queued_messages:
             session.dropped += 1
             self.stats["dropped_queue_bytes" if over_bytes else "dropped_queue_full"] += 1
             limit = "max_queued_bytes" if over_bytes else "max_queued_messages"
             self.limits.count(limit)
             if message.is_will:
                 self.wills.delivery_dropped(message, session.client_id, _QUEUE_FULL, now,
-                                            f"its queue is full ({len(session.queue)} messages, "
+                                            f"its queue is full ({queued} messages, "
                                             f"{session.queued_bytes} bytes, {limit})")
             if session.dropped == 1 or session.dropped % 1000 == 0:
                 log.warning("client_id=%s queue full (%d messages, %d bytes; %s): %d message(s) dropped so far%s",
-                            session.client_id, len(session.queue), session.queued_bytes, limit, session.dropped,
+                            session.client_id, queued, session.queued_bytes, limit, session.dropped,
                             " (a will)" if message.is_will else "")
             return
         d = Delivery(message, qos, retain, sub_ids)
@@ -204,6 +207,8 @@ class Deliverer:
                 continue
             budget -= len(f.delivery.message.payload)
             self._resend_publish(conn, session, pid, f, now)
+        if session.backlog is not None and len(session.queue) < PAGE_COUNT // 2:
+            self._page_in(session)  # the queue's next deliveries, from the store
         queue = session.queue
         receive_maximum = conn.receive_maximum
         # max_inflight_bytes (limits.py) or INFLIGHT_BYTES, the smaller (one always goes: the bound is
@@ -220,6 +225,9 @@ class Deliverer:
                 continue
             budget -= size
             self.transmit(conn, session, d, now)
+            if not queue and session.backlog is not None:
+                self._page_in(session)
+                queue = session.queue
         if budget <= 0 and self.timers is not None and \
                 ((queue and (queue[0].qos == 0 or len(session.inflight) < receive_maximum)) or resend):
             self.timers.schedule((_PUMP, session.client_id), now)  # the rest next turn
@@ -227,6 +235,27 @@ class Deliverer:
             log.info("client_id=%s user=%r: %d queued or unacknowledged message(s) dropped: acl_file no longer "
                      "lets it read their topics", session.client_id, session.username,
                      self.stats["dropped_not_authorized"] - denied)
+
+    def _page_in(self, session: Session) -> None:
+        """The next page of the session's backlog into its queue (in memory now: counted in the
+        broker's queue account); once the backlog is used up, what was queued behind it follows."""
+        backlog = session.backlog
+        got = backlog.page()
+        if got:
+            enqueued = self.limits.enqueued
+            for d in got:
+                enqueued(len(d.message.payload) + len(d.message.topic))
+            session.enqueue_all(got)
+        if not backlog.runs:
+            session.queued_bytes -= backlog.bytes  # (0, unless messages were missing from the store)
+            session.backlog = None
+            if backlog.after:
+                session.enqueue_all(list(backlog.after))
+
+    def page_all(self, session: Session) -> None:
+        """All of the session's backlog into its queue (its session leaves the store: Session Expiry 0)."""
+        while session.backlog is not None:
+            self._page_in(session)
 
     def pump_due(self, session: Session | None, now: float) -> None:
         """The PUMP timer: the session's queue goes on (if its connection is still there)."""

@@ -93,6 +93,16 @@ def _none() -> int:
     return 0
 
 
+def in_memory_bytes(session: Session) -> int:
+    """What the session's queue holds in memory (the broker's account: a backlog in the store is not)."""
+    return session.queued_bytes - session.backlog.bytes if session.backlog is not None else session.queued_bytes
+
+
+def in_memory_count(session: Session) -> int:
+    b = session.backlog
+    return len(session.queue) + len(b.after) if b is not None else len(session.queue)
+
+
 def queued_size(topic: str, payload: bytes) -> int:
     """What a session's queue counts for one message (max_queued_bytes): its topic and payload."""
     return len(payload) + len(topic)
@@ -152,13 +162,13 @@ class Limits:
 
     def session_gone(self, session: Session) -> None:
         """A session ended with what its queue held."""
-        self.queued_bytes -= session.queued_bytes
-        self.queued_messages -= len(session.queue)
+        self.queued_bytes -= in_memory_bytes(session)
+        self.queued_messages -= in_memory_count(session)
 
     def recount(self, sessions) -> None:
         """The totals from scratch (after a restore)."""
-        self.queued_bytes = sum(s.queued_bytes for s in sessions)
-        self.queued_messages = sum(len(s.queue) for s in sessions)
+        self.queued_bytes = sum(in_memory_bytes(s) for s in sessions)
+        self.queued_messages = sum(in_memory_count(s) for s in sessions)
 
     def retained_over(self, topic: str, size: int) -> tuple[str, str] | None:
         """(limit, why) if retaining a message of ``size`` bytes (topic + payload) on ``topic`` would go

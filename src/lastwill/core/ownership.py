@@ -135,9 +135,9 @@ class LocalSessions:
         for topic_filter in session.subscriptions:
             self.router.unsubscribe(session.client_id, topic_filter)
         session.clear_subscriptions()
-        if session.queue or session.inflight:
+        if session.queue or session.inflight or session.backlog is not None:
             log.info("session client_id=%s ended with %d queued and %d in-flight message(s) discarded",
-                     session.client_id, len(session.queue), len(session.inflight))
+                     session.client_id, session.queued_count(), len(session.inflight))
         if self.by_id.get(session.client_id) is session:
             self.limits.session_gone(session)  # what its queue held leaves the global account
             del self.by_id[session.client_id]

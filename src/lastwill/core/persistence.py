@@ -37,6 +37,7 @@ from .timeline import TIME_KEYS, Record, detail_and_data
 log = fast_logger("lastwill.store")
 
 _STATE_CODES = {state: code for code, state in enumerate(ACK_STATES) if state}  # Batch.queued's flags
+_AWAIT_PUBCOMP = ACK_STATES[3]
 
 
 class NoRecorder:
@@ -66,7 +67,7 @@ class NoRecorder:
 class Recorder:
     __slots__ = ("sessions", "sessions_deleted", "deliveries", "deliveries_deleted", "retained", "retained_deleted",
                  "events", "timelines_forgotten", "dropped_seqs", "stored", "messages", "fresh", "heads",
-                 "next_msg_id", "unreferenced", "queued", "queued_clients")
+                 "next_msg_id", "unreferenced", "queued", "queued_clients", "sent")
 
     def __init__(self) -> None:
         # client ids whose session is in the store. A session that ends with its connection
@@ -94,11 +95,13 @@ class Recorder:
         # delivery done meanwhile has seq 0: left out); their clients
         self.queued: dict[int, tuple[list[str], list[Delivery], list[int]]] = {}
         self.queued_clients: set[str] = set()
+        # queued deliveries sent (in flight now, awaiting their first acknowledgement): Batch.sent
+        self.sent: dict[tuple[str, int], tuple[Delivery, int, str]] = {}
 
     def __bool__(self) -> bool:
         return bool(self.sessions or self.sessions_deleted or self.deliveries or self.deliveries_deleted
                     or self.retained or self.events or self.timelines_forgotten or self.dropped_seqs
-                    or self.messages or self.heads or self.unreferenced or self.queued)
+                    or self.messages or self.heads or self.unreferenced or self.queued or self.sent)
 
     # -- what the core calls --------------------------------------------------------------------
     def session(self, session: Session) -> None:
@@ -120,6 +123,8 @@ class Recorder:
         """Forget what this batch recorded of the client's deliveries (its session leaves the store)."""
         for key in [k for k in self.deliveries if k[0] == client_id]:
             del self.deliveries[key]
+        for key in [k for k in self.sent if k[0] == client_id]:
+            del self.sent[key]
         if client_id in self.queued_clients:
             self.queued_clients.discard(client_id)
             for mid, (clients, ds, ps) in list(self.queued.items()):
@@ -130,6 +135,15 @@ class Recorder:
     def _unstored(self, session: Session) -> None:
         """The session's deliveries leave the store with it: their messages lose a reference each."""
         messages = self.messages
+        backlog = session.backlog
+        if backlog is not None:  # what is left of it in the store, and what was queued behind it
+            backlog.drop(self)
+            for d in backlog.after:
+                if d.seq:
+                    m = d.message
+                    m.store_refs -= 1
+                    messages[m.store_id] = m
+                    d.seq = 0
         for d in session.queue:
             if d.seq:
                 m = d.message
@@ -171,9 +185,15 @@ class Recorder:
                 entries[2].append(packet_id << 2 | _STATE_CODES[state])
                 self.heads[client_id] = session
             return
+        key = (session.client_id, d.seq)
         if packet_id is not None:  # gone in flight: no longer in the queue
             self.heads[session.client_id] = session
-        key = (session.client_id, d.seq)
+            if state != _AWAIT_PUBCOMP and key not in self.deliveries:
+                # a queued delivery sent (its first acknowledgement awaited): no row of its own, the
+                # store keeps the session's sent seqs and their packet ids as runs
+                self.sent[key] = (d, packet_id, state)
+                return
+            self.sent.pop(key, None)
         self.deliveries_deleted.discard(key)
         self.deliveries[key] = (d, packet_id, state)
 
@@ -181,12 +201,22 @@ class Recorder:
         if d.seq:
             key = (session.client_id, d.seq)
             self.deliveries.pop(key, None)
+            self.sent.pop(key, None)
             self.deliveries_deleted.add(key)
             m = d.message
             m.store_refs -= 1
             self.messages[m.store_id] = m
             self.heads[session.client_id] = session
             d.seq = 0  # not in the store any more
+
+    def reference_dropped(self, m: Message) -> None:
+        """A backlog entry of ``m`` left the store unread (core/backlog.py)."""
+        m.store_refs -= 1
+        self.messages[m.store_id] = m
+
+    def message_unreferenced(self, msg_id: int) -> None:
+        """The last backlog entry of a message never read left the store: the message goes too."""
+        self.unreferenced.add(msg_id)
 
     def retained_changed(self, topic: str, message: Message | None) -> None:
         if topic[:5] == "$SYS/":  # the broker's own $SYS/broker values describe this run: not stored
@@ -208,6 +238,49 @@ class Recorder:
     # -- commit time ---------------------------------------------------------------------------
     def take_batch(self, wall_offset: float) -> Batch:
         batch = Batch()
+        self._take_sessions(batch, wall_offset)
+        # (the recorder keeps a key out of deliveries_deleted while it is in deliveries or sent)
+        batch.deliveries_deleted = self.deliveries_deleted  # (a new set after _reset)
+        cache = self._take_messages(batch, wall_offset)
+        if self.queued:
+            self._take_queued(batch)
+        for (client_id, seq), (d, pid, state) in self.deliveries.items():
+            m = d.message
+            sm = cache.get(m.store_id)
+            if sm is None:
+                sm = cache[m.store_id] = stored_message(m, wall_offset)
+            batch.put_delivery(StoredDelivery(client_id, seq, sm, d.qos, d.retain, d.subscription_ids, pid, state))
+        if self.sent:
+            self._take_sent(batch)
+        heads = batch.queue_heads
+        stored = self.stored
+        for client_id, session in self.heads.items():
+            if client_id in stored:
+                head = session.next_seq
+                for d in session.queue:  # the first stored one (those stored before it may have seq 0)
+                    if d.seq:
+                        head = d.seq
+                        break
+                else:  # none in memory: the first of its backlog (core/backlog.py)
+                    if session.backlog is not None:
+                        head = session.backlog.first_seq() or head
+                heads[client_id] = head
+        for topic, message in self.retained.items():
+            if message is None:
+                batch.delete_retained(topic)
+            else:
+                batch.put_retained(stored_message(message, wall_offset))
+        for client_id in self.timelines_forgotten:
+            batch.delete_timeline(client_id)
+        batch.timeline_dropped = self.dropped_seqs  # (a new set after _reset)
+        put_event = batch.put_event
+        for client_id, rec in self.events:  # rec: (seq, at, kind, detail, rule, ...), see timeline.Record
+            detail, data = detail_and_data(rec, wall_offset)  # its times as wall-clock
+            put_event(StoredEvent(client_id, rec[0], rec[1] + wall_offset, rec[2], detail, rec[4], data))
+        self._reset()
+        return batch
+
+    def _take_sessions(self, batch: Batch, wall_offset: float) -> None:
         stored = self.stored
         for client_id in self.sessions_deleted:
             if client_id in stored:
@@ -224,11 +297,12 @@ class Recorder:
                 continue
             batch.put_session(snapshot_session(session, wall_offset))
             stored.add(session.client_id)
-        for client_id, seq in self.deliveries_deleted:
-            batch.delete_delivery(client_id, seq)
+
+    def _take_messages(self, batch: Batch, wall_offset: float) -> dict[int, StoredMessage]:
+        """Messages written once, deleted with their last stored delivery; those written, by id."""
         cache: dict[int, StoredMessage] = {}
         fresh = self.fresh
-        for mid, m in self.messages.items():  # written once, deleted with its last stored delivery
+        for mid, m in self.messages.items():
             if m.store_refs > 0:
                 if mid in fresh:
                     sm = cache[mid] = stored_message(m, wall_offset)
@@ -238,62 +312,50 @@ class Recorder:
         for mid in self.unreferenced:
             batch.delete_message(mid)
         self.unreferenced = set()
-        if self.queued:
-            deleted = batch.messages_deleted
-            queued = batch.queued
-            for mid, (clients, ds, ps) in self.queued.items():
-                if mid in deleted:
+        return cache
+
+    def _take_queued(self, batch: Batch) -> None:
+        """The deliveries first stored in this batch, as Batch.queued's columns."""
+        deleted = batch.messages_deleted
+        queued = batch.queued
+        for mid, (clients, ds, ps) in self.queued.items():
+            if mid in deleted:
+                continue
+            if len(ds) == 1:  # one delivery (a persistent subscriber's fan-in): no comprehensions
+                d = ds[0]
+                if d.seq:
+                    p = ps[0]
+                    queued[mid] = (clients, [d.seq], [(d.qos | 4 if d.retain else d.qos) | (p & 3) << 3],
+                                   [p >> 2], [d.subscription_ids])
+                continue
+            seqs = [d.seq for d in ds]
+            if 0 in seqs:  # done since it was recorded (its seq went back to 0): left out
+                kept = [(c, d, p) for c, d, p in zip(clients, ds, ps, strict=True) if d.seq]
+                if not kept:
                     continue
-                if len(ds) == 1:  # one delivery (a persistent subscriber's fan-in): no comprehensions
-                    d = ds[0]
-                    if d.seq:
-                        p = ps[0]
-                        queued[mid] = (clients, [d.seq], [(d.qos | 4 if d.retain else d.qos) | (p & 3) << 3],
-                                       [p >> 2], [d.subscription_ids])
-                    continue
+                clients, ds, ps = [c for c, _, _ in kept], [d for _, d, _ in kept], [p for _, _, p in kept]
                 seqs = [d.seq for d in ds]
-                if 0 in seqs:  # done since it was recorded (its seq went back to 0): left out
-                    kept = [(c, d, p) for c, d, p in zip(clients, ds, ps, strict=True) if d.seq]
-                    if not kept:
-                        continue
-                    clients, ds, ps = [c for c, _, _ in kept], [d for _, d, _ in kept], [p for _, _, p in kept]
-                    seqs = [d.seq for d in ds]
-                flags = [d.qos | 4 if d.retain else d.qos for d in ds]
-                if any(ps):
-                    flags = [f | (p & 3) << 3 for f, p in zip(flags, ps, strict=True)]
-                    pids = [p >> 2 for p in ps]
-                else:
-                    pids = ps
-                queued[mid] = (clients, seqs, flags, pids, [d.subscription_ids for d in ds])
-        for (client_id, seq), (d, pid, state) in self.deliveries.items():
-            m = d.message
-            sm = cache.get(m.store_id)
-            if sm is None:
-                sm = cache[m.store_id] = stored_message(m, wall_offset)
-            batch.put_delivery(StoredDelivery(client_id, seq, sm, d.qos, d.retain, d.subscription_ids, pid, state))
-        heads = batch.queue_heads
-        for client_id, session in self.heads.items():
-            if client_id in stored:
-                head = session.next_seq
-                for d in session.queue:  # the first stored one (those stored before it may have seq 0)
-                    if d.seq:
-                        head = d.seq
-                        break
-                heads[client_id] = head
-        for topic, message in self.retained.items():
-            if message is None:
-                batch.delete_retained(topic)
+            flags = [d.qos | 4 if d.retain else d.qos for d in ds]
+            if any(ps):
+                flags = [f | (p & 3) << 3 for f, p in zip(flags, ps, strict=True)]
+                pids = [p >> 2 for p in ps]
             else:
-                batch.put_retained(stored_message(message, wall_offset))
-        for client_id in self.timelines_forgotten:
-            batch.delete_timeline(client_id)
-        batch.timeline_dropped = self.dropped_seqs  # (a new set after _reset)
-        put_event = batch.put_event
-        for client_id, rec in self.events:  # rec: (seq, at, kind, detail, rule, ...), see timeline.Record
-            detail, data = detail_and_data(rec, wall_offset)  # its times as wall-clock
-            put_event(StoredEvent(client_id, rec[0], rec[1] + wall_offset, rec[2], detail, rec[4], data))
-        self._reset()
-        return batch
+                pids = ps
+            queued[mid] = (clients, seqs, flags, pids, [d.subscription_ids for d in ds])
+
+    def _take_sent(self, batch: Batch) -> None:
+        """Queued deliveries sent in this batch and still in flight, per session (Batch.sent)."""
+        sent = batch.sent
+        codes = _STATE_CODES
+        last_cid, items = None, None
+        for (client_id, seq), (d, pid, state) in self.sent.items():
+            if client_id != last_cid:
+                last_cid = client_id
+                items = sent.get(client_id)
+                if items is None:
+                    items = sent[client_id] = []
+            items.append((seq, d.message.store_id, (d.qos | 4 if d.retain else d.qos) | codes[state] << 3, pid,
+                          d.subscription_ids))
 
 
 def to_wall(mono: float | None, offset: float) -> float | None:

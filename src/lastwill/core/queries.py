@@ -129,7 +129,7 @@ class BrokerView:
             expires_at = s.disconnected_at + s.expiry_interval
         conn = s.conn
         return SessionInfo(s.client_id, conn is not None, None if s.expiry_interval == NEVER else s.expiry_interval,
-                           expires_at, len(s.subscriptions), len(s.queue), len(s.inflight), s.dropped,
+                           expires_at, len(s.subscriptions), s.queued_count(), len(s.inflight), s.dropped,
                            self._wills.status(s), self._client(conn, s) if conn is not None else None)
 
     def will(self, client_id: str) -> WillStatus:
@@ -192,7 +192,7 @@ class BrokerView:
                     held += 1
                 else:
                     pending += 1
-            queued += len(s.queue)
+            queued += s.queued_count()
             inflight += len(s.inflight)
         connections = sum(1 for c in self._conns.values() if c.state == CONNECTED)
         return Totals(connections, len(self._sessions), held, pending, queued, inflight)

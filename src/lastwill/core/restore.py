@@ -12,6 +12,7 @@ from ..codec.packets import Publish, Will
 from ..logs import fast_logger
 from ..storage.base import USERNAME_UNKNOWN, StoredSession, StoredState
 from .announce import Announcer
+from .backlog import Backlog, Pager
 from .causes import Cause, ConnectionEnded
 from .message import Message
 from .ownership import LocalSessions
@@ -50,6 +51,9 @@ class Restorer:
         offset = wall_now - now
         # stored messages: one Message per stored one, shared by its deliveries (counted as restored)
         self.messages: dict[int, Message] = {}
+        # a session's queue beyond its first deliveries stays in the store (storage/msgload.py): read
+        # when its queue drains to it (core/backlog.py)
+        self.pager = Pager(state.reader, offset, state.backlog_refs)
         self.recorder.next_msg_id = max(self.recorder.next_msg_id, state.next_message_id)
         self.recorder.unreferenced |= state.unreferenced_messages
         # the will timelines first, so that what restoring the sessions records comes after them;
@@ -58,7 +62,7 @@ class Restorer:
             self.timeline.load(client_id, [WillEvent(e.at_wall - offset, e.kind, e.detail, e.rule,
                                                      times_moved(e.data, -offset), e.seq) for e in events])
         self._retained(state, now, offset)
-        queued = sum(len(v) for v in state.deliveries.values())
+        queued = sum(len(v) for v in state.deliveries.values()) + sum(b.count for b in state.backlogs.values())
         for ss in state.sessions.values():
             session = self._session(ss, state, offset)
             self._will_and_expiry(session, ss, now, offset, crashed)
@@ -106,6 +110,7 @@ class Restorer:
             m = messages.get(sm.msg_id or id(sm))
             if m is None:
                 m = messages[sm.msg_id or id(sm)] = message_from_stored(sm, offset)
+                self.pager.adopt(m)  # its backlog entries (of every session) count too
             m.store_refs += 1
             d = Delivery(m, sd.qos, sd.retain, sd.subscription_ids, sd.seq)
             if sd.packet_id is not None and sd.state in _IN_FLIGHT:
@@ -119,6 +124,11 @@ class Restorer:
             session.queued_bytes += queued_bytes
         if items:
             session.next_seq = items[-1].seq + 1
+        stored = state.backlogs.pop(ss.client_id, None)
+        if stored is not None:
+            session.backlog = Backlog(stored, self.pager)
+            session.queued_bytes += stored.bytes
+            session.next_seq = max(session.next_seq, session.backlog.last_seq() + 1)
         # never below the store's queue head: the seqs under it are forgotten there
         session.next_seq = max(session.next_seq, state.min_next_seq.get(ss.client_id, 1))
         self.sessions.adopt(session)

@@ -11,11 +11,15 @@ from collections import deque
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from ..codec.packets import PROTOCOL_311, Publish, Will
 from .causes import ConnectionEnded
 from .message import Message
 from .topics import SubOptions
+
+if TYPE_CHECKING:
+    from .backlog import Backlog
 
 NEVER = 0xFFFFFFFF  # Session Expiry Interval meaning "does not expire"
 
@@ -124,6 +128,13 @@ class Session:
     # restored from a store older than schema 3, which kept no user name: the ACL treats it as
     # anonymous, and the first user to reconnect to it resumes it (not "another user's session")
     username_unknown: bool = False
+    # restored: its queue beyond ``queue``, left in the store until the queue drains to it, and what
+    # was queued behind it since (core/backlog.py); its bytes are in ``queued_bytes``
+    backlog: Backlog | None = None
+
+    def queued_count(self) -> int:
+        """Its queued deliveries (max_queued_messages), those of its backlog too."""
+        return len(self.queue) + self.backlog.queued() if self.backlog is not None else len(self.queue)
 
     def allocate_packet_id(self) -> int:
         pid = self.next_packet_id
@@ -139,6 +150,9 @@ class Session:
 
     # -- the containers, made real when first written to ---------------------------------------
     def enqueue(self, d: Delivery) -> None:
+        if self.backlog is not None:  # behind the deliveries still in the store
+            self.backlog.after.append(d)
+            return
         q = self.queue
         if q is EMPTY_QUEUE:
             q = self.queue = deque()

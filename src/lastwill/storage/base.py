@@ -17,10 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-SCHEMA_VERSION = 5  # 1: sessions, deliveries, retained; 2: + the will timeline, will cause kinds;
+SCHEMA_VERSION = 6  # 1: sessions, deliveries, retained; 2: + the will timeline, will cause kinds;
 # 3: + the session's user name (the ACL checks its will when it is published, also after a restart);
 # 4: the same data, in tables that are cheaper to write (sessions WITHOUT ROWID, timeline in seq order);
-# 5: a message is stored once, however many sessions wait for it (storage/msglog.py)
+# 5: a message is stored once, however many sessions wait for it (storage/msglog.py);
+# 6: a queued delivery sent is in flight by its session's runs of sent seqs, not by a row of its own
 
 # StoredSession.username of a session stored before schema version 3, when no user name was kept:
 # not anonymous, not known. NUL cannot be in an MQTT user name [MQTT-1.5.4-2], so no user has it.
@@ -150,6 +151,12 @@ class Batch:
     # lets the store forget them without a row per delivery; a session not named here keeps its
     # head, and a deleted delivery at or above it is remembered one by one
     queue_heads: dict[str, int] = field(default_factory=dict)
+    # per session, its queued deliveries sent in this batch (in flight now, awaiting PUBACK or PUBREC):
+    # (seq, message id, flags as in ``queued``, packet id, subscription ids), in the order they were
+    # sent. Applied after ``queued`` and before ``deliveries``; a later put or delete of the same
+    # (client, seq) overrides it. A store may keep them as runs of seqs with consecutive packet ids
+    # (storage/msglog.py) rather than a row each
+    sent: dict[str, list[tuple[int, int, int, int, tuple[int, ...]]]] = field(default_factory=dict)
     retained: dict[str, StoredMessage] = field(default_factory=dict)
     retained_deleted: set[str] = field(default_factory=set)
     # timeline events to add (the store keeps the last TIMELINE_PER_CLIENT of each client), and the
@@ -166,7 +173,7 @@ class Batch:
 
     def __bool__(self) -> bool:
         return bool(self.sessions or self.sessions_deleted or self.deliveries or self.deliveries_deleted
-                    or self.messages or self.messages_deleted or self.queued or self.queue_heads or self.retained or self.retained_deleted or self.timeline or self.timeline_deleted
+                    or self.messages or self.messages_deleted or self.queued or self.queue_heads or self.sent or self.retained or self.retained_deleted or self.timeline or self.timeline_deleted
                     or self.timeline_dropped or self.meta)
 
     # the recorders keep "put" and "delete" of one key mutually exclusive, except for sessions: a
@@ -216,6 +223,22 @@ class Batch:
         self.timeline_deleted.add(client_id)
 
 
+@dataclass(slots=True)
+class StoredBacklog:
+    """A session's queued deliveries left in the store at start-up (loaded as its queue drains to
+    them): runs of [first seq, first message id, count, flags = qos | retain << 2, subscription ids
+    or None], seqs and message ids going up by one together within a run, in seq order."""
+
+    runs: list[list]
+    count: int  # deliveries
+    bytes: int  # their topics + payloads (what max_queued_bytes counts)
+
+
+class MessageReader(Protocol):
+    def read_messages(self, msg_ids: list[int]) -> dict[int, StoredMessage]:
+        """The stored messages with these ids (those that exist), msg_id set."""
+
+
 @dataclass
 class StoredState:
     """Everything a store holds, as loaded at start-up."""
@@ -232,6 +255,13 @@ class StoredState:
     retained: dict[str, StoredMessage] = field(default_factory=dict)
     timeline: dict[str, list[StoredEvent]] = field(default_factory=dict)  # by client, seq order
     meta: dict[str, str] = field(default_factory=dict)
+    # a store may leave a session's queue beyond its first deliveries in the store (``deliveries``
+    # then holds its in-flight ones and the first queued ones): its backlog, by client; how many
+    # backlog entries refer to each message; and where the core reads those messages when it needs
+    # them (``reader``)
+    backlogs: dict[str, StoredBacklog] = field(default_factory=dict)
+    backlog_refs: dict[int, int] = field(default_factory=dict)
+    reader: MessageReader | None = None
 
 
 class Storage(Protocol):

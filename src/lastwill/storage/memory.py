@@ -43,36 +43,17 @@ class MemoryStorage:
         for mid, m in batch.messages.items():
             self._messages[mid] = copy.deepcopy(m)
             self._next_id = max(self._next_id, mid + 1)
-        puts = [StoredDelivery(cid, seq, self._messages[mid], flags & 3, bool(flags & 4), tuple(sub_ids),
-                               pid if flags >> 3 else None, ACK_STATES[flags >> 3])
-                for mid, columns in batch.queued.items()
-                for cid, seq, flags, pid, sub_ids in zip(*columns, strict=True)]
-        puts += batch.deliveries.values()  # after the queued ones: they come later
+        queued = [StoredDelivery(cid, seq, self._messages[mid], flags & 3, bool(flags & 4), tuple(sub_ids),
+                                 pid if flags >> 3 else None, ACK_STATES[flags >> 3])
+                  for mid, columns in batch.queued.items()
+                  for cid, seq, flags, pid, sub_ids in zip(*columns, strict=True)]
         auto: dict[int, int] = {}  # a message without msg_id (a batch made by hand): kept for it alone
-        for d in puts:
-            client_id, seq = d.client_id, d.seq
-            mid = d.message.msg_id
-            if not mid:
-                mid = auto.get(id(d.message))
-                if mid is None:
-                    mid = auto[id(d.message)] = self._next_id
-                    self._next_id += 1
-                    self._messages[mid] = copy.deepcopy(d.message)
-            elif mid >= self._next_id:
-                self._next_id = mid + 1
-            kept = StoredDelivery(d.client_id, d.seq, mid, d.qos, d.retain, tuple(d.subscription_ids),  # type: ignore[arg-type]
-                                  d.packet_id, d.state)
-            items = state.deliveries.setdefault(client_id, [])
-            if not items or items[-1].seq < seq:
-                items.append(kept)
-                continue
-            for i, old in enumerate(items):
-                if old.seq == seq:
-                    items[i] = kept
-                    break
-            else:
-                items.append(kept)
-                items.sort(key=lambda x: x.seq)
+        for d in queued:
+            self._put(d, auto)
+        if batch.sent:  # after the queued ones, before those put one by one (they come later)
+            self._sent(batch.sent)
+        for d in batch.deliveries.values():
+            self._put(d, auto)
         deleted = batch.deliveries_deleted
         if deleted:  # after the puts: a delivery queued in this batch may be done in it too
             for client_id in {c for c, _ in deleted}:
@@ -108,6 +89,43 @@ class MemoryStorage:
             state.timeline[client_id] = events[-TIMELINE_PER_CLIENT:]
         state.meta.update(batch.meta)
         self.commits += 1
+
+    def _put(self, d: StoredDelivery, auto: dict[int, int]) -> None:
+        client_id, seq = d.client_id, d.seq
+        mid = d.message.msg_id
+        if not mid:
+            mid = auto.get(id(d.message))
+            if mid is None:
+                mid = auto[id(d.message)] = self._next_id
+                self._next_id += 1
+                self._messages[mid] = copy.deepcopy(d.message)
+        elif mid >= self._next_id:
+            self._next_id = mid + 1
+        kept = StoredDelivery(d.client_id, d.seq, mid, d.qos, d.retain, tuple(d.subscription_ids),  # type: ignore[arg-type]
+                              d.packet_id, d.state)
+        items = self._state.deliveries.setdefault(client_id, [])
+        if not items or items[-1].seq < seq:
+            items.append(kept)
+            return
+        for i, old in enumerate(items):
+            if old.seq == seq:
+                items[i] = kept
+                break
+        else:
+            items.append(kept)
+            items.sort(key=lambda x: x.seq)
+
+    def _sent(self, sent: dict[str, list[tuple]]) -> None:
+        """Queued deliveries gone in flight: their packet id and state (``Batch.sent``)."""
+        for client_id, items in sent.items():
+            stored = self._state.deliveries.get(client_id, [])
+            at = {d.seq: i for i, d in enumerate(stored)}
+            for seq, _mid, flags, pid, _ids in items:
+                i = at.get(seq)
+                if i is not None:
+                    d = stored[i]
+                    stored[i] = StoredDelivery(client_id, seq, d.message, d.qos, d.retain, d.subscription_ids, pid,
+                                               ACK_STATES[flags >> 3])
 
     def close(self) -> None:
         pass

@@ -1,5 +1,5 @@
-"""The SQLite store's queued and in-flight messages (schema version 5): a message is written once,
-however many sessions wait for it.
+"""The SQLite store's queued and in-flight messages (schema version 6): a message is written once,
+however many sessions wait for it. (Loading them: storage/msgload.py.)
 
 Tables:
 - ``messages``: one row per message (topic, payload, properties, origin, expiry, is_will), keyed by
@@ -18,15 +18,18 @@ Tables:
   ``meta.next_sno``: a session of the same client id made later has another, so that the entries of
   the old one are not read as its own), its queue head (queued entries below it have left the
   queue: the core's recorder gives it, ``Batch.queue_heads``), its floor (entries below it are
-  done: the lowest of the head and the seqs of its in-flight entries) and ``gone``, the entries at
-  or above the floor deleted out of order (a few in-flight ones acknowledged out of order).
-- ``inflight``: a delivery whose state changed after its entry was written (a queued one sent,
-  PUBREC received): one row, keyed by (sno, seq), that overrides the entry; bounded by the clients'
-  Receive Maximum.
+  done: the lowest of the head and the seqs of its in-flight entries), ``gone``, the entries at
+  or above the floor deleted out of order (a few in-flight ones acknowledged out of order), and
+  ``sent`` (schema 6): the runs (first seq, last seq, packet id of the first) of its queued
+  deliveries sent and not yet acknowledged, packet ids following the seqs (``run_add``).
+- ``inflight``: a delivery whose state changed after its entry was written and its sent run (PUBREC
+  received), or a session's sent deliveries past RUNS_LIMIT runs: one row, keyed by (sno, seq), that
+  overrides the entry; bounded by the clients' Receive Maximum.
 
 A delivery is live when its session exists, it is not in ``gone``, and: it has an ``inflight`` row,
-or its entry is queued and at or above the head, or its entry is in flight and at or above the
-floor. The store keeps in memory, per session, the seqs with a row and the live in-flight entries
+or its entry is queued and at or above the head, or its entry is queued and its seq is in the
+session's sent runs (in flight: awaiting PUBACK at QoS 1, PUBREC at QoS 2), or its entry is in
+flight and at or above the floor. The store keeps in memory, per session, the seqs with a row and the live in-flight entries
 (both bounded by the Receive Maximum), never the queued ones. Reclaiming a message deletes its row
 (and its ``queued`` rows, found by an index on msg_id), in the transaction that deletes the last
 delivery that needed it: a crash never leaves a delivery pointing at a missing message. The entries
@@ -40,8 +43,9 @@ import json
 import sqlite3
 import struct
 from array import array
+from bisect import bisect_right
 from dataclasses import dataclass, field
-from operator import attrgetter
+from operator import itemgetter
 
 from ..codec.properties import encode_properties, read_properties
 from .base import ACK_STATES, StoredDelivery, StoredMessage
@@ -56,7 +60,7 @@ CREATE TABLE queued (part INTEGER PRIMARY KEY, msg_id INTEGER NOT NULL, entries 
 CREATE INDEX queued_msg ON queued (msg_id);
 CREATE TABLE queues (
     client_id TEXT PRIMARY KEY, sno INTEGER NOT NULL, head INTEGER NOT NULL, floor INTEGER NOT NULL,
-    gone TEXT NOT NULL
+    gone TEXT NOT NULL, sent BLOB
 ) WITHOUT ROWID;
 CREATE TABLE inflight (
     sno INTEGER NOT NULL, seq INTEGER NOT NULL, msg_id INTEGER NOT NULL, qos INTEGER NOT NULL,
@@ -69,6 +73,8 @@ RETAIN_FLAG = 4  # flags: qos | retain << 2 | state code << 3
 STATES = ACK_STATES  # an entry's ack state by its code (0: queued)
 STATE_CODES = {s: i for i, s in enumerate(STATES)}
 GONE_LIMIT = 1024  # past this many out-of-order deletions, a session's in-flight entries become rows
+_FIRST = itemgetter(0)
+RUNS_LIMIT = 1024  # past this many runs of sent deliveries (acknowledged out of order), they become rows
 
 
 def props_blob(props: dict) -> bytes:
@@ -131,6 +137,86 @@ def decode_entries(blob: bytes, subs: str | None):
                pids[i] if state is not None else None, state)
 
 
+def run_add(runs: list[list[int]], seq: int, pid: int) -> None:
+    """``seq`` sent with packet id ``pid``: into the runs [first seq, last seq, packet id of the
+    first], in each of which the packet ids follow the seqs (as the core gives them: 65535, then 1)."""
+    if runs:
+        last = runs[-1]
+        if seq == last[1] + 1 and pid == (last[2] + last[1] - last[0]) % 65535 + 1:
+            last[1] = seq
+            return
+        if seq < last[1]:  # not after the last one (the core sends a queue in seq order): in its place
+            runs.append([seq, seq, pid])
+            runs.sort()
+            return
+    runs.append([seq, seq, pid])
+
+
+def run_remove(runs: list[list[int]], seq: int) -> None:
+    """``seq`` is no longer in flight: out of its run (the first, when acknowledged in order)."""
+    if not runs:
+        return
+    i = 0 if runs[0][0] == seq else bisect_right(runs, seq, key=_FIRST) - 1
+    if i < 0:
+        return
+    r = runs[i]
+    first, last, pid = r
+    if not first <= seq <= last:
+        return
+    if first == last:
+        del runs[i]
+    elif seq == first:
+        r[0] = seq + 1
+        r[2] = pid % 65535 + 1
+    elif seq == last:
+        r[1] = seq - 1
+    else:
+        runs.insert(i + 1, [seq + 1, last, (pid + seq - first) % 65535 + 1])
+        r[1] = seq - 1
+
+
+def runs_remove(runs: list[list[int]], seqs: list[int]) -> None:
+    """``run_remove`` of each of ``seqs`` (ascending): those acknowledged in order, from the front of
+    the first run, in one step."""
+    i = 0
+    n = len(seqs)
+    while i < n and runs:
+        r = runs[0]
+        first, last = r[0], r[1]
+        j = i
+        while j < n and seqs[j] == first + (j - i) and seqs[j] <= last:
+            j += 1
+        if j == i:
+            run_remove(runs, seqs[i])
+            i += 1
+            continue
+        k = j - i  # the first k of the first run, acknowledged
+        if first + k > last:
+            del runs[0]
+        else:
+            r[0] = first + k
+            r[2] = (r[2] - 1 + k) % 65535 + 1
+        i = j
+
+
+def pack_runs(runs: list[list[int]]) -> bytes:
+    return array("q", [n for r in runs for n in r]).tobytes()
+
+
+def unpack_runs(blob: bytes | None) -> dict[int, int]:
+    """The packet id of each seq the packed runs hold."""
+    if not blob:
+        return {}
+    flat = array("q")
+    flat.frombytes(blob)
+    out = {}
+    for i in range(0, len(flat), 3):
+        first, last, pid = flat[i], flat[i + 1], flat[i + 2]
+        for seq in range(first, last + 1):
+            out[seq] = (pid - 1 + seq - first) % 65535 + 1
+    return out
+
+
 class _Columns:
     """The entries of one message being written in this commit."""
 
@@ -165,6 +251,20 @@ class Queue:
     rows: set[int] = field(default_factory=set)  # seqs with an ``inflight`` row
     # live in-flight entries: seq -> (msg_id, qos, retain, subscription ids, packet id, state)
     entries: dict[int, tuple] = field(default_factory=dict)
+    # queued entries sent and not yet acknowledged, the same way (in flight by ``runs``, not by their
+    # entry, which says queued), and their (first seq, last seq, packet id of the first) runs, as the
+    # queues row keeps them (``pack_runs``)
+    sent: dict[int, tuple] = field(default_factory=dict)
+    runs: list[list[int]] = field(default_factory=list)
+
+    def take_rows(self, live: dict[int, tuple]) -> list[tuple]:
+        """``live`` (``entries`` or ``sent``) as ``inflight`` rows; emptied."""
+        out = []
+        for seq, (mid, qos, retain, ids, pid, state) in live.items():
+            out.append((self.sno, seq, mid, qos, int(retain), json.dumps(list(ids)) if ids else None, pid, state))
+            self.rows.add(seq)
+        live.clear()
+        return out
 
     def settle(self) -> None:
         """The floor from the head and the live in-flight entries; ``gone`` below it forgotten."""
@@ -183,101 +283,6 @@ class MessageLog:
         self.next_msg_id = 1  # above every message row written (ids of msg_id-0 messages come from here)
         self.next_part = 1
         self.with_parts: set[int] = set()  # messages with ``queued`` rows
-
-    # ---- loading -----------------------------------------------------------------------------
-    def load(self, db: sqlite3.Connection) -> tuple[dict[str, list[StoredDelivery]], int, set[int]]:
-        """Every live delivery by client (seq order), the next message id, the unreferenced messages."""
-        queues = self.queues
-        queues.clear()
-        by_sno: dict[int, tuple[str, Queue]] = {}
-        for client_id, sno, head, floor, gone in db.execute("SELECT client_id, sno, head, floor, gone FROM queues"):
-            q = queues[client_id] = Queue(sno, head, floor, set(json.loads(gone)) if gone != "[]" else set())
-            by_sno[sno] = (client_id, q)
-        row = db.execute("SELECT value FROM meta WHERE key = 'next_sno'").fetchone()
-        self.next_sno = max(max(by_sno, default=0) + 1, int(row[0]) if row else 1)
-        found: dict[str, list[StoredDelivery]] = {}
-        used: set[int] = set()
-        messages: dict[int, StoredMessage] = {}
-        for sno, seq, mid, qos, retain, sub_ids, pid, state in db.execute(
-                "SELECT sno, seq, msg_id, qos, retain, sub_ids, packet_id, state FROM inflight"):
-            owner = by_sno.get(sno)
-            if owner is not None:
-                owner[1].rows.add(seq)
-                found.setdefault(owner[0], []).append(StoredDelivery(
-                    owner[0], seq, mid, qos, bool(retain), tuple(json.loads(sub_ids)) if sub_ids else (),  # type: ignore[arg-type]
-                    pid, state))
-
-        def entries_of(mid: int, blob: bytes, subs: str | None) -> None:
-            """The live deliveries among a row's entries (millions at a restart: kept tight)."""
-            m = messages[mid]
-            snos, seqs, pids, flags = columns(blob)
-            sub_list = json.loads(subs) if subs else None
-            last_sno, owner = None, None
-            live = False
-            for i, sno in enumerate(snos):
-                if sno != last_sno:
-                    last_sno, owner = sno, by_sno.get(sno)
-                if owner is None:
-                    continue
-                q = owner[1]
-                seq = seqs[i]
-                f = flags[i]
-                state = STATES[f >> 3]
-                if seq < (q.head if state is None else q.floor) or (q.gone and seq in q.gone) or \
-                        (q.rows and seq in q.rows):
-                    continue
-                ids = sub_list[i] if sub_list is not None else None
-                ids = tuple(ids) if ids else ()
-                if state is None:
-                    pid = None
-                else:
-                    pid = pids[i]
-                    q.entries[seq] = (mid, f & 3, bool(f & RETAIN_FLAG), ids, pid, state)
-                cid = owner[0]
-                items = found.get(cid)
-                if items is None:
-                    items = found[cid] = []
-                items.append(StoredDelivery(cid, seq, m, f & 3, bool(f & RETAIN_FLAG), ids, pid, state))
-                live = True
-            if live:
-                used.add(mid)
-
-        for row in db.execute("SELECT id, topic, payload, qos, retain, props, origin, expiry_at_wall, is_will, "
-                              "entries, subs FROM messages ORDER BY id"):
-            mid, topic, payload, qos, retain, props, origin, expiry, is_will, entries, subs = row
-            messages[mid] = StoredMessage(topic, bytes(payload), qos, bool(retain), unprops(props), origin, expiry,
-                                          bool(is_will), mid)
-            if entries:
-                entries_of(mid, entries, subs)
-        self.next_msg_id = max(messages, default=0) + 1
-        max_part = 0
-        self.with_parts.clear()
-        for part, mid, blob, subs in db.execute("SELECT part, msg_id, entries, subs FROM queued ORDER BY part"):
-            max_part = max(max_part, part)
-            if mid in messages:
-                self.with_parts.add(mid)
-                entries_of(mid, blob, subs)
-        self.next_part = max_part + 1
-        out: dict[str, list[StoredDelivery]] = {}
-        seq_of = attrgetter("seq")
-        for client_id, items in found.items():
-            if owner_rows := queues[client_id].rows:  # in-flight rows (loaded first): their messages by id
-                n_rows = len(owner_rows)
-                resolved = []
-                for d in items[:n_rows]:
-                    m = messages.get(d.message)  # type: ignore[call-overload]
-                    if m is not None:  # (None: never written so by this store: left alone)
-                        d.message = m
-                        used.add(m.msg_id)
-                        resolved.append(d)
-                items = resolved + items[n_rows:]
-            items.sort(key=seq_of)  # stable: of two entries with one seq (a batch made by hand), the later
-            seqs = list(map(seq_of, items))
-            if len(set(seqs)) != len(seqs):
-                items = [d for i, d in enumerate(items) if i + 1 == len(items) or items[i + 1].seq != d.seq]
-            if items:
-                out[client_id] = items
-        return out, self.next_msg_id, set(messages) - used
 
     # ---- writing (inside the caller's transaction) ----------------------------------------------
     def queue_of(self, client_id: str, new_rows: dict[str, Queue]) -> Queue:
@@ -298,39 +303,71 @@ class MessageLog:
 
     def write(self, db: sqlite3.Connection, deliveries: dict[tuple[str, int], StoredDelivery],
               deleted: set[tuple[str, int]], messages: dict[int, StoredMessage], messages_deleted: set[int],
-              heads: dict[str, int], queued_in: dict[int, tuple] | None = None) -> None:
-        """Apply a batch's deliveries and messages (sessions deleted before, see sessions_deleted)."""
+              heads: dict[str, int], queued_in: dict[int, tuple] | None = None,
+              sent: dict[str, list[tuple]] | None = None) -> None:
+        """Apply a batch's deliveries and messages (sessions deleted before, see sessions_deleted):
+        its new entries (``queued_in``), the queued deliveries sent (``sent``), the deliveries put
+        and deleted one by one, the queue heads, the messages written and deleted."""
+        work = _Work()
+        fast = self._pack_queued(queued_in, work) if queued_in else {}
+        columns, written, inflight_rows = self._puts(deliveries, messages, work)
+        self._write_messages(db, written, fast, columns)
+        if sent:
+            self._sent(sent, work)
+        if inflight_rows:
+            db.executemany("INSERT OR REPLACE INTO inflight VALUES (?,?,?,?,?,?,?,?)", inflight_rows)
         queues = self.queues
-        new_rows: dict[str, Queue] = {}
-        changed: dict[str, Queue] = {}
-        columns: dict[int, _Columns] = {}
-        fast: dict[int, tuple[bytes, str | None]] = {}  # Batch.queued, packed as it came
-        if queued_in:
-            for mid, (clients, seqs, flags, pids, sub_ids) in queued_in.items():
-                if len(clients) == 1:  # one delivery (a persistent subscriber's fan-in): no columns
-                    c = clients[0]
-                    q = queues.get(c) or self.queue_of(c, new_rows)
-                    f = flags[0]
+        changed = work.changed
+        for cid, head in heads.items():
+            q = queues.get(cid) or self.queue_of(cid, work.new_rows)
+            if head != q.head:
+                q.head = head
+                changed[cid] = q
+        if deleted:
+            self._deletes(db, deleted, changed)
+        self._spill(db, changed)
+        self._queue_rows(db, work)
+        if messages_deleted:
+            self._messages_deleted(db, messages_deleted)
+
+    def _pack_queued(self, queued_in: dict[int, tuple], work: _Work) -> dict[int, tuple[bytes, str | None]]:
+        """Batch.queued, packed as it came (one row's entries per message); the entries in flight at
+        once become their sessions' live in-flight entries."""
+        queues = self.queues
+        new_rows, changed = work.new_rows, work.changed
+        fast: dict[int, tuple[bytes, str | None]] = {}
+        for mid, (clients, seqs, flags, pids, sub_ids) in queued_in.items():
+            if len(clients) == 1:  # one delivery (a persistent subscriber's fan-in): no columns
+                c = clients[0]
+                q = queues.get(c) or self.queue_of(c, new_rows)
+                f = flags[0]
+                if f >> 3:
+                    q.entries[seqs[0]] = (mid, f & 3, bool(f & RETAIN_FLAG), sub_ids[0], pids[0], STATES[f >> 3])
+                    changed[c] = q
+                fast[mid] = pack_one(q.sno, seqs[0], pids[0], f, sub_ids[0])
+                continue
+            try:
+                snos = [queues[c].sno for c in clients]
+            except KeyError:  # a session's first stored delivery: its queue is made
+                for c in clients:
+                    if c not in queues:
+                        self.queue_of(c, new_rows)
+                snos = [queues[c].sno for c in clients]
+            if any(pids):  # in flight at once: the session's live in-flight entries
+                for c, seq, f, pid, ids in zip(clients, seqs, flags, pids, sub_ids, strict=True):
                     if f >> 3:
-                        q.entries[seqs[0]] = (mid, f & 3, bool(f & RETAIN_FLAG), sub_ids[0], pids[0], STATES[f >> 3])
+                        q = queues[c]
+                        q.entries[seq] = (mid, f & 3, bool(f & RETAIN_FLAG), ids, pid, STATES[f >> 3])
                         changed[c] = q
-                    fast[mid] = pack_one(q.sno, seqs[0], pids[0], f, sub_ids[0])
-                    continue
-                try:
-                    snos = [queues[c].sno for c in clients]
-                except KeyError:  # a session's first stored delivery: its queue is made
-                    for c in clients:
-                        if c not in queues:
-                            self.queue_of(c, new_rows)
-                    snos = [queues[c].sno for c in clients]
-                if any(pids):  # in flight at once: the session's live in-flight entries
-                    for c, seq, f, pid, ids in zip(clients, seqs, flags, pids, sub_ids, strict=True):
-                        if f >> 3:
-                            q = queues[c]
-                            q.entries[seq] = (mid, f & 3, bool(f & RETAIN_FLAG), ids, pid, STATES[f >> 3])
-                            changed[c] = q
-                fast[mid] = pack_entries(snos, seqs, pids, flags, sub_ids)
-        msg_rows = []
+            fast[mid] = pack_entries(snos, seqs, pids, flags, sub_ids)
+        return fast
+
+    def _puts(self, deliveries: dict[tuple[str, int], StoredDelivery], messages: dict[int, StoredMessage],
+              work: _Work) -> tuple[dict[int, _Columns], dict[int, StoredMessage], list[tuple]]:
+        """Deliveries put one by one: in flight (a row each) or queued (entries by message); the
+        messages to write, with those of deliveries whose message has no id (a row of its own)."""
+        queues = self.queues
+        columns: dict[int, _Columns] = {}
         auto: dict[int, int] = {}  # id() of a StoredMessage without msg_id -> the id it is given here
         written: dict[int, StoredMessage] = dict(messages)
         next_id = self.next_msg_id
@@ -344,11 +381,14 @@ class MessageLog:
                     mid = auto[id(m)] = next_id
                     next_id += 1
                     written[mid] = m
-            q = queues.get(cid) or self.queue_of(cid, new_rows)
+            q = queues.get(cid) or self.queue_of(cid, work.new_rows)
             if d.packet_id is not None:
                 q.rows.add(seq)
                 if q.entries.pop(seq, None) is not None:
-                    changed[cid] = q
+                    work.changed[cid] = q
+                if q.sent and q.sent.pop(seq, None) is not None:  # the row says more now (PUBREC came)
+                    run_remove(q.runs, seq)
+                    work.changed[cid] = q
                 inflight_rows.append((q.sno, seq, mid, d.qos, int(d.retain),
                                       json.dumps(list(d.subscription_ids)) if d.subscription_ids else None,
                                       d.packet_id, d.state))
@@ -360,6 +400,12 @@ class MessageLog:
         if written:
             next_id = max(next_id, max(written) + 1)
         self.next_msg_id = next_id
+        return columns, written, inflight_rows
+
+    def _write_messages(self, db: sqlite3.Connection, written: dict[int, StoredMessage],
+                        fast: dict[int, tuple[bytes, str | None]], columns: dict[int, _Columns]) -> None:
+        """The message rows (with the entries recorded with them) and the ``queued`` rows."""
+        msg_rows = []
         part_rows = []
         none = (None, None)
         fast_pop = fast.pop
@@ -389,69 +435,126 @@ class MessageLog:
                 part += 1
             self.next_part = part
             db.executemany("INSERT INTO queued VALUES (?,?,?,?)", rows)
-        if inflight_rows:
-            db.executemany("INSERT OR REPLACE INTO inflight VALUES (?,?,?,?,?,?,?,?)", inflight_rows)
-        for cid, head in heads.items():
-            q = queues.get(cid) or self.queue_of(cid, new_rows)
-            if head != q.head:
-                q.head = head
-                changed[cid] = q
-        if deleted:
-            done_rows = []
-            later: dict[int, tuple[Queue, list[int]]] = {}  # in-flight entries done: gone if above the floor
-            last_cid, q = None, None
-            for cid, seq in deleted:
-                if cid != last_cid:
-                    last_cid, q = cid, queues.get(cid)
-                if q is None:
-                    continue
-                if seq in q.rows:
-                    q.rows.discard(seq)
-                    done_rows.append((q.sno, seq))
-                    if q.entries.pop(seq, None) is not None:
-                        changed[cid] = q
-                elif q.entries.pop(seq, None) is not None:
-                    done = later.get(q.sno)
-                    if done is None:
-                        done = later[q.sno] = (q, [])
-                        changed[cid] = q
-                    done[1].append(seq)
-                elif seq >= q.head:  # a queued entry, out of queue order (a batch made by hand)
-                    q.gone.add(seq)
+
+    def _sent(self, sent: dict[str, list[tuple]], work: _Work) -> None:
+        """Queued deliveries gone in flight: their entries (which say queued) are live in flight
+        while the session's ``sent`` runs hold them; no row each."""
+        queues = self.queues
+        for cid, items in sent.items():
+            q = queues.get(cid) or self.queue_of(cid, work.new_rows)
+            live = q.sent
+            runs = q.runs
+            for seq, mid, f, pid, ids in items:
+                live[seq] = (mid, f & 3, bool(f & RETAIN_FLAG), ids, pid, STATES[f >> 3])
+                run_add(runs, seq, pid)
+            work.changed[cid] = q
+
+    def _deletes(self, db: sqlite3.Connection, deleted: set[tuple[str, int]], changed: dict[str, Queue]) -> None:
+        """Deliveries done: a row deleted, a sent one out of its runs, an in-flight entry (or, out
+        of queue order, a queued one) remembered in ``gone`` while above the floor."""
+        queues = self.queues
+        done_rows = []
+        later: dict[int, tuple[Queue, list[int]]] = {}  # in-flight entries done: gone if above the floor
+        unsent: dict[int, tuple[Queue, list[int]]] = {}  # sent ones done: out of their runs, in seq order
+        last_cid, q = None, None
+        for cid, seq in deleted:
+            if cid != last_cid:
+                last_cid, q = cid, queues.get(cid)
+            if q is None:
+                continue
+            if q.sent and q.sent.pop(seq, None) is not None:
+                done = unsent.get(q.sno)
+                if done is None:
+                    done = unsent[q.sno] = (q, [])
                     changed[cid] = q
-            if done_rows:
-                db.executemany("DELETE FROM inflight WHERE sno = ? AND seq = ?", done_rows)
-            for q, seqs in later.values():
-                q.settle()
-                q.gone.update(seq for seq in seqs if seq >= q.floor)
+                done[1].append(seq)
+            elif seq in q.rows:
+                q.rows.discard(seq)
+                done_rows.append((q.sno, seq))
+                if q.entries.pop(seq, None) is not None:
+                    changed[cid] = q
+            elif q.entries.pop(seq, None) is not None:
+                done = later.get(q.sno)
+                if done is None:
+                    done = later[q.sno] = (q, [])
+                    changed[cid] = q
+                done[1].append(seq)
+            elif seq >= q.head:  # a queued entry, out of queue order (a batch made by hand)
+                q.gone.add(seq)
+                changed[cid] = q
+        if done_rows:
+            db.executemany("DELETE FROM inflight WHERE sno = ? AND seq = ?", done_rows)
+        for q, seqs in unsent.values():
+            runs_remove(q.runs, sorted(seqs))
+        for q, seqs in later.values():
+            q.settle()
+            q.gone.update(seq for seq in seqs if seq >= q.floor)
+
+    @staticmethod
+    def _spill(db: sqlite3.Connection, changed: dict[str, Queue]) -> None:
+        """Past GONE_LIMIT out-of-order deletions (or RUNS_LIMIT runs of sent deliveries), a
+        session's live in-flight entries (its sent ones) become rows: what its queues row says stays
+        bounded."""
         spill = []
         for q in changed.values():
             q.settle()
             if len(q.gone) > GONE_LIMIT:  # in-flight entries held back the floor: made rows
-                for seq, (mid, qos, retain, ids, pid, state) in q.entries.items():
-                    spill.append((q.sno, seq, mid, qos, int(retain), json.dumps(list(ids)) if ids else None, pid,
-                                  state))
-                    q.rows.add(seq)
-                q.entries.clear()
+                spill += q.take_rows(q.entries)
                 q.settle()
+            if len(q.runs) > RUNS_LIMIT:
+                spill += q.take_rows(q.sent)
+                q.runs.clear()
         if spill:
             db.executemany("INSERT OR REPLACE INTO inflight VALUES (?,?,?,?,?,?,?,?)", spill)
-        for cid, q in new_rows.items():
+
+    def _queue_rows(self, db: sqlite3.Connection, work: _Work) -> None:
+        changed = work.changed
+        for cid, q in work.new_rows.items():
             changed[cid] = q
-        if new_rows:  # numbers are never given twice, also after a restart (those of deleted sessions
+        if work.new_rows:  # numbers are never given twice, also after a restart (those of deleted sessions
             # are still in the entries of messages other sessions need)
             db.execute("INSERT OR REPLACE INTO meta VALUES ('next_sno', ?)", (str(self.next_sno),))
         if changed:
-            db.executemany("INSERT OR REPLACE INTO queues VALUES (?,?,?,?,?)", [
-                (cid, q.sno, q.head, q.floor, json.dumps(sorted(q.gone)) if q.gone else "[]")
+            db.executemany("INSERT OR REPLACE INTO queues VALUES (?,?,?,?,?,?)", [
+                (cid, q.sno, q.head, q.floor, json.dumps(sorted(q.gone)) if q.gone else "[]",
+                 pack_runs(q.runs) if q.runs else None)
                 for cid, q in changed.items()])
-        if messages_deleted:
-            db.executemany("DELETE FROM messages WHERE id = ?", [(mid,) for mid in messages_deleted])
-            with_parts = self.with_parts
-            parts = [(mid,) for mid in messages_deleted if mid in with_parts]
-            if parts:
-                db.executemany("DELETE FROM queued WHERE msg_id = ?", parts)
-                with_parts.difference_update(mid for (mid,) in parts)
+
+    def _messages_deleted(self, db: sqlite3.Connection, messages_deleted: set[int]) -> None:
+        """By ranges of consecutive ids (a queue drained in order deletes a range per commit)."""
+        ranges = []
+        first = last = -2
+        for mid in sorted(messages_deleted):
+            if mid != last + 1:
+                if first >= 0:
+                    ranges.append((first, last))
+                first = mid
+            last = mid
+        ranges.append((first, last))
+        db.executemany("DELETE FROM messages WHERE id BETWEEN ? AND ?", ranges)
+        with_parts = self.with_parts
+        parts = [(mid,) for mid in messages_deleted if mid in with_parts]
+        if parts:
+            db.executemany("DELETE FROM queued WHERE msg_id = ?", parts)
+            with_parts.difference_update(mid for (mid,) in parts)
+
+
+class _Work:
+    """What one write changed: the queues made (their rows are new) and the queues to write."""
+
+    __slots__ = ("new_rows", "changed")
+
+    def __init__(self) -> None:
+        self.new_rows: dict[str, Queue] = {}
+        self.changed: dict[str, Queue] = {}
+
+
+def migrate_from_v5(db: sqlite3.Connection) -> None:
+    """Schema 5 -> 6: ``queues.sent``, the runs of a session's queued deliveries sent and not yet
+    acknowledged (none in a schema-5 store: those had ``inflight`` rows, which stay). A store
+    migrated from schema 4 in the same start-up has the column already (TABLES is the current one)."""
+    if "sent" not in {row[1] for row in db.execute("PRAGMA table_info(queues)")}:
+        db.execute("ALTER TABLE queues ADD COLUMN sent BLOB")
 
 
 def migrate_from_v4(db: sqlite3.Connection) -> None:
@@ -487,6 +590,7 @@ def migrate_from_v4(db: sqlite3.Connection) -> None:
         columns[mid].add(sno, seq, qos, bool(retain), ids, pid if in_flight else None, state if in_flight else None)
     for row in rows:
         db.execute("INSERT INTO messages VALUES (?,?,?,?,?,?,?,?,?,?,?)", (*row, *columns[row[0]].pack()))
-    db.executemany("INSERT INTO queues VALUES (?,?,?,?,?)", [(cid, sno, 0, 0, "[]") for cid, sno in snos.items()])
+    db.executemany("INSERT INTO queues (client_id, sno, head, floor, gone) VALUES (?,?,?,?,?)",
+                   [(cid, sno, 0, 0, "[]") for cid, sno in snos.items()])
     db.execute("INSERT OR REPLACE INTO meta VALUES ('next_sno', ?)", (str(len(snos) + 1),))
     db.execute("DROP TABLE deliveries")
