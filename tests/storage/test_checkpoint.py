@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 import shutil
 import sqlite3
 import time
 
 from lastwill.storage.base import Batch, StoredSession
+from lastwill.storage.checkpoint import WalCheckpointer
 from lastwill.storage.sqlite import DB_NAME, SqliteStorage
 
 
@@ -64,7 +66,7 @@ def test_close_stops_the_thread_and_the_store_reopens_with_everything(tmp_path):
     store.load()
     _commit_sessions(store, 20)
     checkpointer = store.checkpointer
-    assert checkpointer.running
+    assert checkpointer.running  # started by the commit
     store.close()
     assert not checkpointer.running
     assert not (tmp_path / "data" / (DB_NAME + "-wal")).exists()  # the last connection checkpointed at close
@@ -73,3 +75,35 @@ def test_close_stops_the_thread_and_the_store_reopens_with_everything(tmp_path):
         assert len(again.load().sessions) == 20
     finally:
         again.close()
+
+
+def test_the_thread_ends_when_commits_stop_and_the_next_commit_starts_another(tmp_path):
+    store = SqliteStorage(tmp_path / "data")
+    store.load()
+    store.close()  # (only its file is wanted here)
+    ck = WalCheckpointer(store.path, "NORMAL", delay=0.01, idle_exit=0.1)
+    try:
+        assert not ck.running  # no commit yet: no thread
+        ck.committed()
+        assert ck.running
+        assert _wait_until(lambda: ck.checkpoints == 1)
+        assert _wait_until(lambda: not ck.running)  # idle: ended
+        ck.committed()
+        assert ck.running
+        assert _wait_until(lambda: ck.checkpoints == 2)
+    finally:
+        ck.close()
+    assert not ck.running
+
+
+def test_a_store_dropped_without_close_leaves_no_thread(tmp_path):
+    store = SqliteStorage(tmp_path / "data")
+    store.load()
+    _commit_sessions(store, 5)
+    checkpointer = store.checkpointer
+    assert checkpointer.running
+    db = store.db
+    del store
+    gc.collect()
+    assert _wait_until(lambda: not checkpointer.running)
+    db.close()

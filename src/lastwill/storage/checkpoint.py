@@ -28,36 +28,52 @@ log = logging.getLogger("lastwill.store")
 # Seconds between the first commit after a checkpoint and the next checkpoint: commits of a storm
 # are checkpointed together, a few times a second at most
 CHECKPOINT_AFTER = 0.25
+# Seconds without a commit after which the thread closes its connection and ends (the next commit
+# starts another): an idle broker, or a store its owner never closed, keeps no thread
+IDLE_EXIT = 2.0
 
 
 class WalCheckpointer:
-    """``committed()`` after each commit; ``close()`` before the store's own connection closes."""
+    """``committed()`` after each commit; ``close()`` before the store's own connection closes. The
+    thread runs while commits come (started by the first, ended IDLE_EXIT seconds after the last)."""
 
-    def __init__(self, path: Path, synchronous: str, delay: float = CHECKPOINT_AFTER) -> None:
+    def __init__(self, path: Path, synchronous: str, delay: float = CHECKPOINT_AFTER,
+                 idle_exit: float = IDLE_EXIT) -> None:
         self.path = path
         self.synchronous = synchronous  # the store's (a checkpoint fsyncs unless it is OFF)
         self.delay = delay
+        self.idle_exit = idle_exit
         self.checkpoints = 0  # run so far (for tests and metrics)
         self.failures = 0
         self._dirty = threading.Event()
         self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="lastwill-wal-checkpoint", daemon=True)
-        self._thread.start()
+        self._lock = threading.Lock()  # the thread's start and its idle exit
+        self._thread: threading.Thread | None = None
 
     def committed(self) -> None:
         """Something was committed: checkpoint it soon."""
-        if not self._dirty.is_set():
+        with self._lock:
             self._dirty.set()
+            if self._thread is None and not self._stopping.is_set():
+                self._thread = threading.Thread(target=self._run, name="lastwill-wal-checkpoint", daemon=True)
+                self._thread.start()
 
     @property
     def running(self) -> bool:
-        return self._thread.is_alive()
+        thread = self._thread
+        return thread is not None and thread.is_alive()
+
+    def stop(self) -> None:
+        """Ask the thread to end, without waiting (also from a finalizer)."""
+        self._stopping.set()
+        self._dirty.set()
 
     def close(self) -> None:
         """Stop the thread (after a checkpoint it is running, if any) and close its connection."""
-        self._stopping.set()
-        self._dirty.set()
-        self._thread.join(timeout=30)
+        self.stop()
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout=30)
 
     def _run(self) -> None:
         try:
@@ -69,7 +85,12 @@ class WalCheckpointer:
             return
         try:
             while True:
-                self._dirty.wait()
+                if not self._dirty.wait(self.idle_exit):
+                    with self._lock:  # no commit for a while: end (committed() starts another)
+                        if not self._dirty.is_set():
+                            self._thread = None
+                            return
+                    continue
                 if self._stopping.wait(self.delay):
                     return
                 self._dirty.clear()

@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import sqlite3
+import weakref
 from pathlib import Path
 
 from ..clock import Clock, SystemClock
@@ -224,6 +225,7 @@ class SqliteStorage:
         # checkpoints (fsync of the WAL and of the file) on their own thread, never inside a commit
         db.execute("PRAGMA wal_autocheckpoint=0")
         self.checkpointer = WalCheckpointer(self.path, FSYNC_POLICIES[self.fsync])
+        weakref.finalize(self, self.checkpointer.stop)  # a store dropped without close() leaves no thread
         self.db = db
 
     @staticmethod
