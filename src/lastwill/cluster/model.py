@@ -281,6 +281,21 @@ class Delivery:
     origin: str | None
     expires_ms: int | None
     is_will: bool
+    # a QoS 2 delivery already sent (by this session's earlier holder): its packet id and state
+    # ('pubrec': PUBLISH sent, 'pubcomp': PUBREL sent), to send it again as it was [MQTT-4.4.0-1]
+    packet_id: int | None = None
+    state: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """A QoS 2 delivery of queue entry ``entry_id`` sent under ``packet_id``, now in ``state``."""
+
+    client_id: str
+    gen: int
+    entry_id: str
+    packet_id: int
+    state: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,6 +45,7 @@ from ..cluster.model import (
     FireRequest,
     Held,
     Kicked,
+    Mark,
     OutMessage,
     RoutesChanged,
     StaleRoutes,
@@ -59,6 +60,7 @@ from ..config import Config
 from ..core.actions import ClaimSession
 from ..core.cluster import Claim, ClusterIntents, DisconnectIntent, PublishIntent
 from ..core.message import Message
+from ..core.sessions import AckState
 from ..core.timeline import EventKind
 from ..core.topics import topic_matches
 from ..errors import ConfigError
@@ -296,7 +298,7 @@ class ClusterNode:
         """Nothing the engine must take before the turn's packets leave: only QoS 0 publishes that no
         shared group of the cluster matches and that are not retained. Then those with subscribers on
         other nodes go out by pub/sub, and True."""
-        if intents.subscribes or intents.retained or intents.disconnects or intents.acks:
+        if intents.subscribes or intents.retained or intents.disconnects or intents.acks or intents.marks:
             return False
         match = self.replica.tree.match
         destinations = self.holders.destinations
@@ -470,6 +472,12 @@ class ClusterNode:
         epoch = self.epoch
         calls: list[Call] = []
         self._broadcasts = []
+        if intents.marks:
+            gen = self.core.generation
+            marks = [Mark(cid, g, entry, pid, state) for cid, entry, pid, state in intents.marks
+                     if (g := gen(cid)) is not None]
+            if marks:  # (before the acks: a mark of an entry acknowledged in the same turn is not kept)
+                calls.append(engine.call_mark(epoch, marks))
         if acks:
             calls.append(engine.call_ack(epoch, acks))
         requeue = [self._requeued(d) for d in intents.disconnects if d.requeue]
@@ -614,7 +622,10 @@ class ClusterNode:
                     if not q.deliveries:
                         continue
                     items = []
+                    sent = {}
                     for d in q.deliveries:
+                        if d.packet_id is not None:  # a QoS 2 delivery the session's earlier holder sent
+                            sent[len(items)] = (d.packet_id, AckState(d.state))
                         expiry_at = None if d.expires_ms is None else d.expires_ms / 1000 - self.clock_offset
                         props = read_properties(d.properties, 0, "PUBLISH")[0] if d.properties else {}
                         # QoS 1/2: acknowledged in the engine once the client acknowledged it (the core's
@@ -622,7 +633,7 @@ class ClusterNode:
                         msg = Message(d.topic, d.payload, d.qos, d.retain, props, d.origin, expiry_at, d.is_will,
                                       ref=d.entry_id if d.qos else None)
                         items.append((msg, d.qos, d.retain, d.subscription_ids))
-                    ok, actions = self.core.deliver_remote(req.client_id, req.gen, items, now)
+                    ok, actions = self.core.deliver_remote(req.client_id, req.gen, items, now, sent)
                     if not ok:
                         continue
                     self.server.run(actions)
@@ -869,37 +880,3 @@ class ClusterNode:
         if batch.next_due_ms is None:
             return self.settings.beat_ms / 1000
         return max(0.0, (batch.next_due_ms - batch.now_ms) / 1000)
-
-
-_METRICS = {  # ClusterNode.stats key -> (metric name, help)
-    "leases_renewed": ("lastwill_cluster_leases_renewed", "Heartbeats that renewed this node's lease"),
-    "leases_missed": ("lastwill_cluster_leases_missed", "Heartbeats that failed (engine unreachable or fenced)"),
-    "fenced": ("lastwill_cluster_fencing_events", "Times this node fenced itself (closed its clients, new epoch)"),
-    "epochs_reaped": ("lastwill_cluster_epochs_reaped", "Dead nodes' epochs this node fenced and took over"),
-    "wills_fired": ("lastwill_cluster_wills_fired", "Wills this node claimed and published"),
-    "wills_fired_dead_node": ("lastwill_cluster_wills_fired_for_dead_node",
-                              "Wills this node published for clients of a dead node"),
-    "claims_lost": ("lastwill_cluster_claims_lost", "Due wills another node claimed first (or a reconnect cancelled)"),
-    "stale_routes": ("lastwill_cluster_stale_routes", "Publishes or claims routed again on a newer table"),
-    "commits": ("lastwill_cluster_commits", "Pipelines of a loop turn's changes sent to the engine"),
-    "connects_refused_unavailable": ("lastwill_cluster_connects_refused",
-                                     "CONNECTs refused with 0x88 / rc 3: the engine could not be reached"),
-    "connects_served_alone": ("lastwill_cluster_connects_served_alone",
-                              "CONNECTs with nothing to keep accepted while the engine could not be reached"),
-}
-
-
-class ClusterCollector:
-    """The node's cluster counters for the admin API's /metrics, read at scrape time."""
-
-    def __init__(self, node: ClusterNode):
-        self.node = node
-
-    def collect(self):
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
-        stats = self.node.stats
-        for key, (name, text) in _METRICS.items():
-            yield CounterMetricFamily(name, text, value=stats.get(key, 0))
-        yield GaugeMetricFamily("lastwill_cluster_epoch", "This node's current epoch in the cluster",
-                                value=self.node.epoch)
