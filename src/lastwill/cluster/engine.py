@@ -701,16 +701,17 @@ class RedisEngine:
         await self.client.incrby(self.key("clock:offset"), ms)
         self.round_trips += 1
 
-    async def broadcast(self, payloads: dict[int, bytes]) -> None:
-        """QoS 0 messages for other nodes: each payload on the channel of its node's epoch (``qos0:E``;
-        pub/sub, at most once; the node's NodeChannel hands it out as Broadcast), one round trip."""
+    async def broadcast(self, payloads: dict[tuple[str, int], bytes]) -> None:
+        """Payloads for other nodes, each on a channel of its node's epoch, one round trip (pub/sub, at
+        most once): ("qos0", E) QoS 0 messages (the node's NodeChannel hands them out as Broadcast),
+        ("held", E) client ids a node took (``epoch NUL cid NUL cid ...``; handed out as Held)."""
         if len(payloads) == 1:
-            ((epoch, data),) = payloads.items()
-            await self.client.publish(self.key(f"qos0:{epoch}"), data)
+            (((kind, epoch), data),) = payloads.items()
+            await self.client.publish(self.key(f"{kind}:{epoch}"), data)
         else:
             pipe = self.client.pipeline(transaction=False)
-            for epoch, data in payloads.items():
-                pipe.publish(self.key(f"qos0:{epoch}"), data)
+            for (kind, epoch), data in payloads.items():
+                pipe.publish(self.key(f"{kind}:{epoch}"), data)
             await pipe.execute()
         self.round_trips += 1
 
@@ -745,7 +746,7 @@ class NodeChannel:
         self._ctl = engine.key(f"ctl:{epoch}")
         self._routes = engine.key("routes")
         self._bcast = engine.key(f"qos0:{epoch}")
-        self._held = engine.key("held")
+        self._held = engine.key(f"held:{epoch}")
 
     async def __aenter__(self) -> NodeChannel:
         await self._pubsub.subscribe(self._bell, self._ctl, self._routes, self._bcast, self._held)
@@ -775,8 +776,8 @@ class NodeChannel:
         if channel == self._bcast:
             return Broadcast(bytes(data))
         if channel == self._held:
-            cid, _, epoch = _s(data).rpartition("\0")
-            return Held(cid, _i(epoch))
+            epoch, *cids = _s(data).split("\0")
+            return Held(tuple(cids), _i(epoch))
         return Doorbell(tuple(_s(data).split("\0")))
 
 

@@ -395,9 +395,9 @@ class Broadcast:
 
 @dataclass(frozen=True, slots=True)
 class Held:
-    """A CONNECT on the node of ``epoch`` took ``client_id`` (a hint: where to send its QoS 0)."""
+    """CONNECTs on the node of ``epoch`` took these client ids (a hint: where to send their QoS 0)."""
 
-    client_id: str
+    client_ids: tuple[str, ...]
     epoch: int
 
 

@@ -351,6 +351,8 @@ class ClusterNode:
                 now = self.loop.time()
                 for claim, answer in answered:
                     self._claimed(claim, answer, now)
+                if answered:  # where their QoS 0 goes now, for the other nodes
+                    self.qos0.held(self.epoch, [c.client_id for c, _ in answered], self.holders.live)
         except Exception:  # the commit path must never die silently
             log.exception("cluster: internal error committing to the engine")
         finally:
@@ -664,7 +666,7 @@ class ClusterNode:
                             if messages:
                                 self.server.run(self.core.route_local(messages, self.loop.time()))
                         elif isinstance(event, Held):
-                            self.holders.held(event.client_id, event.epoch)
+                            self.holders.held(event.client_ids, event.epoch)
                         elif isinstance(event, RoutesChanged):
                             if (self.replica.version or 0) < event.version and not self._sync_lock.locked():
                                 asyncio.ensure_future(self._sync_quietly())
@@ -718,8 +720,11 @@ class ClusterNode:
             return
         offset = self.clock_offset
         incarnation = self.incarnation
-        if await self.late.claim(epoch, lambda t: int((t + offset) * 1000), lambda: incarnation == self.incarnation):
+        due, claimed = await self.late.claim(epoch, lambda t: int((t + offset) * 1000),
+                                             lambda: incarnation == self.incarnation)
+        if due:
             self._due.set()
+        self.qos0.held(epoch, claimed, self.holders.live)
         self._kick_commit()  # their subscriptions, into the cluster's table
 
     async def _reap_loop(self) -> None:
