@@ -70,3 +70,54 @@ def test_a_qos_2_publish_in_flight_when_its_node_dies_comes_again_with_its_packe
     assert cluster.client.exists("lw:qst:keeper") == 0
     back.close()
 
+
+
+def test_a_paho_subscriber_resumed_on_another_node_gets_each_qos_2_message_once_MQTT_4_3_3_10(cluster):
+    """paho (MQTT 5, Clean Start 0 on its return) hands a QoS 2 message to the application at the PUBREL;
+    with manual acknowledgements it sends no PUBCOMP until told, so the node that dies (kill -9) has three
+    messages in PUBREL state. The node that resumes the session sends their PUBRELs again, not new
+    PUBLISHes (which paho would hand over a second time, as new messages under new packet ids)."""
+    import threading
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    n1, n2 = cluster.start("n1", "n2")
+    received: list[tuple[bytes, int]] = []
+    acking = threading.Event()
+
+    def on_message(client, userdata, m) -> None:
+        received.append((m.payload, m.mid))
+        if acking.is_set():
+            client.ack(m.mid, m.qos)
+
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="pahokeeper", protocol=mqtt.MQTTv5, manual_ack=True)
+    c.on_message = on_message
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 300
+    c.connect("127.0.0.1", n2.port, keepalive=60, clean_start=True, properties=props)
+    c.loop_start()
+    try:
+        wait_until(c.is_connected, 30, "paho connected to n2")
+        c.subscribe("q2/#", 2)
+        wait_until(lambda: cluster.client.hexists("lw:subs:pahokeeper", "q2/#"), 30, "the subscription")
+        publish_qos2(n1.port, [b"m0", b"m1", b"m2"])
+        wait_until(lambda: len(received) == 3, 30, "three messages at the application")
+        wait_until(lambda: sorted(v.split()[1] for v in cluster.client.hvals("lw:qst:pahokeeper")) ==
+                   [b"pubcomp"] * 3, 30, "three deliveries in PUBREL state in the engine")
+        n2.kill9()
+        wait_until(lambda: not c.is_connected(), 30, "paho sees n2 gone")
+        c.loop_stop()
+        c.connect("127.0.0.1", n1.port, keepalive=60, clean_start=False, properties=props)
+        c.loop_start()
+        wait_until(c.is_connected, 30, "paho back on n1")
+        acking.set()
+        for _, mid in list(received):  # (the PUBCOMPs withheld so far)
+            c.ack(mid, 2)
+        wait_until(lambda: cluster.client.xlen("lw:q:pahokeeper") == 0, 30, "every delivery acknowledged")
+        time.sleep(0.5)  # (a second copy would have come with the resumed session's first fetch)
+        assert sorted(p for p, _ in received) == [b"m0", b"m1", b"m2"]
+    finally:
+        c.disconnect()
+        c.loop_stop()
