@@ -94,6 +94,8 @@ def test_a_paho_subscriber_resumed_on_another_node_gets_each_qos_2_message_once_
 
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="pahokeeper", protocol=mqtt.MQTTv5, manual_ack=True)
     c.on_message = on_message
+    log: list[str] = []
+    c.on_log = lambda client, userdata, level, text: log.append(text)
     props = Properties(PacketTypes.CONNECT)
     props.SessionExpiryInterval = 300
     c.connect("127.0.0.1", n2.port, keepalive=60, clean_start=True, properties=props)
@@ -109,11 +111,14 @@ def test_a_paho_subscriber_resumed_on_another_node_gets_each_qos_2_message_once_
         n2.kill9()
         wait_until(lambda: not c.is_connected(), 30, "paho sees n2 gone")
         c.loop_stop()
+        log.clear()
         c.connect("127.0.0.1", n1.port, keepalive=60, clean_start=False, properties=props)
         c.loop_start()
         wait_until(c.is_connected, 30, "paho back on n1")
+        mids = [mid for _, mid in received]
+        wait_until(lambda: all(f"Received PUBREL (Mid: {mid})" in log for mid in mids), 30, "the PUBRELs from n1")
         acking.set()
-        for _, mid in list(received):  # (the PUBCOMPs withheld so far)
+        for mid in mids:  # (the PUBCOMPs withheld so far)
             c.ack(mid, 2)
         wait_until(lambda: cluster.client.xlen("lw:q:pahokeeper") == 0, 30, "every delivery acknowledged")
         time.sleep(0.5)  # (a second copy would have come with the resumed session's first fetch)

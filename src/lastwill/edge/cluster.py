@@ -701,9 +701,11 @@ class ClusterNode:
                     await self._claim_late(epoch)
                 if beats % 5 == 0:
                     await self.engine.expire(self.epoch)
+                    # which node holds which client, read again (the hints keep it current meanwhile; this
+                    # catches lost hints and dead nodes without reading every owned set at every beat)
+                    self.holders.reading()
+                    self.holders.replace(*await self.engine.holders())
                 await self._sync()
-                self.holders.reading()
-                self.holders.replace(*await self.engine.holders())
                 self._poll()
             except Fenced as e:
                 if epoch == self.epoch:
