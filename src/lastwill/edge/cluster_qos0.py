@@ -3,8 +3,9 @@
 A QoS 0 PUBLISH is delivered at once to the matching subscribers connected to the publishing node (the
 core's local routing). For the others, the node looks up, in its replica of the cluster's subscription
 table, which matching subscribers are not served here, and which node holds each (``Holders``: the
-engine's ``owned:E`` sets, read at registration and every 5 heartbeats, and the ``held:<epoch>`` hint each node sends the
-other live nodes after each commit that claimed sessions: the client ids it took). Each such node gets the message on its own channel ``qos0:<epoch>``; a subscriber whose
+engine's ``owned:E`` sets, read at registration and every 5 heartbeats, and the ``held:<epoch>`` hint
+each node sends the other live nodes after each commit that claimed sessions: the client ids it took).
+Each such node gets the message on its own channel ``qos0:<epoch>``; a subscriber whose
 node is not known yet (connected since the last read, its hint not arrived) makes the message go to
 every live node. So a node never receives its own messages, nor messages for which it has no
 subscriber that the table knows. At most once, as QoS 0 is (a client that moved to another node a
@@ -88,7 +89,8 @@ class Holders:
         self._fresh = {}
 
     def replace(self, live: frozenset[int], by_client: dict[str, int]) -> None:
-        """The engine's view (read at registration and every 5 heartbeats), with the hints that came while it was read."""
+        """The engine's view (read at registration and every 5 heartbeats), with the hints that came
+        while it was read."""
         fresh, self._fresh = self._fresh or {}, None
         by_client.update(fresh)
         self.live = live | frozenset(fresh.values())

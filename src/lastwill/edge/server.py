@@ -170,8 +170,8 @@ class Server:
                 from .cluster_metrics import ClusterCollector
 
                 self.admin.registry.register(ClusterCollector(self.cluster))
-                self.admin.cluster_view = self.cluster.view
-                self.admin.cluster_node = self.cluster
+                self.admin.cluster_view = self.cluster.queries.view
+                self.admin.cluster_node = self.cluster.queries
             await self.admin.start()
 
     async def _start_tls_ws_listeners(self) -> None:
