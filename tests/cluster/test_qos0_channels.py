@@ -20,14 +20,14 @@ def test_a_message_goes_only_to_the_nodes_holding_subscribers_not_served_here():
     assert h.destinations(["a"], frozenset(), 1) == frozenset()
     # a subscriber whose node is not known yet: every other live node
     assert h.destinations(["a", "new"], frozenset(), 1) == {2, 3}
-    h.held("new", 4)  # the hint of its CONNECT (a node the last read did not know)
+    h.held(("new",), 4)  # the hint of its CONNECT (a node the last read did not know)
     assert h.destinations(["new"], frozenset(), 1) == {4} and 4 in h.live
 
 
 def test_a_hint_that_came_while_the_engine_was_read_is_not_lost():
     h = Holders()
     h.reading()
-    h.held("moved", 3)  # connected on epoch 3 after the read saw it on epoch 2
+    h.held(("moved",), 3)  # connected on epoch 3 after the read saw it on epoch 2
     h.replace(frozenset({1, 2, 3}), {"moved": 2})
     assert h.by_client["moved"] == 3
 

@@ -11,6 +11,8 @@ from lastwill.codec.packets import (
     Disconnect,
     Puback,
     Publish,
+    Pubrec,
+    Pubrel,
     Subscribe,
     Subscription,
     Will,
@@ -21,6 +23,7 @@ from lastwill.core.broker import BrokerCore
 from lastwill.core.causes import lost
 from lastwill.core.cluster import Claim
 from lastwill.core.message import Message
+from lastwill.core.sessions import AckState
 from lastwill.core.topics import SubOptions
 
 NOW = 100.0
@@ -282,3 +285,33 @@ def test_a_will_published_for_a_dead_node_s_client_has_a_sys_disconnected_event_
     assert (body["clientid"], body["username"], body["reason"], body["node"]) == ("dev", "alice", "node_died", "n1")
     assert body["disconnected_at"] == 1_700_000_000_000
     assert body["will"] == {"decision": "published", "fire_at": 1_700_000_002_000, "rule": "MQTT-3.1.2-8"}
+
+
+def test_a_qos_2_delivery_from_the_engine_records_its_packet_id_before_it_leaves_MQTT_4_4_0_1():
+    node = Node()
+    sub = node.connect("keeper", session_expiry_interval=300)
+    node.claim(Claim(5, False, ()))
+    node.core.take_intents()
+    ok, actions = node.core.deliver_remote("keeper", 5, [(Message("t", b"m", 2, False, ref="9-0"), 2, False, ())], NOW)
+    node.run(actions)
+    (p,) = node.packets(sub, Publish)
+    assert node.core.take_intents().marks == [("keeper", "9-0", p.packet_id, "pubrec")]
+    node.run(node.core.handle(sub, Pubrec(p.packet_id), NOW))
+    assert node.core.take_intents().marks == [("keeper", "9-0", p.packet_id, "pubcomp")]  # before the PUBREL
+
+
+def test_a_qos_2_delivery_an_earlier_holder_sent_goes_again_with_its_packet_id_MQTT_4_3_3_10():
+    node = Node()
+    sub = node.connect("keeper", session_expiry_interval=300, clean=False)
+    node.claim(Claim(6, True, ()))
+    items = [(Message("t", b"sent", 2, False, ref="9-0"), 2, False, ()),
+             (Message("t", b"released", 2, False, ref="9-1"), 2, False, ()),
+             (Message("t", b"new", 2, False, ref="9-2"), 2, False, ())]
+    ok, actions = node.core.deliver_remote("keeper", 6, items, NOW, {0: (7, AckState.AWAIT_PUBREC),
+                                                                     1: (8, AckState.AWAIT_PUBCOMP)})
+    node.run(actions)
+    publishes = node.packets(sub, Publish)
+    assert [(p.payload, p.packet_id, p.dup) for p in publishes if p.payload != b"new"] == [(b"sent", 7, True)]
+    (fresh,) = [p for p in publishes if p.payload == b"new"]
+    assert fresh.packet_id not in (7, 8) and not fresh.dup
+    assert [p.packet_id for p in node.packets(sub, Pubrel)] == [8]  # not the PUBLISH again [MQTT-4.3.3-6]

@@ -52,6 +52,7 @@ from .model import (
     Held,
     Kick,
     Kicked,
+    Mark,
     OutMessage,
     ReapedSession,
     ReapResult,
@@ -74,7 +75,7 @@ from .model import (
 from .model import Delivery as QueuedDelivery
 
 SCRIPTS = ("register", "heartbeat", "deregister", "reap", "connect", "disconnect", "due", "fire", "publish",
-           "fetch", "ack", "subscribe", "expire", "retained", "snapshot", "clock")
+           "fetch", "ack", "mark", "subscribe", "expire", "retained", "snapshot", "clock")
 
 
 def script_source(name: str) -> str:
@@ -509,7 +510,7 @@ class RedisEngine:
                     QueuedDelivery(entry_id=_s(e[0]), msg_id=_s(e[1]), topic=_s(e[2]), payload=bytes(e[3]),
                                    qos=_i(e[4]), retain=_s(e[5]) == "1", subscription_ids=_sids(e[6]),
                                    properties=bytes(e[7]), origin=_os(e[8]), expires_ms=_oi(e[9]),
-                                   is_will=_s(e[10]) == "1") for e in entries)))
+                                   is_will=_s(e[10]) == "1", **_mark(e[11])) for e in entries)))
             return tuple(out)
         return Call("fetch", tuple(args), parse)
 
@@ -526,6 +527,20 @@ class RedisEngine:
             _check(r, epoch)
             return AckResult(_i(r[1]), _i(r[2]))
         return Call("ack", tuple(args), parse)
+
+    def call_mark(self, epoch: int, marks: Sequence[Mark]) -> Call:
+        """QoS 2 deliveries sent under these packet ids (kept with their entries until acknowledged)."""
+        args: list = [epoch, len(marks)]
+        for m in marks:
+            args += [m.client_id, m.gen, m.entry_id, m.packet_id, m.state]
+
+        def parse(r: list) -> int:
+            _check(r, epoch)
+            return _i(r[1])
+        return Call("mark", tuple(args), parse)
+
+    async def mark(self, epoch: int, marks: Sequence[Mark]) -> int:
+        return await self._one(self.call_mark(epoch, marks))
 
     async def ack(self, epoch: int, acks: Sequence[Ack]) -> AckResult:
         """Deliveries done: their queue entries and message references go."""
@@ -686,16 +701,17 @@ class RedisEngine:
         await self.client.incrby(self.key("clock:offset"), ms)
         self.round_trips += 1
 
-    async def broadcast(self, payloads: dict[int, bytes]) -> None:
-        """QoS 0 messages for other nodes: each payload on the channel of its node's epoch (``qos0:E``;
-        pub/sub, at most once; the node's NodeChannel hands it out as Broadcast), one round trip."""
+    async def broadcast(self, payloads: dict[tuple[str, int], bytes]) -> None:
+        """Payloads for other nodes, each on a channel of its node's epoch, one round trip (pub/sub, at
+        most once): ("qos0", E) QoS 0 messages (the node's NodeChannel hands them out as Broadcast),
+        ("held", E) client ids a node took (``epoch NUL cid NUL cid ...``; handed out as Held)."""
         if len(payloads) == 1:
-            ((epoch, data),) = payloads.items()
-            await self.client.publish(self.key(f"qos0:{epoch}"), data)
+            (((kind, epoch), data),) = payloads.items()
+            await self.client.publish(self.key(f"{kind}:{epoch}"), data)
         else:
             pipe = self.client.pipeline(transaction=False)
-            for epoch, data in payloads.items():
-                pipe.publish(self.key(f"qos0:{epoch}"), data)
+            for (kind, epoch), data in payloads.items():
+                pipe.publish(self.key(f"{kind}:{epoch}"), data)
             await pipe.execute()
         self.round_trips += 1
 
@@ -730,7 +746,7 @@ class NodeChannel:
         self._ctl = engine.key(f"ctl:{epoch}")
         self._routes = engine.key("routes")
         self._bcast = engine.key(f"qos0:{epoch}")
-        self._held = engine.key("held")
+        self._held = engine.key(f"held:{epoch}")
 
     async def __aenter__(self) -> NodeChannel:
         await self._pubsub.subscribe(self._bell, self._ctl, self._routes, self._bcast, self._held)
@@ -760,9 +776,15 @@ class NodeChannel:
         if channel == self._bcast:
             return Broadcast(bytes(data))
         if channel == self._held:
-            cid, _, epoch = _s(data).rpartition("\0")
-            return Held(cid, _i(epoch))
+            epoch, *cids = _s(data).split("\0")
+            return Held(tuple(cids), _i(epoch))
         return Doorbell(tuple(_s(data).split("\0")))
+
+
+def _mark(raw: Any) -> dict:
+    """A fetched entry's mark ('packet id state', or empty) as Delivery fields."""
+    pid, _, state = _s(raw).partition(" ")
+    return {"packet_id": int(pid), "state": state} if pid else {}
 
 
 def _check(r: list, epoch: int, routever: int | None = None) -> None:

@@ -281,6 +281,21 @@ class Delivery:
     origin: str | None
     expires_ms: int | None
     is_will: bool
+    # a QoS 2 delivery already sent (by this session's earlier holder): its packet id and state
+    # ('pubrec': PUBLISH sent, 'pubcomp': PUBREL sent), to send it again as it was [MQTT-4.4.0-1]
+    packet_id: int | None = None
+    state: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """A QoS 2 delivery of queue entry ``entry_id`` sent under ``packet_id``, now in ``state``."""
+
+    client_id: str
+    gen: int
+    entry_id: str
+    packet_id: int
+    state: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -380,9 +395,9 @@ class Broadcast:
 
 @dataclass(frozen=True, slots=True)
 class Held:
-    """A CONNECT on the node of ``epoch`` took ``client_id`` (a hint: where to send its QoS 0)."""
+    """CONNECTs on the node of ``epoch`` took these client ids (a hint: where to send their QoS 0)."""
 
-    client_id: str
+    client_ids: tuple[str, ...]
     epoch: int
 
 

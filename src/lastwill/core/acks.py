@@ -61,7 +61,7 @@ class AckHandler:
             self.deliverer.pump(session, now)
             return
         f.state = AWAIT_PUBCOMP
-        if f.delivery.seq:
+        if f.delivery.seq or f.delivery.message.ref is not None:  # (stored, or in the cluster's engine)
             self.recorder.delivery(session, f.delivery, p.packet_id, AWAIT_PUBCOMP)
         self.outbox.send(conn, Pubrel(p.packet_id))
 

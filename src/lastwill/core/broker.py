@@ -74,7 +74,7 @@ from .queries import BrokerView
 from .restore import Restorer
 from .retained import RetainedStore
 from .routing import LocalRouter
-from .sessions import AUTHENTICATING, CLOSED, CONNECTED, NEW, Conn, Session
+from .sessions import AUTHENTICATING, CLOSED, CONNECTED, NEW, AckState, Conn, Session
 from .subscribe import SubscribeHandler
 from .systree import EdgeCounts, SysTree
 from .timeline import EventKind, Timeline
@@ -370,15 +370,26 @@ class BrokerCore:
         return self.ownership.generation(client_id) if self.intents is not None else None
 
     def deliver_remote(self, client_id: str, gen: int, deliveries: list[tuple[Message, int, bool, tuple[int, ...]]],
-                       now: float) -> tuple[bool, list[Action]]:
+                       now: float, sent: dict[int, tuple[int, AckState]] | None = None) -> tuple[bool, list[Action]]:
         """Messages the engine queued for a session connected here (message, qos, retain flag,
-        subscription ids). False: the session is not held here under ``gen`` any more."""
+        subscription ids). ``sent``: index in ``deliveries`` -> (packet id, state) of a QoS 2 delivery an
+        earlier holder of the session sent: sent again with that packet id and DUP 1, or its PUBREL
+        [MQTT-4.4.0-1], so that the client does not deliver it twice. False: the session is not held here
+        under ``gen`` any more."""
         session = self.ownership.by_id.get(client_id)
         if session is None or self.generation(client_id) != gen:
             return False, []
-        deliver = self.deliverer.deliver
-        for message, qos, retain, ids in deliveries:
-            deliver(session, message, qos, retain, ids, now)
+        deliverer = self.deliverer
+        if sent:
+            for i, (packet_id, state) in sent.items():
+                message, qos, retain, ids = deliveries[i]
+                if not deliverer.resume(session, message, qos, retain, ids, packet_id, state):
+                    del sent[i]  # (its packet id is taken here: delivered as a new one)
+        for i, (message, qos, retain, ids) in enumerate(deliveries):
+            if not sent or i not in sent:
+                deliverer.deliver(session, message, qos, retain, ids, now)
+        if sent:
+            deliverer.pump(session, now)
         return True, self.outbox.take()
 
     def cluster_event(self, client_id: str, now: float, kind: EventKind, detail: str, rule: str | None,

@@ -82,7 +82,7 @@ class DisconnectIntent:
 
 
 class ClusterIntents:
-    __slots__ = ("publishes", "subscribes", "retained", "disconnects", "acks")
+    __slots__ = ("publishes", "subscribes", "retained", "disconnects", "acks", "marks")
 
     def __init__(self) -> None:
         self.publishes: list[PublishIntent] = []
@@ -92,9 +92,14 @@ class ClusterIntents:
         # deliveries from the engine's queues that are done (PUBACK, PUBCOMP, expired, ...): (client id,
         # queue entry); until then they stay in the engine, so that a node's death loses none
         self.acks: list[tuple[str, str]] = []
+        # QoS 2 deliveries from the engine's queues sent under a packet id: (client id, queue entry, packet
+        # id, state), kept there before the PUBLISH (or PUBREL) leaves, so that the session's next holder
+        # sends it again the same way [MQTT-4.4.0-1] and the client does not deliver it twice
+        self.marks: list[tuple[str, str, int, str]] = []
 
     def __bool__(self) -> bool:
-        return bool(self.publishes or self.subscribes or self.retained or self.disconnects or self.acks)
+        return bool(self.publishes or self.subscribes or self.retained or self.disconnects or self.acks
+                    or self.marks)
 
     def take(self) -> ClusterIntents | None:
         """What was recorded since the last call (None if nothing), and a fresh record."""
@@ -106,6 +111,7 @@ class ClusterIntents:
         taken.retained, self.retained = self.retained, []
         taken.disconnects, self.disconnects = self.disconnects, []
         taken.acks, self.acks = self.acks, []
+        taken.marks, self.marks = self.marks, []
         return taken
 
     def extend(self, other: ClusterIntents) -> None:
@@ -114,6 +120,7 @@ class ClusterIntents:
         self.retained += other.retained
         self.disconnects += other.disconnects
         self.acks += other.acks
+        self.marks += other.marks
 
 
 class ClusterRecorder(NoRecorder):
@@ -124,6 +131,13 @@ class ClusterRecorder(NoRecorder):
 
     def __init__(self, intents: ClusterIntents) -> None:
         self.intents = intents
+
+    def delivery(self, session, d, packet_id=None, state=None) -> None:
+        """A QoS 2 delivery from the engine's queue sent (or its PUBREC received): its packet id and state
+        go to the engine with this turn's commit, before the packet leaves."""
+        ref = d.message.ref
+        if ref is not None and d.qos == 2 and packet_id is not None:
+            self.intents.marks.append((session.client_id, ref, packet_id, state))
 
     def delivery_done(self, session, d) -> None:
         ref = d.message.ref

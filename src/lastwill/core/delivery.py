@@ -19,7 +19,17 @@ from .limits import Limits
 from .message import Message
 from .outbox import Outbox
 from .persistence import Recorder
-from .sessions import AWAIT_PUBACK, AWAIT_PUBCOMP, AWAIT_PUBREC, EMPTY_MAP, Conn, Delivery, InFlight, Session
+from .sessions import (
+    AWAIT_PUBACK,
+    AWAIT_PUBCOMP,
+    AWAIT_PUBREC,
+    EMPTY_MAP,
+    AckState,
+    Conn,
+    Delivery,
+    InFlight,
+    Session,
+)
 from .timers import TimerKind, TimerQueue
 from .will import DropReason, WillKeeper
 
@@ -273,6 +283,27 @@ class Deliverer:
         self.recorder.delivery_done(session, d)
         if message.is_will:
             self.wills.delivery_dropped(message, session.client_id, _NOT_AUTHORIZED, now)
+        return True
+
+    def resume(self, session: Session, message: Message, qos: int, retain: bool, sub_ids: tuple[int, ...],
+               packet_id: int, state: str) -> bool:
+        """Cluster: a QoS 2 delivery an earlier holder of this session sent (the session's node died, or
+        the client reconnected): in flight again under its packet id, its PUBLISH sent again with DUP 1
+        (by ``pump``) or its PUBREL now [MQTT-4.4.0-1], so that the client's QoS 2 state does not deliver
+        it twice [MQTT-4.3.3-10] (after a PUBREL, never the PUBLISH again [MQTT-4.3.3-6]). False: that
+        packet id is in use here (it goes as a new delivery)."""
+        conn = session.conn
+        if conn is None or packet_id in session.inflight:
+            return False
+        d = Delivery(message, qos, retain, sub_ids)
+        packet = Publish(message.topic, message.payload, qos, retain, True, packet_id, {})
+        session.set_inflight(packet_id, InFlight(d, packet, AckState(state)))
+        if state == AWAIT_PUBCOMP:
+            self.outbox.send(conn, Pubrel(packet_id))
+        else:
+            if conn.resend is EMPTY_MAP:
+                conn.resend = {}
+            conn.resend[packet_id] = None
         return True
 
     def resend_inflight(self, conn: Conn, session: Session) -> None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -34,17 +33,15 @@ from ..cluster.lease import LocalLease
 from ..cluster.model import (
     Ack,
     Broadcast,
-    CancelCause,
     ConnectResult,
     DisconnectResult,
     Doorbell,
     EngineConfigError,
     Fenced,
     FetchRequest,
-    FireOutcome,
-    FireRequest,
     Held,
     Kicked,
+    Mark,
     OutMessage,
     RoutesChanged,
     StaleRoutes,
@@ -59,20 +56,21 @@ from ..config import Config
 from ..core.actions import ClaimSession
 from ..core.cluster import Claim, ClusterIntents, DisconnectIntent, PublishIntent
 from ..core.message import Message
-from ..core.timeline import EventKind
+from ..core.sessions import AckState
 from ..core.topics import topic_matches
 from ..errors import ConfigError
 from ..storage.base import StoreError
+from .cluster_admin import ClusterQueries
 from .cluster_outage import LateClaims, answer_unreachable
 from .cluster_qos0 import Holders, Qos0Sender, decode_qos0
 from .cluster_qos0 import forwarded_properties as _props
+from .cluster_wills import WillClaims, cancelled_text
 
 log = logging.getLogger("lastwill.cluster")
 _NOWHERE: frozenset[int] = frozenset()
 logging.getLogger("redis").setLevel(logging.WARNING)  # (its debug lines say nothing about the broker)
 
 FETCH_COUNT = 1000  # queue entries per session per fetch
-FIRE_BATCH = 250  # due wills claimed per round trip (one fire script: bounds how long it blocks Redis)
 POLL_PER_BEAT = 500  # sessions whose queue is polled per heartbeat (doorbells are hints)
 RETRY_AFTER = 0.2  # seconds between two tries of a commit the engine did not take
 
@@ -88,12 +86,6 @@ def will_spec(will: Will, protocol_level: int) -> WillSpec:
     return WillSpec(topic=will.topic, payload=will.payload, qos=will.qos, retain=will.retain,
                     properties=_props(props), delay=props.get("will_delay_interval", 0),
                     message_expiry=props.get("message_expiry_interval"), protocol_level=protocol_level)
-
-
-def _clock(ms: int | None) -> str:
-    if ms is None:
-        return "?"
-    return time.strftime("%H:%M:%S", time.gmtime(ms / 1000)) + f".{ms % 1000 // 100} UTC"
 
 
 class ClusterNode:
@@ -131,15 +123,18 @@ class ClusterNode:
         self._listener: asyncio.Task | None = None
         self._fencing = False
         self._conn_floor = 0
-        self._kept: set[int] = set()
-        self._committing: list = []  # the actions of the commit under way (written once it is done)  # connections a fence kept (the engine never had them)
+        self._kept: set[int] = set()  # connections a fence kept (the engine never had them)
+        self._committing: list = []  # the actions of the commit under way (written once it is done)
         self.late = LateClaims(self.engine, self.core, server, self.node_id, lambda: self.loop.time())
+        self.queries = ClusterQueries(self.engine, self.node_id, lambda: self.epoch)  # (the admin API's)
         self._stopping = False
         self.down_since: float | None = None  # the engine has not answered since (logged once per outage)
         # counters (the admin API's metrics read them)
         self.stats = {"round_trips": 0, "commits": 0, "leases_renewed": 0, "leases_missed": 0, "fenced": 0,
                       "epochs_reaped": 0, "wills_fired": 0, "wills_fired_dead_node": 0, "claims_lost": 0,
                       "stale_routes": 0, "connects_refused_unavailable": 0, "connects_served_alone": 0}
+        self.wills = WillClaims(self.engine, self.core, server, self.node_id, self.stats, lambda: self.loop.time(),
+                                self.settings.beat_ms / 1000)
 
     # ---- start and stop -----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -211,38 +206,6 @@ class ClusterNode:
                  self.config.cluster_lease, self.config.cluster_heartbeat,
                  f"; epoch {reg.replaced} of the same node id fenced" if reg.replaced else "")
 
-    async def view(self) -> dict:
-        """The admin API's /api/cluster: the engine's view, and which node answers."""
-        out = await self.engine.view()
-        out["this_node"] = {"node_id": self.node_id, "epoch": self.epoch}
-        return out
-
-    async def clients(self) -> list[dict] | None:
-        """The admin API's cluster-wide client list: every client of a live node, from the engine (None:
-        the engine cannot be reached, the node answers for its own clients only)."""
-        try:
-            return await self.engine.live_clients()
-        except (RedisError, OSError) as e:
-            log.debug("cluster: the admin API's client list without the engine: %s", e)
-            return None
-
-    async def pending(self) -> list[dict] | None:
-        """The admin API's cluster-wide pending wills, from the engine (its clock: wall-clock ms)."""
-        try:
-            return await self.engine.pending_wills()
-        except (RedisError, OSError) as e:
-            log.debug("cluster: the admin API's pending wills without the engine: %s", e)
-            return None
-
-    async def record(self, client_id: str) -> dict | None:
-        """The admin API's explain of a client on any node: the engine's record of it (None: unknown there,
-        or the engine cannot be reached)."""
-        try:
-            return await self.engine.client_record(client_id)
-        except (RedisError, OSError) as e:
-            log.debug("cluster: the admin API's explain of %r without the engine: %s", client_id, e)
-            return None
-
     def _note_clock(self, lease_until_ms: int, sent: float) -> None:
         now = self.loop.time()
         engine_now = (lease_until_ms - self.settings.lease_ms) / 1000
@@ -296,7 +259,7 @@ class ClusterNode:
         """Nothing the engine must take before the turn's packets leave: only QoS 0 publishes that no
         shared group of the cluster matches and that are not retained. Then those with subscribers on
         other nodes go out by pub/sub, and True."""
-        if intents.subscribes or intents.retained or intents.disconnects or intents.acks:
+        if intents.subscribes or intents.retained or intents.disconnects or intents.acks or intents.marks:
             return False
         match = self.replica.tree.match
         destinations = self.holders.destinations
@@ -349,6 +312,8 @@ class ClusterNode:
                 now = self.loop.time()
                 for claim, answer in answered:
                     self._claimed(claim, answer, now)
+                if answered:  # where their QoS 0 goes now, for the other nodes
+                    self.qos0.held(self.epoch, [c.client_id for c, _ in answered], self.holders.live)
         except Exception:  # the commit path must never die silently
             log.exception("cluster: internal error committing to the engine")
         finally:
@@ -357,7 +322,7 @@ class ClusterNode:
             self._kick()
 
     def _claimed(self, claim: ClaimSession, answer: ConnectResult, now: float) -> None:
-        cancelled = tuple(self._cancelled_text(c) for c in answer.cancelled)
+        cancelled = tuple(cancelled_text(self.node_id, c) for c in answer.cancelled)
         alive, actions = self.core.session_claimed(
             claim.conn_id, Claim(answer.gen, answer.session_present, answer.subscriptions, cancelled), now)
         self.server.run(actions)
@@ -370,18 +335,6 @@ class ClusterNode:
         self.last_entry.pop(claim.client_id, None)
         if answer.session_present:
             self._want(claim.client_id)
-
-    def _cancelled_text(self, c) -> str:
-        """Why the engine discarded a pending will at this CONNECT, in words (for the timeline)."""
-        here = f"on node {self.node_id}"
-        if c.cause is CancelCause.NODE_DIED:
-            return (f"the client came back ({here}) after node {c.dead_node} died, before its will was due "
-                    f"(at {_clock(c.due_ms)}): discarded unpublished")
-        if c.cause is CancelCause.TAKEOVER:
-            return (f"a new connection ({here}) took the session over before the will of the previous one was due "
-                    f"(at {_clock(c.due_ms)}): discarded unpublished")
-        return (f"the client reconnected ({here}) to its session before its will was due (at {_clock(c.due_ms)}): "
-                f"discarded unpublished")
 
     def _kick_commit(self) -> None:
         intents = self.core.take_intents()
@@ -470,6 +423,12 @@ class ClusterNode:
         epoch = self.epoch
         calls: list[Call] = []
         self._broadcasts = []
+        if intents.marks:
+            gen = self.core.generation
+            marks = [Mark(cid, g, entry, pid, state) for cid, entry, pid, state in intents.marks
+                     if (g := gen(cid)) is not None]
+            if marks:  # (before the acks: a mark of an entry acknowledged in the same turn is not kept)
+                calls.append(engine.call_mark(epoch, marks))
         if acks:
             calls.append(engine.call_ack(epoch, acks))
         requeue = [self._requeued(d) for d in intents.disconnects if d.requeue]
@@ -614,7 +573,10 @@ class ClusterNode:
                     if not q.deliveries:
                         continue
                     items = []
+                    sent = {}
                     for d in q.deliveries:
+                        if d.packet_id is not None:  # a QoS 2 delivery the session's earlier holder sent
+                            sent[len(items)] = (d.packet_id, AckState(d.state))
                         expiry_at = None if d.expires_ms is None else d.expires_ms / 1000 - self.clock_offset
                         props = read_properties(d.properties, 0, "PUBLISH")[0] if d.properties else {}
                         # QoS 1/2: acknowledged in the engine once the client acknowledged it (the core's
@@ -622,7 +584,7 @@ class ClusterNode:
                         msg = Message(d.topic, d.payload, d.qos, d.retain, props, d.origin, expiry_at, d.is_will,
                                       ref=d.entry_id if d.qos else None)
                         items.append((msg, d.qos, d.retain, d.subscription_ids))
-                    ok, actions = self.core.deliver_remote(req.client_id, req.gen, items, now)
+                    ok, actions = self.core.deliver_remote(req.client_id, req.gen, items, now, sent)
                     if not ok:
                         continue
                     self.server.run(actions)
@@ -653,7 +615,7 @@ class ClusterNode:
                             if messages:
                                 self.server.run(self.core.route_local(messages, self.loop.time()))
                         elif isinstance(event, Held):
-                            self.holders.held(event.client_id, event.epoch)
+                            self.holders.held(event.client_ids, event.epoch)
                         elif isinstance(event, RoutesChanged):
                             if (self.replica.version or 0) < event.version and not self._sync_lock.locked():
                                 asyncio.ensure_future(self._sync_quietly())
@@ -688,9 +650,11 @@ class ClusterNode:
                     await self._claim_late(epoch)
                 if beats % 5 == 0:
                     await self.engine.expire(self.epoch)
+                    # which node holds which client, read again (the hints keep it current meanwhile; this
+                    # catches lost hints and dead nodes without reading every owned set at every beat)
+                    self.holders.reading()
+                    self.holders.replace(*await self.engine.holders())
                 await self._sync()
-                self.holders.reading()
-                self.holders.replace(*await self.engine.holders())
                 self._poll()
             except Fenced as e:
                 if epoch == self.epoch:
@@ -707,8 +671,11 @@ class ClusterNode:
             return
         offset = self.clock_offset
         incarnation = self.incarnation
-        if await self.late.claim(epoch, lambda t: int((t + offset) * 1000), lambda: incarnation == self.incarnation):
+        due, claimed = await self.late.claim(epoch, lambda t: int((t + offset) * 1000),
+                                             lambda: incarnation == self.incarnation)
+        if due:
             self._due.set()
+        self.qos0.held(epoch, claimed, self.holders.live)
         self._kick_commit()  # their subscriptions, into the cluster's table
 
     async def _reap_loop(self) -> None:
@@ -818,88 +785,5 @@ class ClusterNode:
             except asyncio.TimeoutError:
                 pass
 
-    def _fired_text(self, w, r, now_ms: int) -> str:
-        """What ``explain`` says of a will this node published, in words, with the engine's times (UTC)."""
-        fired = f"node {self.node_id} (epoch {self.epoch}) published this will at {_clock(now_ms)} to " \
-                f"{r.receivers} session(s)"
-        if w.dead_node:
-            wait = (w.due_ms - (w.ended_ms or w.due_ms)) / 1000
-            return (f"node {w.dead_node} (epoch {w.dead_epoch}) stopped renewing its lease; it ended at "
-                    f"{_clock(w.ended_ms)}; {fired} (lease end + {wait:g} s: recovery grace or min(will delay, "
-                    f"session expiry))")
-        return f"{fired}, due at {_clock(w.due_ms)} ({w.cause})"
-
     async def _fire_due(self) -> float:
-        """Claim the wills due now (each goes out once, whichever node claims it); seconds until the next."""
-        batch = await self.engine.due(self.epoch, FIRE_BATCH)
-        if batch.wills:
-            access = self.core.access
-            for _ in range(5):
-                requests = [FireRequest(w.gen, w.client_id,
-                                        self.replica.targets(w.topic, w.qos, w.retain, w.client_id),
-                                        denied=not access.may_publish(w.user, w.client_id, w.topic))
-                            for w in batch.wills]
-                try:
-                    results = await self.engine.fire(self.epoch, self.node_id, self.replica.version or 0, requests)
-                    break
-                except StaleRoutes:
-                    self.stats["stale_routes"] += 1
-                    await self._sync()
-            else:
-                return 0.0
-            now = self.loop.time()
-            for w, r in zip(batch.wills, results, strict=True):
-                if r.outcome is FireOutcome.FIRED:
-                    self.stats["wills_fired"] += 1
-                    if w.dead_node:
-                        self.stats["wills_fired_dead_node"] += 1
-                        self.server.run(self.core.dead_node_will(w.client_id, w.user, w.dead_node, w.ended_ms,
-                                                                 w.due_ms, now))
-                    self.core.cluster_event(w.client_id, now, EventKind.PUBLISHED, self._fired_text(w, r, batch.now_ms),
-                                            "MQTT-3.1.2-8", receivers=r.receivers, topic=w.topic, cause=w.cause,
-                                            node=self.node_id)
-                    log.info("will client_id=%s (generation %d) published by node %s (epoch %d) to %d session(s): "
-                             "%s%s, due at engine time %d ms", w.client_id, w.gen, self.node_id, self.epoch,
-                             r.receivers, w.cause, f" (node {w.dead_node} epoch {w.dead_epoch} died)"
-                             if w.dead_node else "", w.due_ms)
-                elif r.outcome is FireOutcome.GONE:
-                    self.stats["claims_lost"] += 1
-            if len(batch.wills) >= FIRE_BATCH:
-                return 0.0
-        if batch.next_due_ms is None:
-            return self.settings.beat_ms / 1000
-        return max(0.0, (batch.next_due_ms - batch.now_ms) / 1000)
-
-
-_METRICS = {  # ClusterNode.stats key -> (metric name, help)
-    "leases_renewed": ("lastwill_cluster_leases_renewed", "Heartbeats that renewed this node's lease"),
-    "leases_missed": ("lastwill_cluster_leases_missed", "Heartbeats that failed (engine unreachable or fenced)"),
-    "fenced": ("lastwill_cluster_fencing_events", "Times this node fenced itself (closed its clients, new epoch)"),
-    "epochs_reaped": ("lastwill_cluster_epochs_reaped", "Dead nodes' epochs this node fenced and took over"),
-    "wills_fired": ("lastwill_cluster_wills_fired", "Wills this node claimed and published"),
-    "wills_fired_dead_node": ("lastwill_cluster_wills_fired_for_dead_node",
-                              "Wills this node published for clients of a dead node"),
-    "claims_lost": ("lastwill_cluster_claims_lost", "Due wills another node claimed first (or a reconnect cancelled)"),
-    "stale_routes": ("lastwill_cluster_stale_routes", "Publishes or claims routed again on a newer table"),
-    "commits": ("lastwill_cluster_commits", "Pipelines of a loop turn's changes sent to the engine"),
-    "connects_refused_unavailable": ("lastwill_cluster_connects_refused",
-                                     "CONNECTs refused with 0x88 / rc 3: the engine could not be reached"),
-    "connects_served_alone": ("lastwill_cluster_connects_served_alone",
-                              "CONNECTs with nothing to keep accepted while the engine could not be reached"),
-}
-
-
-class ClusterCollector:
-    """The node's cluster counters for the admin API's /metrics, read at scrape time."""
-
-    def __init__(self, node: ClusterNode):
-        self.node = node
-
-    def collect(self):
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
-        stats = self.node.stats
-        for key, (name, text) in _METRICS.items():
-            yield CounterMetricFamily(name, text, value=stats.get(key, 0))
-        yield GaugeMetricFamily("lastwill_cluster_epoch", "This node's current epoch in the cluster",
-                                value=self.node.epoch)
+        return await self.wills.fire_due(self.epoch, lambda: self.replica, self._sync)

@@ -45,15 +45,17 @@ class LateClaims:
         self.node_id = node_id
         self.clock = clock
 
-    async def claim(self, epoch: int, engine_ms: Callable[[float], int], current: Callable[[], bool]) -> bool:
+    async def claim(self, epoch: int, engine_ms: Callable[[float], int],
+                    current: Callable[[], bool]) -> tuple[bool, list[str]]:
         """Claim every unclaimed connection (one pipeline). ``engine_ms``: the engine time of a time of
         the core's clock; ``current()``: False if the node fenced itself meanwhile (then the claims, made
         under an epoch now fenced, are not applied: the connections stay unclaimed and are claimed again
-        under the new epoch). True: a claim made an older will due now (the caller wakes its will loop).
+        under the new epoch). Returns whether a claim made an older will due now (the caller wakes its will
+        loop), and the client ids claimed.
         Raises ``Fenced`` (the epoch lost its lease: nothing was claimed) and the client's errors."""
         pending = self.core.unclaimed()
         if not pending:
-            return False
+            return False, []
         calls = [self.engine.call_connect(epoch, self.node_id, u.client_id, True, 0, None, u.username,
                                           since_ms=engine_ms(u.since)) for u in pending]
         results = await self.engine.run_all(calls)
@@ -61,13 +63,15 @@ class LateClaims:
         if fenced is not None:
             raise fenced
         if not current():
-            return False
+            return False, []
         now = self.clock()
         due = False
+        claimed = []
         for u, r in zip(pending, results, strict=True):
             if isinstance(r, ConnectResult):
                 due = due or bool(r.fire_now)
                 if self.core.claimed_late(u.client_id, u.conn_id, r.gen, now):
+                    claimed.append(u.client_id)
                     log.info("cluster: client_id=%s, accepted while the engine could not be reached, is now held "
                              "in the engine (generation %d)", u.client_id, r.gen)
             elif isinstance(r, ClaimTaken):
@@ -76,4 +80,4 @@ class LateClaims:
                 self.server.run(self.core.claim_lost(u.client_id, u.conn_id, now))
             else:
                 log.warning("cluster: the engine refused the late claim of client_id=%s: %r", u.client_id, r)
-        return due
+        return due, claimed

@@ -3,8 +3,9 @@
 A QoS 0 PUBLISH is delivered at once to the matching subscribers connected to the publishing node (the
 core's local routing). For the others, the node looks up, in its replica of the cluster's subscription
 table, which matching subscribers are not served here, and which node holds each (``Holders``: the
-engine's ``owned:E`` sets, read every heartbeat, and a ``held`` hint from the ``connect`` script at
-every CONNECT). Each such node gets the message on its own channel ``qos0:<epoch>``; a subscriber whose
+engine's ``owned:E`` sets, read at registration and every 5 heartbeats, and the ``held:<epoch>`` hint
+each node sends the other live nodes after each commit that claimed sessions: the client ids it took).
+Each such node gets the message on its own channel ``qos0:<epoch>``; a subscriber whose
 node is not known yet (connected since the last read, its hint not arrived) makes the message go to
 every live node. So a node never receives its own messages, nor messages for which it has no
 subscriber that the table knows. At most once, as QoS 0 is (a client that moved to another node a
@@ -88,17 +89,19 @@ class Holders:
         self._fresh = {}
 
     def replace(self, live: frozenset[int], by_client: dict[str, int]) -> None:
-        """The engine's view (read every heartbeat), with the hints that came while it was read."""
+        """The engine's view (read at registration and every 5 heartbeats), with the hints that came
+        while it was read."""
         fresh, self._fresh = self._fresh or {}, None
         by_client.update(fresh)
         self.live = live | frozenset(fresh.values())
         self.by_client = by_client
 
-    def held(self, client_id: str, epoch: int) -> None:
-        """A CONNECT on the node of ``epoch`` took ``client_id`` (the ``held`` hint)."""
-        self.by_client[client_id] = epoch
-        if self._fresh is not None:
-            self._fresh[client_id] = epoch
+    def held(self, client_ids: tuple[str, ...], epoch: int) -> None:
+        """CONNECTs on the node of ``epoch`` took these client ids (its ``held:<this epoch>`` hint)."""
+        for client_id in client_ids:
+            self.by_client[client_id] = epoch
+            if self._fresh is not None:
+                self._fresh[client_id] = epoch
         if epoch not in self.live:
             self.live = self.live | {epoch}
 
@@ -127,8 +130,25 @@ class Qos0Sender:
         self.engine = engine
         self.clock = clock
         self.on_error = on_error
-        self._queue: dict[int, list[bytes]] = {}
+        self._queue: dict[tuple[str, int], list[bytes]] = {}
+        self._held_epoch = b"0"
         self._busy = False
+
+    def held(self, epoch: int, client_ids: list[str], nodes: frozenset[int]) -> None:
+        """Tell the other live nodes that this node (``epoch``) took these client ids."""
+        if not client_ids:
+            return
+        self._held_epoch = str(epoch).encode()
+        data = "\0".join(client_ids).encode("utf-8")
+        for dest in nodes:
+            if dest != epoch:
+                self._queue.setdefault(("held", dest), []).append(data)
+        self._start()
+
+    def _start(self) -> None:
+        if not self._busy and self._queue:
+            self._busy = True
+            asyncio.ensure_future(self._run())
 
     def send(self, epoch: int, routed: list[tuple[Message, frozenset[int]]]) -> None:
         """``routed``: (message, the epochs of the nodes it goes to); ``epoch``: this node's."""
@@ -137,22 +157,22 @@ class Qos0Sender:
         if len(routed) > 1 and len({d for _, d in routed}) == 1:  # (the usual case: one set of nodes)
             data = encode_qos0(epoch, [m for m, _ in routed], now)
             for dest in routed[0][1]:
-                queue.setdefault(dest, []).append(data)
+                queue.setdefault(("qos0", dest), []).append(data)
         else:
             for m, dests in routed:
                 data = encode_qos0(epoch, [m], now)
                 for dest in dests:
-                    queue.setdefault(dest, []).append(data)
-        if not self._busy and queue:
-            self._busy = True
-            asyncio.ensure_future(self._run())
+                    queue.setdefault(("qos0", dest), []).append(data)
+        self._start()
 
     async def _run(self) -> None:
         try:
             while self._queue:
                 batch, self._queue = self._queue, {}
                 try:
-                    await self.engine.broadcast({e: b"".join(parts) for e, parts in batch.items()})
+                    await self.engine.broadcast({
+                        key: b"".join(parts) if key[0] == "qos0" else b"\0".join((self._held_epoch, *parts))
+                        for key, parts in batch.items()})
                 except (RedisError, OSError) as e:  # QoS 0: at most once
                     self.on_error(e)
         finally:

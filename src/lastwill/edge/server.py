@@ -167,11 +167,11 @@ class Server:
                                      lambda: (self.loop.time(), self.wall_offset()), self.commit_stats,
                                      self.administer, self.core.changes)
             if self.cluster is not None:
-                from .cluster import ClusterCollector
+                from .cluster_metrics import ClusterCollector
 
                 self.admin.registry.register(ClusterCollector(self.cluster))
-                self.admin.cluster_view = self.cluster.view
-                self.admin.cluster_node = self.cluster
+                self.admin.cluster_view = self.cluster.queries.view
+                self.admin.cluster_node = self.cluster.queries
             await self.admin.start()
 
     async def _start_tls_ws_listeners(self) -> None:

@@ -18,6 +18,7 @@ for _ = 1, n do
     if #e == 1 then
       local f = e[1][2]
       redis.call('XDEL', q, id)
+      redis.call('HDEL', P .. 'qst:' .. cid, id)
       for j = 1, #f, 2 do if f[j] == 'm' then unref(f[j + 1]) end end
       acked = acked + 1
     end

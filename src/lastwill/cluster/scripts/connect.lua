@@ -130,7 +130,6 @@ end
 if kick ~= 0 then
   redis.call('PUBLISH', P .. 'ctl:' .. kick, cid .. '\0' .. kick_gen)
 end
-redis.call('PUBLISH', P .. 'held', cid .. '\0' .. epoch)  -- (where its QoS 0 goes now: a hint to every node)
 local subs, queued = {}, 0
 if present == 1 then
   subs = redis.call('HGETALL', P .. 'subs:' .. cid)

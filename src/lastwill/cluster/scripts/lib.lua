@@ -80,7 +80,7 @@ local function end_session(cid)
     local f = e[2]
     for i = 1, #f, 2 do if f[i] == 'm' then unref(f[i + 1]) end end
   end
-  redis.call('DEL', q)
+  redis.call('DEL', q, P .. 'qst:' .. cid)
   redis.call('ZREM', P .. 'sessdue', cid)
   local owner = redis.call('HGET', sk, 'owner')
   if owner and owner ~= '0' then redis.call('SREM', P .. 'owned:' .. owner, cid) end
