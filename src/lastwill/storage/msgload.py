@@ -79,7 +79,7 @@ def load(log: MessageLog, db: sqlite3.Connection) -> Loaded:
         q = o.q
         if q.sent:
             for seq in sorted(q.sent):
-                run_add(q.runs, seq, q.sent[seq][4])
+                run_add(q.runs, seq, q.sent[seq][3])
     eager = {o.client_id: _split(o, sizes, refs, out.backlogs) for o in owners.values() if o.runs}
     needed = {d.message for items in rows.values() for d in items}  # (ids until resolved)
     needed.update(e[1] for o in owners.values() for e in o.eager)
@@ -252,7 +252,10 @@ def _entries(owners: dict[int, _Owner], mid: int, size: int, cols: tuple, subs: 
             pid = pids[i]
         ids = sub_list[i] if sub_list is not None else None
         ids = tuple(ids) if ids else ()
-        (q.sent if f < 8 else q.entries)[seq] = (mid, f & 3, bool(f & RETAIN_FLAG), ids, pid, state)
+        if f < 8:  # (as Batch.sent has it: flags with its state)
+            q.sent[seq] = (seq, mid, f | (8 if f & 3 == 1 else 16), pid, ids)
+        else:
+            q.entries[seq] = (mid, f & 3, bool(f & RETAIN_FLAG), ids, pid, state)
         o.eager.append((seq, mid, f, ids, pid, state))
         live = True
     if queued:

@@ -251,19 +251,30 @@ class Queue:
     rows: set[int] = field(default_factory=set)  # seqs with an ``inflight`` row
     # live in-flight entries: seq -> (msg_id, qos, retain, subscription ids, packet id, state)
     entries: dict[int, tuple] = field(default_factory=dict)
-    # queued entries sent and not yet acknowledged, the same way (in flight by ``runs``, not by their
-    # entry, which says queued), and their (first seq, last seq, packet id of the first) runs, as the
-    # queues row keeps them (``pack_runs``)
+    # queued entries sent and not yet acknowledged: seq -> (seq, msg_id, flags, packet id, subscription
+    # ids) as Batch.sent has them (in flight by ``runs``, not by their entry, which says queued), and
+    # their (first seq, last seq, packet id of the first) runs, as the queues row keeps them
     sent: dict[int, tuple] = field(default_factory=dict)
     runs: list[list[int]] = field(default_factory=list)
 
     def take_rows(self, live: dict[int, tuple]) -> list[tuple]:
-        """``live`` (``entries`` or ``sent``) as ``inflight`` rows; emptied."""
+        """``live`` (``entries``) as ``inflight`` rows; emptied."""
         out = []
         for seq, (mid, qos, retain, ids, pid, state) in live.items():
             out.append((self.sno, seq, mid, qos, int(retain), json.dumps(list(ids)) if ids else None, pid, state))
             self.rows.add(seq)
         live.clear()
+        return out
+
+    def take_sent_rows(self) -> list[tuple]:
+        """``sent`` as ``inflight`` rows; emptied, with the runs."""
+        out = []
+        for seq, mid, f, pid, ids in self.sent.values():
+            out.append((self.sno, seq, mid, f & 3, int(bool(f & RETAIN_FLAG)), json.dumps(list(ids)) if ids else None,
+                        pid, STATES[f >> 3]))
+            self.rows.add(seq)
+        self.sent.clear()
+        self.runs.clear()
         return out
 
     def settle(self) -> None:
@@ -444,9 +455,15 @@ class MessageLog:
             q = queues.get(cid) or self.queue_of(cid, work.new_rows)
             live = q.sent
             runs = q.runs
-            for seq, mid, f, pid, ids in items:
-                live[seq] = (mid, f & 3, bool(f & RETAIN_FLAG), ids, pid, STATES[f >> 3])
-                run_add(runs, seq, pid)
+            for item in items:
+                seq = item[0]
+                pid = item[3]
+                live[seq] = item
+                last = runs[-1] if runs else None
+                if last is not None and seq == last[1] + 1 and pid == (last[2] + seq - 1 - last[0]) % 65535 + 1:
+                    last[1] = seq  # (run_add's common case)
+                else:
+                    run_add(runs, seq, pid)
             work.changed[cid] = q
 
     def _deletes(self, db: sqlite3.Connection, deleted: set[tuple[str, int]], changed: dict[str, Queue]) -> None:
@@ -502,8 +519,7 @@ class MessageLog:
                 spill += q.take_rows(q.entries)
                 q.settle()
             if len(q.runs) > RUNS_LIMIT:
-                spill += q.take_rows(q.sent)
-                q.runs.clear()
+                spill += q.take_sent_rows()
         if spill:
             db.executemany("INSERT OR REPLACE INTO inflight VALUES (?,?,?,?,?,?,?,?)", spill)
 
