@@ -11,13 +11,14 @@ session reconnects (Receive Maximum 65,535) and takes its queue: each turn, ever
 asks to send is encoded and acknowledged, and the turn's batch committed, as the edge does, until
 the queue is empty. ``--restart``: the broker restarts on its store before the reconnect (a lazy
 restore reads the queue as it drains). Reported: CPU per drained message, durable (SQLite, fsync
-batch) and ``memory`` (no store). Not measured: the event loop, the sockets and the system calls.
+batch) and ``memory`` (no store); the collector frozen and tuned as ``lastwill serve`` does. Not measured: the event loop, the sockets and the system calls.
 ``--src``: run each of these src/ directories in turn (``git archive COMMIT src | tar -x -C /tmp/x``).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import subprocess
 import sys
@@ -81,6 +82,8 @@ def _one(durable: bool, messages: int, sessions: int, restart: bool) -> float:
         core = BrokerCore(Config(**cfg), persist=True)
         run(core.restore(store.load(), now, now, False))
         commit()
+    gc.freeze()  # as lastwill serve does once started (cli.py)
+    gc.set_threshold(50_000, 20, 50)
     started = time.process_time()
     c, pending = connect("s0", False, session_expiry_interval=3600)
     got = 0

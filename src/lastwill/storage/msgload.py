@@ -330,13 +330,27 @@ _SEQ_OF = _seq_of
 
 
 def read_messages(db: sqlite3.Connection, msg_ids: list[int]) -> dict[int, StoredMessage]:
-    """The stored messages with these ids (those that exist)."""
+    """The stored messages with these ids (those that exist; ``msg_ids`` ascending): ranges of
+    consecutive ids (a backlog's page, usually one) by BETWEEN, the others by IN."""
     out: dict[int, StoredMessage] = {}
-    for i in range(0, len(msg_ids), READ_CHUNK):
-        chunk = msg_ids[i:i + READ_CHUNK]
+    ranges, single = [], []
+    i, n = 0, len(msg_ids)
+    while i < n:
+        j = i
+        while j + 1 < n and msg_ids[j + 1] == msg_ids[j] + 1:
+            j += 1
+        if j - i >= 8:
+            ranges.append((msg_ids[i], msg_ids[j]))
+        else:
+            single += msg_ids[i:j + 1]
+        i = j + 1
+    queries = [("BETWEEN ? AND ?", r) for r in ranges]
+    queries += [(f"IN ({','.join('?' * len(single[k:k + READ_CHUNK]))})", single[k:k + READ_CHUNK])
+                for k in range(0, len(single), READ_CHUNK)]
+    for where, params in queries:
         for mid, topic, payload, qos, retain, props, origin, expiry, is_will in db.execute(
                 "SELECT id, topic, payload, qos, retain, props, origin, expiry_at_wall, is_will FROM messages "
-                f"WHERE id IN ({','.join('?' * len(chunk))})", chunk):
+                f"WHERE id {where}", params):
             out[mid] = StoredMessage(topic, bytes(payload), qos, bool(retain), unprops(props), origin, expiry,
                                      bool(is_will), mid)
     return out
