@@ -26,7 +26,7 @@ import tempfile
 import time
 
 
-def _one(durable: bool, messages: int, sessions: int, restart: bool) -> float:
+def _one(durable: bool, messages: int, sessions: int, restart: bool, fanin: bool = False) -> float:
     from lastwill.codec.encoder import encode
     from lastwill.codec.packets import Connect, Puback, Publish, Subscribe, Subscription
     from lastwill.config import Config
@@ -64,6 +64,25 @@ def _one(durable: bool, messages: int, sessions: int, restart: bool) -> float:
         return conn_id, run(core.data_received(conn_id, encode(Connect(
             client_id=client_id, protocol_level=5, clean_start=clean, properties=props), 5), now))
 
+    if fanin:  # one connected persistent subscriber, publishes and acknowledgements in turns of 100
+        sub, _ = connect("s0", True, session_expiry_interval=3600)
+        run(core.data_received(sub, encode(Subscribe(1, [Subscription("t", 1)], {}), 5), now))
+        pub, _ = connect("pub", True)
+        commit()
+        payload = b"p" * 64
+        gc.freeze()
+        gc.set_threshold(50_000, 20, 50)
+        started = time.process_time()
+        pending: list = []
+        for k in range(0, messages, 100):
+            data = b"".join(encode(Publish("t", payload, 1, False, False, (k + j) % 65535 + 1, {}), 5)
+                            for j in range(100))
+            out = run(core.data_received(pub, data, now))
+            commit()
+            if pending:
+                run(core.data_received(sub, b"".join(encode(Puback(p.packet_id), 5) for p in pending), now))
+            pending = out
+        return (time.process_time() - started) / messages
     for i in range(sessions):  # subscribed, then offline
         c, _ = connect(f"s{i}", True, session_expiry_interval=3600)
         run(core.data_received(c, encode(Subscribe(1, [Subscription("t", 1)], {}), 5), now))
@@ -107,18 +126,20 @@ def main() -> int:
     ap.add_argument("--sessions", type=int, default=1)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--restart", action="store_true")
+    ap.add_argument("--fanin", action="store_true", help="instead: QoS 1 to one connected persistent subscriber "
+                    "(fanin_qos1_persistent's path: each message written, delivered, deleted at its PUBACK)")
     ap.add_argument("--src", nargs="*", default=[])
     ap.add_argument("--one", help=argparse.SUPPRESS)  # a child process: one variant, one run
     args = ap.parse_args()
     if args.one:
-        print(_one(args.one == "durable", args.messages, args.sessions, args.restart))
+        print(_one(args.one == "durable", args.messages, args.sessions, args.restart, args.fanin))
         return 0
     for src in args.src or [None]:
         env = dict(os.environ, PYTHONPATH=src) if src else None
         row = []
         for variant in ("durable", "memory"):
             cmd = [sys.executable, __file__, "--one", variant, "--messages", str(args.messages), "--sessions",
-                   str(args.sessions)] + (["--restart"] if args.restart else [])
+                   str(args.sessions)] + (["--restart"] if args.restart else []) + (["--fanin"] if args.fanin else [])
             best = min(float(subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout)
                        for _ in range(args.runs))
             row.append(f"{variant} {best * 1e6:.1f} us")
