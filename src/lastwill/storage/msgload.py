@@ -64,6 +64,8 @@ def load(log: MessageLog, db: sqlite3.Connection) -> Loaded:
     sizes: dict[int, int] = {}
     used: set[int] = set()
     refs = out.backlog_refs
+    # messages done, not yet deleted from the table (msglog RECLAIM_AT)
+    done = log.reclaim = {mid for a, b in db.execute("SELECT first, last FROM reclaim") for mid in range(a, b + 1)}
     _scan(db, owners, sizes, used, refs)
     out.next_msg_id = log.next_msg_id = max(sizes, default=0) + 1
     max_part = 0
@@ -89,7 +91,7 @@ def load(log: MessageLog, db: sqlite3.Connection) -> Loaded:
         items = _deliveries(o, rows.get(o.client_id, []), eager.get(o.client_id, []), messages, used)
         if items:
             out.deliveries[o.client_id] = items
-    out.unreferenced = set(sizes) - used
+    out.unreferenced = set(sizes) - used - done
     return out
 
 
