@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -112,6 +114,37 @@ class Node:
         self.log.close()
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """utime + stime of these processes, in seconds (/proc/<pid>/stat)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+class CpuWindow(threading.Thread):
+    """The broker-side processes' CPU time over the steady part of the load generator's window (from 1 s
+    after its warm-up to 0.2 s before its end: connecting its clients takes well under 1 s here)."""
+
+    def __init__(self, pids: list[int], warmup: float, duration: float):
+        super().__init__(daemon=True)
+        self.pids, self.start_at, self.span = pids, warmup + 1.0, max(0.5, duration - 1.2)
+        self.cpu: float | None = None
+        self.each: list[float] = []
+
+    def run(self) -> None:
+        time.sleep(self.start_at)
+        t0, c0 = time.monotonic(), [cpu_seconds([p]) for p in self.pids]
+        time.sleep(self.span)
+        self.span = time.monotonic() - t0
+        self.each = [cpu_seconds([p]) - c for p, c in zip(self.pids, c0, strict=True)]
+        self.cpu = sum(self.each)
+
+
 def measure(broker: str, scenario: str, args, workdir: Path) -> dict:
     loadgen, extra, _ = SCENARIOS[scenario]
     redis = None
@@ -139,12 +172,21 @@ def measure(broker: str, scenario: str, args, workdir: Path) -> dict:
            "--warmup", str(args.warmup), *extra]
     if broker == "cluster-3":  # the subscribers spread over the three nodes (one third on the publishers' n1)
         cmd += ["--sub-ports", ",".join(str(n.port) for n in nodes)]
+    pids = [n.pid for n in nodes] + ([redis.proc.pid] if redis else []) + ([proc.pid] if proc else [])
+    window = CpuWindow(pids, args.warmup, args.duration)
+    window.start()
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.duration + args.warmup + 120)
         lines = out.stdout.strip().splitlines()
         result = json.loads(lines[-1]) if lines else {"failed": out.stderr[-500:]}
     except (subprocess.TimeoutExpired, json.JSONDecodeError) as e:
         result = {"failed": repr(e)}
+    window.join(5)
+    if window.cpu is not None and result.get("rate"):
+        # CPU time of every broker-side process (the nodes and redis-server) per delivered message
+        result["cpu_us_per_msg"] = round(window.cpu / (result["rate"] * window.span) * 1e6, 2)
+        # the same, per process: the nodes n1, n2, ... then redis-server (or the one broker)
+        result["cpu_us_per_msg_each"] = [round(c / (result["rate"] * window.span) * 1e6, 2) for c in window.each]
     if redis is not None:
         after = redis.counters()
         result["redis_evalsha"] = after.get("evalsha", 0) - before.get("evalsha", 0)
@@ -189,7 +231,9 @@ def main() -> int:
                     r = measure(b, sc, args, Path(tmp))
                     records.append(r)
                     key = SCENARIOS[sc][2]
-                    print(f"{sc:24} {b:10} {key}={r.get(key)} lost={r.get('lost')} "
+                    print(f"{sc:24} {b:10} {key}={r.get(key)} cpu_us_per_msg={r.get('cpu_us_per_msg')} "
+                          f"{r.get('cpu_us_per_msg_each')} "
+                          f"lost={r.get('lost')} "
                           f"evalsha={r.get('redis_evalsha', '')} per={per_unit(r)} "
                           f"{'FAILED ' + str(r['failed'])[:200] if 'failed' in r else ''}", flush=True)
     print()
@@ -208,6 +252,10 @@ def main() -> int:
             return f"{med[a] / med[b]:.2f}" if med.get(a) and med.get(b) else "-"
         print(f"| {sc} | {key} | {' | '.join(cells)} | {ratio('cluster-2', 'lastwill')} | "
               f"{ratio('cluster-2', 'mosquitto')} | {ratio('cluster-3', 'lastwill')} |")
+        cpu = {b: [r["cpu_us_per_msg"] for r in records if r["broker"] == b and r["scenario"] == sc
+                   and r.get("cpu_us_per_msg") is not None] for b in brokers}
+        print(f"| {sc} | CPU us/msg (median of {args.runs}) | "
+              f"{' | '.join(f'{statistics.median(v):.2f}' if v else '-' for v in cpu.values())} | | | |")
     facts = run.machine_facts()
     out = HERE / "results" / f"cluster-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(exist_ok=True)

@@ -589,8 +589,9 @@ def profile(args) -> int:
                           stdout=subprocess.PIPE, text=True)
     time.sleep(1.5)
     spy = subprocess.run(["taskset", "-c", LOADGEN_CPU, pyspy, "record", "--pid", str(broker.pid),
-                          "--duration", str(int(dur)), "--rate", "200", "--nonblocking", "--function",
-                          "--format", "raw", "--output", str(raw)], capture_output=True, text=True)
+                          "--duration", str(int(dur)), "--rate", str(args.profile_rate),
+                          "--function", "--format", "raw", "--output", str(raw)]
+                         + (["--native"] if args.profile_native else ["--nonblocking"]), capture_output=True, text=True)
     lg_out = lg.communicate(timeout=60)[0]
     broker.stop()
     shutil.rmtree(workdir, ignore_errors=True)
@@ -615,7 +616,7 @@ def profile(args) -> int:
     def short(frame: str) -> str:
         return frame.replace(str(ROOT) + "/", "").replace(sys.prefix + "/lib/python3.11/", "")
 
-    print(f"py-spy: {n} samples of {args.profile_broker} during {sc.name} ({dur} s at 200 Hz); raw stacks: {raw}")
+    print(f"py-spy: {n} samples of {args.profile_broker} during {sc.name} ({dur} s at {args.profile_rate} Hz); raw stacks: {raw}")
     print(f"load generator: {lg_out.strip()[:300]}")
     print("\ntop 10 by own (self) samples:")
     for f, c in sorted(self_t.items(), key=lambda kv: -kv[1])[:10]:
@@ -656,6 +657,10 @@ def main(argv=None) -> int:
     p.add_argument("--profile", action="store_true", help="profile lastwill with py-spy instead")
     p.add_argument("--profile-scenario", default="fanin_qos0", choices=list(SCENARIOS))
     p.add_argument("--profile-broker", default="lastwill", choices=list(LASTWILL_VARIANTS))
+    p.add_argument("--profile-rate", type=int, default=200, help="py-spy samples per second (default 200)")
+    p.add_argument("--profile-native", action="store_true",
+                   help="py-spy --native: C frames too (uvloop, sqlite3), to see where the C share goes; "
+                   "py-spy then stops the broker at each sample (no --nonblocking)")
     args = p.parse_args(argv)
     args.duration = args.duration or (1.0 if args.quick else 3.0)
     args.warmup = args.warmup or (0.5 if args.quick else 1.0)

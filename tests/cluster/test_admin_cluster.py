@@ -147,3 +147,24 @@ def test_with_redis_down_the_admin_api_answers_for_the_node_s_own_clients_and_sa
     finally:
         cluster.redis_server.start()
     c.close()
+
+
+def test_a_survivor_publishing_a_dead_node_s_will_publishes_its_sys_disconnected_event_MQTT_3_1_2_8(cluster):
+    """No node saw the connection end: the node that publishes the will sends the $SYS disconnected event
+    (its own node id in the topic, the dead node in the payload), as for a will published on one node."""
+    n1, n2 = cluster.start("n1", "n2")
+    o = Observer(n2.port, "$SYS/brokers/+/clients/+/disconnected", qos=0, version=5, client_id="sysobs")
+    cluster.made.append(o)
+    wills = observe(cluster, n2.port)
+    c = RawClient(n1.port, timeout=30)
+    assert c.connect("dev7", 4, will=Will("will/dev7", b"tok7", 1)).reason_code == 0
+    n1.kill9()
+    assert tokens(wills, 1) == {"tok7": 1}
+    m = o.get(30)
+    assert m.topic == "$SYS/brokers/n2/clients/dev7/disconnected"  # from the node that published the will
+    body = json.loads(m.payload)
+    assert (body["clientid"], body["reason"], body["node"]) == ("dev7", "node_died", "n1")
+    assert body["will"]["decision"] == "published" and body["will"]["rule"] == "MQTT-3.1.2-8"
+    assert body["disconnected_at"] <= body["will"]["fire_at"] <= body["ts"]
+    o.expect_none(1.0)  # once
+    c.close()

@@ -60,10 +60,10 @@ def close_all(socks) -> None:
             pass
 
 
-def test_wills_due_at_once_are_claimed_by_three_nodes_each_published_once_and_no_node_starved(cluster):
+def test_wills_due_at_once_are_claimed_by_three_nodes_each_published_once_by_concurrent_claimants(cluster):
     """n1 holds the clients and is killed: their wills are all due at lease end + 2 s (Will Delay 2), and
     n2, n3 and n4 claim them concurrently. The QoS 2 observer gets each token once, the audit has one
-    record per client, and every claimant published some of them."""
+    record per client, and more than one claimant published some of them."""
     n1, n2, n3, n4 = cluster.start("n1", "n2", "n3", "n4")
     o = observe(cluster, n2.port)
     socks = hold(n1.port, CLIENTS, (2,))
@@ -78,9 +78,11 @@ def test_wills_due_at_once_are_claimed_by_three_nodes_each_published_once_and_no
     assert sorted(r["cid"] for r in records) == sorted(f"dev{i}" for i in range(CLIENTS))
     by = collections.Counter(r["node"] for r in records)
     print(f"fired by: {dict(by)}")
-    # no claimant starved: each published some (seen: 250/750/1,000 of 2,000; 2,000/3,750/4,250 of 10,000).
-    # Not a share bound: on a loaded machine a node descheduled for a while claims less, and that is fine
-    assert set(by) == {"n2", "n3", "n4"}, by
+    # the claimants shared the reap (seen: 250/750/1,000 and 500/750/750 of 2,000; 2,000/3,750/4,250 of
+    # 10,000). Not a share bound, and not all three: the wills are claimed 250 per round trip (8 claims for
+    # 2,000), and on a loaded machine n2, which also delivers the 2,000 QoS 2 wills to the observer, was
+    # seen to lose all 8 races (CI run of 2026-12-08). Concurrent claimants are what this checks
+    assert len(by) >= 2 and set(by) <= {"n2", "n3", "n4"}, by
     invariants(cluster)
 
 

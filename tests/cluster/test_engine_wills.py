@@ -9,6 +9,8 @@ from lastwill.cluster.engine import RedisEngine
 from lastwill.cluster.model import (
     NEVER,
     CancelCause,
+    ClaimTaken,
+    ConnectResult,
     FireOutcome,
     FireRequest,
     Kicked,
@@ -353,4 +355,32 @@ async def test_a_will_the_acl_denies_is_removed_and_recorded_not_published(engin
     assert q.deliveries == ()
     (rec,) = await engine.audit()
     assert rec.outcome is FireOutcome.DENIED
+    await check_invariants(engine)
+
+
+# -- late claims: connections a node served alone while it could not reach the engine -----------------
+async def test_a_late_claim_takes_a_free_client_id_and_an_older_connection_over_MQTT_3_1_4_3(engine: RedisEngine):
+    n1 = await engine.register("n1")
+    n2 = await engine.register("n2")
+    free = await engine.connect(n1.epoch, "n1", "fresh", True, 0, None, since_ms=await engine.now_ms())
+    assert isinstance(free, ConnectResult) and not free.session_present
+    old = await engine.connect(n2.epoch, "n2", "c", False, 60, will())  # before n1 accepted "c" alone
+    await engine.advance_clock(5)
+    late = await engine.connect(n1.epoch, "n1", "c", True, 0, None, since_ms=await engine.now_ms())
+    assert isinstance(late, ConnectResult)
+    assert late.kick is not None and late.kick.epoch == n2.epoch and late.kick.gen == old.gen
+    assert [f.gen for f in late.fire_now] == [old.gen]  # Clean Start 1 ends the old session [MQTT-3.1.2-4]
+    await check_invariants(engine)
+
+
+async def test_a_late_claim_loses_to_a_connection_made_after_it_and_writes_nothing_MQTT_3_1_4_3(engine: RedisEngine):
+    n1 = await engine.register("n1")
+    n2 = await engine.register("n2")
+    accepted_alone = await engine.now_ms()
+    await engine.advance_clock(5)
+    await engine.connect(n2.epoch, "n2", "c", True, 0, None)  # the same client id, later, on n2
+    before = await dump(engine)
+    late = await engine.connect(n1.epoch, "n1", "c", True, 0, None, since_ms=accepted_alone)
+    assert isinstance(late, ClaimTaken) and late.connected_ms > accepted_alone
+    assert await dump(engine) == before
     await check_invariants(engine)

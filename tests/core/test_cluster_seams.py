@@ -3,6 +3,8 @@ with the answers. No Redis here: the engine's side is tests/cluster; this is the
 
 from __future__ import annotations
 
+import json
+
 from lastwill.codec.packets import (
     Connack,
     Connect,
@@ -186,3 +188,97 @@ def test_a_will_the_engine_cancelled_at_a_reconnect_is_on_the_client_s_timeline_
     kinds = [e.kind for e in node.core.timeline.events("dev")]
     assert kinds[0] == "cancelled"  # before what the new connection armed
     assert node.core.wills.cancelled_by_cause == {"reconnect": 1}
+
+
+# -- the engine cannot be reached: what the node serves alone (docs/cluster.md, "Redis down") ------------
+def test_a_connect_with_nothing_to_keep_is_served_locally_while_the_engine_is_unreachable_MQTT_3_1_2_4():
+    for version in (4, 5):
+        node = Node()
+        conn = node.connect("plain", version=version)  # Clean Start 1, no will, Session Expiry 0
+        node.claim(None)
+        (ack,) = node.packets(conn, Connack)
+        assert ack.reason_code == 0 and not ack.session_present
+        assert conn not in node.closed
+        assert node.core.generation("plain") is None  # not known to the engine yet
+        assert [(u.client_id, u.conn_id) for u in node.core.unclaimed()] == [("plain", conn)]
+
+
+def test_a_connect_with_a_will_or_a_lasting_session_is_refused_while_the_engine_is_unreachable_MQTT_3_1_2_8():
+    for version, kwargs in ((5, {"will": Will("w/dev", b"gone", 1, False)}),
+                            (4, {"will": Will("w/dev", b"gone", 1, False)}),
+                            (5, {"session_expiry_interval": 60}),
+                            (5, {"clean": False}),
+                            (4, {"clean": False})):
+        node = Node()
+        conn = node.connect("dev", version=version, **kwargs)
+        node.claim(None)
+        (ack,) = node.packets(conn, Connack)
+        assert ack.reason_code == 0x88, (version, kwargs)  # 3.1.1: return code 3 Server unavailable
+        assert conn in node.closed and node.core.unclaimed() == []
+
+
+def test_unclaimed_clients_get_local_qos_0_and_their_subscriptions_reach_the_engine_once_claimed():
+    node = Node()
+    sub = node.connect("sub")
+    node.claim(None)
+    node.run(node.core.handle(sub, Subscribe(1, [Subscription("t/#", 0)]), NOW))
+    pub = node.connect("pub")
+    node.claim(None)
+    node.core.take_intents()  # (the edge sends nothing of an unclaimed session to the engine)
+    node.run(node.core.handle(pub, Publish("t/x", b"m", 0, False, False, None, {}), NOW))
+    assert [p.payload for p in node.packets(sub, Publish)] == [b"m"]
+    node.core.take_intents()
+    assert node.core.claimed_late("sub", sub, 11, NOW + 5)
+    assert node.core.generation("sub") == 11 and [u.client_id for u in node.core.unclaimed()] == ["pub"]
+    (s,) = node.core.take_intents().subscribes
+    assert (s.client_id, s.add) == ("sub", [("t/#", SubOptions(0))])
+
+
+def test_an_unclaimed_connection_gone_before_its_late_claim_gives_the_claim_back():
+    node = Node()
+    conn = node.connect("gone")
+    node.claim(None)
+    node.run(node.core.connection_lost(conn, lost(ConnectionResetError()), NOW))
+    assert node.core.unclaimed() == [] and node.core.take_intents() is None  # the engine never had it
+    assert not node.core.claimed_late("gone", conn, 12, NOW)
+    (d,) = node.core.take_intents().disconnects
+    assert (d.client_id, d.gen, d.normal, d.expiry) == ("gone", 12, True, 0)
+
+
+def test_an_unclaimed_connection_taken_meanwhile_on_another_node_ends_with_0x8E_MQTT_3_1_4_3():
+    node = Node()
+    conn = node.connect("dev")
+    node.claim(None)
+    node.run(node.core.claim_lost("dev", conn + 1, NOW))  # another connection: not this one
+    assert conn not in node.closed
+    node.run(node.core.claim_lost("dev", conn, NOW))
+    assert [p.reason_code for p in node.packets(conn, Disconnect)] == [0x8E]
+    assert conn in node.closed and node.core.unclaimed() == [] and node.core.take_intents() is None
+
+
+def test_a_fence_keeps_the_connections_the_engine_never_had():
+    node = Node()
+    claimed = node.connect("a")
+    node.claim(Claim(1, False, ()))
+    local = node.connect("b")
+    node.claim(None)
+    node.core.take_intents()
+    other = node.connect("c")  # (one the edge does not keep: a packet for it was waiting for the engine)
+    node.claim(None)
+    node.run(node.core.fence(NOW, {local}))
+    assert claimed in node.closed and other in node.closed and local not in node.closed
+    assert list(node.core.sessions) == ["b"] and [u.client_id for u in node.core.unclaimed()] == ["b"]
+
+
+def test_a_will_published_for_a_dead_node_s_client_has_a_sys_disconnected_event_from_this_node_MQTT_3_1_2_8():
+    node = Node()
+    sub = node.connect("ops")
+    node.claim(Claim(1, False, ()))
+    node.run(node.core.handle(sub, Subscribe(1, [Subscription("$SYS/brokers/+/clients/#", 0)]), NOW))
+    node.run(node.core.dead_node_will("dev", "alice", "n1", 1_700_000_000_000, 1_700_000_002_000, NOW))
+    (event,) = node.packets(sub, Publish)
+    assert event.topic == f"$SYS/brokers/{node.core.config.cluster_node_id}/clients/dev/disconnected"
+    body = json.loads(event.payload)
+    assert (body["clientid"], body["username"], body["reason"], body["node"]) == ("dev", "alice", "node_died", "n1")
+    assert body["disconnected_at"] == 1_700_000_000_000
+    assert body["will"] == {"decision": "published", "fire_at": 1_700_000_002_000, "rule": "MQTT-3.1.2-8"}

@@ -33,6 +33,7 @@ from .model import (
     Broadcast,
     CancelCause,
     CancelledWill,
+    ClaimTaken,
     ConnectResult,
     DisconnectResult,
     Doorbell,
@@ -48,6 +49,7 @@ from .model import (
     FireOutcome,
     FireRequest,
     FireResult,
+    Held,
     Kick,
     Kicked,
     OutMessage,
@@ -324,17 +326,21 @@ class RedisEngine:
     # -- sessions (SessionOwnership) ----------------------------------------------------------------
     def call_connect(self, epoch: int, node_id: str, client_id: str, clean_start: bool, session_expiry: int,
                      will: WillSpec | None, user: str | None = None, user_check: bool = False,
-                     recovery_grace_ms: int | None = None) -> Call:
+                     recovery_grace_ms: int | None = None, since_ms: int = 0) -> Call:
+        """``since_ms``: a late claim of a connection the node accepted at that engine time while it could
+        not reach the engine; answered ``ClaimTaken`` (nothing written) if the client id connected since."""
         rg = self.settings.recovery_grace_ms if recovery_grace_ms is None else recovery_grace_ms
         args: list = [epoch, client_id, _flag(clean_start), session_expiry, node_id, _enc_user(user),
-                      _flag(user_check), rg]
+                      _flag(user_check), rg, since_ms]
         if will is None:
             args.append("0")
         else:
             args += ["1", will.topic, will.payload, will.qos, _flag(will.retain), will.properties, will.delay,
                      "" if will.message_expiry is None else will.message_expiry, will.protocol_level]
 
-        def parse(r: list) -> ConnectResult:
+        def parse(r: list) -> ConnectResult | ClaimTaken:
+            if _s(r[0]) == "TAKEN":
+                return ClaimTaken(_i(r[1]))
             _check(r, epoch)
             return ConnectResult(
                 gen=_i(r[1]), session_present=bool(_i(r[2])),
@@ -347,11 +353,11 @@ class RedisEngine:
 
     async def connect(self, epoch: int, node_id: str, client_id: str, clean_start: bool, session_expiry: int,
                       will: WillSpec | None, user: str | None = None, user_check: bool = False,
-                      recovery_grace_ms: int | None = None) -> ConnectResult:
+                      recovery_grace_ms: int | None = None, since_ms: int = 0) -> ConnectResult | ClaimTaken:
         """An accepted CONNECT: the session is this epoch's under a new generation, the old connection
         taken over, old wills cancelled or due now, the new will armed [MQTT-3.1.2-7]."""
         return await self._one(self.call_connect(epoch, node_id, client_id, clean_start, session_expiry, will,
-                                                 user, user_check, recovery_grace_ms))
+                                                 user, user_check, recovery_grace_ms, since_ms))
 
     def call_disconnect(self, epoch: int, client_id: str, gen: int, normal: bool,
                         session_expiry: int | None = None, cause: str = "") -> Call:
@@ -680,10 +686,34 @@ class RedisEngine:
         await self.client.incrby(self.key("clock:offset"), ms)
         self.round_trips += 1
 
-    async def broadcast(self, data: bytes) -> None:
-        """QoS 0 messages for every node (pub/sub; each node's NodeChannel hands them out as Broadcast)."""
-        await self.client.publish(self.key("qos0"), data)
+    async def broadcast(self, payloads: dict[int, bytes]) -> None:
+        """QoS 0 messages for other nodes: each payload on the channel of its node's epoch (``qos0:E``;
+        pub/sub, at most once; the node's NodeChannel hands it out as Broadcast), one round trip."""
+        if len(payloads) == 1:
+            ((epoch, data),) = payloads.items()
+            await self.client.publish(self.key(f"qos0:{epoch}"), data)
+        else:
+            pipe = self.client.pipeline(transaction=False)
+            for epoch, data in payloads.items():
+                pipe.publish(self.key(f"qos0:{epoch}"), data)
+            await pipe.execute()
         self.round_trips += 1
+
+    async def holders(self) -> tuple[frozenset[int], dict[str, int]]:
+        """The live epochs, and which live epoch holds each connected client (the ``owned:E`` sets;
+        read only, two round trips). A node sends QoS 0 only to the nodes whose clients match."""
+        c = self.client
+        now_ms = await self.now_ms()
+        live = [_i(e) for e in await c.zrangebyscore(self.key("nodes"), now_ms, "+inf")]
+        pipe = c.pipeline(transaction=False)
+        for e in live:
+            pipe.smembers(self.key(f"owned:{e}"))
+        held: dict[str, int] = {}
+        for e, members in zip(live, await pipe.execute() if live else [], strict=True):
+            for cid in members:
+                held[_s(cid)] = e
+        self.round_trips += 3
+        return frozenset(live), held
 
     # -- channels -----------------------------------------------------------------------------------
     def listen(self, epoch: int) -> NodeChannel:
@@ -699,17 +729,18 @@ class NodeChannel:
         self._bell = engine.key(f"bell:{epoch}")
         self._ctl = engine.key(f"ctl:{epoch}")
         self._routes = engine.key("routes")
-        self._bcast = engine.key("qos0")
+        self._bcast = engine.key(f"qos0:{epoch}")
+        self._held = engine.key("held")
 
     async def __aenter__(self) -> NodeChannel:
-        await self._pubsub.subscribe(self._bell, self._ctl, self._routes, self._bcast)
+        await self._pubsub.subscribe(self._bell, self._ctl, self._routes, self._bcast, self._held)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self._pubsub.unsubscribe()
         await self._pubsub.aclose()
 
-    async def get(self, timeout: float) -> Doorbell | Kicked | RoutesChanged | Broadcast | None:
+    async def get(self, timeout: float) -> Doorbell | Kicked | RoutesChanged | Broadcast | Held | None:
         """The next event, or None when none came within ``timeout`` seconds."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -728,6 +759,9 @@ class NodeChannel:
             return RoutesChanged(_i(data))
         if channel == self._bcast:
             return Broadcast(bytes(data))
+        if channel == self._held:
+            cid, _, epoch = _s(data).rpartition("\0")
+            return Held(cid, _i(epoch))
         return Doorbell(tuple(_s(data).split("\0")))
 
 

@@ -148,6 +148,14 @@ class ConnectResult:
     user_changed: bool  # the session was another user's: it ended instead of being resumed
 
 
+@dataclass(frozen=True, slots=True)
+class ClaimTaken:
+    """A late claim refused: the client id connected (at ``connected_ms``, engine time) after the node
+    accepted its connection while the engine was unreachable; the newer connection has the session."""
+
+    connected_ms: int
+
+
 class WillOutcome(enum.Enum):
     NONE = "none"  # the connection had no will
     CANCELLED = "cancelled"  # DISCONNECT 0x00 [MQTT-3.14.4-3]
@@ -365,9 +373,17 @@ class Kicked:
 
 @dataclass(frozen=True, slots=True)
 class Broadcast:
-    """QoS 0 messages a node sent to every node (pub/sub: at most once), as that node encoded them."""
+    """QoS 0 messages another node sent to this one (pub/sub: at most once), as that node encoded them."""
 
     data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """A CONNECT on the node of ``epoch`` took ``client_id`` (a hint: where to send its QoS 0)."""
+
+    client_id: str
+    epoch: int
 
 
 @dataclass(frozen=True, slots=True)

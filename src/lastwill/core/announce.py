@@ -186,6 +186,21 @@ class Announcer:
                        "will": self._will(decision)}
             self._sys(client_id, "disconnected", payload, now)
 
+    # -- cluster: a will a survivor published --------------------------------------------------------
+    def dead_node_will(self, client_id: str, user: str | None, dead_node: str, ended_ms: int | None,
+                       due_ms: int, now: float) -> None:
+        """Cluster: this node published the will of a client whose node died [MQTT-3.1.2-8]. No node saw
+        that connection end, so the ``disconnected`` event comes from here (this node's id in the topic),
+        as after a crash of a single broker: what is known of the connection is the client id, the user,
+        the dead node (``node``), its lease end (``disconnected_at``) and the will, published."""
+        if self.sys_events and self._sys_wanted():
+            payload = {"clientid": client_id, "username": user, "ipaddress": None, "sockport": None,
+                       "protocol": "mqtt", "proto_name": None, "proto_ver": None, "connected_at": None,
+                       "ts": self.wall_ms(now), "reason": "node_died", "disconnected_at": ended_ms,
+                       "node": dead_node, "will": {"decision": WillOutcome.PUBLISHED.value, "fire_at": due_ms,
+                                                   "rule": "MQTT-3.1.2-8"}}
+            self._sys(client_id, "disconnected", payload, now)
+
     # -- plumbing ----------------------------------------------------------------------------------
     def _sys_wanted(self) -> bool:
         return self.wanted("$SYS")  # nobody subscribed under $SYS: build nothing

@@ -50,7 +50,15 @@ from .actions import Action
 from .announce import Announcer
 from .causes import Cause, ConnectionEnded
 from .changes import ChangeFeed
-from .cluster import Claim, ClusterIntents, ClusterRecorder, ClusterRouter, ClusterSessions, ClusterWillFiring
+from .cluster import (
+    Claim,
+    ClusterIntents,
+    ClusterRecorder,
+    ClusterRouter,
+    ClusterSessions,
+    ClusterWillFiring,
+    Unclaimed,
+)
 from .connect import ConnectHandler
 from .connection import Connections
 from .delivery import Deliverer
@@ -379,6 +387,13 @@ class BrokerCore:
         it): on this node's timeline of the client, for ``explain``."""
         self.timeline.record(client_id, now, kind, detail, rule, **data)
 
+    def dead_node_will(self, client_id: str, user: str | None, dead_node: str, ended_ms: int | None, due_ms: int,
+                       now: float) -> list[Action]:
+        """This node published the will of a client of a dead node: the $SYS disconnected event for it
+        (engine times: wall-clock ms)."""
+        self.announce.dead_node_will(client_id, user, dead_node, ended_ms, due_ms, now)
+        return self.outbox.take()
+
     def route_local(self, messages: list[Message], now: float) -> list[Action]:
         """QoS 0 messages another node published (pub/sub): to the matching sessions connected here."""
         route = self.router.route_local
@@ -392,20 +407,45 @@ class BrokerCore:
         session = self.ownership.by_id.get(client_id)
         if session is None or session.conn is None or self.generation(client_id) != gen:
             return []
-        conn = session.conn
+        return self._taken_over(session.conn, now)
+
+    def _taken_over(self, conn, now: float) -> list[Action]:
         if conn.protocol_level == PROTOCOL_5:
             self.outbox.send(conn, Disconnect(ReasonCode.SESSION_TAKEN_OVER))  # [MQTT-3.1.4-3] 0x8E
         self.connections.end(conn, now, _TAKEN_OVER)
         return self.outbox.take()
 
-    def fence(self, now: float) -> list[Action]:
+    def unclaimed(self) -> list[Unclaimed]:
+        """The connections accepted while the engine could not be reached, not claimed there yet."""
+        return list(self.ownership.unclaimed.values()) if self.intents is not None else []
+
+    def claimed_late(self, client_id: str, conn_id: int, gen: int, now: float) -> bool:
+        """The engine took the session of an unclaimed connection under ``gen`` (its subscriptions go to
+        the cluster's table with the next commit). False: that connection is gone (the claim is given
+        back with the next commit)."""
+        return self.ownership.claimed_late(client_id, conn_id, gen, now)
+
+    def claim_lost(self, client_id: str, conn_id: int, now: float) -> list[Action]:
+        """A CONNECT of the same client id on another node came after this unclaimed connection was
+        accepted: the newer one has the session, this one ends as taken over [MQTT-3.1.4-3] (MQTT 5:
+        DISCONNECT 0x8E)."""
+        session = self.ownership.by_id.get(client_id)
+        if session is None or session.conn is None or not self.ownership.unclaimed_conn(client_id, conn_id):
+            return []
+        return self._taken_over(session.conn, now)
+
+    def fence(self, now: float, keep: set[int] | frozenset[int] = frozenset()) -> list[Action]:
         """This node lost its lease: close every connection, publish nothing, forget every session (the
-        engine gave them and their wills to the other nodes)."""
+        engine gave them and their wills to the other nodes). The connections in ``keep`` that the engine
+        never had (accepted while it could not be reached) stay: nothing of theirs was given away."""
+        kept = {u.client_id: u.conn_id for u in self.unclaimed() if u.conn_id in keep}
         for conn in list(self.connections.conns.values()):
+            if conn.conn_id in kept.values():
+                continue
             if conn.state == CONNECTED and conn.protocol_level == PROTOCOL_5:
                 self.outbox.send(conn, Disconnect(ReasonCode.USE_ANOTHER_SERVER))  # 0x9C
             self.connections.close(conn, "this node lost its lease in the cluster")
-        self.ownership.forget_all()
+        self.ownership.forget_all(kept)
         if self.intents is not None:
             self.intents.take()
         return self.outbox.take()

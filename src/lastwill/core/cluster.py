@@ -19,6 +19,7 @@ How the work is split (docs/cluster.md, "The broker side"):
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -133,12 +134,42 @@ class ClusterRecorder(NoRecorder):
 # -- the claim of a session (CONNECT) -------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class Claim:
-    """The engine's answer to a CONNECT's claim, as the core needs it."""
+    """The engine's answer to a CONNECT's claim, as the core needs it. ``gen`` None: the engine could not
+    be reached and the node serves the connection on its own (``Unreachable.SERVED_LOCALLY``)."""
 
-    gen: int
+    gen: int | None
     session_present: bool
     subscriptions: tuple[tuple[str, SubOptions], ...]
     cancelled: tuple[str, ...] = ()  # timeline lines: pending wills the reconnect cancelled
+
+
+LOCAL_CLAIM = Claim(None, False, ())
+
+
+class Unreachable(enum.Enum):
+    """What a CONNECT gets when the engine cannot answer its claim (docs/cluster.md, "Redis down")."""
+
+    SERVED_LOCALLY = "served locally"  # nothing durable to lose: accepted, claimed when the engine is back
+    REFUSED = "refused"  # a will or a session to keep: CONNACK 0x88 Server unavailable (3.1.1: rc 3)
+
+
+def when_unreachable(clean_start: bool, has_will: bool, session_expiry: int) -> Unreachable:
+    """A connection with Clean Start 1 (3.1.1: clean session 1), no will and Session Expiry 0 has no state
+    that outlives it [MQTT-3.1.2-4] [MQTT-3.1.2-23] and no will to keep safe [MQTT-3.1.2-8]: the node can
+    serve it alone. Anything else would be accepted without its will or session being safe: refused."""
+    if clean_start and not has_will and session_expiry == 0:
+        return Unreachable.SERVED_LOCALLY
+    return Unreachable.REFUSED
+
+
+@dataclass(frozen=True, slots=True)
+class Unclaimed:
+    """A connection this node accepted while the engine could not be reached: not known there yet."""
+
+    client_id: str
+    conn_id: int
+    since: float  # when it was accepted (the core's clock)
+    username: str | None
 
 
 # -- routing ---------------------------------------------------------------------------------------------
@@ -256,7 +287,8 @@ class ClusterSessions:
     """SessionOwnership (core/ownership.py) of a cluster node: the sessions connected here, each under
     the generation the engine gave its CONNECT."""
 
-    __slots__ = ("by_id", "router", "wills", "intents", "gens", "claims", "get_local", "changes", "offline")
+    __slots__ = ("by_id", "router", "wills", "intents", "gens", "claims", "get_local", "changes", "offline",
+                 "unclaimed")
 
     def __init__(self, by_id: dict[str, Session], router: ClusterRouter, wills: WillKeeper,
                  intents: ClusterIntents) -> None:
@@ -269,6 +301,8 @@ class ClusterSessions:
         self.get_local = by_id.get
         self.changes = None
         self.offline: dict[str, None] = {}  # none here: the engine holds the offline sessions
+        # client id -> a connection accepted while the engine could not be reached (no generation yet)
+        self.unclaimed: dict[str, Unclaimed] = {}
 
     def __iter__(self) -> Iterator[Session]:
         return iter(self.by_id.values())
@@ -308,13 +342,39 @@ class ClusterSessions:
     def connected(self, session: Session, now: float) -> None:
         """The CONNECT was accepted: the session holds the generation it claimed."""
         claim = self.claims.pop(session.client_id, None)
-        if claim is not None:
+        if claim is None:
+            return
+        if claim.gen is None:  # served locally while the engine is unreachable: claimed when it is back
+            conn = session.conn
+            self.unclaimed[session.client_id] = Unclaimed(session.client_id, conn.conn_id, now, conn.username)
+        else:
             self.gens[session.client_id] = claim.gen
+
+    def claimed_late(self, client_id: str, conn_id: int, gen: int, now: float) -> bool:
+        """The engine took, under ``gen``, the session of a connection accepted while it was unreachable:
+        from now on it is an engine session like any other, and its subscriptions go into the cluster's
+        table. False: that connection ended meanwhile (its claim is given back: a normal end, nothing
+        kept, as its Session Expiry 0 and no will say)."""
+        u = self.unclaimed.get(client_id)
+        session = self.by_id.get(client_id)
+        if u is None or u.conn_id != conn_id or session is None or session.conn is None:
+            self.intents.disconnects.append(DisconnectIntent(client_id, gen, True, 0, "", []))
+            return False
+        del self.unclaimed[client_id]
+        self.gens[client_id] = gen
+        if session.subscriptions:
+            self.intents.subscribes.append(SubscribeIntent(client_id, list(session.subscriptions.items())))
+        return True
+
+    def unclaimed_conn(self, client_id: str, conn_id: int) -> bool:
+        u = self.unclaimed.get(client_id)
+        return u is not None and u.conn_id == conn_id
 
     def disconnected(self, session: Session, now: float, ended: ConnectionEnded | None = None) -> None:
         """Its connection ended: the engine decides its will and keeps it; this node forgets it, giving
         back what it still had to send."""
         gen = self.gens.pop(session.client_id, None)
+        self.unclaimed.pop(session.client_id, None)  # (never known to the engine: nothing to tell it)
         # what came from the engine stays there until acknowledged: only what was routed here goes back
         requeue = [(d.message, d.qos, d.retain, d.subscription_ids) for d in _pending(session)
                    if d.message.ref is None]
@@ -343,13 +403,18 @@ class ClusterSessions:
         if session.conn is None:
             self._drop(session)
 
-    def forget_all(self) -> None:
-        """This node lost its lease: the engine gave every session to the other nodes."""
+    def forget_all(self, kept: dict[str, int] | None = None) -> None:
+        """This node lost its lease: the engine gave every session to the other nodes. ``kept``: client id
+        -> connection accepted while the engine was unreachable that stays (claimed when it is back)."""
+        kept = kept or {}
         for session in list(self.by_id.values()):
+            if session.client_id in kept:
+                continue
             session.conn = None
             self._drop(session)
         self.gens.clear()
         self.claims.clear()
+        self.unclaimed = {cid: u for cid, u in self.unclaimed.items() if kept.get(cid) == u.conn_id}
 
     def generation(self, client_id: str) -> int | None:
         return self.gens.get(client_id)

@@ -19,7 +19,7 @@ from .access import Access, AuthOutcome
 from .actions import ClaimSession
 from .announce import Announcer, is_sys_topic
 from .causes import Cause, ConnectionEnded
-from .cluster import Claim, ClusterSessions
+from .cluster import LOCAL_CLAIM, Claim, ClusterSessions, Unreachable, when_unreachable
 from .connection import Connections
 from .delivery import Deliverer
 from .fit import fit, size
@@ -403,9 +403,11 @@ class ConnectHandler:
             self.access.acl is not None or bool(self.access.passwords), p.protocol_level))
 
     def claimed(self, conn_id: int, claim: Claim | None, now: float) -> bool:
-        """The engine's answer to ``ClaimSession``: the CONNECT goes on with it, or (the engine could not
-        be reached) is refused with CONNACK 0x88 Server unavailable (3.1.1: return code 3), nothing
-        stored. False: the connection was gone meanwhile (the claim must be given back)."""
+        """The engine's answer to ``ClaimSession``: the CONNECT goes on with it. None: the engine could not
+        be reached; a CONNECT with a will or a session that outlives it is refused with CONNACK 0x88 Server
+        unavailable (3.1.1: return code 3), nothing stored; one with nothing to keep (Clean Start 1, no
+        will, Session Expiry 0) is accepted and served by this node alone until the edge claims it
+        (``when_unreachable``). False: the connection was gone meanwhile (the claim must be given back)."""
         conn = self.connections.conns.get(conn_id)
         if conn is None or conn.state != AUTHENTICATING:
             return False
@@ -413,9 +415,12 @@ class ConnectHandler:
         conn.held = None
         conn.state = NEW
         if claim is None:
-            self._refuse(conn, Refused(_SERVER_UNAVAILABLE, "the cluster's engine (Redis) cannot be reached"),
-                         connect.will, now)
-            return True
+            if when_unreachable(connect.clean_start, connect.will is not None,
+                                conn.connect_expiry_interval) is Unreachable.REFUSED:
+                self._refuse(conn, Refused(_SERVER_UNAVAILABLE, "the cluster's engine (Redis) cannot be reached "
+                                           "to keep its will or session safe"), connect.will, now)
+                return True
+            claim = LOCAL_CLAIM  # nothing of it outlives the connection: served here, claimed later
         self.cluster.claims[conn.client_id] = claim
         for why in claim.cancelled:  # pending wills of its earlier connections, discarded [MQTT-3.1.3-9]
             self.wills.cancelled_in_cluster(conn.client_id, now, why)

@@ -7,8 +7,10 @@ What runs here (docs/cluster.md, "The broker side"):
   connection ends, acknowledgements of fetched deliveries) goes to the engine in one pipeline, one
   round trip; the turns' packets (PUBACK, SUBACK, CONNACK, ...) are written only after it succeeded,
   so nothing is acknowledged before the engine has it. Turns that come meanwhile wait for the next
-  pipeline (a group commit). When the engine cannot be reached, CONNECTs are refused (0x88 / rc 3) and
-  the rest is retried until the lease runs out (then the node fences itself: nothing was acknowledged).
+  pipeline (a group commit). When the engine cannot be reached, CONNECTs with a will or a lasting
+  session are refused (0x88 / rc 3), those with nothing to keep are served alone and claimed later
+  (edge/cluster_outage.py), and the rest is retried until the lease runs out (then the node fences
+  itself: nothing was acknowledged).
 * **Heartbeat**: the lease is renewed every ``cluster_heartbeat``; the node checks its own lease on its
   monotonic clock before handling a client's bytes and on a short timer; a node whose lease lapsed
   closes every client connection, publishes nothing, and registers again under a new epoch.
@@ -22,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import struct
 import time
 
 from redis.asyncio import Redis
@@ -42,6 +43,7 @@ from ..cluster.model import (
     FetchRequest,
     FireOutcome,
     FireRequest,
+    Held,
     Kicked,
     OutMessage,
     RoutesChanged,
@@ -52,7 +54,7 @@ from ..cluster.model import (
 )
 from ..cluster.replica import RouteReplica
 from ..codec.packets import Will
-from ..codec.properties import encode_properties, read_properties
+from ..codec.properties import read_properties
 from ..config import Config
 from ..core.actions import ClaimSession
 from ..core.cluster import Claim, ClusterIntents, DisconnectIntent, PublishIntent
@@ -61,26 +63,24 @@ from ..core.timeline import EventKind
 from ..core.topics import topic_matches
 from ..errors import ConfigError
 from ..storage.base import StoreError
+from .cluster_outage import LateClaims, answer_unreachable
+from .cluster_qos0 import Holders, Qos0Sender, decode_qos0
+from .cluster_qos0 import forwarded_properties as _props
 
 log = logging.getLogger("lastwill.cluster")
+_NOWHERE: frozenset[int] = frozenset()
 logging.getLogger("redis").setLevel(logging.WARNING)  # (its debug lines say nothing about the broker)
 
 FETCH_COUNT = 1000  # queue entries per session per fetch
 FIRE_BATCH = 250  # due wills claimed per round trip (one fire script: bounds how long it blocks Redis)
 POLL_PER_BEAT = 500  # sessions whose queue is polled per heartbeat (doorbells are hints)
 RETRY_AFTER = 0.2  # seconds between two tries of a commit the engine did not take
-_DROPPED_PROPS = ("will_delay_interval", "message_expiry_interval", "topic_alias", "subscription_identifier")
 
 
 def settings_of(config: Config) -> ClusterSettings:
     return ClusterSettings(lease_ms=int(config.cluster_lease * 1000), beat_ms=int(config.cluster_heartbeat * 1000),
                            grace_ms=int(config.cluster_grace * 1000),
                            recovery_grace_ms=int(config.recovery_grace * 1000))
-
-
-def _props(properties: dict) -> bytes:
-    kept = {k: v for k, v in properties.items() if k not in _DROPPED_PROPS}
-    return encode_properties(kept) if kept else b""
 
 
 def will_spec(will: Will, protocol_level: int) -> WillSpec:
@@ -94,50 +94,6 @@ def _clock(ms: int | None) -> str:
     if ms is None:
         return "?"
     return time.strftime("%H:%M:%S", time.gmtime(ms / 1000)) + f".{ms % 1000 // 100} UTC"
-
-
-_QOS0_HEAD = struct.Struct(">QBIHHII")  # epoch, flags, expiry, topic, origin, properties, payload lengths
-
-
-def encode_qos0(epoch: int, messages: list[Message], now: float) -> bytes:
-    """QoS 0 messages as one pub/sub payload: per message a header and its bytes (several payloads
-    sent together are simply concatenated)."""
-    out = []
-    pack = _QOS0_HEAD.pack
-    for m in messages:
-        topic = m.topic.encode("utf-8")
-        origin = (m.origin or "").encode("utf-8")
-        props = _props(m.properties) if m.properties else b""
-        expiry = (m.remaining_expiry(now) or 0) if m.expiry_at is not None else 0
-        flags = (1 if m.retain else 0) | (2 if m.is_will else 0) | (4 if m.origin is not None else 0)
-        out.append(pack(epoch, flags, expiry, len(topic), len(origin), len(props), len(m.payload)))
-        out += (topic, origin, props, m.payload)
-    return b"".join(out)
-
-
-def decode_qos0(data: bytes, own_epoch: int, now: float) -> list[Message]:
-    """The messages of another node (this node's own are skipped: it served its clients itself)."""
-    out = []
-    off = 0
-    size = _QOS0_HEAD.size
-    unpack = _QOS0_HEAD.unpack_from
-    while off < len(data):
-        epoch, flags, expiry, lt, lo, lp, ln = unpack(data, off)
-        off += size
-        if epoch == own_epoch:  # (every node gets the channel's messages, its own too): skipped unread
-            off += lt + lo + lp + ln
-            continue
-        topic = data[off:off + lt].decode("utf-8")
-        off += lt
-        origin = data[off:off + lo].decode("utf-8")
-        off += lo
-        props = read_properties(data[off:off + lp], 0, "PUBLISH")[0] if lp else {}
-        off += lp
-        payload = data[off:off + ln]
-        off += ln
-        out.append(Message(topic, payload, 0, bool(flags & 1), props, origin if flags & 4 else None,
-                           now + expiry if expiry else None, bool(flags & 2)))
-    return out
 
 
 class ClusterNode:
@@ -167,20 +123,23 @@ class ClusterNode:
         self.last_entry: dict[str, str] = {}  # client id -> the last queue entry handed to the core
         self._poll_from = 0
         self._due = asyncio.Event()
-        self._broadcasts: list[Message] = []
-        self._bcast_queue: list[bytes] = []
-        self._bcast_busy = False
+        self._broadcasts: list[tuple[Message, frozenset[int]]] = []  # QoS 0 for other nodes, with their epochs
+        self.holders = Holders()
+        self.qos0 = Qos0Sender(self.engine, lambda: self.loop.time(), self._engine_down)
         self._sync_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task] = []
         self._listener: asyncio.Task | None = None
         self._fencing = False
         self._conn_floor = 0
+        self._kept: set[int] = set()
+        self._committing: list = []  # the actions of the commit under way (written once it is done)  # connections a fence kept (the engine never had them)
+        self.late = LateClaims(self.engine, self.core, server, self.node_id, lambda: self.loop.time())
         self._stopping = False
         self.down_since: float | None = None  # the engine has not answered since (logged once per outage)
         # counters (the admin API's metrics read them)
         self.stats = {"round_trips": 0, "commits": 0, "leases_renewed": 0, "leases_missed": 0, "fenced": 0,
                       "epochs_reaped": 0, "wills_fired": 0, "wills_fired_dead_node": 0, "claims_lost": 0,
-                      "stale_routes": 0, "connects_refused_unavailable": 0}
+                      "stale_routes": 0, "connects_refused_unavailable": 0, "connects_served_alone": 0}
 
     # ---- start and stop -----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -243,6 +202,8 @@ class ClusterNode:
         self._note_clock(reg.lease_until_ms, sent)
         self.replica = RouteReplica()
         await self._sync()
+        self.holders.reading()
+        self.holders.replace(*await self.engine.holders())
         if self._listener is not None:
             self._listener.cancel()
         self._listener = asyncio.ensure_future(self._listen_loop(self.epoch))
@@ -302,11 +263,18 @@ class ClusterNode:
             return True
         if not self._fencing:
             asyncio.ensure_future(self._fence("its lease ran out before a heartbeat renewed it", self.epoch))
-        return conn_id >= self._conn_floor
+        return conn_id >= self._conn_floor or conn_id in self._kept
 
     # ---- commits ----------------------------------------------------------------------------------------
     def submit(self, intents: ClusterIntents | None, actions: list) -> None:
         """A loop turn's intents and actions: the actions are written once the engine took the intents."""
+        if intents is not None and (intents.subscribes or intents.retained):
+            intents = self._claimed_only(intents)
+        if self.down_since is not None and any(type(a) is ClaimSession for a in actions):
+            # the engine is not answering: these CONNECTs do not wait behind a commit being retried
+            answer_unreachable(self.core, self.server, [a for a in actions if type(a) is ClaimSession],
+                               self.loop.time(), self.stats)
+            actions = [a for a in actions if type(a) is not ClaimSession]
         if not self._busy and not self._acks and not any(type(a) is ClaimSession for a in actions) and \
                 (intents is None or self._qos0_only(intents)):
             self.server.write_actions(actions)
@@ -316,6 +284,14 @@ class ClusterNode:
             self._busy = True
             asyncio.ensure_future(self._drain())
 
+    def _claimed_only(self, intents: ClusterIntents) -> ClusterIntents | None:
+        """Subscriptions of connections the engine does not hold (accepted while it was unreachable) are
+        not sent: they go with the connection's late claim (LateClaims)."""
+        gen = self.core.generation
+        intents.subscribes = [x for x in intents.subscribes if gen(x.client_id) is not None]
+        intents.retained = [x for x in intents.retained if gen(x.client_id) is not None]
+        return intents if intents else None
+
     def _qos0_only(self, intents: ClusterIntents) -> bool:
         """Nothing the engine must take before the turn's packets leave: only QoS 0 publishes that no
         shared group of the cluster matches and that are not retained. Then those with subscribers on
@@ -323,21 +299,26 @@ class ClusterNode:
         if intents.subscribes or intents.retained or intents.disconnects or intents.acks:
             return False
         match = self.replica.tree.match
+        destinations = self.holders.destinations
+        epoch = self.epoch
         remote = []
+        # per topic within this turn (the table, the holders and what was served here do not change in it)
+        known: dict[str, frozenset[int]] = {}
         for p in intents.publishes:
             m = p.message
             if m.qos or m.retain:
                 return False
-            normal, shared = match(m.topic)
-            if shared:
-                return False
-            served = p.served
-            for cid, _ in normal:
-                if cid not in served:
-                    remote.append(m)
-                    break
+            nodes = known.get(m.topic)
+            if nodes is None:
+                normal, shared = match(m.topic)
+                if shared:
+                    return False
+                nodes = known[m.topic] = destinations([cid for cid, _ in normal], p.served, epoch) \
+                    if normal else _NOWHERE
+            if nodes:
+                remote.append((m, nodes))
         if remote:
-            self._send_broadcast(remote)
+            self.qos0.send(epoch, remote)
         return True
 
     def _kick(self) -> None:
@@ -359,7 +340,9 @@ class ClusterNode:
                 if claims:
                     actions = [a for a in actions if type(a) is not ClaimSession]
                 incarnation = self.incarnation
+                self._committing = actions
                 answered = await self._commit(intents, claims)
+                self._committing = []
                 if incarnation != self.incarnation:
                     continue  # fenced meanwhile: the connections are closed, nothing is acknowledged
                 self.server.write_actions(actions)
@@ -446,8 +429,14 @@ class ClusterNode:
             if fenced is not None:
                 if claims:
                     self._refuse(claims)  # (connections opened before the fence are closed by it)
+                    claims, claim_calls = [], []
                 await self._fence("the engine refused a call: the lease had ended", fenced.epoch)
-                return []
+                if incarnation != self.incarnation or self._stopping:
+                    return []  # this commit's connections are closed: nothing of it is acknowledged
+                # sent under the epoch a fence under way is replacing (by connections the engine never had,
+                # which the fence kept): sent again under the new one, acknowledged only then
+                await asyncio.sleep(RETRY_AFTER)
+                continue
             refused = []
             for c, r in zip(claims, results, strict=False):
                 if isinstance(r, ConnectResult):
@@ -474,11 +463,7 @@ class ClusterNode:
             intents, acks = again, []
 
     def _refuse(self, claims: list[ClaimSession]) -> None:
-        now = self.loop.time()
-        for c in claims:
-            self.stats["connects_refused_unavailable"] += 1
-            _, actions = self.core.session_claimed(c.conn_id, None, now)
-            self.server.write_actions(actions)
+        answer_unreachable(self.core, self.server, claims, self.loop.time(), self.stats)
 
     def _calls(self, intents: ClusterIntents, acks: list[Ack], broadcast: bool = True) -> list[Call]:
         engine = self.engine
@@ -500,27 +485,9 @@ class ClusterNode:
             if gen is not None:
                 calls.append(engine.call_subscribe(epoch, s.client_id, gen, s.add, s.remove))
         if self._broadcasts and broadcast:
-            self._send_broadcast(self._broadcasts)
+            self.qos0.send(self.epoch, self._broadcasts)
             self._broadcasts = []
         return calls
-
-    def _send_broadcast(self, messages: list[Message]) -> None:
-        """QoS 0 for other nodes: one pub/sub message per loop turn, sent in order by one task."""
-        self._bcast_queue.append(encode_qos0(self.epoch, messages, self.loop.time()))
-        if not self._bcast_busy:
-            self._bcast_busy = True
-            asyncio.ensure_future(self._broadcaster())
-
-    async def _broadcaster(self) -> None:
-        try:
-            while self._bcast_queue:
-                data, self._bcast_queue = b"".join(self._bcast_queue), []
-                try:
-                    await self.engine.broadcast(data)
-                except (RedisError, OSError) as e:  # QoS 0: at most once
-                    self._engine_down(e)
-        finally:
-            self._bcast_busy = False
 
     def _after(self, intents: ClusterIntents, results: list) -> None:
         for r in results:
@@ -542,12 +509,14 @@ class ClusterNode:
     def _out(self, p: PublishIntent) -> OutMessage | None:
         m = p.message
         if m.qos == 0:
-            # QoS 0 to the normal subscriptions of other nodes: pub/sub to every node, which delivers to
-            # its own (at most once, as QoS 0 is); the shared groups' members and the retained store
-            # through the engine
+            # QoS 0 to the normal subscriptions of other nodes: pub/sub to the nodes holding them, each
+            # delivers to its own (at most once, as QoS 0 is); the shared groups' members and the
+            # retained store through the engine
             normal, targets = self.replica.split_targets(m.topic, 0, m.retain, m.origin)
-            if any(t.client_id not in p.served for t in normal):
-                self._broadcasts.append(m)
+            if normal:
+                nodes = self.holders.destinations([t.client_id for t in normal], p.served, self.epoch)
+                if nodes:
+                    self._broadcasts.append((m, nodes))
         else:
             targets = self.replica.targets(m.topic, m.qos, m.retain, m.origin)
         if p.served:
@@ -597,8 +566,9 @@ class ClusterNode:
     def _engine_down(self, error: BaseException) -> None:
         if self.down_since is None:
             self.down_since = self.loop.time()
-            log.error("cluster: the engine (%s) cannot be reached: %s; new CONNECTs are refused (0x88 / rc 3) "
-                      "until it answers again", self.config.cluster, error)
+            log.error("cluster: the engine (%s) cannot be reached: %s; until it answers again, new CONNECTs with a "
+                      "will or a lasting session are refused (0x88 / rc 3), the others served by this node alone",
+                      self.config.cluster, error)
 
     def _engine_up(self) -> None:
         if self.down_since is not None:
@@ -679,9 +649,11 @@ class ClusterNode:
                         elif isinstance(event, Kicked):
                             self.server.run(self.core.kicked(event.client_id, event.gen, self.loop.time()))
                         elif isinstance(event, Broadcast):
-                            messages = decode_qos0(event.data, self.epoch, self.loop.time())
+                            messages = decode_qos0(event.data, self.loop.time())
                             if messages:
                                 self.server.run(self.core.route_local(messages, self.loop.time()))
+                        elif isinstance(event, Held):
+                            self.holders.held(event.client_id, event.epoch)
                         elif isinstance(event, RoutesChanged):
                             if (self.replica.version or 0) < event.version and not self._sync_lock.locked():
                                 asyncio.ensure_future(self._sync_quietly())
@@ -712,9 +684,13 @@ class ClusterNode:
                     self._note_clock(until, sent)
                     self.stats["leases_renewed"] += 1
                 self._engine_up()
+                if self.core.unclaimed():
+                    await self._claim_late(epoch)
                 if beats % 5 == 0:
                     await self.engine.expire(self.epoch)
                 await self._sync()
+                self.holders.reading()
+                self.holders.replace(*await self.engine.holders())
                 self._poll()
             except Fenced as e:
                 if epoch == self.epoch:
@@ -725,6 +701,15 @@ class ClusterNode:
                 self._engine_down(e)
             except Exception:
                 log.exception("cluster: internal error in the heartbeat")
+
+    async def _claim_late(self, epoch: int) -> None:
+        if self._fencing or epoch != self.epoch or not self.lease.valid(self.loop.time()):
+            return
+        offset = self.clock_offset
+        incarnation = self.incarnation
+        if await self.late.claim(epoch, lambda t: int((t + offset) * 1000), lambda: incarnation == self.incarnation):
+            self._due.set()
+        self._kick_commit()  # their subscriptions, into the cluster's table
 
     async def _reap_loop(self) -> None:
         """Dead nodes are looked for 4 times per heartbeat: a dead node's wills are not late by a whole
@@ -788,16 +773,21 @@ class ClusterNode:
         self.incarnation += 1
         self.stats["fenced"] += 1
         try:
-            log.error("cluster: node %s (epoch %d) fenced itself: %s; closing its %d connection(s), publishing "
-                      "nothing (the other nodes take its sessions and wills over)", self.node_id, self.epoch, why,
-                      len(self.server.transports))
+            # the connections the engine never had are kept, unless a dropped commit held a packet for them
+            waiting = {a.conn_id for _, actions in self._queue for a in actions}
+            waiting.update(a.conn_id for a in self._committing)
+            self._kept = {u.conn_id for u in self.core.unclaimed()} - waiting
+            log.error("cluster: node %s (epoch %d) fenced itself: %s; closing its %d connection(s) (keeping %d the "
+                      "engine never had), publishing nothing (the other nodes take its sessions and wills over)",
+                      self.node_id, self.epoch, why, len(self.server.transports) - len(self._kept), len(self._kept))
             self._queue = []
             self._acks = []
             self._want_fetch = set()
             self.last_entry.clear()
-            self.server.write_actions(self.core.fence(self.loop.time()))
-            for transport in list(self.server.transports.values()):
-                transport.abort()
+            self.server.write_actions(self.core.fence(self.loop.time(), self._kept))
+            for conn_id, transport in list(self.server.transports.items()):
+                if conn_id not in self._kept:
+                    transport.abort()
             while not self._stopping:
                 try:
                     await self._register()
@@ -863,6 +853,8 @@ class ClusterNode:
                     self.stats["wills_fired"] += 1
                     if w.dead_node:
                         self.stats["wills_fired_dead_node"] += 1
+                        self.server.run(self.core.dead_node_will(w.client_id, w.user, w.dead_node, w.ended_ms,
+                                                                 w.due_ms, now))
                     self.core.cluster_event(w.client_id, now, EventKind.PUBLISHED, self._fired_text(w, r, batch.now_ms),
                                             "MQTT-3.1.2-8", receivers=r.receivers, topic=w.topic, cause=w.cause,
                                             node=self.node_id)
@@ -892,6 +884,8 @@ _METRICS = {  # ClusterNode.stats key -> (metric name, help)
     "commits": ("lastwill_cluster_commits", "Pipelines of a loop turn's changes sent to the engine"),
     "connects_refused_unavailable": ("lastwill_cluster_connects_refused",
                                      "CONNECTs refused with 0x88 / rc 3: the engine could not be reached"),
+    "connects_served_alone": ("lastwill_cluster_connects_served_alone",
+                              "CONNECTs with nothing to keep accepted while the engine could not be reached"),
 }
 
 

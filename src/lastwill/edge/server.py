@@ -475,6 +475,10 @@ class Server:
             self._work_started = reads.clock()
             self._write_after = FIRST_EARLY_WRITE_AFTER
             self.loop.call_soon(self._flush)
+        # libuv computes how long the loop may sleep from its clock, read when it was last updated
+        # (uvloop's time() updates it); a long commit after that read would make every timer, the next
+        # will's among them, late by the commit's length: read the clock again now
+        self.loop.time()
 
     def _commit_and_write(self) -> bool:
         """Group commit, then the writes: an acknowledgement never leaves before what it acknowledges

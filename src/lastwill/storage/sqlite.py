@@ -5,6 +5,7 @@ fsync policy (``fsync`` setting), like Redis's appendfsync:
 - ``batch`` (default): every commit reaches the OS before the acknowledgements go out, so a crash
   of the broker (kill -9) loses nothing; the WAL is fsynced at checkpoints, so a power failure can
   lose the last commits (synchronous=NORMAL);
+  (checkpoints run on a thread of their own, never inside a commit: storage/checkpoint.py)
 - ``off``: the OS decides when anything is written (synchronous=OFF).
 
 A damaged store stops start-up with a message saying what is wrong and what to do; it never
@@ -26,6 +27,7 @@ import json
 import logging
 import os
 import sqlite3
+import weakref
 from pathlib import Path
 
 from ..clock import Clock, SystemClock
@@ -43,6 +45,7 @@ from .base import (
     StoredWill,
     StoreError,
 )
+from .checkpoint import WalCheckpointer
 from .msglog import TABLES as _MESSAGE_TABLES
 from .msglog import MessageLog, migrate_from_v4, migrate_from_v5
 
@@ -163,6 +166,7 @@ class SqliteStorage:
         # the client ids that have rows in the subscriptions table: what commit needs not delete
         self._with_subs: set[str] = set()
         self.log = MessageLog()  # queued and in-flight messages
+        self.checkpointer: WalCheckpointer | None = None  # WAL checkpoints off the event loop (_open)
 
     # ---- opening -----------------------------------------------------------------------------
     def load(self) -> StoredState:
@@ -218,6 +222,10 @@ class SqliteStorage:
                              f"backup, or move it away to start with an empty store")
         if version < SCHEMA_VERSION:  # checked first: a damaged store is never migrated
             self._migrate(db, version)
+        # checkpoints (fsync of the WAL and of the file) on their own thread, never inside a commit
+        db.execute("PRAGMA wal_autocheckpoint=0")
+        self.checkpointer = WalCheckpointer(self.path, FSYNC_POLICIES[self.fsync])
+        weakref.finalize(self, self.checkpointer.stop)  # a store dropped without close() leaves no thread
         self.db = db
 
     @staticmethod
@@ -423,12 +431,17 @@ class SqliteStorage:
         # committed: what the file now holds
         with_subs.difference_update(subs_gone)
         with_subs.update(subs_new)
+        if self.checkpointer is not None:
+            self.checkpointer.committed()
 
     def read_messages(self, msg_ids: list[int]) -> dict[int, StoredMessage]:
         """The stored messages with these ids (a session's backlog, as its queue drains to them)."""
         return msgload.read_messages(self.db, msg_ids)
 
     def close(self) -> None:
+        if self.checkpointer is not None:  # first: the last connection to close checkpoints the WAL
+            self.checkpointer.close()
+            self.checkpointer = None
         if self.db is not None:
             self.db.close()
             self.db = None

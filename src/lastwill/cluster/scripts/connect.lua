@@ -1,7 +1,11 @@
 -- connect(epoch, client id, clean start, session expiry, node id, user, user check, recovery grace ms,
---         has will, [topic, payload, qos, retain, props, delay, message expiry, protocol level])
+--         since ms, has will, [topic, payload, qos, retain, props, delay, message expiry, protocol level])
 --   -> {'OK', gen, session present, kick epoch, kick gen, fire_now, cancelled, subscriptions,
---       queued, user changed} | {'FENCED'}
+--       queued, user changed} | {'TAKEN', conn ms} | {'FENCED'}
+--   since ms:  0, or a late claim: a connection the node accepted at this time (engine ms) while it
+--              could not reach the engine (Clean Start 1, no will, Session Expiry 0). If the client id
+--              connected on another node since then, that newer connection has the session [MQTT-3.1.4-3]:
+--              'TAKEN' with its connect time, nothing written (the node closes its connection).
 --   fire_now:  flat (gen, due ms) of wills of this client that must be published now: they are in
 --              'due' with a deadline that has passed, for any node to claim with fire()
 --   cancelled: flat (gen, due ms, cause of the connection end, dead node id) of wills discarded
@@ -19,12 +23,15 @@
 -- (Clean Start 1 [MQTT-3.1.2-4], session expired, the other user's session), goes to 'due' at once
 -- [MQTT-3.1.2-8]; otherwise the client is back in time and it is cancelled [MQTT-3.1.3-9].
 local epoch, cid, clean, expiry, nid = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6]
-local user, ucheck, rgrace_ms, has_will = ARGV[7], ARGV[8], tonumber(ARGV[9]), ARGV[10]
+local user, ucheck, rgrace_ms, since, has_will = ARGV[7], ARGV[8], tonumber(ARGV[9]), tonumber(ARGV[10]), ARGV[11]
 if not live(epoch) then return {'FENCED'} end
 
 local sk = P .. 'sess:' .. cid
-local s = redis.call('HMGET', sk, 'owner', 'gen', 'expiry', 'disc_ms', 'will', 'pwill', 'user')
+local s = redis.call('HMGET', sk, 'owner', 'gen', 'expiry', 'disc_ms', 'will', 'pwill', 'user', 'conn_ms', 'node')
 local exists = s[1] ~= false
+-- (a newer connection of this node id is this very connection, claimed by an earlier incarnation of the
+-- node that fenced itself meanwhile: a newer CONNECT on the node itself would have taken it over there)
+if since > 0 and exists and tonumber(s[8] or 0) > since and s[9] ~= nid then return {'TAKEN', s[8]} end
 local ends = clean == '1'
 local user_changed = 0
 if exists and ucheck == '1' and s[7] ~= user then ends = true; user_changed = 1 end
@@ -115,14 +122,15 @@ redis.call('HSET', sk, 'owner', epoch, 'gen', gen, 'expiry', expiry, 'node', nid
 redis.call('ZREM', P .. 'sessdue', cid)
 redis.call('SADD', P .. 'owned:' .. epoch, cid)
 if has_will == '1' then
-  redis.call('HSET', P .. 'will:' .. gen, 'cid', cid, 'gen', gen, 'topic', ARGV[11], 'payload', ARGV[12],
-             'qos', ARGV[13], 'retain', ARGV[14], 'props', ARGV[15], 'delay', ARGV[16], 'mexp', ARGV[17],
-             'proto', ARGV[18], 'user', user, 'armed_ms', NOW, 'epoch', epoch, 'node', nid)
+  redis.call('HSET', P .. 'will:' .. gen, 'cid', cid, 'gen', gen, 'topic', ARGV[12], 'payload', ARGV[13],
+             'qos', ARGV[14], 'retain', ARGV[15], 'props', ARGV[16], 'delay', ARGV[17], 'mexp', ARGV[18],
+             'proto', ARGV[19], 'user', user, 'armed_ms', NOW, 'epoch', epoch, 'node', nid)
   redis.call('HSET', sk, 'will', gen)
 end
 if kick ~= 0 then
   redis.call('PUBLISH', P .. 'ctl:' .. kick, cid .. '\0' .. kick_gen)
 end
+redis.call('PUBLISH', P .. 'held', cid .. '\0' .. epoch)  -- (where its QoS 0 goes now: a hint to every node)
 local subs, queued = {}, 0
 if present == 1 then
   subs = redis.call('HGETALL', P .. 'subs:' .. cid)
