@@ -87,3 +87,46 @@ def test_a_message_needed_again_is_not_deleted_with_the_others(tmp_path):
     state = SqliteStorage(tmp_path / "d").load()
     assert [(d.seq, d.message.payload) for d in state.deliveries["d"]] == [(1, b"again")]
     assert [d.seq for d in state.deliveries["c"]] == list(range(21, 31)) and not state.unreferenced_messages
+
+
+def test_golden_store_from_schema_6_with_sent_runs_migrates_to_7(tmp_path):
+    """tests/storage/golden/v6-queued, written through the core by the schema-6 store (main 866eedf):
+    a's t/1 and t/3 sent from its queue (its sent runs), t/2 awaiting PUBCOMP (a row), t/4 and t/5
+    queued; b's five queued; c's four in flight at once with t/2 acknowledged out of order. After the
+    migration every delivery is as it was, and the reclaim table takes the done messages."""
+    import shutil
+    from pathlib import Path
+
+    from lastwill.storage.base import SCHEMA_VERSION
+
+    d = tmp_path / "v6-queued"
+    shutil.copytree(Path(__file__).parent / "golden" / "v6-queued", d)
+    store = SqliteStorage(d)
+    state = store.load()
+    assert store.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == \
+        str(SCHEMA_VERSION) == "7"
+
+    def view(client):
+        return [(x.seq, x.message.topic, x.packet_id, x.state) for x in state.deliveries[client]]
+
+    assert view("a") == [(1, "t/1", 1, "puback"), (2, "t/2", 2, "pubcomp"), (3, "t/3", 3, "puback"),
+                         (4, "t/4", None, None), (5, "t/5", None, None)]
+    assert view("b") == [(s, f"t/{s}", None, None) for s in range(1, 6)]
+    assert view("c") == [(1, "t/1", 1, "puback"), (3, "t/3", 3, "puback"), (4, "t/4", 4, "puback"),
+                         (5, "t/5", 5, "puback")]
+    assert store.log.queues["a"].runs == [[1, 1, 1], [3, 3, 3]]
+    b_ids = {x.seq: x.message.msg_id for x in state.deliveries["b"]}
+    b = Batch()  # a busy batch: b's session ends (t/2 is then needed by a and c only), a's t/4 is sent
+    b.delete_session("b")
+    b.sent["a"] = [(4, b_ids[4], 1 | PUBACK, 4, (7,))]
+    b.queue_heads["a"] = 5
+    b.delete_delivery("c", 3)
+    b.delete_delivery("a", 3)
+    b.delete_message(b_ids[3])  # t/3: a, b and c done with it
+    store.commit(b)
+    assert store.log.reclaim == {b_ids[3]} and rows(store, "reclaim") == 1
+    store.close()
+    state = SqliteStorage(d).load()
+    assert view("a") == [(1, "t/1", 1, "puback"), (2, "t/2", 2, "pubcomp"), (4, "t/4", 4, "puback"),
+                         (5, "t/5", None, None)]
+    assert not state.unreferenced_messages and "b" not in state.deliveries

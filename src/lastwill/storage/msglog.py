@@ -1,4 +1,4 @@
-"""The SQLite store's queued and in-flight messages (schema version 6): a message is written once,
+"""The SQLite store's queued and in-flight messages (schema version 7): a message is written once,
 however many sessions wait for it. (Loading them: storage/msgload.py.)
 
 Tables:
@@ -22,8 +22,8 @@ Tables:
   or above the floor deleted out of order (a few in-flight ones acknowledged out of order), and
   ``sent`` (schema 6): the runs (first seq, last seq, packet id of the first) of its queued
   deliveries sent and not yet acknowledged, packet ids following the seqs (``run_add``).
-- ``reclaim``: ranges of ids of messages no delivery needs, recorded while busy batches go on and
-  deleted from ``messages`` RECLAIM_AT at a time (``_messages_deleted``).
+- ``reclaim`` (schema 7): ranges of ids of messages no delivery needs, recorded while busy batches go
+  on and deleted from ``messages`` RECLAIM_AT at a time (``_messages_deleted``).
 - ``inflight``: a delivery whose state changed after its entry was written and its sent run (PUBREC
   received), or a session's sent deliveries past RUNS_LIMIT runs: one row, keyed by (sno, seq), that
   overrides the entry; bounded by the clients' Receive Maximum.
@@ -601,12 +601,10 @@ class _Work:
 
 def migrate_from_v5(db: sqlite3.Connection) -> None:
     """Schema 5 -> 6: ``queues.sent``, the runs of a session's queued deliveries sent and not yet
-    acknowledged (none in a schema-5 store: those had ``inflight`` rows, which stay), and the
-    ``reclaim`` table (messages done, not deleted yet). A store migrated from schema 4 in the same
-    start-up has both already (TABLES is the current schema)."""
+    acknowledged (none in a schema-5 store: those had ``inflight`` rows, which stay). A store
+    migrated from schema 4 in the same start-up has the column already (TABLES is the current one)."""
     if "sent" not in {row[1] for row in db.execute("PRAGMA table_info(queues)")}:
         db.execute("ALTER TABLE queues ADD COLUMN sent BLOB")
-    db.execute("CREATE TABLE IF NOT EXISTS reclaim (first INTEGER PRIMARY KEY, last INTEGER NOT NULL)")
 
 
 def migrate_from_v4(db: sqlite3.Connection) -> None:
