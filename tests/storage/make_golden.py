@@ -16,6 +16,11 @@ sessions a (QoS 2, subscription id 7: t/1 sent from its queue and awaiting PUBAC
 t/2 awaiting PUBCOMP; t/3, t/4 queued), b (t/1..t/4 queued) and c (connected when they were
 published: t/1, t/3, t/4 in flight at once in their entries, t/2 acknowledged out of order). Schema 6
 keeps a queued delivery sent in its session's runs instead of a row; the migration is checked on it.
+
+``v6-queued`` is a schema-6 store written through the core by main's schema-6 store (866eedf): a's
+t/1 and t/3 sent from its queue (its sent runs), t/2 awaiting PUBCOMP (a row), t/4, t/5 queued; b's
+t/1..t/5 queued; c's in flight at once, t/2 acknowledged out of order. Schema 7 adds the ``reclaim``
+table; the migration is checked on it.
 """
 
 from __future__ import annotations

@@ -348,7 +348,7 @@ def test_golden_store_from_schema_1_migrates_to_current(tmp_path):
     assert _schema_version(d) == "1"
     store = SqliteStorage(d)
     state = store.load()
-    assert _schema_version(d) == str(SCHEMA_VERSION) == "6"
+    assert _schema_version(d) == str(SCHEMA_VERSION) == "7"
     # everything written with schema 1 is still there; the user name, never stored, is unknown
     assert state.sessions["c"] == session(username=USERNAME_UNKNOWN)
     assert state.sessions["c"].will.cause_kind is None
@@ -372,7 +372,7 @@ def test_golden_store_from_schema_2_migrates_to_current(tmp_path):
     assert _schema_version(d) == "2"
     store = SqliteStorage(d)
     state = store.load()
-    assert _schema_version(d) == str(SCHEMA_VERSION) == "6"
+    assert _schema_version(d) == str(SCHEMA_VERSION) == "7"
     assert state.sessions["c"] == session(username=USERNAME_UNKNOWN)
     assert [(e.kind, e.data) for e in state.timeline["c"]] == [("armed", {"topic": "dead/c", "qos": 1})]
     b = Batch()
@@ -398,7 +398,7 @@ def test_golden_store_from_schema_3_migrates_to_current(tmp_path):
     assert _schema_version(d) == "3" and "WITHOUT ROWID" not in _tables(d)["sessions"]
     store = SqliteStorage(d)
     state = store.load()
-    assert _schema_version(d) == str(SCHEMA_VERSION) == "6"
+    assert _schema_version(d) == str(SCHEMA_VERSION) == "7"
     tables = _tables(d)
     assert "WITHOUT ROWID" in tables["sessions"] and "seq INTEGER PRIMARY KEY" in tables["timeline"]
     assert not [name for name, sql in tables.items() if "ON timeline" in sql]  # no index to update

@@ -134,7 +134,7 @@ def test_golden_store_from_schema_5_with_queued_and_sent_deliveries_migrates(tmp
     store = SqliteStorage(d)
     state = store.load()
     assert store.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == \
-        str(SCHEMA_VERSION) == "6"
+        str(SCHEMA_VERSION) == "7"
 
     def view(items):
         return [(x.seq, x.message.topic, x.packet_id, x.state) for x in items]

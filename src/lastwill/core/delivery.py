@@ -251,6 +251,8 @@ class Deliverer:
         broker's queue account); once the backlog is used up, what was queued behind it follows."""
         backlog = session.backlog
         got = backlog.page()
+        while not got and backlog.runs:  # (a page of messages missing from the store: the next one)
+            got = backlog.page()
         if got:
             enqueued = self.limits.enqueued
             for d in got:

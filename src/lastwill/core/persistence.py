@@ -96,7 +96,8 @@ class Recorder:
         self.queued: dict[int, tuple[list[str], list[Delivery], list[int]]] = {}
         self.queued_clients: set[str] = set()
         # queued deliveries sent (in flight now, awaiting their first acknowledgement): Batch.sent
-        self.sent: dict[tuple[str, int], tuple[Delivery, int, str]] = {}
+        # per client, seq -> (seq, message id, flags, packet id, subscription ids), as Batch.sent has them
+        self.sent: dict[str, dict[int, tuple]] = {}
 
     def __bool__(self) -> bool:
         return bool(self.sessions or self.sessions_deleted or self.deliveries or self.deliveries_deleted
@@ -123,8 +124,7 @@ class Recorder:
         """Forget what this batch recorded of the client's deliveries (its session leaves the store)."""
         for key in [k for k in self.deliveries if k[0] == client_id]:
             del self.deliveries[key]
-        for key in [k for k in self.sent if k[0] == client_id]:
-            del self.sent[key]
+        self.sent.pop(client_id, None)
         if client_id in self.queued_clients:
             self.queued_clients.discard(client_id)
             for mid, (clients, ds, ps) in list(self.queued.items()):
@@ -191,9 +191,15 @@ class Recorder:
             if state != _AWAIT_PUBCOMP and key not in self.deliveries:
                 # a queued delivery sent (its first acknowledgement awaited): no row of its own, the
                 # store keeps the session's sent seqs and their packet ids as runs
-                self.sent[key] = (d, packet_id, state)
+                per = self.sent.get(key[0])
+                if per is None:
+                    per = self.sent[key[0]] = {}
+                per[d.seq] = (d.seq, d.message.store_id,
+                              (d.qos | 4 if d.retain else d.qos) | _STATE_CODES[state] << 3, packet_id,
+                              d.subscription_ids)
                 return
-            self.sent.pop(key, None)
+            if self.sent and (per := self.sent.get(key[0])):
+                per.pop(d.seq, None)
         self.deliveries_deleted.discard(key)
         self.deliveries[key] = (d, packet_id, state)
 
@@ -201,7 +207,8 @@ class Recorder:
         if d.seq:
             key = (session.client_id, d.seq)
             self.deliveries.pop(key, None)
-            self.sent.pop(key, None)
+            if self.sent and (per := self.sent.get(key[0])):
+                per.pop(d.seq, None)
             self.deliveries_deleted.add(key)
             m = d.message
             m.store_refs -= 1
@@ -346,16 +353,9 @@ class Recorder:
     def _take_sent(self, batch: Batch) -> None:
         """Queued deliveries sent in this batch and still in flight, per session (Batch.sent)."""
         sent = batch.sent
-        codes = _STATE_CODES
-        last_cid, items = None, None
-        for (client_id, seq), (d, pid, state) in self.sent.items():
-            if client_id != last_cid:
-                last_cid = client_id
-                items = sent.get(client_id)
-                if items is None:
-                    items = sent[client_id] = []
-            items.append((seq, d.message.store_id, (d.qos | 4 if d.retain else d.qos) | codes[state] << 3, pid,
-                          d.subscription_ids))
+        for client_id, per in self.sent.items():
+            if per:
+                sent[client_id] = list(per.values())
 
 
 def to_wall(mono: float | None, offset: float) -> float | None:

@@ -17,11 +17,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-SCHEMA_VERSION = 6  # 1: sessions, deliveries, retained; 2: + the will timeline, will cause kinds;
+SCHEMA_VERSION = 7  # 1: sessions, deliveries, retained; 2: + the will timeline, will cause kinds;
 # 3: + the session's user name (the ACL checks its will when it is published, also after a restart);
 # 4: the same data, in tables that are cheaper to write (sessions WITHOUT ROWID, timeline in seq order);
 # 5: a message is stored once, however many sessions wait for it (storage/msglog.py);
-# 6: a queued delivery sent is in flight by its session's runs of sent seqs, not by a row of its own
+# 6: a queued delivery sent is in flight by its session's runs of sent seqs, not by a row of its own;
+# 7: + the ``reclaim`` table (messages done, deleted from ``messages`` in bulk: storage/msglog.py)
 
 # StoredSession.username of a session stored before schema version 3, when no user name was kept:
 # not anonymous, not known. NUL cannot be in an MQTT user name [MQTT-1.5.4-2], so no user has it.

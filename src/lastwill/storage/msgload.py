@@ -61,35 +61,44 @@ def load(log: MessageLog, db: sqlite3.Connection) -> Loaded:
     owners = _queues(log, db)
     out = Loaded()
     rows = _inflight_rows(db, owners)
-    sizes: dict[int, int] = {}
-    used: set[int] = set()
     refs = out.backlog_refs
-    _scan(db, owners, sizes, used, refs)
-    out.next_msg_id = log.next_msg_id = max(sizes, default=0) + 1
+    # messages done, not yet deleted from the table (msglog RECLAIM_AT)
+    done = log.reclaim = {mid for a, b in db.execute("SELECT first, last FROM reclaim") for mid in range(a, b + 1)}
+    # what is kept per message is only for the few that need it: the sizes of those with ``queued``
+    # rows, the rows with no live entry (unreferenced, unless a ``queued`` or ``inflight`` row needs them)
+    sizes: dict[int, int] = {mid: 0 for (mid,) in db.execute("SELECT DISTINCT msg_id FROM queued")}
+    dead: set[int] = set()
+    out.next_msg_id = log.next_msg_id = _scan(db, owners, sizes, dead, refs) + 1
     max_part = 0
     log.with_parts.clear()
     for part, mid, blob, subs in db.execute("SELECT part, msg_id, entries, subs FROM queued ORDER BY part"):
         max_part = max(max_part, part)
-        size = sizes.get(mid)
-        if size is not None:
+        size = sizes.get(mid, 0)
+        if size > 0:  # (its message row exists: its size was read; a topic is never empty)
             log.with_parts.add(mid)
-            _entries(owners, mid, size, columns(blob), subs, used, refs)
+            if _entries(owners, mid, size, columns(blob), subs, refs):
+                dead.discard(mid)
     log.next_part = max_part + 1
     for o in owners.values():  # the runs of the sent deliveries found
         q = o.q
         if q.sent:
             for seq in sorted(q.sent):
-                run_add(q.runs, seq, q.sent[seq][4])
-    eager = {o.client_id: _split(o, sizes, refs, out.backlogs) for o in owners.values() if o.runs}
-    needed = {d.message for items in rows.values() for d in items}  # (ids until resolved)
+                run_add(q.runs, seq, q.sent[seq][3])
+    eager = {o.client_id: _split(o, refs) for o in owners.values() if o.runs}
+    in_rows = {d.message for items in rows.values() for d in items}  # (ids until resolved)
+    needed = set(in_rows)
     needed.update(e[1] for o in owners.values() for e in o.eager)
     needed.update(e[1] for items in eager.values() for e in items)
     messages = read_messages(db, sorted(needed))  # type: ignore[arg-type]
     for o in owners.values():
-        items = _deliveries(o, rows.get(o.client_id, []), eager.get(o.client_id, []), messages, used)
+        first = eager.get(o.client_id, [])
+        if o.runs:  # the rest of its queue: its backlog (its bytes without those of the first ones)
+            o.bytes -= sum(len(m.payload) + len(m.topic) for e in first if (m := messages.get(e[1])) is not None)
+            out.backlogs[o.client_id] = StoredBacklog(o.runs, sum(r[2] for r in o.runs), o.bytes)
+        items = _deliveries(o, rows.get(o.client_id, []), first, messages)
         if items:
             out.deliveries[o.client_id] = items
-    out.unreferenced = set(sizes) - used
+    out.unreferenced = dead - in_rows - done  # type: ignore[operator]
     return out
 
 
@@ -173,16 +182,21 @@ def _block(owners: dict[int, _Owner], mid: int, cols: tuple) -> _Block | None:
     return _Block(snos, flags, seqs, mid, live, room) if live and room else None
 
 
-def _scan(db: sqlite3.Connection, owners: dict[int, _Owner], sizes: dict[int, int], used: set[int],
-          refs: dict[int, int]) -> None:
+def _scan(db: sqlite3.Connection, owners: dict[int, _Owner], sizes: dict[int, int], dead: set[int],
+          refs: dict[int, int]) -> int:
     """The message rows' entries (not their payloads), in id order; rows that only extend their
-    sessions' runs are taken as a block (``_Block``), the others entry by entry."""
+    sessions' runs are taken as a block (``_Block``), the others entry by entry. Fills the sizes of
+    the messages named in ``sizes``, the rows without a live entry into ``dead``; returns the
+    highest id."""
     block = None
     retry = 0  # rows to go before trying to start a block again
+    mid = 0
     for mid, size, blob, subs in db.execute(
             "SELECT id, length(topic) + length(payload), entries, subs FROM messages ORDER BY id"):
-        sizes[mid] = size
+        if mid in sizes:
+            sizes[mid] = size
         if not blob:
+            dead.add(mid)
             continue
         cols = columns(blob)
         if block is not None:
@@ -191,11 +205,13 @@ def _scan(db: sqlite3.Connection, owners: dict[int, _Owner], sizes: dict[int, in
                 block.bytes += size
                 block.mid, block.seqs = mid, cols[1]
                 refs[mid] = len(block.owners)
-                used.add(mid)
                 continue
             block.flush()
             block = None
-        if _entries(owners, mid, size, cols, subs, used, refs) or subs is not None:
+        found = _entries(owners, mid, size, cols, subs, refs)
+        if not found:
+            dead.add(mid)
+        if found == 2 or subs is not None:
             continue  # in-flight entries, or subscription identifiers: no block
         if retry:
             retry -= 1
@@ -204,14 +220,15 @@ def _scan(db: sqlite3.Connection, owners: dict[int, _Owner], sizes: dict[int, in
             retry = 0 if block is not None else 16
     if block is not None:
         block.flush()
+    return mid
 
 
-def _entries(owners: dict[int, _Owner], mid: int, size: int, cols: tuple, subs: str | None, used: set[int],
-             refs: dict[int, int]) -> bool:
+def _entries(owners: dict[int, _Owner], mid: int, size: int, cols: tuple, subs: str | None,
+             refs: dict[int, int]) -> int:
     """The live entries of one row: queued ones into their session's runs, in-flight ones (in their
     entry, or sent from the queue: ``queues.sent``) into its eager list. Millions at a restart: the
-    common case (queued, extending its session's last run) first and tight. True if some entry is in
-    flight."""
+    common case (queued, extending its session's last run) first and tight. 2 if some entry is in
+    flight, 1 if some is queued, 0 if none is live."""
     snos, seqs, pids, flags = cols
     sub_list = json.loads(subs) if subs else None
     last_sno, o = None, None
@@ -252,19 +269,20 @@ def _entries(owners: dict[int, _Owner], mid: int, size: int, cols: tuple, subs: 
             pid = pids[i]
         ids = sub_list[i] if sub_list is not None else None
         ids = tuple(ids) if ids else ()
-        (q.sent if f < 8 else q.entries)[seq] = (mid, f & 3, bool(f & RETAIN_FLAG), ids, pid, state)
+        if f < 8:  # (as Batch.sent has it: flags with its state)
+            q.sent[seq] = (seq, mid, f | (8 if f & 3 == 1 else 16), pid, ids)
+        else:
+            q.entries[seq] = (mid, f & 3, bool(f & RETAIN_FLAG), ids, pid, state)
         o.eager.append((seq, mid, f, ids, pid, state))
         live = True
     if queued:
         refs[mid] = refs.get(mid, 0) + queued
-    if queued or live:
-        used.add(mid)
-    return live
+    return 2 if live else 1 if queued else 0
 
 
-def _split(o: _Owner, sizes: dict[int, int], refs: dict[int, int], backlogs: dict[str, StoredBacklog]) -> list[tuple]:
-    """The session's first EAGER_QUEUED queued deliveries, as (seq, msg id, flags, subscription ids);
-    the rest becomes its backlog."""
+def _split(o: _Owner, refs: dict[int, int]) -> list[tuple]:
+    """The session's first EAGER_QUEUED queued deliveries, as (seq, msg id, flags, subscription ids),
+    taken out of its runs (the rest is its backlog)."""
     runs = o.runs
     if any(runs[i][0] < runs[i - 1][0] for i in range(1, len(runs))):  # entries recorded later (``queued``)
         runs.sort(key=_SEQ)
@@ -277,7 +295,6 @@ def _split(o: _Owner, sizes: dict[int, int], refs: dict[int, int], backlogs: dic
         for j in range(k):
             m = mid + j
             eager.append((seq + j, m, f, ids or ()))
-            o.bytes -= sizes[m]
             left = refs[m] - 1
             if left:
                 refs[m] = left
@@ -288,13 +305,11 @@ def _split(o: _Owner, sizes: dict[int, int], refs: dict[int, int], backlogs: dic
             del runs[0]
         else:
             r[0], r[1], r[2] = seq + k, mid + k, n - k
-    if runs:
-        backlogs[o.client_id] = StoredBacklog(runs, sum(r[2] for r in runs), o.bytes)
     return eager
 
 
-def _deliveries(o: _Owner, rows: list[StoredDelivery], eager: list[tuple], messages: dict[int, StoredMessage],
-                used: set[int]) -> list[StoredDelivery]:
+def _deliveries(o: _Owner, rows: list[StoredDelivery], eager: list[tuple],
+                messages: dict[int, StoredMessage]) -> list[StoredDelivery]:
     """The session's loaded deliveries in seq order: rows, in-flight entries, its first queued ones."""
     cid = o.client_id
     items = []
@@ -302,7 +317,6 @@ def _deliveries(o: _Owner, rows: list[StoredDelivery], eager: list[tuple], messa
         m = messages.get(d.message)  # type: ignore[call-overload]
         if m is not None:  # (None: never written so by this store: left alone)
             d.message = m
-            used.add(m.msg_id)
             items.append(d)
     for seq, mid, f, ids, pid, state in o.eager:
         m = messages.get(mid)
@@ -327,13 +341,27 @@ _SEQ_OF = _seq_of
 
 
 def read_messages(db: sqlite3.Connection, msg_ids: list[int]) -> dict[int, StoredMessage]:
-    """The stored messages with these ids (those that exist)."""
+    """The stored messages with these ids (those that exist; ``msg_ids`` ascending): ranges of
+    consecutive ids (a backlog's page, usually one) by BETWEEN, the others by IN."""
     out: dict[int, StoredMessage] = {}
-    for i in range(0, len(msg_ids), READ_CHUNK):
-        chunk = msg_ids[i:i + READ_CHUNK]
+    ranges, single = [], []
+    i, n = 0, len(msg_ids)
+    while i < n:
+        j = i
+        while j + 1 < n and msg_ids[j + 1] == msg_ids[j] + 1:
+            j += 1
+        if j - i >= 8:
+            ranges.append((msg_ids[i], msg_ids[j]))
+        else:
+            single += msg_ids[i:j + 1]
+        i = j + 1
+    queries = [("BETWEEN ? AND ?", r) for r in ranges]
+    queries += [(f"IN ({','.join('?' * len(single[k:k + READ_CHUNK]))})", single[k:k + READ_CHUNK])
+                for k in range(0, len(single), READ_CHUNK)]
+    for where, params in queries:
         for mid, topic, payload, qos, retain, props, origin, expiry, is_will in db.execute(
                 "SELECT id, topic, payload, qos, retain, props, origin, expiry_at_wall, is_will FROM messages "
-                f"WHERE id IN ({','.join('?' * len(chunk))})", chunk):
+                f"WHERE id {where}", params):
             out[mid] = StoredMessage(topic, bytes(payload), qos, bool(retain), unprops(props), origin, expiry,
                                      bool(is_will), mid)
     return out

@@ -18,7 +18,8 @@ Schema versions: 1 (sessions, subscriptions, deliveries, retained); 2 adds the `
 4 rebuilds ``sessions`` (WITHOUT ROWID) and ``timeline`` (seq order, no index on client_id), which
 are cheaper to write (see _SESSIONS_TABLE); 5 stores a message once however many sessions wait for
 it: ``deliveries`` becomes ``messages``, ``queued``, ``queues`` and ``inflight`` (see msglog.py); 6 adds
-``queues.sent``, the runs of a session's queued deliveries in flight (no row per delivery sent).
+``queues.sent``, the runs of a session's queued deliveries in flight (no row per delivery sent); 7 adds
+``reclaim``, the messages done and not yet deleted (they are deleted in bulk).
 """
 
 from __future__ import annotations
@@ -126,6 +127,8 @@ _MIGRATIONS = {
     5: migrate_from_v4,
     # the runs of each session's queued deliveries sent and not yet acknowledged (msglog.py)
     6: migrate_from_v5,
+    # the messages done and not yet deleted, deleted in bulk (msglog.py RECLAIM_AT)
+    7: "CREATE TABLE IF NOT EXISTS reclaim (first INTEGER PRIMARY KEY, last INTEGER NOT NULL);",
 }
 
 
