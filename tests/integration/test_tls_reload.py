@@ -44,6 +44,14 @@ def trusting(certs) -> ssl.SSLContext:
     return ctx
 
 
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
 def handshake(port: int, certs) -> tuple[bool, ssl.SSLSocket | str]:
     """A TLS handshake trusting only ``certs``' CA, then a 3.1.1 CONNECT: (True, the socket) when the
     server's certificate verifies and the CONNECT is accepted, else (False, why)."""
@@ -73,7 +81,8 @@ def test_sighup_reloads_the_certificate_new_handshakes_get_it_open_connections_s
     broker = BrokerProcess(port, tmp_path / "data", log, tls_listen=f"127.0.0.1:{tls_port}", tls_cert=cert,
                            tls_key=key)
     brokers.append(broker)
-    broker.start()
+    broker.start()  # (it waits for the plain listener; the TLS one may open a moment later)
+    assert wait_until(lambda: _listening(tls_port), 15), log.read_text()[-2000:]
     ok, before = handshake(tls_port, a)
     assert ok, before
     # the operator replaces the certificate and key, then reloads

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, NamedTuple
@@ -25,6 +25,7 @@ from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
 from ..core.topics import SubOptions
+from . import replies as rp  # decoding the scripts' replies, encoding their arguments
 from .model import (
     NEVER,
     Ack,
@@ -74,6 +75,11 @@ from .model import (
 )
 from .model import Delivery as QueuedDelivery
 
+# the replies' decoders under short names: they are on nearly every line of the calls below
+_s, _i, _oi, _os, _user = rp.text, rp.integer, rp.optional_integer, rp.optional_text, rp.user
+_enc_user, _sids, _enc_sids, _flag, _pairs = (rp.encode_user, rp.subscription_ids, rp.encode_subscription_ids,
+                                              rp.flag, rp.groups)
+
 SCRIPTS = ("register", "heartbeat", "deregister", "reap", "connect", "disconnect", "due", "fire", "publish",
            "fetch", "ack", "mark", "subscribe", "expire", "retained", "snapshot", "clock")
 
@@ -101,52 +107,6 @@ class Call(NamedTuple):
     script: str
     args: tuple
     parse: Callable[[Any], Any]
-
-
-# -- decoding what the scripts return ---------------------------------------------------------------
-def _s(b: bytes | str) -> str:
-    return b.decode("utf-8") if isinstance(b, bytes) else b
-
-
-def _i(x: Any) -> int:
-    if isinstance(x, int):
-        return x
-    text = _s(x)
-    return int(text) if text.lstrip("-").isdigit() else int(float(text))
-
-
-def _oi(x: Any) -> int | None:
-    return None if x in (b"", "", None) else _i(x)
-
-
-def _os(x: Any) -> str | None:
-    return None if x in (b"", "", None) else _s(x)
-
-
-def _user(encoded: Any) -> str | None:
-    text = _s(encoded)
-    return text[1:] if text else None
-
-
-def _enc_user(user: str | None) -> str:
-    return "" if user is None else "=" + user
-
-
-def _sids(x: Any) -> tuple[int, ...]:
-    text = _s(x)
-    return tuple(int(v) for v in text.split(",")) if text else ()
-
-
-def _enc_sids(ids: Iterable[int]) -> str:
-    return ",".join(str(i) for i in ids)
-
-
-def _flag(b: bool) -> str:
-    return "1" if b else "0"
-
-
-def _pairs(flat: Sequence, n: int) -> list[Sequence]:
-    return [flat[i:i + n] for i in range(0, len(flat), n)]
 
 
 def _targets(targets: Sequence[Target]) -> list:
