@@ -7,7 +7,7 @@ passes 1,000 pages, and a checkpoint fsyncs the WAL and then the database (also 
 in the middle of a storm of wills or connects (seen with strace: ``fdatasync`` of both files between
 two turns of a will storm). So the store turns the automatic checkpoint off (``PRAGMA
 wal_autocheckpoint=0``) and this thread, with its own connection to the same file, runs a PASSIVE
-checkpoint shortly after commits have happened. A PASSIVE checkpoint never blocks the writer and
+checkpoint a second after commits have happened. A PASSIVE checkpoint never blocks the writer and
 is never blocked by it (SQLite's WAL design), and sqlite3 releases the GIL while it works, so the
 loop keeps committing meanwhile.
 
@@ -26,8 +26,10 @@ from pathlib import Path
 log = logging.getLogger("lastwill.store")
 
 # Seconds between the first commit after a checkpoint and the next checkpoint: commits of a storm
-# are checkpointed together, a few times a second at most
-CHECKPOINT_AFTER = 0.25
+# are checkpointed together, once a second at most. (Every 0.25 s cost 15 us more CPU per connect in
+# a storm of 20,000 than every 1 s, benchmarks/storm_cpu.py: a checkpoint's fsync and page copies are
+# paid per checkpoint, and SQLite's own default, every 1,000 WAL pages, comes about once a second there)
+CHECKPOINT_AFTER = 1.0
 # Seconds without a commit after which the thread closes its connection and ends (the next commit
 # starts another): an idle broker, or a store its owner never closed, keeps no thread
 IDLE_EXIT = 2.0
