@@ -18,6 +18,8 @@ the store once (``delivery_done``, or its session's deletion): its seq goes back
 
 from __future__ import annotations
 
+from itertools import chain
+
 from ..logs import fast_logger
 from ..storage.base import (
     ACK_STATES,
@@ -136,22 +138,11 @@ class Recorder:
         """The session's deliveries leave the store with it: their messages lose a reference each."""
         messages = self.messages
         backlog = session.backlog
-        if backlog is not None:  # what is left of it in the store, and what was queued behind it
+        if backlog is not None:  # what is left of it in the store (what was queued behind it: below)
             backlog.drop(self)
-            for d in backlog.after:
-                if d.seq:
-                    m = d.message
-                    m.store_refs -= 1
-                    messages[m.store_id] = m
-                    d.seq = 0
-        for d in session.queue:
-            if d.seq:
-                m = d.message
-                m.store_refs -= 1
-                messages[m.store_id] = m
-                d.seq = 0
-        for f in session.inflight.values():
-            d = f.delivery
+        held = chain(backlog.after if backlog is not None else (), session.queue,
+                     (f.delivery for f in session.inflight.values()))
+        for d in held:
             if d.seq:
                 m = d.message
                 m.store_refs -= 1
