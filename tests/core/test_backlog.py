@@ -69,6 +69,15 @@ def offline(h: Harness, name: str, qos: int = 1) -> None:
     c.drop()
 
 
+def _drain(h, client) -> list:
+    """What the client gets over ten turns: a backlog reaches it page by page as the pump runs."""
+    got = client.messages()
+    for _ in range(10):
+        h.advance(0)
+        got += client.messages()
+    return got
+
+
 def test_a_restored_backlog_comes_in_order_behind_the_first_and_before_the_new_MQTT_4_6_0_6(tmp_path):
     h = make(tmp_path)
     offline(h, "s")
@@ -110,10 +119,7 @@ def test_messages_shared_by_backlogs_are_read_once_and_reclaimed_with_the_last(t
     h.commit()
     h2 = h.restart(downtime=1)
     a = h2.connect("a", clean_start=False, session_expiry_interval=3600, receive_maximum=100)
-    got_a = a.messages()
-    for _ in range(10):
-        h2.advance(0)
-        got_a += a.messages()
+    got_a = _drain(h2, a)
     assert [p.payload[0] for p in got_a] == list(range(12))
     for p in got_a:
         a.send(Puback(p.packet_id))
@@ -123,10 +129,7 @@ def test_messages_shared_by_backlogs_are_read_once_and_reclaimed_with_the_last(t
     assert b.backlog is not None  # b's entries keep the messages
     assert h2.store.db.execute("SELECT count(*) FROM messages").fetchone()[0] == 12
     bc = h2.connect("b", clean_start=False, session_expiry_interval=3600, receive_maximum=100)
-    got_b = bc.messages()
-    for _ in range(10):
-        h2.advance(0)
-        got_b += bc.messages()
+    got_b = _drain(h2, bc)
     assert [p.payload for p in got_b] == [p.payload for p in got_a]
     a_msgs = {id(f.delivery.message) for f in h2.core.ownership.by_id["b"].inflight.values()}
     assert len(a_msgs) == 12  # one Message each, shared with what a got (read once)
@@ -153,10 +156,7 @@ def test_an_expired_message_in_a_backlog_is_never_sent_MQTT_3_3_2_5(tmp_path):
     h.commit()
     h2 = h.restart(downtime=10)
     c = h2.connect("s", clean_start=False, session_expiry_interval=3600, receive_maximum=100)
-    got = c.messages()
-    for _ in range(10):
-        h2.advance(0)
-        got += c.messages()
+    got = _drain(h2, c)
     assert [p.payload[0] for p in got] == [0, 1, 2, 3, 4, 5, 8, 9]
     for p in got:
         c.send(Puback(p.packet_id))
@@ -189,10 +189,7 @@ def test_resumed_with_session_expiry_0_gets_its_whole_queue(tmp_path):
     h.commit()
     h2 = h.restart(downtime=1)
     c = h2.connect("s", clean_start=False, session_expiry_interval=0, receive_maximum=100)
-    got = c.messages()
-    for _ in range(10):
-        h2.advance(0)
-        got += c.messages()
+    got = _drain(h2, c)
     h2.commit()
     assert [p.payload[0] for p in got] == list(range(9))
     assert h2.store.db.execute("SELECT count(*) FROM queues").fetchone()[0] == 0
