@@ -44,6 +44,7 @@ from .model import (
     EngineConfigError,
     EngineInfo,
     ExpireResult,
+    Feed,
     Fenced,
     FencedNode,
     FetchRequest,
@@ -661,17 +662,17 @@ class RedisEngine:
         await self.client.incrby(self.key("clock:offset"), ms)
         self.round_trips += 1
 
-    async def broadcast(self, payloads: dict[tuple[str, int], bytes]) -> None:
+    async def broadcast(self, payloads: dict[tuple[Feed, int], bytes]) -> None:
         """Payloads for other nodes, each on a channel of its node's epoch, one round trip (pub/sub, at
-        most once): ("qos0", E) QoS 0 messages (the node's NodeChannel hands them out as Broadcast),
-        ("held", E) client ids a node took (``epoch NUL cid NUL cid ...``; handed out as Held)."""
+        most once): (Feed.QOS0, E) QoS 0 messages (the node's NodeChannel hands them out as Broadcast),
+        (Feed.HELD, E) client ids a node took (``epoch NUL cid NUL cid ...``; handed out as Held)."""
         if len(payloads) == 1:
-            (((kind, epoch), data),) = payloads.items()
-            await self.client.publish(self.key(f"{kind}:{epoch}"), data)
+            (((feed, epoch), data),) = payloads.items()
+            await self.client.publish(self.key(f"{feed.value}:{epoch}"), data)
         else:
             pipe = self.client.pipeline(transaction=False)
-            for (kind, epoch), data in payloads.items():
-                pipe.publish(self.key(f"{kind}:{epoch}"), data)
+            for (feed, epoch), data in payloads.items():
+                pipe.publish(self.key(f"{feed.value}:{epoch}"), data)
             await pipe.execute()
         self.round_trips += 1
 

@@ -386,6 +386,13 @@ class Kicked:
     gen: int
 
 
+class Feed(enum.Enum):
+    """What a node's pub/sub channel of an epoch carries (RedisEngine.broadcast; the value names the channel)."""
+
+    QOS0 = "qos0"  # QoS 0 messages, handed out as Broadcast
+    HELD = "held"  # client ids a node took, handed out as Held
+
+
 @dataclass(frozen=True, slots=True)
 class Broadcast:
     """QoS 0 messages another node sent to this one (pub/sub: at most once), as that node encoded them."""

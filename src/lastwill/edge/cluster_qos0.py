@@ -24,6 +24,7 @@ from collections.abc import Callable
 from redis.exceptions import RedisError
 
 from ..cluster.engine import RedisEngine
+from ..cluster.model import Feed
 from ..codec.properties import encode_properties, read_properties
 from ..core.message import Message
 
@@ -130,7 +131,7 @@ class Qos0Sender:
         self.engine = engine
         self.clock = clock
         self.on_error = on_error
-        self._queue: dict[tuple[str, int], list[bytes]] = {}
+        self._queue: dict[tuple[Feed, int], list[bytes]] = {}
         self._held_epoch = b"0"
         self._busy = False
 
@@ -142,7 +143,7 @@ class Qos0Sender:
         data = "\0".join(client_ids).encode("utf-8")
         for dest in nodes:
             if dest != epoch:
-                self._queue.setdefault(("held", dest), []).append(data)
+                self._queue.setdefault((Feed.HELD, dest), []).append(data)
         self._start()
 
     def _start(self) -> None:
@@ -157,12 +158,12 @@ class Qos0Sender:
         if len(routed) > 1 and len({d for _, d in routed}) == 1:  # (the usual case: one set of nodes)
             data = encode_qos0(epoch, [m for m, _ in routed], now)
             for dest in routed[0][1]:
-                queue.setdefault(("qos0", dest), []).append(data)
+                queue.setdefault((Feed.QOS0, dest), []).append(data)
         else:
             for m, dests in routed:
                 data = encode_qos0(epoch, [m], now)
                 for dest in dests:
-                    queue.setdefault(("qos0", dest), []).append(data)
+                    queue.setdefault((Feed.QOS0, dest), []).append(data)
         self._start()
 
     async def _run(self) -> None:
@@ -171,7 +172,7 @@ class Qos0Sender:
                 batch, self._queue = self._queue, {}
                 try:
                     await self.engine.broadcast({
-                        key: b"".join(parts) if key[0] == "qos0" else b"\0".join((self._held_epoch, *parts))
+                        key: b"".join(parts) if key[0] is Feed.QOS0 else b"\0".join((self._held_epoch, *parts))
                         for key, parts in batch.items()})
                 except (RedisError, OSError) as e:  # QoS 0: at most once
                     self.on_error(e)
